@@ -1,0 +1,1 @@
+"""Hooks that ACME clients call to reach the gateway."""

@@ -1,0 +1,1 @@
+"""Code shared by the gateway, the providers, the hook and the ACME driver."""

@@ -1,0 +1,152 @@
+"""Reading settings from layered sources, collecting every problem at once.
+
+The gateway and each provider read their settings through :class:`Settings`,
+which merges command line > environment > dotenv file (the caller decides the
+layers), supports ``<KEY>_FILE`` for secrets and records problems instead of
+stopping at the first one, so start-up can report every mistake in one message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ConfigError(Exception):
+    """The configuration has one or more problems; ``problems`` lists them all."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class Settings:
+    """A read-only view over merged settings that records problems as it reads."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = dict(values)
+        self.problems: list[str] = []
+
+    def problem(self, message: str) -> None:
+        """Record a problem to report at the end of configuration."""
+        self.problems.append(message)
+
+    def raise_problems(self) -> None:
+        if self.problems:
+            raise ConfigError(self.problems)
+
+    def has(self, key: str) -> bool:
+        return bool(self._values.get(key, "").strip())
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """The value of *key* with surrounding blanks removed; empty counts as unset."""
+        value = self._values.get(key)
+        if value is None or not value.strip():
+            return default
+        return value.strip()
+
+    def secret(self, key: str) -> str | None:
+        """A secret from *key* or from the file named by ``<key>_FILE``.
+
+        The file's trailing newline is dropped; other whitespace is kept, since
+        it may be part of the secret.
+        """
+        direct = self._values.get(key) or None
+        file_name = self.get(f"{key}_FILE")
+        if direct is not None and file_name is not None:
+            self.problem(f"{key} and {key}_FILE are both set; keep one")
+            return None
+        if file_name is None:
+            return direct
+        try:
+            text = Path(file_name).read_text(encoding="utf-8")
+        except OSError as exc:
+            self.problem(f"{key}_FILE: cannot read {file_name}: {exc.strerror}")
+            return None
+        except UnicodeDecodeError:
+            self.problem(f"{key}_FILE: {file_name} is not UTF-8 text")
+            return None
+        if text.endswith("\r\n"):
+            text = text[:-2]
+        elif text.endswith("\n"):
+            text = text[:-1]
+        if not text:
+            self.problem(f"{key}_FILE: {file_name} is empty")
+            return None
+        return text
+
+    def require(self, key: str, why: str = "") -> str:
+        value = self.get(key)
+        if value is None:
+            self.problem(f"{key} is required" + (f": {why}" if why else ""))
+            return ""
+        return value
+
+    def boolean(self, key: str, default: bool = False) -> bool:
+        value = self._values.get(key)
+        if value is None:
+            return default
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        self.problem(f"{key}={value!r} is not a boolean (use 1/0, yes/no, true/false)")
+        return default
+
+    def integer(self, key: str, default: int, minimum: int, maximum: int) -> int:
+        value = self.get(key)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            self.problem(f"{key}={value!r} is not a whole number")
+            return default
+        if not minimum <= number <= maximum:
+            self.problem(f"{key}={number} is out of range ({minimum} to {maximum})")
+            return default
+        return number
+
+    def duration(self, key: str, default: float, minimum: float, maximum: float) -> float:
+        """Seconds, from ``90``, ``1.5``, ``250ms``, ``30s``, ``5m``, ``1h`` or ``1d``."""
+        value = self.get(key)
+        if value is None:
+            return default
+        match = _DURATION.match(value)
+        if not match:
+            self.problem(f"{key}={value!r} is not a duration (e.g. 30, 30s, 5m, 1h)")
+            return default
+        seconds = float(match.group(1)) * _UNITS[(match.group(2) or "s").lower()]
+        if not minimum <= seconds <= maximum:
+            self.problem(f"{key}={value} is out of range ({minimum:g}s to {maximum:g}s)")
+            return default
+        return seconds
+
+    def choice(self, key: str, choices: Mapping[str, T], default: T) -> T:
+        """Map a case-insensitive word to a value; unknown words are a problem."""
+        value = self.get(key)
+        if value is None:
+            return default
+        try:
+            return choices[value.lower()]
+        except KeyError:
+            names = ", ".join(sorted({k for k in choices if k}))
+            self.problem(f"{key}={value!r} is not one of: {names}")
+            return default
+
+    def items(self, key: str) -> list[str]:
+        """A comma- or blank-separated list."""
+        value = self.get(key)
+        if value is None:
+            return []
+        return [item for item in re.split(r"[\s,]+", value) if item]

@@ -1,0 +1,1 @@
+"""DNS providers: one module per provider, on the contract in :mod:`providers.base`."""

@@ -1,0 +1,92 @@
+"""The contract every DNS provider fulfils, and the errors it raises.
+
+A provider publishes and withdraws single TXT values at ``_acme-challenge``
+names. The gateway guarantees that calls for one name never overlap (a
+per-name lock), validates names and values before calling, and journals every
+change; a provider only has to talk to its DNS service. The contract:
+
+* ``add_txt(fqdn, value)`` makes *value* one of the TXT values at *fqdn* and
+  keeps every other value there. Adding a value that is already present is a
+  no-op, not an error.
+* ``remove_txt(fqdn, value)`` removes exactly *value* from *fqdn* and keeps the
+  others. Removing a value (or a name) that is absent is a no-op.
+* Both raise :class:`ProviderError` (or :class:`ProviderTimeout`) on failure,
+  with a one-line message that names the provider and, where the fix is known,
+  a hint. They never report success for a change that did not happen.
+* ``open()`` is called once before the first change, ``aclose()`` once at the
+  end; both default to doing nothing.
+
+``fqdn`` is normalised: lower case, IDNA, no trailing dot. A provider's settings
+live in a frozen dataclass built by ``from_settings``, which reads them from a
+:class:`lib.settings.Settings` and records every problem there.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Self
+
+from lib.settings import Settings
+
+
+class ProviderError(Exception):
+    """A provider could not make the requested change."""
+
+    def __init__(self, provider: str, message: str, *, hint: str | None = None) -> None:
+        self.provider = provider
+        self.message = message
+        self.hint = hint
+        text = f"{provider}: {message}"
+        if hint:
+            text += f" ({hint})"
+        super().__init__(text)
+
+
+class ProviderTimeout(ProviderError):
+    """A provider did not answer in time."""
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """What the gateway tells a provider about its surroundings."""
+
+    managed_domains: tuple[str, ...] = ()
+    state_dir: Path | None = None
+    # Extra search path for user-written provider modules (the dotenv's folder).
+    config_dir: Path | None = None
+    timeout: float = 30.0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Provider(abc.ABC):
+    """Base class of all providers. Subclasses set ``name`` and implement the two changes."""
+
+    name: ClassVar[str] = "provider"
+    # True when the provider forgets its records on restart (in-memory stores,
+    # the builtin DNS server): the gateway then re-adds the journaled records.
+    volatile: ClassVar[bool] = False
+
+    @classmethod
+    @abc.abstractmethod
+    def from_settings(cls, settings: Settings, context: ProviderContext) -> Self:
+        """Build the provider from its settings, recording problems in *settings*."""
+
+    async def open(self) -> None:  # noqa: B027 - optional hook, empty by design
+        """Acquire connections or start servers; called once before use."""
+
+    @abc.abstractmethod
+    async def add_txt(self, fqdn: str, value: str) -> None:
+        """Publish *value* at *fqdn*, keeping other values (idempotent)."""
+
+    @abc.abstractmethod
+    async def remove_txt(self, fqdn: str, value: str) -> None:
+        """Withdraw *value* from *fqdn*, keeping other values (idempotent)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, empty by design
+        """Release what ``open`` acquired."""
+
+    def error(self, message: str, *, hint: str | None = None) -> ProviderError:
+        """A :class:`ProviderError` that names this provider."""
+        return ProviderError(self.name, message, hint=hint)

@@ -1,0 +1,104 @@
+"""Run a provider class written for the original ACME-dns01-gateway, unchanged.
+
+Such a class is built as ``cls(DNSAPI_USERNAME, DNSAPI_PASSWORD)`` and offers a
+blocking ``acme_challenge(action, fqdn, token) -> (status, message)`` with
+``action`` ``"setup"`` or ``"teardown"`` and ``fqdn`` starting with
+``_acme-challenge.``. We call it in a worker thread so a slow DNS API never
+stalls other requests, bound each call by the provider timeout, and turn every
+status outside 2xx (or an exception) into a :class:`ProviderError` (HTTP 502).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar, Self
+
+from lib.settings import Settings
+from providers.base import Provider, ProviderContext, ProviderError, ProviderTimeout
+
+log = logging.getLogger(__name__)
+
+
+class LegacyProvider(Provider):
+    """Adapter around an original-gateway provider object."""
+
+    name: ClassVar[str] = "legacy"
+
+    def __init__(self, target: Any, label: str, timeout: float = 30.0, workers: int = 4) -> None:
+        self._target = target
+        self._label = label
+        self._timeout = timeout
+        # Own pool: a hung DNS API call must not exhaust the loop's default executor.
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="legacy-provider")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, context: ProviderContext) -> Self:
+        raise TypeError("LegacyProvider is built by providers.registry.create_provider")
+
+    @classmethod
+    def wrap(cls, klass: type, settings: Settings, context: ProviderContext) -> Self | None:
+        label = f"{klass.__module__}.{klass.__qualname__}"
+        if not callable(getattr(klass, "acme_challenge", None)):
+            settings.problem(f"{label} has no acme_challenge(action, fqdn, token) method")
+            return None
+        username = settings.get("DNSAPI_USERNAME")
+        password = settings.secret("DNSAPI_PASSWORD")
+        try:
+            target = klass(username, password)
+        except Exception as exc:  # any failure here is a configuration problem
+            # The class saw the DNS API password; keep it out of the message.
+            detail = str(exc).replace(password, "***") if password else str(exc)
+            settings.problem(f"{label} could not be created: {type(exc).__name__}: {detail}")
+            return None
+        return cls(target, label, timeout=context.timeout)
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    async def _call(self, action: str, fqdn: str, value: str) -> None:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, self._target.acme_challenge, action, fqdn, value)
+        try:
+            result = await asyncio.wait_for(future, self._timeout)
+        except TimeoutError:
+            raise ProviderTimeout(
+                self._label, f"{action} did not finish within {self._timeout:g}s"
+            ) from None
+        except Exception as exc:
+            log.warning("%s.acme_challenge raised %s", self._label, type(exc).__name__)
+            raise self._error(f"{action} failed: {type(exc).__name__}: {exc}") from exc
+        status, message = _unpack(result)
+        if status is None or not 200 <= status < 300:
+            shown = "" if message is None else f": {str(message).splitlines()[0][:200]}"
+            raise self._error(f"{action} answered status {status}{shown}")
+
+    def _error(self, message: str) -> ProviderError:
+        return ProviderError(self._label, message)
+
+    async def add_txt(self, fqdn: str, value: str) -> None:
+        await self._call("setup", fqdn, value)
+
+    async def remove_txt(self, fqdn: str, value: str) -> None:
+        await self._call("teardown", fqdn, value)
+
+    async def aclose(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _unpack(result: object) -> tuple[int | None, object]:
+    """Read ``(status, message)`` (or a bare status). Anything else is a failure:
+    we would rather fail a setup than report a record that may not exist."""
+    if isinstance(result, tuple) and result:
+        status: object = result[0]
+        message = result[1] if len(result) > 1 else None
+    else:
+        status, message = result, None
+    if isinstance(status, bool) or not isinstance(status, int | str):
+        return None, message if message is not None else f"returned {type(result).__name__}"
+    try:
+        return int(status), message
+    except ValueError:
+        return None, message

@@ -1,0 +1,20 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import secrets
+import string
+
+import pytest
+
+_B64URL = string.ascii_letters + string.digits + "-_"
+
+
+def make_value() -> str:
+    """A random dns-01 TXT value: 43 base64url characters."""
+    return "".join(secrets.choice(_B64URL) for _ in range(43))
+
+
+@pytest.fixture
+def value() -> str:
+    return make_value()

@@ -1,0 +1,113 @@
+"""Helpers for tests that run real servers (BIND, PowerDNS, pebble, Apache, podman).
+
+Servers listen only on loopback, on ports the test picks, and are stopped by
+the test through their pid. Without a needed program a test skips with the
+reason; with ``REQUIRE_SYSTEM_TESTS=1`` (CI) that skip is a failure instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+SBIN = ("/usr/sbin", "/sbin", "/usr/local/sbin")
+
+
+def require_system() -> bool:
+    return os.environ.get("REQUIRE_SYSTEM_TESTS", "") not in ("", "0")
+
+
+def unavailable(reason: str) -> None:
+    """Skip the test, or fail it when system tests are required."""
+    if require_system():
+        pytest.fail(f"system test cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def need_program(name: str, package: str) -> str:
+    """The absolute path of program *name*, or skip/fail naming the Debian package."""
+    path = shutil.which(name) or next(
+        (str(Path(d, name)) for d in SBIN if Path(d, name).is_file()), None
+    )
+    if path is None:
+        unavailable(f"{name} not installed (Debian package {package}; run `make test` as root)")
+        raise AssertionError("unreachable")
+    return path
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port free for both TCP and UDP on *host* (DNS servers need both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0,
+                  proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+class Server:
+    """A child process we started; stopped by pid, with its log kept for failures."""
+
+    def __init__(self, argv: Sequence[str], log: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self.argv = list(argv)
+        self.log = log
+        self._logfile = log.open("wb")
+        self.proc = subprocess.Popen(
+            self.argv, stdout=self._logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, cwd=cwd, start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        self._logfile.flush()
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout)
+        self._logfile.close()
+
+
+@contextlib.contextmanager
+def running(argv: Sequence[str], log: Path, **kwargs: object) -> Iterator[Server]:
+    server = Server(argv, log, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        server.stop()
