@@ -1,0 +1,1 @@
+"""Real servers for tests (BIND, ...): start, wait until they serve, stop by pid."""
