@@ -67,6 +67,9 @@ class Provider(abc.ABC):
     # True when the provider forgets its records on restart (in-memory stores,
     # the builtin DNS server): the gateway then re-adds the journaled records.
     volatile: ClassVar[bool] = False
+    # False for providers that are not DNS at all (the in-memory one): the
+    # gateway then has no propagation to wait for.
+    dns_visible: ClassVar[bool] = True
 
     @classmethod
     @abc.abstractmethod

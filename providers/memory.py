@@ -24,6 +24,7 @@ class MemoryProvider(Provider):
 
     name: ClassVar[str] = "memory"
     volatile: ClassVar[bool] = True
+    dns_visible: ClassVar[bool] = False
 
     def __init__(self, settings: MemorySettings | None = None) -> None:
         self.settings = settings or MemorySettings()

@@ -1,0 +1,140 @@
+"""The aiohttp application: ``create_app(config, provider)`` builds it without I/O.
+
+Resources (journal, provider connections or servers, janitor) are opened and
+closed in ``cleanup_ctx``; state lives on the app under typed keys
+(:mod:`gateway.keys`). Handlers raise :class:`gateway.errors.GatewayError`;
+:func:`error_middleware` is the only place that turns errors into answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from gateway import api_native
+from gateway.auth import Authenticator, PasswordStore
+from gateway.config import Config
+from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+from gateway.janitor import Janitor
+from gateway.journal import Journal
+from gateway.keys import AUTHENTICATOR, CONFIG, JANITOR, JOURNAL, PROVIDER, SERVICE
+from gateway.service import ChallengeService
+from providers.base import Provider
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(exc: GatewayError) -> web.Response:
+    response = web.json_response(
+        {"error": exc.code, "message": exc.message}, status=exc.status, headers=exc.headers
+    )
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except GatewayError as exc:
+        response = error_response(exc)
+    except web.HTTPMethodNotAllowed as exc:
+        response = error_response(MethodNotAllowed(sorted(exc.allowed_methods)))
+    except web.HTTPNotFound:
+        response = error_response(NotFound("no such resource"))
+    except web.HTTPRequestEntityTooLarge:
+        response = error_response(GatewayError("body too large"))
+        response.set_status(413)
+    except web.HTTPException as exc:
+        response = web.json_response(
+            {"error": exc.reason.lower().replace(" ", "_"), "message": exc.reason},
+            status=exc.status,
+        )
+    except Exception:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        response = web.json_response(
+            {"error": "internal_error", "message": "internal error; see the gateway log"},
+            status=500,
+        )
+    # Answers carry names and outcomes, never anything a cache should keep.
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness without authentication; says nothing about users or names."""
+    request.app[JOURNAL].count()
+    return web.json_response({"status": "ok"})
+
+
+def create_app(
+    config: Config,
+    provider: Provider,
+    passwords: PasswordStore | None = None,
+    *,
+    dns_visible: bool | None = None,
+) -> web.Application:
+    """The gateway application. *passwords* may be pre-loaded by the caller."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body)
+    journal = Journal.in_dir(config.state_dir)
+    if passwords is None and config.auth.passwd_file is not None:
+        passwords = PasswordStore(config.auth.passwd_file, config.auth.cache_ttl)
+    visible = provider.dns_visible if dns_visible is None else dns_visible
+    service = ChallengeService(
+        provider,
+        journal,
+        config.managed_domains,
+        config.propagation,
+        config.provider_timeout,
+        dns_visible=bool(visible),
+    )
+    app[CONFIG] = config
+    app[PROVIDER] = provider
+    app[JOURNAL] = journal
+    app[SERVICE] = service
+    app[AUTHENTICATOR] = Authenticator(config.auth, passwords)
+    app[JANITOR] = Janitor(service, config.record_max_age, config.janitor_interval)
+    app.cleanup_ctx.append(_resources(passwords))
+    app.router.add_get("/healthz", healthz)
+    # The original accepted its API on any path: keep that, after every other route.
+    app.router.add_route("*", "/", api_native.handle)
+    app.router.add_route("*", "/{tail:.*}", api_native.handle)
+    return app
+
+
+def _resources(
+    passwords: PasswordStore | None,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        journal, provider, janitor = app[JOURNAL], app[PROVIDER], app[JANITOR]
+        if passwords is not None and passwords.file.stamp() is not None:
+            passwords.load()
+        journal.open()
+        try:
+            await provider.open()
+            try:
+                if provider.volatile:
+                    await _replay(journal, provider)
+                janitor.start()
+                yield
+            finally:
+                await janitor.stop()
+                await provider.aclose()
+        finally:
+            journal.close()
+            if passwords is not None:
+                passwords.close()
+
+    return resources
+
+
+async def _replay(journal: Journal, provider: Provider) -> None:
+    """Give a provider that forgets on restart the values still journaled."""
+    records = [r for r in journal.all() if r.state != "removing"]
+    for record in records:
+        await provider.add_txt(record.fqdn, record.value)
+    if records:
+        log.info("re-published %d journaled values", len(records))

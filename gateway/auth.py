@@ -1,0 +1,337 @@
+"""Who is calling: client address, host allowlist, basic auth and failure limits.
+
+Rules (README "Security model"):
+
+* The client address is the TCP peer, unless the peer is one of
+  ``ALLOWED_PROXIES``: then it is the right-most address in the ``PROXY_XFF``
+  header that is not itself a trusted proxy. Other peers' headers are ignored.
+* ``BASIC_AUTH=off``: the client address must be in ``ALLOWED_HOSTS``.
+  ``sufficient``: a valid password, or an allowed host when hosts are set (with
+  no hosts a password is always required). ``required``: a valid password and,
+  when hosts are set, an allowed host. Credentials that are sent are always
+  checked: a wrong password is refused even from an allowed host, so a
+  per-user domain restriction can never be bypassed by sending bad ones.
+* Failed password checks are counted per client address; past the limit that
+  address gets 429 with ``Retry-After`` until its window ends. The check is
+  made before any hashing, so a flood costs us almost nothing, and other
+  addresses are unaffected.
+* Password hashing runs in a small thread pool, never on the event loop.
+  Successful checks are cached in memory under an HMAC of the credentials with
+  a per-process key, for ``AUTH_CACHE_TTL`` seconds; the cache empties when the
+  password file changes. Unknown users are checked against a dummy hash, so
+  they cost the same as known ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.config import AuthConfig, AuthMode, IPNetwork
+from gateway.errors import BadRequest, Forbidden, TooManyRequests, Unauthorized, Unavailable
+from lib.passwd import PasswdFileError, PasswordFile, UserEntry
+
+log = logging.getLogger(__name__)
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_MAX_HEADER = 4096
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An authenticated caller."""
+
+    client: IPAddress
+    user: str | None  # None: admitted by host allowlist alone
+    domains: tuple[str, ...] | None  # None: every managed domain
+    admin: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.user if self.user is not None else f"host:{self.client}"
+
+
+def _contains(nets: tuple[IPNetwork, ...], addr: IPAddress) -> bool:
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        mapped: IPAddress = addr.ipv4_mapped
+        return any(mapped in n for n in nets) or any(addr in n for n in nets)
+    return any(addr in n for n in nets)
+
+
+def _parse_forwarded(value: str) -> IPAddress | None:
+    text = value.strip().strip('"')
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:  # IPv4 with a port
+        text = text.partition(":")[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def client_address(request: web.Request, config: AuthConfig) -> IPAddress:
+    """The caller's address, trusting the forwarding header only from trusted proxies."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    try:
+        addr: IPAddress = ipaddress.ip_address(peer[0]) if peer else ipaddress.ip_address("0.0.0.0")  # noqa: S104
+    except ValueError:
+        addr = ipaddress.ip_address("0.0.0.0")  # noqa: S104 - a unix socket peer matches no allowlist
+    if not config.proxy_header or not _contains(config.allowed_proxies, addr):
+        return addr
+    # Several header lines are one list, in order; walk it from the right (the
+    # entry our trusted proxy appended) past every trusted proxy.
+    entries = [
+        e for line in request.headers.getall(config.proxy_header, []) for e in line.split(",")
+    ]
+    for entry in reversed(entries):
+        hop = _parse_forwarded(entry)
+        if hop is None:
+            # Whatever stands left of a garbled entry was not written by a proxy we trust.
+            raise BadRequest(config.proxy_header, "malformed address in forwarding header")
+        addr = hop
+        if not _contains(config.allowed_proxies, hop):
+            break
+    return addr
+
+
+def parse_basic(request: web.Request) -> tuple[str, str] | None:
+    """``(user, password)`` from an ``Authorization: Basic`` header, or None if absent."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise Unauthorized("only Basic authentication is supported")
+    if len(token) > _MAX_HEADER:
+        raise Unauthorized("malformed credentials")
+    try:
+        raw = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise Unauthorized("malformed credentials") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # RFC 7617: without a charset parameter clients may send ISO-8859-1.
+        text = raw.decode("latin-1")
+    user, sep, password = text.partition(":")  # the password may contain ':'
+    if not sep or not user:
+        raise Unauthorized("malformed credentials")
+    return user, password
+
+
+class FailureLimiter:
+    """Counts failed attempts per client address in fixed windows."""
+
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = 100_000,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._max = max_entries
+        self._entries: dict[str, tuple[float, int]] = {}
+
+    @staticmethod
+    def key(addr: IPAddress) -> str:
+        # One IPv6 host usually owns a whole /64; count it as one client.
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is None:
+            return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+        return str(addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else addr)
+
+    def retry_after(self, addr: IPAddress) -> int:
+        """Seconds until *addr* may try again, 0 if it may now."""
+        entry = self._entries.get(self.key(addr))
+        if entry is None:
+            return 0
+        start, count = entry
+        remaining = start + self.window - self._clock()
+        if remaining <= 0:
+            del self._entries[self.key(addr)]
+            return 0
+        return int(remaining) + 1 if count >= self.limit else 0
+
+    def failed(self, addr: IPAddress) -> None:
+        now = self._clock()
+        key = self.key(addr)
+        start, count = self._entries.get(key, (now, 0))
+        if now - start >= self.window:
+            start, count = now, 0
+        self._entries[key] = (start, count + 1)
+        if len(self._entries) > self._max:
+            self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        for key, (start, _) in list(self._entries.items()):
+            if now - start >= self.window:
+                del self._entries[key]
+        while len(self._entries) > self._max:  # still full: forget the oldest
+            del self._entries[next(iter(self._entries))]
+
+
+class PasswordStore:
+    """The password file, reloaded when it changes, with a verification cache."""
+
+    def __init__(
+        self,
+        path: Path,
+        cache_ttl: float,
+        workers: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.file = PasswordFile(path)
+        self.cache_ttl = cache_ttl
+        self._clock = clock
+        self._users: dict[str, UserEntry] = {}
+        self._stamp: tuple[int, int, int] | None = None
+        self._checked = float("-inf")
+        self._cache: dict[bytes, tuple[float, UserEntry]] = {}
+        self._cache_key = os.urandom(32)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="passwd")
+
+    def load(self) -> None:
+        """Read the file now; raises PasswdFileError."""
+        stamp = self.file.stamp()
+        self._users = self.file.load()
+        self._stamp = stamp
+        self._cache.clear()
+        self._checked = self._clock()
+
+    def _refresh(self) -> None:
+        now = self._clock()
+        if now - self._checked < 1.0:
+            return
+        self._checked = now
+        stamp = self.file.stamp()
+        if stamp == self._stamp:
+            return
+        try:
+            users = self.file.load()
+        except PasswdFileError as exc:
+            # Keep serving with the users we know rather than locking everyone out.
+            log.error("password file not reloaded: %s", exc)
+            self._stamp = stamp
+            return
+        self._users, self._stamp = users, stamp
+        self._cache.clear()
+        log.info("password file reloaded: %d users", len(users))
+
+    def _digest(self, user: str, password: str) -> bytes:
+        msg = (
+            user.encode("utf-8", "surrogatepass")
+            + b"\0"
+            + password.encode("utf-8", "surrogatepass")
+        )
+        return hmac.new(self._cache_key, msg, hashlib.sha256).digest()
+
+    def cached(self, user: str, password: str) -> UserEntry | None:
+        """A recent successful check of exactly these credentials, if any."""
+        self._refresh()
+        digest = self._digest(user, password)
+        hit = self._cache.get(digest)
+        if hit is None:
+            return None
+        expires, entry = hit
+        if expires < self._clock():
+            del self._cache[digest]
+            return None
+        return entry
+
+    async def verify(self, user: str, password: str) -> UserEntry | None:
+        hit = self.cached(user, password)
+        if hit is not None:
+            return hit
+        users = self._users
+        loop = asyncio.get_running_loop()
+        try:
+            entry = await loop.run_in_executor(self._pool, self.file.verify, users, user, password)
+        except RuntimeError as exc:  # the pool is shut down: we are stopping
+            raise Unavailable("shutting down") from exc
+        if entry is not None and self.cache_ttl > 0:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[self._digest(user, password)] = (self._clock() + self.cache_ttl, entry)
+        return entry
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Authenticator:
+    """Applies the configured rules to a request and returns the :class:`Identity`."""
+
+    def __init__(
+        self,
+        config: AuthConfig,
+        passwords: PasswordStore | None,
+        limiter: FailureLimiter | None = None,
+    ) -> None:
+        self.config = config
+        self.passwords = passwords
+        self.limiter = limiter or FailureLimiter(config.max_failures, config.failure_window)
+        self.on_failure: Callable[[str], None] = lambda reason: None
+
+    def host_allowed(self, addr: IPAddress) -> bool:
+        return _contains(self.config.allowed_hosts, addr)
+
+    async def authenticate(self, request: web.Request) -> Identity:
+        cfg = self.config
+        addr = client_address(request, cfg)
+        request["client"] = addr
+        host_ok = self.host_allowed(addr)
+        if cfg.mode is AuthMode.OFF:
+            if not host_ok:
+                self._refuse(addr, "host not allowed")
+                raise Forbidden(f"client address {addr} is not allowed")
+            return Identity(addr, None, None)
+        if cfg.mode is AuthMode.REQUIRED and cfg.allowed_hosts and not host_ok:
+            self._refuse(addr, "host not allowed")
+            raise Forbidden(f"client address {addr} is not allowed")
+        creds = parse_basic(request)
+        if creds is None:
+            if cfg.mode is AuthMode.SUFFICIENT and host_ok:
+                return Identity(addr, None, None)
+            raise Unauthorized()
+        user, password = creds
+        entry = await self._check(addr, user, password)
+        return Identity(addr, entry.name, entry.domains or None, entry.is_admin)
+
+    async def _check(self, addr: IPAddress, user: str, password: str) -> UserEntry:
+        assert self.passwords is not None
+        # A cached success proves the caller knows the password already; let it
+        # through even while its address is locked out by someone else's flood.
+        entry = self.passwords.cached(user, password)
+        if entry is not None:
+            return entry
+        wait = self.limiter.retry_after(addr)
+        if wait:
+            self.on_failure("rate_limited")
+            raise TooManyRequests(wait)
+        entry = await self.passwords.verify(user, password)
+        if entry is None:
+            self.limiter.failed(addr)
+            self._refuse(addr, "bad credentials")
+            raise Unauthorized("invalid user name or password")
+        return entry
+
+    def _refuse(self, addr: IPAddress, reason: str) -> None:
+        log.warning("authentication failed from %s: %s", addr, reason)
+        self.on_failure(reason)

@@ -1,0 +1,384 @@
+"""The gateway's configuration: command line > environment > dotenv file.
+
+Every setting of the original ACME-dns01-gateway keeps its name and meaning
+(``-l/--listen``, ``-e/--dotenv``, ``-m``/``-c``, ``--ssl_cert``/``--ssl_key``,
+``DNSAPI_*``, ``LISTEN*``, ``ALLOWED_HOSTS``, ``ALLOWED_PROXIES``, ``PROXY_XFF``,
+``BASIC_AUTH``, ``ALL_PROXY``); dotenv keys are case-insensitive, as they were.
+:func:`load` reads all sources once into frozen dataclasses and reports every
+problem at once (:class:`lib.settings.ConfigError`), including insecure
+combinations: no authentication at all, or passwords over plaintext HTTP on a
+non-loopback address without ``INSECURE_HTTP=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from lib.names import InvalidName, normalize_name
+from lib.settings import ConfigError, Settings
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_PORT = 8000
+DEFAULT_DOTENV = Path(".env")
+DEFAULT_USERS_FILE = "acmepasswd"
+
+
+class AuthMode(Enum):
+    """``BASIC_AUTH``: how passwords and the host allowlist combine."""
+
+    OFF = "off"  # host allowlist only
+    SUFFICIENT = "sufficient"  # a valid password OR an allowed host
+    REQUIRED = "required"  # a valid password AND (if hosts are set) an allowed host
+
+
+_AUTH_WORDS = {
+    "": AuthMode.OFF,
+    "none": AuthMode.OFF,
+    "disabled": AuthMode.OFF,
+    "off": AuthMode.OFF,
+    "no": AuthMode.OFF,
+    "false": AuthMode.OFF,
+    "0": AuthMode.OFF,
+    "sufficient": AuthMode.SUFFICIENT,
+    "required": AuthMode.REQUIRED,
+}
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One address to listen on; ``host`` ``None`` means every interface."""
+
+    host: str | None
+    port: int
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host is None:
+            return False
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        host = self.host or "*"
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    mode: AuthMode
+    allowed_hosts: tuple[IPNetwork, ...]
+    allowed_proxies: tuple[IPNetwork, ...]
+    proxy_header: str | None
+    passwd_file: Path | None
+    cache_ttl: float = 60.0
+    max_failures: int = 10
+    failure_window: float = 60.0
+
+
+@dataclass(frozen=True)
+class PropagationConfig:
+    check: bool
+    nameservers: tuple[str, ...]
+    timeout: float
+    delay: float
+
+
+@dataclass(frozen=True)
+class Config:
+    listeners: tuple[Listener, ...]
+    tls: TLSFiles | None
+    tls_reload_interval: float
+    insecure_http: bool
+    auth: AuthConfig
+    managed_domains: tuple[str, ...]
+    state_dir: Path
+    record_max_age: float
+    janitor_interval: float
+    propagation: PropagationConfig
+    provider_timeout: float
+    max_body: int
+    log_level: str
+    log_format: str
+    config_dir: Path | None
+    check_only: bool = False
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="acmegw-server",
+        description="Restricted gateway for ACME dns-01 challenges. Settings come from the "
+        "command line, then the environment, then the dotenv file; see README.md.",
+    )
+    p.add_argument(
+        "-l",
+        "--listen",
+        action="append",
+        metavar="[IP:]PORT",
+        help="address to listen on: PORT, IP, IP:PORT or [IPv6]:PORT; repeat or "
+        "separate with commas for several (default *:8000)",
+    )
+    p.add_argument(
+        "-e",
+        "--dotenv",
+        type=Path,
+        metavar="FILE",
+        help="dotenv file to read settings from (default ./.env if present)",
+    )
+    p.add_argument("-m", "--dnsapi_module", metavar="MODULE", help="provider module (original API)")
+    p.add_argument("-c", "--dnsapi_class", metavar="CLASS", help="provider class in MODULE")
+    p.add_argument("--ssl_cert", type=Path, metavar="FILE", help="TLS certificate chain (PEM)")
+    p.add_argument("--ssl_key", type=Path, metavar="FILE", help="TLS private key (PEM)")
+    p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check the configuration, print a summary and exit",
+    )
+    return p
+
+
+def gather(
+    argv: Sequence[str] | None, environ: Mapping[str, str]
+) -> tuple[Settings, argparse.Namespace, Path | None]:
+    """Merge the three sources into one :class:`Settings` (CLI > environment > dotenv)."""
+    args = parser().parse_args(argv)
+    problems: list[str] = []
+    dotenv_path: Path | None = args.dotenv or (
+        Path(environ["DOTENV"]) if environ.get("DOTENV") else None
+    )
+    merged: dict[str, str] = {}
+    if dotenv_path is not None and not dotenv_path.is_file():
+        problems.append(f"dotenv file {dotenv_path} does not exist")
+    elif dotenv_path is None and DEFAULT_DOTENV.is_file():
+        dotenv_path = DEFAULT_DOTENV
+    if dotenv_path is not None and dotenv_path.is_file():
+        try:
+            values = dotenv_values(dotenv_path, interpolate=False)
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"cannot read dotenv file {dotenv_path}: {exc}")
+        else:
+            # The original upper-cased dotenv keys; "last entry wins" as before.
+            for key, value in values.items():
+                merged[key.strip().upper()] = "" if value is None else value
+    merged.update(environ)
+    cli = {
+        "DNSAPI_MODULE": args.dnsapi_module,
+        "DNSAPI_CLASS": args.dnsapi_class,
+        "SSL_CERT": str(args.ssl_cert) if args.ssl_cert else None,
+        "SSL_KEY": str(args.ssl_key) if args.ssl_key else None,
+        "LISTEN": ",".join(args.listen) if args.listen else None,
+    }
+    merged.update({k: v for k, v in cli.items() if v is not None})
+    settings = Settings(merged)
+    settings.problems.extend(problems)
+    config_dir = dotenv_path.resolve().parent if dotenv_path is not None else None
+    return settings, args, config_dir
+
+
+def _split_host_port(text: str) -> tuple[str | None, int | None]:
+    """``PORT``, ``IP``, ``IP:PORT``, ``[IPv6]:PORT``, bare IPv6, ``*``, ``*:PORT``."""
+    text = text.strip()
+    if text.isdigit():
+        return None, int(text)
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError("bad [IPv6]:port")
+        return host, int(rest[1:]) if rest else None
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, int(port)
+    return text, None  # an IPv4 address, "*", a bare IPv6 address or "localhost"
+
+
+def _listeners(settings: Settings) -> tuple[Listener, ...]:
+    default_port = settings.integer("LISTEN_PORT", DEFAULT_PORT, 1, 65535)
+    default_host = settings.get("LISTEN_IP")
+    specs = settings.items("LISTEN")
+    if not specs:
+        specs = [default_host or "*"]
+    result: list[Listener] = []
+    for spec in specs:
+        try:
+            host, port = _split_host_port(spec)
+        except ValueError:
+            settings.problem(f"LISTEN: {spec!r} is not PORT, IP, IP:PORT or [IPv6]:PORT")
+            continue
+        if host is None:
+            host = default_host
+        if host in ("*", "", None):
+            host = None
+        elif host != "localhost":
+            try:
+                host = str(ipaddress.ip_address(host))
+            except ValueError:
+                settings.problem(f"LISTEN: {host!r} is not an IP address")
+                continue
+        port = port if port is not None else default_port
+        if not 0 < port < 65536:
+            settings.problem(f"LISTEN: port {port} is out of range")
+            continue
+        result.append(Listener(host, port))
+    return tuple(dict.fromkeys(result))
+
+
+def _networks(settings: Settings, key: str) -> tuple[IPNetwork, ...]:
+    nets: list[IPNetwork] = []
+    for item in settings.items(key):
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            # The original ignored bad entries; a typo in an allowlist should stop us instead.
+            settings.problem(f"{key}: {item!r} is not an IPv4/IPv6 address or network")
+    return tuple(nets)
+
+
+def _domains(settings: Settings) -> tuple[str, ...]:
+    domains: list[str] = []
+    for item in settings.items("DNSAPI_DOMAINS"):
+        try:
+            domains.append(normalize_name(item))
+        except InvalidName as exc:
+            settings.problem(f"DNSAPI_DOMAINS: {item!r} {exc}")
+    if not domains and not settings.problems:
+        settings.problem("DNSAPI_DOMAINS is required: the domains this gateway may change")
+    return tuple(dict.fromkeys(domains))
+
+
+def _tls(settings: Settings, config_dir: Path | None) -> TLSFiles | None:
+    cert, key = settings.get("SSL_CERT"), settings.get("SSL_KEY")
+    if cert and key:
+        for name, path in (("SSL_CERT", cert), ("SSL_KEY", key)):
+            if not Path(path).is_file():
+                settings.problem(f"{name}: {path} does not exist")
+        return TLSFiles(Path(cert), Path(key))
+    if cert or key:
+        settings.problem("SSL_CERT and SSL_KEY must be set together")
+        return None
+    # The original defaulted to cert.pem/key.pem next to itself; honour that
+    # layout when both files sit next to the dotenv file.
+    if config_dir is not None:
+        c, k = config_dir / "cert.pem", config_dir / "key.pem"
+        if c.is_file() and k.is_file():
+            return TLSFiles(c, k)
+    return None
+
+
+def _passwd_file(settings: Settings, mode: AuthMode, config_dir: Path | None) -> Path | None:
+    explicit = settings.get("PASSWD_FILE")
+    if explicit:
+        path = Path(explicit)
+        if mode is not AuthMode.OFF and not path.is_file():
+            settings.problem(f"PASSWD_FILE: {path} does not exist (create it with acmegw-passwd)")
+        return path
+    if mode is AuthMode.OFF:
+        return None
+    for folder in (config_dir, Path.cwd()):
+        if folder is not None and (folder / DEFAULT_USERS_FILE).is_file():
+            return folder / DEFAULT_USERS_FILE
+    settings.problem(
+        f"BASIC_AUTH={mode.value} needs a password file: set PASSWD_FILE "
+        "(create it with acmegw-passwd USER)"
+    )
+    return None
+
+
+def build(settings: Settings, args: argparse.Namespace, config_dir: Path | None) -> Config:
+    """Turn merged settings into a :class:`Config`; problems go to ``settings.problems``."""
+    listeners = _listeners(settings)
+    tls = _tls(settings, config_dir)
+    mode = settings.choice("BASIC_AUTH", _AUTH_WORDS, AuthMode.OFF)
+    hosts = _networks(settings, "ALLOWED_HOSTS")
+    proxies = _networks(settings, "ALLOWED_PROXIES")
+    header = settings.get("PROXY_XFF")
+    if header and header.lower() in ("1", "yes", "true", "on"):
+        header = "X-Forwarded-For"
+    if proxies and not header:
+        header = "X-Forwarded-For"
+    if header and not proxies:
+        logging.getLogger(__name__).debug("PROXY_XFF ignored: no ALLOWED_PROXIES")
+        header = None
+    auth = AuthConfig(
+        mode=mode,
+        allowed_hosts=hosts,
+        allowed_proxies=proxies,
+        proxy_header=header,
+        passwd_file=_passwd_file(settings, mode, config_dir),
+        cache_ttl=settings.duration("AUTH_CACHE_TTL", 60.0, 0.0, 3600.0),
+        max_failures=settings.integer("AUTH_MAX_FAILURES", 10, 1, 100000),
+        failure_window=settings.duration("AUTH_FAILURE_WINDOW", 60.0, 1.0, 86400.0),
+    )
+    if mode is AuthMode.OFF and not hosts:
+        settings.problem(
+            "no authentication: set ALLOWED_HOSTS, or BASIC_AUTH=sufficient|required "
+            "with a PASSWD_FILE (or both)"
+        )
+    insecure = settings.boolean("INSECURE_HTTP", False)
+    if tls is None and mode is not AuthMode.OFF and not insecure:
+        exposed = [str(lst) for lst in listeners if not lst.is_loopback]
+        if exposed:
+            settings.problem(
+                f"passwords would cross the network in plaintext on {', '.join(exposed)}: set "
+                "SSL_CERT and SSL_KEY, listen on loopback only, or set INSECURE_HTTP=1 "
+                "behind a TLS-terminating proxy"
+            )
+    max_age = settings.duration("RECORD_MAX_AGE", 3600.0, 60.0, 30 * 86400.0)
+    propagation = PropagationConfig(
+        check=settings.choice(
+            "PROPAGATION_CHECK", {"authoritative": True, "off": False, "none": False}, True
+        ),
+        nameservers=tuple(settings.items("PROPAGATION_NAMESERVERS")),
+        timeout=settings.duration("PROPAGATION_TIMEOUT", 120.0, 1.0, 3600.0),
+        delay=settings.duration("DNS_DELAY", 0.0, 0.0, 3600.0),
+    )
+    log_level = (settings.get("LOG_LEVEL") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        settings.problem(f"LOG_LEVEL={log_level!r} is not DEBUG, INFO, WARNING or ERROR")
+        log_level = "INFO"
+    return Config(
+        listeners=listeners,
+        tls=tls,
+        tls_reload_interval=settings.duration("TLS_RELOAD_INTERVAL", 60.0, 0.1, 86400.0),
+        insecure_http=insecure,
+        auth=auth,
+        managed_domains=_domains(settings),
+        state_dir=Path(settings.get("STATE_DIR") or "state"),
+        record_max_age=max_age,
+        janitor_interval=settings.duration(
+            "JANITOR_INTERVAL", min(60.0, max_age / 4), 0.05, 86400.0
+        ),
+        propagation=propagation,
+        provider_timeout=settings.duration("PROVIDER_TIMEOUT", 30.0, 0.1, 600.0),
+        max_body=settings.integer("MAX_BODY", 8192, 256, 1 << 20),
+        log_level=log_level,
+        log_format=settings.choice("LOG_FORMAT", {"text": "text", "json": "json"}, "text"),
+        config_dir=config_dir,
+        check_only=bool(args.check_config),
+    )
+
+
+def load(argv: Sequence[str] | None, environ: Mapping[str, str]) -> tuple[Config, Settings]:
+    """Read every source; raise :class:`ConfigError` listing all problems."""
+    settings, args, config_dir = gather(argv, environ)
+    config = build(settings, args, config_dir)
+    if settings.problems:
+        raise ConfigError(settings.problems)
+    return config, settings

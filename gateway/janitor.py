@@ -1,0 +1,86 @@
+"""The janitor: removes records whose teardown never came.
+
+mod_md never tears down after a failed setup and only warns when a teardown
+fails; clients crash; so the gateway cleans up itself. At start-up (after a
+crash or restart too) and every ``JANITOR_INTERVAL`` it removes, through the
+provider and under the same per-name lock as the API, every journaled value
+older than ``RECORD_MAX_AGE``, and finishes removals that were interrupted. A
+failed removal stays journaled and is tried again next round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from gateway.errors import GatewayError
+from gateway.service import ChallengeService, value_tag
+
+log = logging.getLogger(__name__)
+
+
+class Janitor:
+    def __init__(self, service: ChallengeService, max_age: float, interval: float) -> None:
+        self.service = service
+        self.max_age = max_age
+        self.interval = interval
+        self.removed = 0
+        self.failed = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def sweep(self) -> int:
+        """One round; returns how many values were removed."""
+        service = self.service
+        try:
+            due = service.journal.due(self.max_age)
+        except GatewayError as exc:
+            log.error("janitor: %s", exc.message)
+            return 0
+        removed = 0
+        for record in due:
+            async with service.locks.hold(record.fqdn):
+                # Re-read: a teardown may have removed it, or a setup renewed it, meanwhile.
+                current = {r.value: r for r in service.journal.values(record.fqdn)}
+                now = current.get(record.value)
+                if now is None or (now.state != "removing" and now.created != record.created):
+                    continue
+                try:
+                    service.journal.begin_remove(record.fqdn, record.value)
+                    await service.call_provider(
+                        service.provider.remove_txt, record.fqdn, record.value
+                    )
+                    service.journal.commit_remove(record.fqdn, record.value)
+                except GatewayError as exc:
+                    self.failed += 1
+                    log.warning(
+                        "janitor: could not remove %s (value %s): %s",
+                        record.fqdn,
+                        value_tag(record.value),
+                        exc.message,
+                    )
+                    continue
+            removed += 1
+            log.info(
+                "janitor: removed stale %s (value %s, owner %s)",
+                record.fqdn,
+                value_tag(record.value),
+                record.owner,
+            )
+        self.removed += removed
+        return removed
+
+    async def _run(self) -> None:
+        while True:
+            await self.sweep()
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="janitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

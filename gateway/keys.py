@@ -1,0 +1,19 @@
+"""Typed keys for the state kept on the aiohttp application (no globals)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.auth import Authenticator
+from gateway.config import Config
+from gateway.janitor import Janitor
+from gateway.journal import Journal
+from gateway.service import ChallengeService
+from providers.base import Provider
+
+CONFIG = web.AppKey("config", Config)
+PROVIDER = web.AppKey("provider", Provider)
+JOURNAL = web.AppKey("journal", Journal)
+SERVICE = web.AppKey("service", ChallengeService)
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+JANITOR = web.AppKey("janitor", Janitor)

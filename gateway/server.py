@@ -1,0 +1,147 @@
+"""``acmegw-server``: read the configuration, start the listeners, stop cleanly.
+
+Exit status: 0 after a clean stop (SIGTERM/SIGINT let in-flight requests
+finish), 2 for a configuration with problems (all listed at once), 1 when a
+listener cannot be opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import ssl
+import sys
+from collections.abc import Mapping, Sequence
+
+from aiohttp import web
+
+from gateway import logsetup
+from gateway.app import create_app
+from gateway.auth import PasswordStore
+from gateway.config import Config, build, gather
+from gateway.tls import ReloadingTLS
+from lib.passwd import PasswdFileError
+from lib.settings import ConfigError
+from providers.base import Provider, ProviderContext
+from providers.registry import create_provider
+
+log = logging.getLogger("acmegw.server")
+
+SHUTDOWN_GRACE = 30.0
+
+
+def prepare(
+    argv: Sequence[str] | None, environ: Mapping[str, str]
+) -> tuple[Config, Provider, PasswordStore | None, ReloadingTLS | None]:
+    """Everything start-up needs, or :class:`ConfigError` listing every problem."""
+    settings, args, config_dir = gather(argv, environ)
+    config = build(settings, args, config_dir)
+    context = ProviderContext(
+        managed_domains=config.managed_domains,
+        state_dir=config.state_dir,
+        config_dir=config_dir,
+        timeout=config.provider_timeout,
+    )
+    provider = create_provider(settings, context)
+    passwords = None
+    if config.auth.passwd_file is not None and config.auth.passwd_file.is_file():
+        passwords = PasswordStore(config.auth.passwd_file, config.auth.cache_ttl)
+        try:
+            passwords.load()
+        except PasswdFileError as exc:
+            settings.problem(f"PASSWD_FILE: {exc}")
+    tls = None
+    if config.tls is not None and not settings.problems:
+        try:
+            tls = ReloadingTLS(config.tls)
+        except (OSError, ssl.SSLError) as exc:
+            settings.problem(f"SSL_CERT/SSL_KEY: cannot load {config.tls.cert}: {exc}")
+    if settings.problems or provider is None:
+        raise ConfigError(settings.problems or ["no provider"])
+    return config, provider, passwords, tls
+
+
+async def serve(
+    config: Config, provider: Provider, passwords: PasswordStore | None, tls: ReloadingTLS | None
+) -> int:
+    app = create_app(config, provider, passwords)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE
+    )
+    await runner.setup()
+    scheme = "https" if tls else "http"
+    try:
+        for listener in config.listeners:
+            site = web.TCPSite(
+                runner,
+                listener.host,
+                listener.port,
+                ssl_context=tls.context if tls else None,
+                reuse_address=True,
+            )
+            await site.start()
+            log.info("listening on %s://%s (provider %s)", scheme, listener, provider.name)
+    except OSError as exc:
+        log.error("cannot listen: %s", exc)
+        await runner.cleanup()
+        return 1
+    if tls is not None:
+        tls.start(config.tls_reload_interval)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(
+        f"acmegw-server: ready ({', '.join(str(lst) for lst in config.listeners)})",
+        file=sys.stderr,
+        flush=True,
+    )
+    await stop.wait()
+    log.info("stopping: finishing requests in flight")
+    if tls is not None:
+        await tls.stop()
+    await runner.cleanup()  # stops accepting, waits for handlers, then runs cleanup_ctx
+    log.info("stopped")
+    return 0
+
+
+def summary(config: Config, provider: Provider) -> str:
+    lines = [
+        f"listeners:   {', '.join(str(lst) for lst in config.listeners)}",
+        f"tls:         {config.tls.cert if config.tls else 'off (plaintext HTTP)'}",
+        f"auth:        BASIC_AUTH={config.auth.mode.value}, "
+        f"{len(config.auth.allowed_hosts)} allowed host networks",
+        f"domains:     {', '.join(config.managed_domains)}",
+        f"provider:    {provider.name}",
+        f"state:       {config.state_dir}",
+        f"propagation: {'authoritative' if config.propagation.check else 'off'}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config, provider, passwords, tls = prepare(argv, os.environ)
+    except ConfigError as exc:
+        print(
+            f"acmegw-server: the configuration has {len(exc.problems)} problem(s):", file=sys.stderr
+        )
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+    logsetup.configure(config.log_level, config.log_format)
+    if config.check_only:
+        print("configuration OK\n" + summary(config, provider))
+        return 0
+    log.info("starting: %s", describe_provider(provider))
+    return asyncio.run(serve(config, provider, passwords, tls))
+
+
+def describe_provider(provider: Provider) -> str:
+    return f"provider {provider.name}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""The one path every API takes to change a TXT record.
+
+Native, lego httpreq and acme-dns requests all end here: the name is checked
+against the managed domains and the caller's own domains, the change is
+serialised per name, journaled, sent to the provider with a deadline, and a
+setup waits until the value is served before it is confirmed. One audit line
+per change: who, from where, which name, a short hash of the value, result and
+duration — never the value itself or a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from gateway.auth import Identity
+from gateway.config import PropagationConfig
+from gateway.errors import BadRequest, Forbidden, GatewayError, UpstreamFailed, UpstreamTimeout
+from gateway.journal import Journal
+from lib.names import InvalidName, challenge_name, is_within, normalize_name
+from providers.base import Provider, ProviderError, ProviderTimeout
+
+log = logging.getLogger(__name__)
+audit = logging.getLogger("acmegw.audit")
+
+
+def value_tag(value: str) -> str:
+    """A short, one-way tag that lets logs correlate a value without revealing it."""
+    return hashlib.sha256(value.encode()).hexdigest()[:10]
+
+
+class NameLocks:
+    """One asyncio lock per name, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @asynccontextmanager
+    async def hold(self, name: str) -> AsyncIterator[None]:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[name] = lock
+        async with lock:
+            yield
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+@dataclass(frozen=True)
+class Change:
+    """The outcome of a change, for the API's answer."""
+
+    fqdn: str
+    values: tuple[str, ...]
+
+
+class ChallengeService:
+    """Validates, serialises, journals and performs TXT changes."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        journal: Journal,
+        managed_domains: tuple[str, ...],
+        propagation: PropagationConfig,
+        provider_timeout: float,
+        dns_visible: bool = True,
+    ) -> None:
+        self.provider = provider
+        self.journal = journal
+        self.managed_domains = managed_domains
+        self.propagation = propagation
+        self.provider_timeout = provider_timeout
+        # A provider that is not DNS (the in-memory one) has nothing to wait for.
+        self.check_propagation = propagation.check and dns_visible
+        self.locks = NameLocks()
+
+    # -- names -------------------------------------------------------------
+
+    def challenge_fqdn(self, identity: Identity, name: object, field: str = "domain_name") -> str:
+        """The ``_acme-challenge`` name for *name*, if *identity* may change it."""
+        if not isinstance(name, str):
+            raise BadRequest(field, "must be a string")
+        try:
+            base = normalize_name(name)
+        except InvalidName as exc:
+            raise BadRequest(field, f"invalid name: {exc}") from None
+        fqdn = challenge_name(base)
+        self.authorize(identity, fqdn)
+        return fqdn
+
+    def authorize(self, identity: Identity, fqdn: str) -> None:
+        """Refuse names outside the managed domains or the caller's own domains.
+
+        The answer names neither list: a caller learns nothing about other
+        users' domains.
+        """
+        if not any(is_within(fqdn, d) for d in self.managed_domains) or (
+            identity.domains is not None and not any(is_within(fqdn, d) for d in identity.domains)
+        ):
+            raise Forbidden(f"{fqdn} is not a name you may change")
+
+    # -- changes -----------------------------------------------------------
+
+    async def add(self, identity: Identity, fqdn: str, value: str) -> Change:
+        started = time.monotonic()
+        result = "error"
+        try:
+            async with self.locks.hold(fqdn):
+                self.journal.begin_add(fqdn, value, identity.label)
+                await self.call_provider(self.provider.add_txt, fqdn, value)
+                self.journal.commit_add(fqdn, value)
+            if self.check_propagation:
+                await self._wait_served(fqdn, value)
+            elif self.propagation.delay:
+                await asyncio.sleep(self.propagation.delay)
+            result = "ok"
+            return Change(fqdn, (value,))
+        except GatewayError as exc:
+            result = f"{exc.status} {exc.message}"
+            raise
+        finally:
+            self._audit(identity, "add", fqdn, value_tag(value), result, started)
+
+    async def remove(self, identity: Identity, fqdn: str, value: str) -> Change:
+        started = time.monotonic()
+        result = "error"
+        try:
+            async with self.locks.hold(fqdn):
+                await self._remove_locked(fqdn, value)
+            result = "ok"
+            return Change(fqdn, (value,))
+        except GatewayError as exc:
+            result = f"{exc.status} {exc.message}"
+            raise
+        finally:
+            self._audit(identity, "remove", fqdn, value_tag(value), result, started)
+
+    async def remove_own(self, identity: Identity, fqdn: str) -> Change:
+        """Remove every value *identity* set at *fqdn* (mod_md version 1 teardown)."""
+        started = time.monotonic()
+        removed: list[str] = []
+        result = "error"
+        try:
+            async with self.locks.hold(fqdn):
+                for record in self.journal.values(fqdn, identity.label):
+                    await self._remove_locked(fqdn, record.value)
+                    removed.append(record.value)
+            result = "ok"
+            return Change(fqdn, tuple(removed))
+        except GatewayError as exc:
+            result = f"{exc.status} {exc.message}"
+            raise
+        finally:
+            tags = ",".join(value_tag(v) for v in removed) or "-"
+            self._audit(identity, "remove-own", fqdn, tags, result, started)
+
+    async def _remove_locked(self, fqdn: str, value: str) -> None:
+        self.journal.begin_remove(fqdn, value)
+        await self.call_provider(self.provider.remove_txt, fqdn, value)
+        self.journal.commit_remove(fqdn, value)
+
+    async def call_provider(self, method: object, fqdn: str, value: str) -> None:
+        assert callable(method)
+        try:
+            await asyncio.wait_for(method(fqdn, value), self.provider_timeout)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"{self.provider.name}: no answer within {self.provider_timeout:g}s"
+            ) from None
+        except ProviderTimeout as exc:
+            raise UpstreamTimeout(_one_line(str(exc))) from None
+        except ProviderError as exc:
+            raise UpstreamFailed(_one_line(str(exc))) from None
+        except GatewayError:
+            raise
+        except Exception as exc:
+            log.exception("provider %s failed unexpectedly", self.provider.name)
+            raise UpstreamFailed(f"{self.provider.name}: unexpected {type(exc).__name__}") from None
+
+    async def _wait_served(self, fqdn: str, value: str) -> None:
+        from lib.dnscheck import PropagationSettings, PropagationTimeout, wait_for_txt
+
+        settings = PropagationSettings(
+            nameservers=self.propagation.nameservers,
+            timeout=self.propagation.timeout,
+            delay=self.propagation.delay,
+        )
+        try:
+            await wait_for_txt(fqdn, value, settings)
+        except PropagationTimeout as exc:
+            # The record stays journaled: the client's teardown or the janitor removes it.
+            lagging = ", ".join(exc.lagging) or "the authoritative servers"
+            raise UpstreamTimeout(
+                f"{fqdn}: not served by {lagging} within {self.propagation.timeout:g}s"
+            ) from None
+
+    def _audit(
+        self, identity: Identity, action: str, fqdn: str, tag: str, result: str, started: float
+    ) -> None:
+        audit.info(
+            "user=%s client=%s action=%s fqdn=%s value=%s result=%s ms=%d",
+            identity.label,
+            identity.client,
+            action,
+            fqdn,
+            tag,
+            result,
+            (time.monotonic() - started) * 1000,
+            extra={
+                "audit": {
+                    "user": identity.label,
+                    "client": str(identity.client),
+                    "action": action,
+                    "fqdn": fqdn,
+                    "value": tag,
+                    "result": result,
+                    "ms": round((time.monotonic() - started) * 1000),
+                }
+            },
+        )
+
+
+def _one_line(text: str) -> str:
+    return text.splitlines()[0][:300] if text else "failed"
