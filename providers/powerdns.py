@@ -10,7 +10,8 @@ Settings:
   name is found by walking up its labels (``_acme-challenge.www.example.org``,
   ``www.example.org``, ``example.org``, ``org``) and asking the zones list for
   each; the deepest existing zone wins, so delegated sub-zones work.
-* ``POWERDNS_TTL`` (default 60): TTL of the TXT RRsets we write.
+* ``POWERDNS_TTL`` (default 60): TTL of the TXT RRsets we create; an existing
+  RRset keeps its TTL.
 * ``POWERDNS_TIMEOUT`` (default 10 s): deadline of each API request.
 * ``ALL_PROXY`` / ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY``: forward proxy
   for API calls (see :mod:`providers._http`).
@@ -34,6 +35,13 @@ Quirks:
   HTTP 422. Other records of the RRset (and their ``disabled`` flag) are kept
   exactly as PowerDNS returned them.
 * Removing the last value deletes the RRset instead of leaving an empty one.
+* The current RRset is read from the whole zone: the ``rrset_name`` filter of
+  ``GET .../zones/<zone>`` hides disabled records (seen on 4.7), which a
+  REPLACE would then silently delete.
+* With the sqlite3 backend, concurrent writes (to any zone) can fail with HTTP
+  500 "database is locked"; PowerDNS rolls such a change back, and we retry
+  server errors twice after a short pause. Every request we send is safe to
+  repeat (reads, and PATCHes that set or delete a whole RRset).
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import asyncio
 import contextlib
 import json as json_module
 import logging
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
@@ -59,6 +68,9 @@ log = logging.getLogger(__name__)
 _KEY_HINT = "check POWERDNS_API_KEY and api=yes / api-key in pdns.conf"
 # Error bodies are shown to operators; a misbehaving server must not flood a log line.
 _MAX_ERROR_TEXT = 200
+# Server errors are retried (see _request); bounded so a broken server fails fast.
+_ATTEMPTS = 3
+_RETRY_DELAY = 0.2
 
 
 @dataclass(frozen=True)
@@ -91,7 +103,7 @@ def unquote_txt(content: str) -> str:
         if char == '"':
             inside = not inside
         elif inside and char == "\\" and i + 1 < len(text):
-            digits = text[i + 1:i + 4]
+            digits = text[i + 1 : i + 4]
             if len(digits) == 3 and digits.isdigit():
                 out.append(chr(int(digits)))
                 i += 3
@@ -122,9 +134,7 @@ class PowerDnsProvider(Provider):
         if api_url:
             parts = urlsplit(api_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                settings.problem(
-                    f"POWERDNS_API_URL={api_url!r} must be an http:// or https:// URL"
-                )
+                settings.problem(f"POWERDNS_API_URL={api_url!r} must be an http:// or https:// URL")
             api_url = api_url.rstrip("/")
             if api_url.endswith("/api/v1"):
                 api_url = api_url[: -len("/api/v1")]
@@ -134,15 +144,17 @@ class PowerDnsProvider(Provider):
         zone = settings.get("POWERDNS_ZONE")
         if zone is not None:
             zone = zone.lower().rstrip(".")
-        return cls(PowerDnsSettings(
-            api_url=api_url,
-            api_key=api_key or "",
-            server_id=settings.get("POWERDNS_SERVER_ID", "localhost") or "localhost",
-            zone=zone,
-            ttl=settings.integer("POWERDNS_TTL", 60, 1, 86400),
-            timeout=settings.duration("POWERDNS_TIMEOUT", 10.0, 0.1, 300.0),
-            proxy=ProxyConfig.from_settings(settings),
-        ))
+        return cls(
+            PowerDnsSettings(
+                api_url=api_url,
+                api_key=api_key or "",
+                server_id=settings.get("POWERDNS_SERVER_ID", "localhost") or "localhost",
+                zone=zone,
+                ttl=settings.integer("POWERDNS_TTL", 60, 1, 86400),
+                timeout=settings.duration("POWERDNS_TIMEOUT", 10.0, 0.1, 300.0),
+                proxy=ProxyConfig.from_settings(settings),
+            )
+        )
 
     async def open(self) -> None:
         if self._session is None:
@@ -156,17 +168,17 @@ class PowerDnsProvider(Provider):
     async def add_txt(self, fqdn: str, value: str) -> None:
         async with self._name_lock(fqdn):
             zone_id, zone_name = await self._find_zone(fqdn)
-            _, records = await self._read_rrset(zone_id, fqdn)
-            if any(unquote_txt(r["content"]) == value and not r.get("disabled")
-                   for r in records):
+            ttl, records = await self._read_rrset(zone_id, fqdn)
+            if any(unquote_txt(r["content"]) == value and not r.get("disabled") for r in records):
                 log.debug("powerdns: %s already has the value", fqdn)
                 return
             # A disabled copy of the value is replaced by an enabled one.
             kept = [r for r in records if unquote_txt(r["content"]) != value]
             kept.append({"content": quote_txt(value), "disabled": False})
-            await self._patch(zone_id, fqdn, "REPLACE", kept, self.settings.ttl)
-            log.info("powerdns: added a TXT value at %s in zone %s (%d now)",
-                     fqdn, zone_name, len(kept))
+            await self._patch(zone_id, fqdn, "REPLACE", kept, ttl or self.settings.ttl)
+            log.info(
+                "powerdns: added a TXT value at %s in zone %s (%d now)", fqdn, zone_name, len(kept)
+            )
 
     async def remove_txt(self, fqdn: str, value: str) -> None:
         async with self._name_lock(fqdn):
@@ -180,8 +192,12 @@ class PowerDnsProvider(Provider):
                 await self._patch(zone_id, fqdn, "REPLACE", kept, ttl or self.settings.ttl)
             else:
                 await self._patch(zone_id, fqdn, "DELETE", [], None)
-            log.info("powerdns: removed a TXT value at %s in zone %s (%d left)",
-                     fqdn, zone_name, len(kept))
+            log.info(
+                "powerdns: removed a TXT value at %s in zone %s (%d left)",
+                fqdn,
+                zone_name,
+                len(kept),
+            )
 
     @contextlib.asynccontextmanager
     async def _name_lock(self, fqdn: str) -> AsyncIterator[None]:
@@ -207,8 +223,10 @@ class PowerDnsProvider(Provider):
         if self.settings.zone is not None:
             zone = self.settings.zone
             if not is_within(fqdn, zone):
-                raise self.error(f"{fqdn} is not inside POWERDNS_ZONE={zone}",
-                                 hint="unset POWERDNS_ZONE to find each name's zone")
+                raise self.error(
+                    f"{fqdn} is not inside POWERDNS_ZONE={zone}",
+                    hint="unset POWERDNS_ZONE to find each name's zone",
+                )
             zone_id = await self._zone_id(zone)
             if zone_id is None:
                 raise self.error(
@@ -231,8 +249,9 @@ class PowerDnsProvider(Provider):
         """The API id of *zone*, or None if the server has no such zone."""
         wanted = zone + "."
         # Servers that ignore the filter return every zone; the loop copes with both.
-        zones = await self._request("GET", f"{self._server_url()}/zones",
-                                    params={"zone": wanted}, what="the zones list")
+        zones = await self._request(
+            "GET", f"{self._server_url()}/zones", params={"zone": wanted}, what="the zones list"
+        )
         if not isinstance(zones, list):
             raise self.error("the zones list is not a JSON list")
         for item in zones:
@@ -247,17 +266,18 @@ class PowerDnsProvider(Provider):
     async def _read_rrset(self, zone_id: str, fqdn: str) -> tuple[int | None, list[dict[str, Any]]]:
         """The TTL and records of the TXT RRset at *fqdn* (``None, []`` if absent)."""
         owner = fqdn + "."
-        # rrset_name/rrset_type keep the answer small on servers that know them;
-        # older ones send the whole zone, which the filter below handles.
-        zone = await self._request(
-            "GET", self._zone_url(zone_id),
-            params={"rrset_name": owner, "rrset_type": "TXT"}, what=f"zone {zone_id}",
-        )
+        # The whole zone, not ?rrset_name=&rrset_type=: PowerDNS 4.7 leaves
+        # disabled records out of that filtered answer, and our REPLACE would
+        # then delete them.
+        zone = await self._request("GET", self._zone_url(zone_id), what=f"zone {zone_id}")
         if not isinstance(zone, dict) or not isinstance(zone.get("rrsets"), list):
             raise self.error(f"zone {zone_id}: the answer has no rrsets list")
         for rrset in zone["rrsets"]:
-            if (isinstance(rrset, dict) and str(rrset.get("name", "")).lower() == owner
-                    and rrset.get("type") == "TXT"):
+            if (
+                isinstance(rrset, dict)
+                and str(rrset.get("name", "")).lower() == owner
+                and rrset.get("type") == "TXT"
+            ):
                 records = [
                     {"content": str(r["content"]), "disabled": bool(r.get("disabled", False))}
                     for r in rrset.get("records", [])
@@ -267,29 +287,74 @@ class PowerDnsProvider(Provider):
                 return (ttl if isinstance(ttl, int) else None), records
         return None, []
 
-    async def _patch(self, zone_id: str, fqdn: str, changetype: str,
-                     records: list[dict[str, Any]], ttl: int | None) -> None:
+    async def _patch(
+        self,
+        zone_id: str,
+        fqdn: str,
+        changetype: str,
+        records: list[dict[str, Any]],
+        ttl: int | None,
+    ) -> None:
         rrset: dict[str, Any] = {"name": fqdn + ".", "type": "TXT", "changetype": changetype}
         if changetype == "REPLACE":
             rrset["ttl"] = ttl
             rrset["records"] = records
-        await self._request("PATCH", self._zone_url(zone_id), json={"rrsets": [rrset]},
-                            what=f"zone {zone_id}")
+        await self._request(
+            "PATCH", self._zone_url(zone_id), json={"rrsets": [rrset]}, what=f"zone {zone_id}"
+        )
 
-    async def _request(self, method: str, url: str, *, what: str,
-                       params: dict[str, str] | None = None,
-                       json: dict[str, Any] | None = None) -> Any:
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        params: dict[str, str] | None = None,
+        json: dict[str, Any] | None = None,
+    ) -> Any:
+        """Send one API request; the JSON answer on 2xx, a ProviderError otherwise.
+
+        Server errors (5xx) are retried a few times: with the sqlite3 backend,
+        two concurrent writes make one fail with "database is locked", and
+        PowerDNS rolls the failed change back. Every request we send may be
+        repeated safely: GETs, and PATCHes that set a whole RRset or delete it.
+        """
+        for attempt in range(1, _ATTEMPTS + 1):
+            status, body = await self._send(method, url, params, json)
+            if 200 <= status < 300:
+                if not body:
+                    return None
+                try:
+                    return json_module.loads(body)
+                except ValueError as exc:
+                    raise self.error(f"{what}: HTTP {status} with a body that is not JSON") from exc
+            if status < 500 or attempt == _ATTEMPTS:
+                raise self._status_error(status, body, what)
+            log.warning("powerdns: %s: HTTP %s (%s); retrying", what, status, _error_text(body))
+            await asyncio.sleep(_RETRY_DELAY * attempt * random.uniform(0.5, 1.5))
+        raise AssertionError("unreachable")
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, str] | None,
+        json: dict[str, Any] | None,
+    ) -> tuple[int, bytes]:
         if self._session is None:
             await self.open()
         assert self._session is not None
         proxy = self.settings.proxy.for_url(url)
         try:
             async with self._session.request(
-                method, url, params=params, json=json, proxy=proxy,
+                method,
+                url,
+                params=params,
+                json=json,
+                proxy=proxy,
                 headers={"X-API-Key": self.settings.api_key, "Accept": "application/json"},
             ) as response:
-                body = await response.read()
-                status = response.status
+                return response.status, await response.read()
         except TimeoutError as exc:
             raise ProviderTimeout(
                 self.name,
@@ -301,14 +366,6 @@ class PowerDnsProvider(Provider):
                 f"cannot reach {self.settings.api_url}: {self._describe(exc, proxy)}",
                 hint="check POWERDNS_API_URL, webserver=yes in pdns.conf and any proxy",
             ) from exc
-        if 200 <= status < 300:
-            if not body:
-                return None
-            try:
-                return json_module.loads(body)
-            except ValueError as exc:
-                raise self.error(f"{what}: HTTP {status} with a body that is not JSON") from exc
-        raise self._status_error(status, body, what)
 
     def _status_error(self, status: int, body: bytes, what: str) -> Exception:
         detail = _error_text(body)
@@ -318,7 +375,7 @@ class PowerDnsProvider(Provider):
             return self.error(
                 f"{what} not found (HTTP 404)",
                 hint="check POWERDNS_SERVER_ID and that the zone exists; "
-                     "api=yes must be set in pdns.conf",
+                "api=yes must be set in pdns.conf",
             )
         if status == 422:
             return self.error(f"{what}: PowerDNS refused the change: {detail or 'HTTP 422'}")
@@ -333,7 +390,7 @@ class PowerDnsProvider(Provider):
             password = urlsplit(proxy).password
             if password:
                 text = text.replace(password, "***")
-        return text[:_MAX_ERROR_TEXT * 2]
+        return text[: _MAX_ERROR_TEXT * 2]
 
 
 def _error_text(body: bytes) -> str:

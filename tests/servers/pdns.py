@@ -59,18 +59,28 @@ class PowerDns:
 
     def api(self, method: str, path: str = "", json: Any = None) -> requests.Response:
         """A call to the zones API (path relative to ``.../zones``) with the right key."""
-        return requests.request(method, self.zones_url + path, json=json, timeout=10,
-                                headers={"X-API-Key": self.api_key})
+        return requests.request(
+            method,
+            self.zones_url + path,
+            json=json,
+            timeout=10,
+            headers={"X-API-Key": self.api_key},
+        )
 
     def create_zone(self, zone: str) -> None:
-        response = self.api("POST", json={
-            "name": zone + ".",
-            "kind": "Native",
-            "nameservers": [f"ns1.{zone}."],
-        })
+        response = self.api(
+            "POST",
+            json={
+                "name": zone + ".",
+                "kind": "Native",
+                "nameservers": [f"ns1.{zone}."],
+            },
+        )
         if response.status_code != 201:
-            raise RuntimeError(f"creating zone {zone}: HTTP {response.status_code} "
-                               f"{response.text}\n{self.server.output()}")
+            raise RuntimeError(
+                f"creating zone {zone}: HTTP {response.status_code} "
+                f"{response.text}\n{self.server.output()}"
+            )
 
     def rrsets(self, zone: str) -> list[dict[str, Any]]:
         """Every RRset of *zone* as the API shows it."""
@@ -100,8 +110,9 @@ def _create_database(path: Path) -> None:
     sqlite3_cli = shutil.which("sqlite3")
     if sqlite3_cli:
         with schema.open("rb") as sql:
-            subprocess.run([sqlite3_cli, str(path)], stdin=sql, check=True, timeout=30,
-                           capture_output=True)
+            subprocess.run(
+                [sqlite3_cli, str(path)], stdin=sql, check=True, timeout=30, capture_output=True
+            )
         return
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.executescript(schema.read_text())
@@ -155,13 +166,18 @@ def running_pdns(directory: Path, zones: Iterable[str] = DEFAULT_ZONES) -> Itera
     (directory / "pdns.conf").write_text(
         "".join(f"{key}={value}\n" for key, value in settings.items())
     )
-    server = Server([pdns_server, f"--config-dir={directory}"],
-                    directory / "pdns.log", cwd=directory)
+    server = Server(
+        [pdns_server, f"--config-dir={directory}"], directory / "pdns.log", cwd=directory
+    )
     try:
         wait_for_port(web_port, proc=server.proc)
         wait_for_port(dns_port, proc=server.proc)
-        pdns = PowerDns(api_url=f"http://127.0.0.1:{web_port}", api_key=api_key,
-                        dns_port=dns_port, server=server)
+        pdns = PowerDns(
+            api_url=f"http://127.0.0.1:{web_port}",
+            api_key=api_key,
+            dns_port=dns_port,
+            server=server,
+        )
         for zone in zones:
             pdns.create_zone(zone)
         yield pdns
