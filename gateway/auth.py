@@ -295,7 +295,6 @@ class Authenticator:
     async def authenticate(self, request: web.Request) -> Identity:
         cfg = self.config
         addr = client_address(request, cfg)
-        request["client"] = addr
         host_ok = self.host_allowed(addr)
         if cfg.mode is AuthMode.OFF:
             if not host_ok:

@@ -233,7 +233,7 @@ def _listeners(settings: Settings) -> tuple[Listener, ...]:
                 settings.problem(f"LISTEN: {host!r} is not an IP address")
                 continue
         port = port if port is not None else default_port
-        if not 0 < port < 65536:
+        if not 0 <= port < 65536:  # 0: any free port (tests)
             settings.problem(f"LISTEN: port {port} is out of range")
             continue
         result.append(Listener(host, port))

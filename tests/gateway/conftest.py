@@ -1,0 +1,88 @@
+"""Fixtures for gateway tests: a configured app on the in-memory provider."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from gateway.config import Config, load
+from lib.passwd import PasswordFile
+from providers.base import Provider
+from providers.memory import MemoryProvider
+
+PASSWORDS = {
+    "alice": "correct horse battery staple",
+    "bob": "p:ss:wörd with colons",  # ':' and non-ASCII must work
+    "carol": "carol-secret",
+}
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@pytest.fixture(scope="session")
+def passwd_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A password file made once per session (scrypt is deliberately slow)."""
+    path = tmp_path_factory.mktemp("passwd") / "acmepasswd"
+    f = PasswordFile(path)
+    f.set_user("alice", PASSWORDS["alice"])
+    f.set_user("bob", PASSWORDS["bob"], domains=["example.org"])
+    f.set_user("carol", PASSWORDS["carol"], domains=["shop.example.test"], roles=["admin"])
+    return path
+
+
+@pytest.fixture
+def passwd_path(tmp_path: Path, passwd_template: Path) -> Path:
+    path = tmp_path / "acmepasswd"
+    path.write_bytes(passwd_template.read_bytes())
+    path.chmod(0o600)
+    return path
+
+
+ConfigFactory = Callable[..., Config]
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, passwd_path: Path) -> ConfigFactory:
+    def factory(**env: str) -> Config:
+        base = {
+            "PROVIDER": "memory",
+            "DNSAPI_DOMAINS": "example.test, example.org",
+            "BASIC_AUTH": "sufficient",
+            "PASSWD_FILE": str(passwd_path),
+            "STATE_DIR": str(tmp_path / "state"),
+            "LISTEN": "127.0.0.1:0",
+            "PROPAGATION_CHECK": "off",
+        }
+        base.update(env)
+        config, _ = load([], {k: v for k, v in base.items() if v is not None})
+        return config
+
+    return factory
+
+
+GatewayFactory = Callable[..., Awaitable[tuple[TestClient, MemoryProvider]]]
+
+
+@pytest.fixture
+def gateway(
+    aiohttp_client: Callable[..., Awaitable[TestClient]], make_config: ConfigFactory
+) -> GatewayFactory:
+    """``await gateway(provider=None, **env)`` -> (client, provider)."""
+
+    async def start(
+        provider: Provider | None = None, **env: str
+    ) -> tuple[TestClient, MemoryProvider]:
+        config = make_config(**env)
+        prov = provider or MemoryProvider()
+        client = await aiohttp_client(create_app(config, prov))
+        return client, prov  # type: ignore[return-value]
+
+    return start
