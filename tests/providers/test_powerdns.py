@@ -4,7 +4,8 @@
 resolvers would see, not just what the API stored. The proxy tests put a small
 in-process HTTP forward proxy (aiohttp, loopback) between the provider and pdns
 and count what passes through it. Settings and TXT quoting are tested without
-a server.
+a server; so is the retry of server errors, against a small in-process stand-in
+that answers like pdns 4.7 did in these tests and checks each request it gets.
 """
 
 from __future__ import annotations
@@ -317,6 +318,81 @@ async def test_no_secret_in_logs(
 
 
 # --- network failures ---------------------------------------------------------
+
+
+class FlakyPdns:
+    """Answers the three calls an add makes; PATCH fails with HTTP 500 the first *failures* times.
+
+    Pins the provider's retry of server errors, which the sqlite3 backend needs
+    ("database is locked") but a real server shows only by chance.
+    """
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.patches = 0
+        self.unexpected: list[str] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        zones = "/api/v1/servers/localhost/zones"
+        if request.headers.get("X-API-Key") != "k":
+            self.unexpected.append(f"bad key on {request.method} {request.path}")
+            return web.Response(status=401)
+        if request.method == "GET" and request.path == zones:
+            name = request.query.get("zone")
+            found = name == "example.test."
+            return web.json_response([{"id": name, "name": name}] if found else [])
+        if request.method == "GET" and request.path == zones + "/example.test.":
+            return web.json_response({"name": "example.test.", "rrsets": []})
+        if request.method == "PATCH" and request.path == zones + "/example.test.":
+            body = await request.json()
+            (rrset,) = body["rrsets"]
+            if rrset["changetype"] != "REPLACE" or rrset["type"] != "TXT":
+                self.unexpected.append(f"PATCH {body}")
+            self.patches += 1
+            if self.patches <= self.failures:
+                return web.json_response({"error": "database is locked (5)"}, status=500)
+            return web.Response(status=204)
+        self.unexpected.append(f"{request.method} {request.path_qs}")
+        return web.Response(status=404)
+
+
+@pytest.fixture
+async def flaky_pdns(request: pytest.FixtureRequest) -> AsyncIterator[tuple[FlakyPdns, str]]:
+    fake = FlakyPdns(failures=request.param)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", fake.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield fake, f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+    assert fake.unexpected == []
+
+
+@pytest.mark.parametrize("flaky_pdns", [2], indirect=True)
+async def test_server_errors_are_retried(flaky_pdns: tuple[FlakyPdns, str]) -> None:
+    fake, url = flaky_pdns
+    p = build({"POWERDNS_API_URL": url, "POWERDNS_API_KEY": "k"})
+    try:
+        await p.add_txt("_acme-challenge.example.test", make_value())
+    finally:
+        await p.aclose()
+    assert fake.patches == 3
+
+
+@pytest.mark.parametrize("flaky_pdns", [99], indirect=True)
+async def test_server_errors_give_up(flaky_pdns: tuple[FlakyPdns, str]) -> None:
+    fake, url = flaky_pdns
+    p = build({"POWERDNS_API_URL": url, "POWERDNS_API_KEY": "k"})
+    try:
+        with pytest.raises(ProviderError, match=r"HTTP 500: database is locked \(5\)"):
+            await p.add_txt("_acme-challenge.example.test", make_value())
+    finally:
+        await p.aclose()
+    assert fake.patches == 3
 
 
 async def test_connection_refused_is_provider_error() -> None:
