@@ -1,0 +1,151 @@
+"""Name and value rules, including property-based checks."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lib.names import (
+    InvalidName,
+    InvalidValue,
+    base_name,
+    challenge_name,
+    is_within,
+    normalize_name,
+    validate_value,
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "norm"),
+    [
+        ("Example.COM", "example.com"),
+        ("example.com.", "example.com"),
+        ("*.example.com", "example.com"),
+        ("*.Example.com.", "example.com"),
+        ("_acme-challenge.example.com", "_acme-challenge.example.com"),
+        ("bücher.example", "xn--bcher-kva.example"),
+        ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ("a-b.c_d.example", "a-b.c_d.example"),
+    ],
+)
+def test_normalize(raw: str, norm: str) -> None:
+    assert normalize_name(raw) == norm
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        ".",
+        "..",
+        "example..com",
+        ".example.com",
+        "a.*.example.com",
+        "*example.com",
+        "**.example.com",
+        "exa mple.com",
+        " example.com",
+        "example.com ",
+        "exa\tmple.com",
+        "-bad.example",
+        "bad-.example",
+        "a" * 64 + ".example",
+        ("a" * 63 + ".") * 4 + "com",
+        "ex@mple.com",
+        "example.com/x",
+        "example.com\x00",
+        "*.",
+        "*",
+    ],
+)
+def test_reject(raw: str) -> None:
+    with pytest.raises(InvalidName):
+        normalize_name(raw)
+
+
+def test_reject_non_string() -> None:
+    with pytest.raises(InvalidName):
+        normalize_name(5)  # type: ignore[arg-type]
+
+
+def test_within_label_boundary() -> None:
+    assert is_within("example.com", "example.com")
+    assert is_within("_acme-challenge.www.example.com", "example.com")
+    assert not is_within("evilexample.com", "example.com")
+    assert not is_within("example.com.evil", "example.com")
+    assert not is_within("com", "example.com")
+
+
+def test_challenge_and_base_names() -> None:
+    assert challenge_name("example.com") == "_acme-challenge.example.com"
+    assert challenge_name("_acme-challenge.example.com") == "_acme-challenge.example.com"
+    assert base_name("_acme-challenge.example.com") == "example.com"
+    assert base_name("example.com") == "example.com"
+
+
+def test_values() -> None:
+    good = "A" * 20 + "-_" + "z9" * 10 + "x"
+    assert len(good) == 43
+    assert validate_value(good) == good
+    for bad in [
+        good[:-1],
+        good + "A",
+        good[:-1] + "+",
+        good[:-1] + "=",
+        good[:-1] + "/",
+        good[:-1] + " ",
+        good[:-1] + "\n",
+        "",
+        None,
+        43,
+        good.encode(),
+    ]:
+        with pytest.raises(InvalidValue):
+            validate_value(bad)
+
+
+_B64URL = string.ascii_letters + string.digits + "-_"
+
+
+@given(st.text(alphabet=_B64URL, min_size=43, max_size=43))
+def test_every_base64url_value_is_accepted(value: str) -> None:
+    assert validate_value(value) == value
+
+
+@given(st.text(max_size=60))
+def test_values_are_exactly_43_base64url(value: str) -> None:
+    ok = len(value) == 43 and all(c in _B64URL for c in value)
+    try:
+        validate_value(value)
+    except InvalidValue:
+        assert not ok
+    else:
+        assert ok
+
+
+@given(st.text(max_size=80))
+def test_normalize_never_crashes_and_is_idempotent(raw: str) -> None:
+    try:
+        norm = normalize_name(raw)
+    except InvalidName:
+        return
+    assert norm == normalize_name(norm)
+    assert norm == norm.lower()
+    assert norm.isascii()
+    assert not norm.endswith(".")
+    assert "*" not in norm
+    assert all(0 < len(label) <= 63 for label in norm.split("."))
+
+
+@given(
+    st.lists(st.from_regex(r"[a-z0-9]{1,10}", fullmatch=True), min_size=1, max_size=4),
+    st.from_regex(r"[a-z0-9]{1,10}", fullmatch=True),
+)
+def test_suffix_without_boundary_is_never_within(labels: list[str], prefix: str) -> None:
+    domain = ".".join(labels)
+    assert not is_within(prefix + domain, domain)
+    assert is_within(prefix + "." + domain, domain)
