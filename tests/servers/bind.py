@@ -45,7 +45,10 @@ import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
+import dns.rdata
 import dns.rdatatype
+import dns.tsig
+import dns.update
 import pytest
 
 from tests.system import Server, free_port, need_program, wait_for_port
@@ -130,6 +133,28 @@ class BindServer:
             if rrset.rdtype == dns.rdatatype.TXT and rrset.name == qname:
                 values.update(b"".join(r.strings).decode() for r in rrset)
         return values
+
+    def update_txt(self, name: str, value: str, *, add: bool = True, zone: str | None = None,
+                   timeout: float = 5.0) -> None:
+        """Add (or delete) one TXT value with the main key, as a test's own writer.
+
+        Independent of providers/rfc2136.py, so tests of other code need not trust it.
+        """
+        zone = zone or next(z for z in sorted(self.zones, key=len, reverse=True)
+                            if name == z or name.endswith("." + z))
+        keyring = dns.tsig.Key(self.key.name, self.key.secret, self.key.algorithm)
+        update = dns.update.UpdateMessage(zone, keyring=keyring, keyname=keyring.name,
+                                          keyalgorithm=keyring.algorithm)
+        rdata = dns.rdata.from_text("IN", "TXT", '"' + value + '"')
+        if add:
+            update.add(name + ".", 60, rdata)
+        else:
+            update.delete(name + ".", rdata)
+        host = self.primary.host if self.primary else self.host
+        port = self.primary.port if self.primary else self.port
+        response = dns.query.tcp(update, host, timeout=timeout, port=port)
+        if response.rcode() != dns.rcode.NOERROR:
+            raise RuntimeError(f"update of {name} failed: {dns.rcode.to_text(response.rcode())}")
 
     def serial(self, zone: str) -> int | None:
         """The SOA serial served for *zone*, or None while the zone is not loaded."""
