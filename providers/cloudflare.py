@@ -79,8 +79,9 @@ class CloudflareSettings:
 class _ApiError(ProviderError):
     """Cloudflare answered ``success: false``; ``codes`` holds its error codes."""
 
-    def __init__(self, message: str, *, status: int, codes: frozenset[int],
-                 hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int, codes: frozenset[int], hint: str | None = None
+    ) -> None:
         super().__init__(NAME, message, hint=hint)
         self.status = status
         self.codes = codes
@@ -140,18 +141,27 @@ class _Client:
             await self._session.close()
             self._session = None
 
-    async def call(self, method: str, path: str, *, params: dict[str, str] | None = None,
-                   body: dict[str, Any] | None = None,
-                   allow: frozenset[int] = frozenset()) -> dict[str, Any]:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+        allow: frozenset[int] = frozenset(),
+    ) -> dict[str, Any]:
         """One request; an error whose codes are all in *allow* is returned, not raised."""
         url = self._settings.api_url + path
         if self._session is None:
             self._session = new_session(self._settings.timeout)
-        headers = {"Authorization": f"Bearer {self._settings.token}",
-                   "Accept": "application/json"}
+        headers = {"Authorization": f"Bearer {self._settings.token}", "Accept": "application/json"}
         try:
             async with self._session.request(
-                method, url, params=params, json=body, headers=headers,
+                method,
+                url,
+                params=params,
+                json=body,
+                headers=headers,
                 proxy=self._settings.proxy.for_url(url),
             ) as response:
                 status = response.status
@@ -162,7 +172,8 @@ class _Client:
             ) from None
         except aiohttp.ClientError as exc:
             raise ProviderError(
-                NAME, f"cannot reach {urlsplit(url).netloc}: {type(exc).__name__}: {exc}",
+                NAME,
+                f"cannot reach {urlsplit(url).netloc}: {type(exc).__name__}: {exc}",
                 hint="check CLOUDFLARE_API_URL and the proxy settings",
             ) from None
         try:
@@ -192,10 +203,10 @@ class _Client:
     async def txt_records(self, zone_id: str, fqdn: str) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
         for page in range(1, MAX_PAGES + 1):
-            params = {"type": "TXT", "name": fqdn, "per_page": str(PAGE_SIZE),
-                      "page": str(page)}
-            answer = await self.call("GET", f"/zones/{quote(zone_id, safe='')}/dns_records",
-                                     params=params)
+            params = {"type": "TXT", "name": fqdn, "per_page": str(PAGE_SIZE), "page": str(page)}
+            answer = await self.call(
+                "GET", f"/zones/{quote(zone_id, safe='')}/dns_records", params=params
+            )
             found = _results(answer)
             records.extend(found)
             info = answer.get("result_info")
@@ -205,13 +216,16 @@ class _Client:
         raise ProviderError(NAME, f"{fqdn} has more TXT records than we page through")
 
     async def create(self, zone_id: str, record: dict[str, Any]) -> dict[str, Any]:
-        return await self.call("POST", f"/zones/{quote(zone_id, safe='')}/dns_records", body=record,
-                               allow=frozenset({CODE_IDENTICAL_RECORD}))
+        return await self.call(
+            "POST",
+            f"/zones/{quote(zone_id, safe='')}/dns_records",
+            body=record,
+            allow=frozenset({CODE_IDENTICAL_RECORD}),
+        )
 
     async def delete(self, zone_id: str, record_id: str) -> dict[str, Any]:
         path = f"/zones/{quote(zone_id, safe='')}/dns_records/{quote(record_id, safe='')}"
-        return await self.call("DELETE", path,
-                               allow=frozenset({CODE_NO_SUCH_RECORD}))
+        return await self.call("DELETE", path, allow=frozenset({CODE_NO_SUCH_RECORD}))
 
 
 def _results(answer: dict[str, Any]) -> list[dict[str, Any]]:
@@ -254,15 +268,18 @@ class CloudflareProvider(Provider):
         if 1 < ttl < 60:
             settings.problem(f"CLOUDFLARE_TTL={ttl}: Cloudflare wants 1 (automatic) or 60-86400")
             ttl = DEFAULT_TTL
-        return cls(CloudflareSettings(
-            token=token or "",
-            zone_id=zone_id.lower() if zone_id else None,
-            api_url=api_url,
-            ttl=ttl,
-            timeout=settings.duration("CLOUDFLARE_TIMEOUT", min(20.0, context.timeout),
-                                      0.1, 300.0),
-            proxy=ProxyConfig.from_settings(settings),
-        ))
+        return cls(
+            CloudflareSettings(
+                token=token or "",
+                zone_id=zone_id.lower() if zone_id else None,
+                api_url=api_url,
+                ttl=ttl,
+                timeout=settings.duration(
+                    "CLOUDFLARE_TIMEOUT", min(20.0, context.timeout), 0.1, 300.0
+                ),
+                proxy=ProxyConfig.from_settings(settings),
+            )
+        )
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -283,12 +300,13 @@ class CloudflareProvider(Provider):
         raise self.error(
             f"no Cloudflare zone for {fqdn} visible to this API token",
             hint="Does your API token have Zone:Zone:Read for this zone? "
-                 "(or set CLOUDFLARE_ZONE_ID)",
+            "(or set CLOUDFLARE_ZONE_ID)",
         )
 
     async def _matching(self, zone_id: str, fqdn: str, value: str) -> list[dict[str, Any]]:
         return [
-            record for record in await self._client.txt_records(zone_id, fqdn)
+            record
+            for record in await self._client.txt_records(zone_id, fqdn)
             if str(record.get("name", "")).lower() == fqdn
             and _unquote(str(record.get("content", ""))) == value
         ]
@@ -298,8 +316,7 @@ class CloudflareProvider(Provider):
         if await self._matching(zone_id, fqdn, value):
             log.info("cloudflare: TXT at %s already holds the value", fqdn)
             return
-        record = {"type": "TXT", "name": fqdn, "content": _quoted(value),
-                  "ttl": self.settings.ttl}
+        record = {"type": "TXT", "name": fqdn, "content": _quoted(value), "ttl": self.settings.ttl}
         answer = await self._client.create(zone_id, record)
         if answer.get("success") is not True:
             log.info("cloudflare: TXT at %s was added meanwhile", fqdn)

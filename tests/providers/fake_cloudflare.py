@@ -39,8 +39,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PREFIX = "/client/v4"
 CREATE_KEYS = {"type", "name", "content", "ttl", "proxied", "comment", "tags"}
-LIST_KEYS = {"type", "name", "name.exact", "content", "content.exact", "page", "per_page",
-             "match", "order", "direction", "proxied"}
+LIST_KEYS = {
+    "type",
+    "name",
+    "name.exact",
+    "content",
+    "content.exact",
+    "page",
+    "per_page",
+    "match",
+    "order",
+    "direction",
+    "proxied",
+}
 
 
 @dataclass
@@ -59,8 +70,11 @@ class Zone:
     records: dict[str, Record] = field(default_factory=dict)
 
 
-def _envelope(result: object, status: int = 200, info: dict[str, int] | None = None,
-              ) -> web.Response:
+def _envelope(
+    result: object,
+    status: int = 200,
+    info: dict[str, int] | None = None,
+) -> web.Response:
     body: dict[str, Any] = {"success": True, "errors": [], "messages": [], "result": result}
     if info is not None:
         body["result_info"] = info
@@ -68,13 +82,24 @@ def _envelope(result: object, status: int = 200, info: dict[str, int] | None = N
 
 
 def _error(status: int, code: int, message: str) -> web.Response:
-    return web.json_response({"success": False, "errors": [{"code": code, "message": message}],
-                              "messages": [], "result": None}, status=status)
+    return web.json_response(
+        {
+            "success": False,
+            "errors": [{"code": code, "message": message}],
+            "messages": [],
+            "result": None,
+        },
+        status=status,
+    )
 
 
 class FakeCloudflare:
-    def __init__(self, *, token: str = "Ab0-test-token-with-forty-characters-xyz",  # noqa: S107
-                 zones: Iterable[str] = ("example.test", "example.org")) -> None:
+    def __init__(
+        self,
+        *,
+        token: str = "Ab0-test-token-with-forty-characters-xyz",  # noqa: S107
+        zones: Iterable[str] = ("example.test", "example.org"),
+    ) -> None:
         self.token = token
         self.zones: dict[str, Zone] = {}
         for name in zones:
@@ -129,8 +154,7 @@ class FakeCloudflare:
         if zone is None:
             return set()
         return {
-            _unquote(r.content) for r in zone.records.values()
-            if r.type == "TXT" and r.name == fqdn
+            _unquote(r.content) for r in zone.records.values() if r.type == "TXT" and r.name == fqdn
         }
 
     def _zone_for(self, fqdn: str) -> Zone | None:
@@ -144,8 +168,9 @@ class FakeCloudflare:
 
     # -- checks ----------------------------------------------------------------
 
-    def _fail(self, request: web.Request, problem: str, status: int = 400,
-              code: int = 1004) -> web.Response:
+    def _fail(
+        self, request: web.Request, problem: str, status: int = 400, code: int = 1004
+    ) -> web.Response:
         self.failures.append(f"{request.method} {request.path_qs}: {problem}")
         return _error(status, code, f"fake rejected the request: {problem}")
 
@@ -156,21 +181,23 @@ class FakeCloudflare:
             await asyncio.sleep(self.delay)
         if self.fail_next > 0:
             self.fail_next -= 1
-            return web.Response(status=500, text="<html>500 Internal Server Error</html>",
-                                content_type="text/html")
+            return web.Response(
+                status=500, text="<html>500 Internal Server Error</html>", content_type="text/html"
+            )
         if "X-Auth-Key" in request.headers or "X-Auth-Email" in request.headers:
             return self._fail(request, "Global API Key headers; tokens use Authorization")
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer "):
             return self._fail(request, "no bearer token", 400, 9106)
-        if auth[len("Bearer "):] != self.token:
+        if auth[len("Bearer ") :] != self.token:
             return _error(403, 9109, "Invalid access token")
         try:
             return await handler(request)
         except web.HTTPException as exc:
             if exc.status in (404, 405):
-                return self._fail(request, f"no such endpoint (HTTP {exc.status})",
-                                  exc.status, 7000)
+                return self._fail(
+                    request, f"no such endpoint (HTTP {exc.status})", exc.status, 7000
+                )
             raise
 
     def _zone(self, request: web.Request) -> Zone | None:
@@ -179,8 +206,17 @@ class FakeCloudflare:
     # -- endpoints -------------------------------------------------------------
 
     async def _list_zones(self, request: web.Request) -> web.Response:
-        extra = set(request.query) - {"name", "status", "page", "per_page", "match",
-                                      "order", "direction", "account.id", "account.name"}
+        extra = set(request.query) - {
+            "name",
+            "status",
+            "page",
+            "per_page",
+            "match",
+            "order",
+            "direction",
+            "account.id",
+            "account.name",
+        }
         if extra:
             return self._fail(request, f"unexpected query parameters {sorted(extra)}")
         name = request.query.get("name")
@@ -188,12 +224,27 @@ class FakeCloudflare:
             return self._fail(request, "listing every zone (no name)")
         self.zone_queries.append(name)
         found = [
-            {"id": z.id, "name": z.name, "status": "active", "paused": False, "type": "full",
-             "name_servers": ["ada.ns.cloudflare.com", "bob.ns.cloudflare.com"]}
-            for z in self.zones.values() if z.name == name
+            {
+                "id": z.id,
+                "name": z.name,
+                "status": "active",
+                "paused": False,
+                "type": "full",
+                "name_servers": ["ada.ns.cloudflare.com", "bob.ns.cloudflare.com"],
+            }
+            for z in self.zones.values()
+            if z.name == name
         ]
-        return _envelope(found, info={"page": 1, "per_page": 20, "count": len(found),
-                                      "total_count": len(found), "total_pages": 1})
+        return _envelope(
+            found,
+            info={
+                "page": 1,
+                "per_page": 20,
+                "count": len(found),
+                "total_count": len(found),
+                "total_pages": 1,
+            },
+        )
 
     async def _list_records(self, request: web.Request) -> web.Response:
         zone = self._zone(request)
@@ -214,25 +265,46 @@ class FakeCloudflare:
             return self._fail(request, f"name {name!r} is not a full name in zone {zone.name}")
         content = request.query.get("content") or request.query.get("content.exact")
         chosen = [
-            r for r in zone.records.values()
+            r
+            for r in zone.records.values()
             if (name is None or r.name == name)
             and (request.query.get("type") in (None, r.type))
             and (content is None or r.content == content)
         ]
-        shown = chosen[(page - 1) * per_page: page * per_page]
+        shown = chosen[(page - 1) * per_page : page * per_page]
         pages = max(1, -(-len(chosen) // per_page))
         if self.after_listing is not None:
             self.after_listing()
-        return _envelope([self._show(zone, r) for r in shown],
-                         info={"page": page, "per_page": per_page, "count": len(shown),
-                               "total_count": len(chosen), "total_pages": pages})
+        return _envelope(
+            [self._show(zone, r) for r in shown],
+            info={
+                "page": page,
+                "per_page": per_page,
+                "count": len(shown),
+                "total_count": len(chosen),
+                "total_pages": pages,
+            },
+        )
 
     def _show(self, zone: Zone, record: Record) -> dict[str, Any]:
-        return {"id": record.id, "zone_id": zone.id, "zone_name": zone.name,
-                "name": record.name, "type": record.type, "content": record.content,
-                "ttl": record.ttl, "proxiable": False, "proxied": False, "locked": False,
-                "settings": {}, "meta": {}, "comment": None, "tags": [],
-                "created_on": "2024-01-01T00:00:00Z", "modified_on": "2024-01-01T00:00:00Z"}
+        return {
+            "id": record.id,
+            "zone_id": zone.id,
+            "zone_name": zone.name,
+            "name": record.name,
+            "type": record.type,
+            "content": record.content,
+            "ttl": record.ttl,
+            "proxiable": False,
+            "proxied": False,
+            "locked": False,
+            "settings": {},
+            "meta": {},
+            "comment": None,
+            "tags": [],
+            "created_on": "2024-01-01T00:00:00Z",
+            "modified_on": "2024-01-01T00:00:00Z",
+        }
 
     async def _create(self, request: web.Request) -> web.Response:
         zone = self._zone(request)
@@ -253,8 +325,7 @@ class FakeCloudflare:
         name, content, ttl = body["name"], body["content"], body.get("ttl", 1)
         if body["type"] != "TXT":
             return self._fail(request, f"type {body['type']!r}")
-        if not isinstance(name, str) or not (name == zone.name
-                                             or name.endswith("." + zone.name)):
+        if not isinstance(name, str) or not (name == zone.name or name.endswith("." + zone.name)):
             return self._fail(request, f"name {name!r} is not a full name in zone {zone.name}")
         if name != name.lower() or name.endswith("."):
             return self._fail(request, f"name {name!r} is not lower case without a final dot")
@@ -262,16 +333,20 @@ class FakeCloudflare:
             len(content) >= 2 and content[0] == content[-1] == '"' and '"' not in content[1:-1]
         ):
             return self._fail(request, f"content {content!r} is not one quoted string")
-        if not isinstance(ttl, int) or isinstance(ttl, bool) or not (
-            ttl == 1 or 60 <= ttl <= 86400
+        if (
+            not isinstance(ttl, int)
+            or isinstance(ttl, bool)
+            or not (ttl == 1 or 60 <= ttl <= 86400)
         ):
             return self._fail(request, f"ttl {ttl!r} is not 1 or 60..86400")
         if body.get("proxied") not in (None, False):
             return self._fail(request, "TXT records cannot be proxied")
         if zone.id in self.read_only:
             return _error(403, 10000, "Authentication error")
-        if any(r.name == name and r.type == "TXT" and r.content == content
-               for r in zone.records.values()):
+        if any(
+            r.name == name and r.type == "TXT" and r.content == content
+            for r in zone.records.values()
+        ):
             return _error(400, 81058, "An identical record already exists.")
         record = Record(secrets.token_hex(16), name, "TXT", content, ttl)
         zone.records[record.id] = record

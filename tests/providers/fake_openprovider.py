@@ -71,18 +71,24 @@ def _answer(data: object, status: int = 200) -> web.Response:
 
 def _error(status: int, code: int, desc: str) -> web.Response:
     # The API sends its error JSON as text/plain; the provider must cope.
-    return web.Response(status=status, text=json.dumps({"code": code, "desc": desc, "data": ""}),
-                        content_type="text/plain")
+    return web.Response(
+        status=status,
+        text=json.dumps({"code": code, "desc": desc, "data": ""}),
+        content_type="text/plain",
+    )
 
 
 class FakeOpenProvider:
-    def __init__(self, *, username: str = "gateway", password: str = "correct horse:battery",  # noqa: S107
-                 zones: Iterable[str] = ("example.test", "example.org")) -> None:
+    def __init__(
+        self,
+        *,
+        username: str = "gateway",
+        password: str = "correct horse:battery",  # noqa: S107
+        zones: Iterable[str] = ("example.test", "example.org"),
+    ) -> None:
         self.username = username
         self.password = password
-        self.zones: dict[str, Zone] = {
-            name: Zone(name, 1000 + i) for i, name in enumerate(zones)
-        }
+        self.zones: dict[str, Zone] = {name: Zone(name, 1000 + i) for i, name in enumerate(zones)}
         self.failures: list[str] = []
         self.requests: list[tuple[str, str]] = []
         self.zone_queries: list[str] = []
@@ -127,8 +133,9 @@ class FakeOpenProvider:
     def expire_tokens(self) -> None:
         self._valid.clear()
 
-    def add_record(self, zone: str, relative: str, value: str, ttl: int = 900,
-                   rtype: str = "TXT") -> None:
+    def add_record(
+        self, zone: str, relative: str, value: str, ttl: int = 900, rtype: str = "TXT"
+    ) -> None:
         self.zones[zone].records.append(Record(relative, rtype, value, ttl))
 
     def zone_for(self, fqdn: str) -> Zone | None:
@@ -181,7 +188,7 @@ class FakeOpenProvider:
             auth = request.headers.get("Authorization", "")
             if not auth.startswith("Bearer "):
                 return self._fail(request, "no bearer token in Authorization", 401)
-            token = auth[len("Bearer "):]
+            token = auth[len("Bearer ") :]
             if token not in self._issued:
                 return self._fail(request, "a token this server never issued", 401)
             if token not in self._valid:
@@ -215,8 +222,18 @@ class FakeOpenProvider:
         return _answer({"token": token, "reseller_id": 123915})
 
     async def _list_zones(self, request: web.Request) -> web.Response:
-        problem = self._query_ok(request, {"name_pattern", "limit", "offset", "type",
-                                           "with_records", "with_history", "with_dnskey"})
+        problem = self._query_ok(
+            request,
+            {
+                "name_pattern",
+                "limit",
+                "offset",
+                "type",
+                "with_records",
+                "with_history",
+                "with_dnskey",
+            },
+        )
         if problem:
             return self._fail(request, problem)
         pattern = request.query.get("name_pattern")
@@ -224,9 +241,17 @@ class FakeOpenProvider:
             return self._fail(request, "listing every zone of the account (no name_pattern)")
         self.zone_queries.append(pattern)
         results = [
-            {"id": z.id, "name": z.name, "type": "master", "active": True, "is_deleted": False,
-             "is_shadow": False, "reseller_id": 123915}
-            for z in self.zones.values() if fnmatch.fnmatchcase(z.name, pattern.lower())
+            {
+                "id": z.id,
+                "name": z.name,
+                "type": "master",
+                "active": True,
+                "is_deleted": False,
+                "is_shadow": False,
+                "reseller_id": 123915,
+            }
+            for z in self.zones.values()
+            if fnmatch.fnmatchcase(z.name, pattern.lower())
         ]
         return _answer({"results": results, "total": len(results)})
 
@@ -234,9 +259,21 @@ class FakeOpenProvider:
         return self.zones.get(request.match_info["zone"])
 
     async def _list_records(self, request: web.Request) -> web.Response:
-        problem = self._query_ok(request, {"zone_id", "limit", "offset", "type", "prio", "ttl",
-                                           "record_name_pattern", "value_pattern",
-                                           "order_by.name", "order_by.type"})
+        problem = self._query_ok(
+            request,
+            {
+                "zone_id",
+                "limit",
+                "offset",
+                "type",
+                "prio",
+                "ttl",
+                "record_name_pattern",
+                "value_pattern",
+                "order_by.name",
+                "order_by.type",
+            },
+        )
         if problem:
             return self._fail(request, problem)
         zone = self._zone(request)
@@ -251,11 +288,17 @@ class FakeOpenProvider:
             return self._fail(request, f"limit {limit} outside 1..500 or negative offset")
         rtype = request.query.get("type")
         chosen = [r for r in zone.records if rtype is None or r.type == rtype]
-        page = chosen[offset:offset + limit]
+        page = chosen[offset : offset + limit]
         results = [
-            {"name": zone.full(r.name), "type": r.type, "ttl": r.ttl, "prio": 0,
-             "value": f'"{r.value}"' if self.quote_listing and r.type == "TXT" else r.value,
-             "creation_date": "2024-01-01 00:00:00", "modification_date": "2024-01-01 00:00:00"}
+            {
+                "name": zone.full(r.name),
+                "type": r.type,
+                "ttl": r.ttl,
+                "prio": 0,
+                "value": f'"{r.value}"' if self.quote_listing and r.type == "TXT" else r.value,
+                "creation_date": "2024-01-01 00:00:00",
+                "modification_date": "2024-01-01 00:00:00",
+            }
             for r in page
         ]
         return _answer({"results": results, "total": len(chosen)})

@@ -12,8 +12,18 @@ import aiohttp
 from aiohttp import web
 
 # Hop-by-hop headers (RFC 9110 section 7.6.1) are not forwarded.
-_HOP = {"connection", "keep-alive", "proxy-authorization", "proxy-connection", "te",
-        "trailer", "transfer-encoding", "upgrade", "host", "content-length"}
+_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
 
 
 class ForwardProxy:
@@ -31,8 +41,9 @@ class ForwardProxy:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30),
-                                              trust_env=False)
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=30), trust_env=False
+        )
         self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
         return self.url
 
@@ -52,8 +63,10 @@ class ForwardProxy:
         self.forwarded.append(f"{request.method} {target}")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         body = await request.read()
-        async with self._session.request(request.method, target, headers=headers,
-                                         data=body or None) as answer:
+        async with self._session.request(
+            request.method, target, headers=headers, data=body or None
+        ) as answer:
             payload = await answer.read()
-            return web.Response(status=answer.status, body=payload,
-                                content_type=answer.content_type)
+            return web.Response(
+                status=answer.status, body=payload, content_type=answer.content_type
+            )

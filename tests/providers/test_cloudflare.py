@@ -111,7 +111,8 @@ async def test_content_is_sent_quoted(provider: CloudflareProvider, fake: FakeCl
 
 
 async def test_unquoted_records_from_other_tools_are_recognised(
-        provider: CloudflareProvider, fake: FakeCloudflare) -> None:
+    provider: CloudflareProvider, fake: FakeCloudflare
+) -> None:
     name, value = "_acme-challenge.example.test", make_value()
     fake.add_record(name, value)  # stored without quotes
     await provider.add_txt(name, value)
@@ -120,12 +121,17 @@ async def test_unquoted_records_from_other_tools_are_recognised(
     assert fake.served(name) == set()
 
 
-async def test_zone_found_by_walking_up_and_cached(provider: CloudflareProvider,
-                                                   fake: FakeCloudflare) -> None:
+async def test_zone_found_by_walking_up_and_cached(
+    provider: CloudflareProvider, fake: FakeCloudflare
+) -> None:
     name, value = "_acme-challenge.a.b.c.example.test", make_value()
     await provider.add_txt(name, value)
-    assert fake.zone_queries == ["a.b.c.example.test", "b.c.example.test", "c.example.test",
-                                 "example.test"]
+    assert fake.zone_queries == [
+        "a.b.c.example.test",
+        "b.c.example.test",
+        "c.example.test",
+        "example.test",
+    ]
     await provider.remove_txt(name, value)
     assert len(fake.zone_queries) == 4
     await provider.add_txt("_acme-challenge.www.sub.example.org", value)
@@ -147,14 +153,16 @@ async def test_zone_id_setting_skips_the_lookup(fake: FakeCloudflare) -> None:
 
 
 async def test_unknown_zone_names_the_permission(provider: CloudflareProvider) -> None:
-    with pytest.raises(ProviderError, match=r"no Cloudflare zone for _acme-challenge\.x\.net") \
-            as info:
+    with pytest.raises(
+        ProviderError, match=r"no Cloudflare zone for _acme-challenge\.x\.net"
+    ) as info:
         await provider.add_txt("_acme-challenge.x.net", make_value())
     assert info.value.hint is not None and "Zone:Zone:Read" in info.value.hint
 
 
-async def test_missing_edit_permission_gets_the_hint(provider: CloudflareProvider,
-                                                     fake: FakeCloudflare) -> None:
+async def test_missing_edit_permission_gets_the_hint(
+    provider: CloudflareProvider, fake: FakeCloudflare
+) -> None:
     fake.read_only.add(fake.zone_named("example.test").id)
     with pytest.raises(ProviderError) as info:
         await provider.add_txt("_acme-challenge.example.test", make_value())
@@ -162,8 +170,9 @@ async def test_missing_edit_permission_gets_the_hint(provider: CloudflareProvide
     assert info.value.hint == "Does your API token have Zone:DNS:Edit for this zone?"
 
 
-async def test_identical_record_from_a_race_is_success(provider: CloudflareProvider,
-                                                       fake: FakeCloudflare) -> None:
+async def test_identical_record_from_a_race_is_success(
+    provider: CloudflareProvider, fake: FakeCloudflare
+) -> None:
     # Another gateway adds the value just after our listing: 81058 on create.
     name, value = "_acme-challenge.example.test", make_value()
     fake.after_listing = lambda: fake.add_record(name, f'"{value}"')
@@ -173,8 +182,9 @@ async def test_identical_record_from_a_race_is_success(provider: CloudflareProvi
     assert len(fake.zone_named("example.test").records) == 1
 
 
-async def test_record_deleted_meanwhile_is_success(provider: CloudflareProvider,
-                                                   fake: FakeCloudflare) -> None:
+async def test_record_deleted_meanwhile_is_success(
+    provider: CloudflareProvider, fake: FakeCloudflare
+) -> None:
     name, value = "_acme-challenge.example.test", make_value()
     await provider.add_txt(name, value)
     fake.after_listing = fake.zone_named("example.test").records.clear
@@ -183,8 +193,7 @@ async def test_record_deleted_meanwhile_is_success(provider: CloudflareProvider,
     assert fake.served(name) == set()
 
 
-async def test_server_error_is_reported(provider: CloudflareProvider,
-                                        fake: FakeCloudflare) -> None:
+async def test_server_error_is_reported(provider: CloudflareProvider, fake: FakeCloudflare) -> None:
     fake.fail_next = 1
     with pytest.raises(ProviderError, match=r"HTTP 500: <html>500 Internal Server Error"):
         await provider.add_txt("_acme-challenge.example.test", make_value())
@@ -202,8 +211,9 @@ async def test_slow_api_is_a_timeout(fake: FakeCloudflare) -> None:
         fake.delay = 0.0
 
 
-async def test_token_never_in_errors_or_logs(fake: FakeCloudflare,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+async def test_token_never_in_errors_or_logs(
+    fake: FakeCloudflare, caplog: pytest.LogCaptureFixture
+) -> None:
     secret = "wrong-but-secret-token"
     p = build(fake, CLOUDFLARE_API_TOKEN=secret)
     caplog.set_level(logging.DEBUG)
@@ -240,8 +250,13 @@ async def test_all_calls_go_through_the_proxy(fake: FakeCloudflare) -> None:
 async def test_short_name_loads_this_provider(fake: FakeCloudflare, tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    settings = Settings({"PROVIDER": "cloudflare", "CLOUDFLARE_API_TOKEN_FILE": str(token_file),
-                         "CLOUDFLARE_API_URL": fake.url})
+    settings = Settings(
+        {
+            "PROVIDER": "cloudflare",
+            "CLOUDFLARE_API_TOKEN_FILE": str(token_file),
+            "CLOUDFLARE_API_URL": fake.url,
+        }
+    )
     p = create_provider(settings, ProviderContext())
     assert settings.problems == []
     assert isinstance(p, CloudflareProvider)
@@ -254,13 +269,23 @@ async def test_short_name_loads_this_provider(fake: FakeCloudflare, tmp_path: Pa
 
 
 def test_settings_problems_are_all_reported() -> None:
-    settings = Settings({"CLOUDFLARE_TTL": "30", "CLOUDFLARE_ZONE_ID": "example.com",
-                         "CLOUDFLARE_API_URL": "api.cloudflare.com",
-                         "CLOUDFLARE_TIMEOUT": "soon"})
+    settings = Settings(
+        {
+            "CLOUDFLARE_TTL": "30",
+            "CLOUDFLARE_ZONE_ID": "example.com",
+            "CLOUDFLARE_API_URL": "api.cloudflare.com",
+            "CLOUDFLARE_TIMEOUT": "soon",
+        }
+    )
     CloudflareProvider.from_settings(settings, ProviderContext())
     text = "\n".join(settings.problems)
-    for key in ("CLOUDFLARE_API_TOKEN", "CLOUDFLARE_TTL", "CLOUDFLARE_ZONE_ID",
-                "CLOUDFLARE_API_URL", "CLOUDFLARE_TIMEOUT"):
+    for key in (
+        "CLOUDFLARE_API_TOKEN",
+        "CLOUDFLARE_TTL",
+        "CLOUDFLARE_ZONE_ID",
+        "CLOUDFLARE_API_URL",
+        "CLOUDFLARE_TIMEOUT",
+    ):
         assert key in text
 
 
@@ -274,12 +299,19 @@ def test_token_with_blanks_is_a_problem() -> None:
 async def test_the_fake_rejects_unquoted_content(fake: FakeCloudflare) -> None:
     # The fake's checks must bite, or the tests above prove nothing.
     zone = fake.zone_named("example.test")
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{fake.url}/zones/{zone.id}/dns_records",
-        json={"type": "TXT", "name": "_acme-challenge.example.test", "content": "bare",
-              "ttl": 60},
-        headers={"Authorization": f"Bearer {TOKEN}"},
-    ) as answer:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{fake.url}/zones/{zone.id}/dns_records",
+            json={
+                "type": "TXT",
+                "name": "_acme-challenge.example.test",
+                "content": "bare",
+                "ttl": 60,
+            },
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as answer,
+    ):
         assert answer.status == 400
     assert len(fake.failures) == 1 and "not one quoted string" in fake.failures[0]
     fake.failures.clear()

@@ -34,8 +34,9 @@ PASSWORD = "correct horse:battery"
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeOpenProvider]:
-    api = FakeOpenProvider(username=USER, password=PASSWORD,
-                           zones=("example.test", "example.org", "sub.example.org"))
+    api = FakeOpenProvider(
+        username=USER, password=PASSWORD, zones=("example.test", "example.org", "sub.example.org")
+    )
     await api.start()
     try:
         yield api
@@ -45,8 +46,12 @@ async def fake() -> AsyncIterator[FakeOpenProvider]:
 
 
 def build(fake: FakeOpenProvider, **extra: str) -> OpenProvider:
-    values = {"DNSAPI_USERNAME": USER, "DNSAPI_PASSWORD": PASSWORD,
-              "OPENPROVIDER_API_URL": fake.url, **extra}
+    values = {
+        "DNSAPI_USERNAME": USER,
+        "DNSAPI_PASSWORD": PASSWORD,
+        "OPENPROVIDER_API_URL": fake.url,
+        **extra,
+    }
     settings = Settings(values)
     provider = OpenProvider.from_settings(settings, ProviderContext())
     assert settings.problems == []
@@ -89,8 +94,7 @@ class TestOpenProviderContract(ProviderContract):
     pass
 
 
-async def test_one_login_for_many_changes(provider: OpenProvider,
-                                          fake: FakeOpenProvider) -> None:
+async def test_one_login_for_many_changes(provider: OpenProvider, fake: FakeOpenProvider) -> None:
     names = ["_acme-challenge.example.test", "_acme-challenge.www.example.org"]
     values = [make_value() for _ in range(3)]
     await asyncio.gather(*(provider.add_txt(n, v) for n in names for v in values[:1]))
@@ -102,8 +106,9 @@ async def test_one_login_for_many_changes(provider: OpenProvider,
     assert fake.logins == 1
 
 
-async def test_expired_token_is_renewed_once(provider: OpenProvider,
-                                             fake: FakeOpenProvider) -> None:
+async def test_expired_token_is_renewed_once(
+    provider: OpenProvider, fake: FakeOpenProvider
+) -> None:
     name, v1, v2 = "_acme-challenge.example.test", make_value(), make_value()
     await provider.add_txt(name, v1)
     fake.expire_tokens()
@@ -113,8 +118,9 @@ async def test_expired_token_is_renewed_once(provider: OpenProvider,
     assert fake.rejected_tokens == 1
 
 
-async def test_token_refused_twice_is_an_error(provider: OpenProvider,
-                                               fake: FakeOpenProvider) -> None:
+async def test_token_refused_twice_is_an_error(
+    provider: OpenProvider, fake: FakeOpenProvider
+) -> None:
     await provider.add_txt("_acme-challenge.example.test", make_value())
     fake.expire_tokens()
     fake.password = "changed meanwhile"
@@ -123,12 +129,17 @@ async def test_token_refused_twice_is_an_error(provider: OpenProvider,
     assert info.value.hint is not None and "DNSAPI_PASSWORD" in info.value.hint
 
 
-async def test_zone_found_by_walking_up_three_levels(provider: OpenProvider,
-                                                     fake: FakeOpenProvider) -> None:
+async def test_zone_found_by_walking_up_three_levels(
+    provider: OpenProvider, fake: FakeOpenProvider
+) -> None:
     name, value = "_acme-challenge.a.b.c.example.test", make_value()
     await provider.add_txt(name, value)
-    assert fake.zone_queries == ["a.b.c.example.test", "b.c.example.test",
-                                 "c.example.test", "example.test"]
+    assert fake.zone_queries == [
+        "a.b.c.example.test",
+        "b.c.example.test",
+        "c.example.test",
+        "example.test",
+    ]
     zone = fake.zones["example.test"]
     assert [(r.name, r.value) for r in zone.records] == [("_acme-challenge.a.b.c", value)]
     await provider.remove_txt(name, value)
@@ -171,8 +182,9 @@ async def test_quoted_values_in_listings(provider: OpenProvider, fake: FakeOpenP
     assert fake.served(name) == set()
 
 
-async def test_duplicate_add_from_a_race_is_success(provider: OpenProvider,
-                                                    fake: FakeOpenProvider) -> None:
+async def test_duplicate_add_from_a_race_is_success(
+    provider: OpenProvider, fake: FakeOpenProvider
+) -> None:
     # Another writer adds the value between our listing and our update.
     name, value = "_acme-challenge.example.test", make_value()
     fake.before_update = lambda: fake.add_record("example.test", "_acme-challenge", value)
@@ -180,8 +192,9 @@ async def test_duplicate_add_from_a_race_is_success(provider: OpenProvider,
     assert fake.served(name) == {value}
 
 
-async def test_value_removed_meanwhile_is_success(provider: OpenProvider,
-                                                  fake: FakeOpenProvider) -> None:
+async def test_value_removed_meanwhile_is_success(
+    provider: OpenProvider, fake: FakeOpenProvider
+) -> None:
     name, value = "_acme-challenge.example.test", make_value()
     await provider.add_txt(name, value)
     zone = fake.zones["example.test"]
@@ -216,8 +229,13 @@ async def test_slow_api_is_a_timeout(fake: FakeOpenProvider) -> None:
 
 
 async def test_unreachable_api_is_a_provider_error() -> None:
-    settings = Settings({"DNSAPI_USERNAME": USER, "DNSAPI_PASSWORD": PASSWORD,
-                         "OPENPROVIDER_API_URL": "http://127.0.0.1:9/v1beta"})
+    settings = Settings(
+        {
+            "DNSAPI_USERNAME": USER,
+            "DNSAPI_PASSWORD": PASSWORD,
+            "OPENPROVIDER_API_URL": "http://127.0.0.1:9/v1beta",
+        }
+    )
     p = OpenProvider.from_settings(settings, ProviderContext())
     try:
         with pytest.raises(ProviderError, match=r"cannot reach 127\.0\.0\.1:9"):
@@ -226,8 +244,9 @@ async def test_unreachable_api_is_a_provider_error() -> None:
         await p.aclose()
 
 
-async def test_password_never_in_errors_or_logs(fake: FakeOpenProvider,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+async def test_password_never_in_errors_or_logs(
+    fake: FakeOpenProvider, caplog: pytest.LogCaptureFixture
+) -> None:
     secret = "wrong but secret:password"
     p = build(fake, DNSAPI_PASSWORD=secret)
     caplog.set_level(logging.DEBUG)
@@ -266,12 +285,18 @@ async def test_no_proxy_bypasses_the_proxy(fake: FakeOpenProvider) -> None:
         await p.aclose()
 
 
-async def test_original_gateway_settings_load_this_provider(fake: FakeOpenProvider,
-                                                            tmp_path: Path) -> None:
-    settings = Settings({
-        "DNSAPI_MODULE": "providers.openprovider", "DNSAPI_CLASS": "OpenProvider",
-        "DNSAPI_USERNAME": USER, "DNSAPI_PASSWORD": PASSWORD, "OPENPROVIDER_API_URL": fake.url,
-    })
+async def test_original_gateway_settings_load_this_provider(
+    fake: FakeOpenProvider, tmp_path: Path
+) -> None:
+    settings = Settings(
+        {
+            "DNSAPI_MODULE": "providers.openprovider",
+            "DNSAPI_CLASS": "OpenProvider",
+            "DNSAPI_USERNAME": USER,
+            "DNSAPI_PASSWORD": PASSWORD,
+            "OPENPROVIDER_API_URL": fake.url,
+        }
+    )
     p = create_provider(settings, ProviderContext(config_dir=tmp_path))
     assert settings.problems == []
     assert isinstance(p, OpenProvider)
@@ -281,9 +306,14 @@ async def test_original_gateway_settings_load_this_provider(fake: FakeOpenProvid
 async def test_short_name_loads_this_provider(fake: FakeOpenProvider, tmp_path: Path) -> None:
     secret_file = tmp_path / "password"
     secret_file.write_text(PASSWORD + "\n")
-    settings = Settings({"PROVIDER": "openprovider", "DNSAPI_USERNAME": USER,
-                         "DNSAPI_PASSWORD_FILE": str(secret_file),
-                         "OPENPROVIDER_API_URL": fake.url})
+    settings = Settings(
+        {
+            "PROVIDER": "openprovider",
+            "DNSAPI_USERNAME": USER,
+            "DNSAPI_PASSWORD_FILE": str(secret_file),
+            "OPENPROVIDER_API_URL": fake.url,
+        }
+    )
     p = create_provider(settings, ProviderContext())
     assert settings.problems == []
     assert isinstance(p, OpenProvider)
@@ -303,25 +333,50 @@ async def exercise(p: Provider, fake: FakeOpenProvider) -> None:
 
 
 def test_settings_problems_are_all_reported() -> None:
-    settings = Settings({"OPENPROVIDER_TTL": "60", "OPENPROVIDER_API_URL": "ftp://x",
-                         "OPENPROVIDER_TIMEOUT": "forever"})
+    settings = Settings(
+        {
+            "OPENPROVIDER_TTL": "60",
+            "OPENPROVIDER_API_URL": "ftp://x",
+            "OPENPROVIDER_TIMEOUT": "forever",
+        }
+    )
     OpenProvider.from_settings(settings, ProviderContext())
     text = "\n".join(settings.problems)
-    for key in ("DNSAPI_USERNAME", "DNSAPI_PASSWORD", "OPENPROVIDER_TTL",
-                "OPENPROVIDER_API_URL", "OPENPROVIDER_TIMEOUT"):
+    for key in (
+        "DNSAPI_USERNAME",
+        "DNSAPI_PASSWORD",
+        "OPENPROVIDER_TTL",
+        "OPENPROVIDER_API_URL",
+        "OPENPROVIDER_TIMEOUT",
+    ):
         assert key in text
 
 
 async def test_the_fake_rejects_absolute_record_names(fake: FakeOpenProvider) -> None:
     # The fake's checks must bite, or the tests above prove nothing.
     async with aiohttp.ClientSession() as session:
-        async with session.post(fake.url + "/auth/login",
-                                json={"username": USER, "password": PASSWORD}) as r:
+        async with session.post(
+            fake.url + "/auth/login", json={"username": USER, "password": PASSWORD}
+        ) as r:
             token = (await r.json())["data"]["token"]
-        body = {"name": "example.test", "records": {"add": [
-            {"name": "_acme-challenge.example.test", "type": "TXT", "value": "x", "ttl": 900}]}}
-        async with session.put(fake.url + "/dns/zones/example.test", json=body,
-                               headers={"Authorization": f"Bearer {token}"}) as r:
+        body = {
+            "name": "example.test",
+            "records": {
+                "add": [
+                    {
+                        "name": "_acme-challenge.example.test",
+                        "type": "TXT",
+                        "value": "x",
+                        "ttl": 900,
+                    }
+                ]
+            },
+        }
+        async with session.put(
+            fake.url + "/dns/zones/example.test",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as r:
             assert r.status == 400
     assert len(fake.failures) == 1
     assert "not relative" in fake.failures[0]
