@@ -253,12 +253,15 @@ def _networks(settings: Settings, key: str) -> tuple[IPNetwork, ...]:
 
 def _domains(settings: Settings) -> tuple[str, ...]:
     domains: list[str] = []
-    for item in settings.items("DNSAPI_DOMAINS"):
+    items = settings.items("DNSAPI_DOMAINS")
+    for item in items:
         try:
             domains.append(normalize_name(item))
         except InvalidName as exc:
             settings.problem(f"DNSAPI_DOMAINS: {item!r} {exc}")
-    if not domains and not settings.problems:
+    # Only when nothing was given: a bad entry has been reported already, and a
+    # missing setting must be reported alongside every other problem.
+    if not items:
         settings.problem("DNSAPI_DOMAINS is required: the domains this gateway may change")
     return tuple(dict.fromkeys(domains))
 
