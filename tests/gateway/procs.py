@@ -1,0 +1,153 @@
+"""Run the gateway as a child process, the way an administrator does.
+
+``python -m gateway`` (or ``gateway.demo``) runs in the test's ``tmp_path`` with
+an environment built from scratch, so nothing from the developer's shell or
+checkout leaks in. It is ready when it prints ``acmegw-server: ready`` on
+stderr, and is stopped through its pid; :func:`running_gateway` guarantees the
+process is gone when the test ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+READY = "acmegw-server: ready"
+
+_counter = itertools.count(1)
+
+
+def gateway_env(settings: Mapping[str, str]) -> dict[str, str]:
+    """A clean environment: just enough to run Python, plus *settings*."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": str(REPO_ROOT),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    env.update(settings)
+    return env
+
+
+class GatewayProcess:
+    """One gateway child process with its stdout and stderr kept in files."""
+
+    def __init__(
+        self,
+        cwd: Path,
+        settings: Mapping[str, str],
+        args: Sequence[str] = (),
+        module: str = "gateway",
+    ) -> None:
+        n = next(_counter)
+        self.stdout_path = cwd / f"{module}-{n}.stdout"
+        self.stderr_path = cwd / f"{module}-{n}.stderr"
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", module, *args],
+                cwd=cwd,
+                env=gateway_env(settings),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def describe(self) -> str:
+        return (
+            f"exit status {self.proc.poll()}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+        )
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if READY in self.stderr:
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the gateway exited before it was ready: {self.describe()}")
+            time.sleep(0.05)
+        raise AssertionError(f"the gateway was not ready after {timeout}s: {self.describe()}")
+
+    def wait(self, timeout: float = 20.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"the gateway did not exit within {timeout}s: {self.describe()}"
+            ) from None
+
+    def send(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Send *sig* and wait; SIGKILL if it does not exit in time. Returns the exit status."""
+        self.send(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.send(signal.SIGKILL)
+            return self.proc.wait(timeout)
+
+    def kill(self) -> int:
+        return self.stop(signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running_gateway(
+    cwd: Path,
+    settings: Mapping[str, str],
+    args: Sequence[str] = (),
+    module: str = "gateway",
+    ready: bool = True,
+) -> Iterator[GatewayProcess]:
+    """A started gateway (ready unless *ready* is False), always stopped afterwards."""
+    gw = GatewayProcess(cwd, settings, args, module)
+    try:
+        if ready:
+            gw.wait_ready()
+        yield gw
+    finally:
+        gw.stop()
+
+
+def run_gateway(
+    cwd: Path,
+    settings: Mapping[str, str],
+    args: Sequence[str] = (),
+    timeout: float = 20.0,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m gateway`` to completion (for runs that must exit on their own)."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        cwd=cwd,
+        env=gateway_env(settings),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
