@@ -36,8 +36,10 @@ Quirks: record names in updates are relative to the zone (``_acme-challenge.www`
 in ``example.com``) while listings show them in full; listings may show TXT
 values in double quotes, so both forms are compared; error answers can come as
 JSON with a ``text/plain`` content type; a duplicate ``add`` answers error 817,
-which counts as success. The API documentation lists TTLs of 900 and more as
-the accepted ones; lower values may be rounded up by OpenProvider.
+which counts as success. OpenProvider's record format documentation accepts
+the TTLs 900, 3600, 10800, 21600, 43200 and 86400 (it stores others as 86400),
+hence the default of 900, the original gateway's; other REST clients use 600
+as the minimum, so 600 is allowed too.
 """
 
 from __future__ import annotations
