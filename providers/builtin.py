@@ -137,18 +137,22 @@ def _text(labels: Labels) -> str:
 
 def _below(name: Labels, domain: Labels) -> bool:
     """True if *name* equals *domain* or lies below it."""
-    return len(name) >= len(domain) and name[len(name) - len(domain):] == domain
+    return len(name) >= len(domain) and name[len(name) - len(domain) :] == domain
 
 
 def _bind_hint(exc: OSError, port: int) -> str | None:
     if exc.errno == errno.EADDRINUSE:
-        return ("another program (systemd-resolved, dnsmasq, a DNS server) uses this port; "
-                "stop it or choose another port in BUILTIN_LISTEN")
+        return (
+            "another program (systemd-resolved, dnsmasq, a DNS server) uses this port; "
+            "stop it or choose another port in BUILTIN_LISTEN"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM):
         if port < 1024:
-            return ("ports below 1024 need root or CAP_NET_BIND_SERVICE "
-                    "(podman/docker: --cap-add=NET_BIND_SERVICE, or "
-                    "sysctl net.ipv4.ip_unprivileged_port_start=53)")
+            return (
+                "ports below 1024 need root or CAP_NET_BIND_SERVICE "
+                "(podman/docker: --cap-add=NET_BIND_SERVICE, or "
+                "sysctl net.ipv4.ip_unprivileged_port_start=53)"
+            )
         return "the system forbids listening there"
     if exc.errno == errno.EADDRNOTAVAIL:
         return "no interface of this host has that address; use one of its addresses or 0.0.0.0"
@@ -207,8 +211,10 @@ class BuiltinProvider(Provider):
             try:
                 listen.append(parse_listen(item))
             except ValueError as exc:
-                settings.problem(f"BUILTIN_LISTEN: {item!r} is not host:port or [v6]:port "
-                                 f"with an IP address ({exc})")
+                settings.problem(
+                    f"BUILTIN_LISTEN: {item!r} is not host:port or [v6]:port "
+                    f"with an IP address ({exc})"
+                )
         zone = None
         raw_zone = settings.get("BUILTIN_ZONE")
         if raw_zone is not None:
@@ -218,8 +224,10 @@ class BuiltinProvider(Provider):
                 settings.problem(f"BUILTIN_ZONE={raw_zone!r} {exc}")
             else:
                 if "." not in zone:
-                    settings.problem(f"BUILTIN_ZONE={raw_zone!r} is a top-level domain; "
-                                     "use a zone delegated to the gateway")
+                    settings.problem(
+                        f"BUILTIN_ZONE={raw_zone!r} is a top-level domain; "
+                        "use a zone delegated to the gateway"
+                    )
                     zone = None
         nameservers: list[str] = []
         for item in settings.items("BUILTIN_NS"):
@@ -229,11 +237,13 @@ class BuiltinProvider(Provider):
                 settings.problem(f"BUILTIN_NS: {item!r} {exc}")
         ttl = settings.integer("BUILTIN_TTL", 60, 1, 3600)
         if not context.managed_domains and raw_zone is None:
-            settings.problem("PROVIDER=builtin has nothing to serve: configure managed "
-                             "domains or BUILTIN_ZONE")
+            settings.problem(
+                "PROVIDER=builtin has nothing to serve: configure managed domains or BUILTIN_ZONE"
+            )
         return cls(
-            BuiltinSettings(listen=tuple(listen), zone=zone, nameservers=tuple(nameservers),
-                            ttl=ttl),
+            BuiltinSettings(
+                listen=tuple(listen), zone=zone, nameservers=tuple(nameservers), ttl=ttl
+            ),
             context.managed_domains,
         )
 
@@ -242,8 +252,11 @@ class BuiltinProvider(Provider):
     def _is_apex(self, name: Labels) -> bool:
         if self.zone is not None and name == self.zone:
             return True
-        return (len(name) > 1 and name[0] == _CHALLENGE
-                and any(_below(name[1:], domain) for domain in self.managed))
+        return (
+            len(name) > 1
+            and name[0] == _CHALLENGE
+            and any(_below(name[1:], domain) for domain in self.managed)
+        )
 
     def zone_of(self, name: Labels) -> Labels | None:
         """The apex of the most specific zone served that holds *name*, if any."""
@@ -271,11 +284,13 @@ class BuiltinProvider(Provider):
         key = self._key(fqdn)
         if self.zone_of(key) is None:
             served = "_acme-challenge names of " + (
-                ", ".join(_text(d) for d in self.managed) or "no managed domain")
+                ", ".join(_text(d) for d in self.managed) or "no managed domain"
+            )
             if self.zone is not None:
                 served += f" and names under {_text(self.zone)}"
-            raise self.error(f"{_text(key)} is not served by the builtin DNS server",
-                             hint=f"it serves {served}")
+            raise self.error(
+                f"{_text(key)} is not served by the builtin DNS server", hint=f"it serves {served}"
+            )
         return key
 
     async def add_txt(self, fqdn: str, value: str) -> None:
@@ -286,8 +301,10 @@ class BuiltinProvider(Provider):
         if value in values:
             return
         if len(values) >= MAX_VALUES_PER_NAME:
-            raise self.error(f"{_text(key)} already has {len(values)} values",
-                             hint="stale values are not being removed; check the janitor")
+            raise self.error(
+                f"{_text(key)} already has {len(values)} values",
+                hint="stale values are not being removed; check the janitor",
+            )
         values.append(value)
         self._changed()
         log.info("builtin DNS: added a TXT value at %s (%d now)", _text(key), len(values))
@@ -321,23 +338,29 @@ class BuiltinProvider(Provider):
             for host, port in self.settings.listen:
                 where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
                 try:
-                    self._tcp.append(await asyncio.start_server(
-                        self._serve_tcp, host, port, reuse_address=True))
+                    self._tcp.append(
+                        await asyncio.start_server(self._serve_tcp, host, port, reuse_address=True)
+                    )
                     sock = self._udp_socket(host, port)
                     transport, _ = await loop.create_datagram_endpoint(
-                        lambda: _UdpServer(self), sock=sock)
+                        lambda: _UdpServer(self), sock=sock
+                    )
                 except OSError as exc:
-                    raise self.error(f"cannot listen on {where}: {exc.strerror or exc}",
-                                     hint=_bind_hint(exc, port)) from None
+                    raise self.error(
+                        f"cannot listen on {where}: {exc.strerror or exc}",
+                        hint=_bind_hint(exc, port),
+                    ) from None
                 self._udp.append(transport)
                 log.info("builtin DNS: listening on %s (UDP and TCP)", where)
         except BaseException:
             await self.aclose()
             raise
         if not self.settings.nameservers:
-            log.warning("builtin DNS: BUILTIN_NS is not set; NS records say %s. Set BUILTIN_NS "
-                        "to the hostname(s) in your NS delegation",
-                        ", ".join(self.nameservers))
+            log.warning(
+                "builtin DNS: BUILTIN_NS is not set; NS records say %s. Set BUILTIN_NS "
+                "to the hostname(s) in your NS delegation",
+                ", ".join(self.nameservers),
+            )
 
     @staticmethod
     def _udp_socket(host: str, port: int) -> socket.socket:
@@ -372,21 +395,21 @@ class BuiltinProvider(Provider):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), self.settings.close_timeout)
 
-    async def _serve_tcp(self, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter) -> None:
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if task is None or len(self._tcp_tasks) >= MAX_TCP_CLIENTS:
-            writer.close()
-            return
-        self._tcp_tasks.add(task)
         peer = writer.get_extra_info("peername")
         idle = self.settings.tcp_idle_timeout
         try:
+            if task is None or len(self._tcp_tasks) >= MAX_TCP_CLIENTS:
+                log.warning("builtin DNS: too many TCP clients; hanging up on %s", peer)
+                return
+            self._tcp_tasks.add(task)
             # RFC 7766: several queries per connection, each with a 2-byte length.
             while True:
                 try:
                     size = int.from_bytes(
-                        await asyncio.wait_for(reader.readexactly(2), idle), "big")
+                        await asyncio.wait_for(reader.readexactly(2), idle), "big"
+                    )
                     wire = await asyncio.wait_for(reader.readexactly(size), idle)
                 except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
                     return
@@ -399,8 +422,11 @@ class BuiltinProvider(Provider):
                 except (TimeoutError, ConnectionError):
                     return
         finally:
-            self._tcp_tasks.discard(task)
+            if task is not None:
+                self._tcp_tasks.discard(task)
             writer.close()
+            # Bounded, and quiet even when aclose() cancelled us: the socket is
+            # closed either way.
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
@@ -431,7 +457,16 @@ class BuiltinProvider(Provider):
         elif len(query.question) != 1:
             response.set_rcode(dns.rcode.FORMERR)
         else:
-            self._answer(query.question[0], response)
+            question = query.question[0]
+            self._answer(question, response)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "builtin DNS: %s %s over %s -> %s",
+                    question.name,
+                    dns.rdatatype.to_text(question.rdtype),
+                    "TCP" if tcp else "UDP",
+                    dns.rcode.to_text(response.rcode()),
+                )
         if tcp:
             max_size = 65535
         elif query.edns >= 0:
@@ -464,7 +499,7 @@ class BuiltinProvider(Provider):
             return
         response.flags |= dns.flags.AA
         # Owner names keep the query's spelling (0x20 case randomisation).
-        owner = dns.name.Name(qname.labels[len(qname.labels) - len(apex) - 1:])
+        owner = dns.name.Name(qname.labels[len(qname.labels) - len(apex) - 1 :])
         rrsets = self._rrsets(key, apex, qname, owner)
         wanted = [r for r in rrsets if qtype in (r.rdtype, dns.rdatatype.ANY)]
         if wanted:
@@ -473,32 +508,46 @@ class BuiltinProvider(Provider):
         if not rrsets and not self._has_descendants(key):
             response.set_rcode(dns.rcode.NXDOMAIN)
         # RFC 2308: the SOA in a negative answer carries the negative-caching TTL.
-        response.authority.append(
-            self._soa(owner, apex, min(self.settings.ttl, SOA_MINIMUM)))
+        response.authority.append(self._soa(owner, apex, min(self.settings.ttl, SOA_MINIMUM)))
 
-    def _rrsets(self, key: Labels, apex: Labels, qname: dns.name.Name,
-                owner: dns.name.Name) -> list[dns.rrset.RRset]:
+    def _rrsets(
+        self, key: Labels, apex: Labels, qname: dns.name.Name, owner: dns.name.Name
+    ) -> list[dns.rrset.RRset]:
         ttl = self.settings.ttl
         found: list[dns.rrset.RRset] = []
         if key == apex:
             found.append(self._soa(owner, apex, ttl))
-            found.append(dns.rrset.from_rdata_list(owner, ttl, [
-                dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.NS, ns + ".")
-                for ns in self.nameservers
-            ]))
+            found.append(
+                dns.rrset.from_rdata_list(
+                    owner,
+                    ttl,
+                    [
+                        dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.NS, ns + ".")
+                        for ns in self.nameservers
+                    ],
+                )
+            )
         values = self.records.get(key)
         if values:
-            found.append(dns.rrset.from_rdata_list(qname, ttl, [
-                dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT,
-                                        [v.encode("ascii")])
-                for v in values
-            ]))
+            found.append(
+                dns.rrset.from_rdata_list(
+                    qname,
+                    ttl,
+                    [
+                        dns.rdtypes.ANY.TXT.TXT(
+                            dns.rdataclass.IN, dns.rdatatype.TXT, [v.encode("ascii")]
+                        )
+                        for v in values
+                    ],
+                )
+            )
         return found
 
     def _soa(self, owner: dns.name.Name, apex: Labels, ttl: int) -> dns.rrset.RRset:
         base = apex[1:] if apex[0] == _CHALLENGE else apex
         soa = dns.rdata.from_text(
-            dns.rdataclass.IN, dns.rdatatype.SOA,
+            dns.rdataclass.IN,
+            dns.rdatatype.SOA,
             f"{self.nameservers[0]}. hostmaster.{_text(base)}. {self.serial} "
             f"{SOA_REFRESH} {SOA_RETRY} {SOA_EXPIRE} {SOA_MINIMUM}",
         )
@@ -507,4 +556,3 @@ class BuiltinProvider(Provider):
     def _has_descendants(self, key: Labels) -> bool:
         """True if some record lies below *key*, which then exists as an empty non-terminal."""
         return any(len(name) > len(key) and _below(name, key) for name in self.records)
-

@@ -7,6 +7,7 @@ the way a CA or resolver would; one system test asks with the real ``dig``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator
 
@@ -22,6 +23,7 @@ import dns.rrset
 import pytest
 
 from lib.settings import Settings
+from providers import builtin
 from providers.base import ProviderContext, ProviderError
 from providers.builtin import (
     MAX_VALUES_PER_NAME,
@@ -42,8 +44,12 @@ TIMEOUT = 3.0
 
 def _settings(port: int, **changes: object) -> BuiltinSettings:
     values: dict[str, object] = {
-        "listen": (("127.0.0.1", port),), "zone": ZONE, "nameservers": NS, "ttl": 60,
-        "tcp_idle_timeout": 2.0, "close_timeout": 2.0,
+        "listen": (("127.0.0.1", port),),
+        "zone": ZONE,
+        "nameservers": NS,
+        "ttl": 60,
+        "tcp_idle_timeout": 2.0,
+        "close_timeout": 2.0,
     }
     values.update(changes)
     return BuiltinSettings(**values)  # type: ignore[arg-type]
@@ -64,9 +70,17 @@ async def provider(port: int) -> AsyncIterator[BuiltinProvider]:
         await p.aclose()
 
 
-async def ask(port: int, name: str, rdtype: str = "TXT", *, tcp: bool = False,
-              edns: int = 0, payload: int = 1232, rd: bool = False,
-              rdclass: str = "IN") -> dns.message.Message:
+async def ask(
+    port: int,
+    name: str,
+    rdtype: str = "TXT",
+    *,
+    tcp: bool = False,
+    edns: int = 0,
+    payload: int = 1232,
+    rd: bool = False,
+    rdclass: str = "IN",
+) -> dns.message.Message:
     """One query to the server; ``edns=-1`` sends none."""
     query = dns.message.make_query(name, rdtype, rdclass, use_edns=edns, payload=payload)
     if not rd:
@@ -77,8 +91,12 @@ async def ask(port: int, name: str, rdtype: str = "TXT", *, tcp: bool = False,
 
 
 def txt_values(reply: dns.message.Message) -> set[str]:
-    return {b"".join(rd.strings).decode() for rrset in reply.answer
-            if rrset.rdtype == dns.rdatatype.TXT for rd in rrset}
+    return {
+        b"".join(rd.strings).decode()
+        for rrset in reply.answer
+        if rrset.rdtype == dns.rdatatype.TXT
+        for rd in rrset
+    }
 
 
 @pytest.fixture
@@ -111,8 +129,12 @@ class TestBuiltinContract(ProviderContract):
 
 
 async def test_soa_and_ns_at_each_challenge_apex(provider: BuiltinProvider, port: int) -> None:
-    for apex in ("_acme-challenge.example.test", "_acme-challenge.www.example.test",
-                 "_acme-challenge.deep.sub.example.org", ZONE):
+    for apex in (
+        "_acme-challenge.example.test",
+        "_acme-challenge.www.example.test",
+        "_acme-challenge.deep.sub.example.org",
+        ZONE,
+    ):
         soa = await ask(port, apex, "SOA")
         assert soa.rcode() == dns.rcode.NOERROR
         assert soa.flags & dns.flags.AA
@@ -149,8 +171,7 @@ async def test_serial_changes_with_records(provider: BuiltinProvider, port: int)
 # -- negative answers ---------------------------------------------------------
 
 
-async def test_nodata_at_a_served_name_without_values(provider: BuiltinProvider,
-                                                      port: int) -> None:
+async def test_nodata_at_a_served_name_without_values(provider: BuiltinProvider, port: int) -> None:
     for tcp in (False, True):
         reply = await ask(port, "_acme-challenge.example.test", tcp=tcp)
         assert reply.rcode() == dns.rcode.NOERROR
@@ -190,21 +211,29 @@ async def test_empty_non_terminal_is_nodata(provider: BuiltinProvider, port: int
     assert (await ask(port, f"b.{ZONE}")).rcode() == dns.rcode.NXDOMAIN
 
 
-@pytest.mark.parametrize("name", [
-    "example.test", "www.example.test", "_acme-challenge.evilexample.test",
-    "_acme-challenge.example.com", "_acme-challenge", "net", "example.net",
-    "_acme-challenge.test",
-])
-async def test_refused_for_foreign_names(provider: BuiltinProvider, port: int,
-                                         name: str) -> None:
+@pytest.mark.parametrize(
+    "name",
+    [
+        "example.test",
+        "www.example.test",
+        "_acme-challenge.evilexample.test",
+        "_acme-challenge.example.com",
+        "_acme-challenge",
+        "net",
+        "example.net",
+        "_acme-challenge.test",
+    ],
+)
+async def test_refused_for_foreign_names(provider: BuiltinProvider, port: int, name: str) -> None:
     reply = await ask(port, name)
     assert reply.rcode() == dns.rcode.REFUSED
     assert not reply.flags & dns.flags.AA
     assert reply.answer == reply.authority == []
 
 
-async def test_refused_for_other_classes_and_zone_transfers(provider: BuiltinProvider,
-                                                            port: int) -> None:
+async def test_refused_for_other_classes_and_zone_transfers(
+    provider: BuiltinProvider, port: int
+) -> None:
     reply = await ask(port, "version.bind", "TXT", rdclass="CH")
     assert reply.rcode() == dns.rcode.REFUSED
     reply = await ask(port, "_acme-challenge.example.test", "AXFR", tcp=True)
@@ -214,8 +243,9 @@ async def test_refused_for_other_classes_and_zone_transfers(provider: BuiltinPro
 # -- flags, case, ANY ---------------------------------------------------------
 
 
-async def test_recursion_desired_is_answered_authoritatively(provider: BuiltinProvider,
-                                                             port: int) -> None:
+async def test_recursion_desired_is_answered_authoritatively(
+    provider: BuiltinProvider, port: int
+) -> None:
     value = make_value()
     await provider.add_txt("_acme-challenge.example.test", value)
     reply = await ask(port, "_acme-challenge.example.test", rd=True)
@@ -228,7 +258,8 @@ async def test_recursion_desired_is_answered_authoritatively(provider: BuiltinPr
 
 
 async def test_names_are_case_insensitive_and_keep_the_query_case(
-        provider: BuiltinProvider, port: int) -> None:
+    provider: BuiltinProvider, port: int
+) -> None:
     value = make_value()
     await provider.add_txt("_acme-challenge.www.example.test", value)
     spelled = "_AcMe-ChAlLeNgE.WwW.eXaMpLe.TeSt."
@@ -247,6 +278,16 @@ async def test_any_returns_the_txt_values(provider: BuiltinProvider, port: int) 
     reply = await ask(port, "_acme-challenge.example.org", "ANY")
     assert reply.flags & dns.flags.AA
     assert txt_values(reply) == {value}
+
+
+async def test_queries_are_logged_at_debug(
+    provider: BuiltinProvider, port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="providers.builtin")
+    await ask(port, "x._acme-challenge.example.test")
+    await ask(port, "example.test", "A", tcp=True)
+    assert "x._acme-challenge.example.test. TXT over UDP -> NXDOMAIN" in caplog.text
+    assert "example.test. A over TCP -> REFUSED" in caplog.text
 
 
 # -- EDNS, truncation and TCP -------------------------------------------------
@@ -269,7 +310,8 @@ async def test_unknown_edns_version_is_badvers(provider: BuiltinProvider, port: 
 
 
 async def test_big_answer_is_truncated_over_udp_and_whole_over_tcp(
-        provider: BuiltinProvider, port: int) -> None:
+    provider: BuiltinProvider, port: int
+) -> None:
     name = "_acme-challenge.example.test"
     values = {make_value() for _ in range(40)}  # about 2.2 KB of TXT records
     for value in values:
@@ -300,8 +342,7 @@ async def _read_framed(reader: asyncio.StreamReader) -> dns.message.Message:
     return dns.message.from_wire(await asyncio.wait_for(reader.readexactly(size), TIMEOUT))
 
 
-async def test_several_queries_on_one_tcp_connection(provider: BuiltinProvider,
-                                                     port: int) -> None:
+async def test_several_queries_on_one_tcp_connection(provider: BuiltinProvider, port: int) -> None:
     value = make_value()
     await provider.add_txt("_acme-challenge.example.test", value)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -350,6 +391,25 @@ async def test_aclose_ends_open_tcp_connections(port: int) -> None:
         await writer.wait_closed()
 
 
+async def test_tcp_clients_are_bounded(
+    provider: BuiltinProvider, port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(builtin, "MAX_TCP_CLIENTS", 1)
+    first_reader, first = await asyncio.open_connection("127.0.0.1", port)
+    second_reader, second = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        # The second is hung up on at once; the first is still served.
+        assert await asyncio.wait_for(second_reader.read(), TIMEOUT) == b""
+        query = dns.message.make_query("_acme-challenge.example.test", "SOA")
+        first.write(_frame(query.to_wire()))
+        await first.drain()
+        assert (await _read_framed(first_reader)).answer[0].rdtype == dns.rdatatype.SOA
+    finally:
+        for writer in (first, second):
+            writer.close()
+            await writer.wait_closed()
+
+
 # -- junk does not hurt ---------------------------------------------------------
 
 
@@ -366,7 +426,8 @@ async def _udp_exchange(port: int, data: bytes, wait: float = TIMEOUT) -> bytes 
 
 
 async def test_garbage_gets_formerr_or_nothing_and_the_server_lives_on(
-        provider: BuiltinProvider, port: int) -> None:
+    provider: BuiltinProvider, port: int
+) -> None:
     value = make_value()
     await provider.add_txt("_acme-challenge.example.test", value)
     # Too short for a header: dropped.
@@ -384,8 +445,9 @@ async def test_garbage_gets_formerr_or_nothing_and_the_server_lives_on(
     assert await _udp_exchange(port, response.to_wire(), wait=0.3) is None
     # Two questions: FORMERR.
     query = dns.message.make_query("_acme-challenge.example.test", "TXT")
-    query.question.append(dns.rrset.RRset(dns.name.from_text("a.example"),
-                                          dns.rdataclass.IN, dns.rdatatype.A))
+    query.question.append(
+        dns.rrset.RRset(dns.name.from_text("a.example"), dns.rdataclass.IN, dns.rdatatype.A)
+    )
     reply = await _udp_exchange(port, query.to_wire())
     assert reply is not None
     assert dns.message.from_wire(reply).rcode() == dns.rcode.FORMERR
@@ -414,8 +476,7 @@ async def test_garbage_gets_formerr_or_nothing_and_the_server_lives_on(
     assert txt_values(await ask(port, "_acme-challenge.example.test", tcp=True)) == {value}
 
 
-async def test_other_opcodes_are_not_implemented(provider: BuiltinProvider,
-                                                 port: int) -> None:
+async def test_other_opcodes_are_not_implemented(provider: BuiltinProvider, port: int) -> None:
     query = dns.message.make_query("_acme-challenge.example.test", "SOA")
     query.set_opcode(dns.opcode.NOTIFY)
     reply = await _udp_exchange(port, query.to_wire())
@@ -454,12 +515,17 @@ async def test_without_zone_only_challenge_names_are_served(port: int) -> None:
 # -- add/remove rules -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [
-    "example.test", "www.example.test", "_acme-challenge.evilexample.test",
-    "_acme-challenge.example.com", "acme.example.net.evil.test",
-])
-async def test_add_refuses_names_it_does_not_serve(provider: BuiltinProvider,
-                                                   name: str) -> None:
+@pytest.mark.parametrize(
+    "name",
+    [
+        "example.test",
+        "www.example.test",
+        "_acme-challenge.evilexample.test",
+        "_acme-challenge.example.com",
+        "acme.example.net.evil.test",
+    ],
+)
+async def test_add_refuses_names_it_does_not_serve(provider: BuiltinProvider, name: str) -> None:
     with pytest.raises(ProviderError) as info:
         await provider.add_txt(name, make_value())
     assert str(info.value).startswith("builtin: ")
@@ -482,8 +548,7 @@ async def test_names_are_normalised(provider: BuiltinProvider) -> None:
 
 
 @pytest.mark.parametrize("value", ["", "x" * 256, "new\nline", "caf\u00e9"])
-async def test_add_refuses_values_dns_cannot_carry(provider: BuiltinProvider,
-                                                   value: str) -> None:
+async def test_add_refuses_values_dns_cannot_carry(provider: BuiltinProvider, value: str) -> None:
     with pytest.raises(ProviderError):
         await provider.add_txt("_acme-challenge.example.test", value)
 
@@ -510,13 +575,15 @@ def _context() -> ProviderContext:
 
 
 def test_settings_are_read() -> None:
-    settings = Settings({
-        "PROVIDER": "builtin",
-        "BUILTIN_LISTEN": "0.0.0.0:53, [::]:53,127.0.0.1:5353",
-        "BUILTIN_ZONE": "ACME.Example.NET.",
-        "BUILTIN_NS": "gw1.example.net gw2.example.net.",
-        "BUILTIN_TTL": "30",
-    })
+    settings = Settings(
+        {
+            "PROVIDER": "builtin",
+            "BUILTIN_LISTEN": "0.0.0.0:53, [::]:53,127.0.0.1:5353",
+            "BUILTIN_ZONE": "ACME.Example.NET.",
+            "BUILTIN_NS": "gw1.example.net gw2.example.net.",
+            "BUILTIN_TTL": "30",
+        }
+    )
     provider = create_provider(settings, _context())
     assert settings.problems == []
     assert isinstance(provider, BuiltinProvider)
@@ -539,16 +606,23 @@ def test_settings_defaults() -> None:
 
 
 def test_settings_problems_are_all_listed() -> None:
-    settings = Settings({
-        "BUILTIN_LISTEN": "localhost:53,127.0.0.1,[127.0.0.1]:53,::1:53,127.0.0.1:70000",
-        "BUILTIN_ZONE": "bad zone",
-        "BUILTIN_NS": "ok.example.net,-bad-.example.net",
-        "BUILTIN_TTL": "0",
-    })
+    settings = Settings(
+        {
+            "BUILTIN_LISTEN": "localhost:53,127.0.0.1,[127.0.0.1]:53,::1:53,127.0.0.1:70000",
+            "BUILTIN_ZONE": "bad zone",
+            "BUILTIN_NS": "ok.example.net,-bad-.example.net",
+            "BUILTIN_TTL": "0",
+        }
+    )
     BuiltinProvider.from_settings(settings, ProviderContext())
     text = "\n".join(settings.problems)
-    for item in ("'localhost:53'", "'127.0.0.1'", "'[127.0.0.1]:53'", "'::1:53'",
-                 "'127.0.0.1:70000'"):
+    for item in (
+        "'localhost:53'",
+        "'127.0.0.1'",
+        "'[127.0.0.1]:53'",
+        "'::1:53'",
+        "'127.0.0.1:70000'",
+    ):
         assert f"BUILTIN_LISTEN: {item}" in text
     assert "BUILTIN_ZONE='bad zone'" in text
     assert "BUILTIN_NS: '-bad-.example.net'" in text
@@ -560,7 +634,8 @@ def test_nothing_to_serve_is_a_problem() -> None:
     settings = Settings({})
     BuiltinProvider.from_settings(settings, ProviderContext())
     assert settings.problems == [
-        "PROVIDER=builtin has nothing to serve: configure managed domains or BUILTIN_ZONE"]
+        "PROVIDER=builtin has nothing to serve: configure managed domains or BUILTIN_ZONE"
+    ]
 
 
 def test_top_level_zone_is_a_problem() -> None:
@@ -569,11 +644,14 @@ def test_top_level_zone_is_a_problem() -> None:
     assert any("BUILTIN_ZONE='net' is a top-level domain" in p for p in settings.problems)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("127.0.0.1:53", ("127.0.0.1", 53)),
-    ("[::1]:5353", ("::1", 5353)),
-    ("[::]:53", ("::", 53)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:53", ("127.0.0.1", 53)),
+        ("[::1]:5353", ("::1", 5353)),
+        ("[::]:53", ("::", 53)),
+    ],
+)
 def test_parse_listen(text: str, expected: tuple[str, int]) -> None:
     assert parse_listen(text) == expected
 
@@ -609,8 +687,9 @@ async def test_several_listen_addresses_including_ipv6(port: int) -> None:
     except OSError:
         pytest.skip("no IPv6 loopback here")
     second = free_port()
-    p = BuiltinProvider(_settings(port, listen=(("127.0.0.1", port), ("::1", port),
-                                                ("127.0.0.1", second))), MANAGED)
+    p = BuiltinProvider(
+        _settings(port, listen=(("127.0.0.1", port), ("::1", port), ("127.0.0.1", second))), MANAGED
+    )
     await p.open()
     try:
         value = make_value()
@@ -620,8 +699,9 @@ async def test_several_listen_addresses_including_ipv6(port: int) -> None:
         v6_tcp = await dns.asyncquery.tcp(query, "::1", port=port, timeout=TIMEOUT)
         assert txt_values(v6) == txt_values(v6_tcp) == {value}
         assert txt_values(await ask(second, "_acme-challenge.example.test")) == {value}
-        assert sorted(p.addresses) == sorted([("127.0.0.1", port), ("::1", port),
-                                              ("127.0.0.1", second)])
+        assert sorted(p.addresses) == sorted(
+            [("127.0.0.1", port), ("::1", port), ("127.0.0.1", second)]
+        )
     finally:
         await p.aclose()
 
@@ -650,8 +730,14 @@ async def test_dig_sees_the_values(provider: BuiltinProvider, port: int) -> None
     for value in values:
         await provider.add_txt("_acme-challenge.example.test", value)
     proc = await asyncio.create_subprocess_exec(
-        dig, "@127.0.0.1", "-p", str(port), "_acme-challenge.example.test", "TXT",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        dig,
+        "@127.0.0.1",
+        "-p",
+        str(port),
+        "_acme-challenge.example.test",
+        "TXT",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), 15)

@@ -50,17 +50,30 @@ def _write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acmegw test CA")])
     ca = (
         x509.CertificateBuilder()
-        .subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-            encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                       critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
@@ -68,23 +81,30 @@ def _write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
         .issuer_name(ca_name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                       critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
     ca_file, cert_file, key_file = (directory / n for n in ("ca.pem", "cert.pem", "key.pem"))
     ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return ca_file, cert_file, key_file
 
 
@@ -101,22 +121,35 @@ def pebble(tmp_path: Path, dns_port: int) -> Iterator[Pebble]:
     ca_file, cert_file, key_file = _write_tls_files(tmp_path)
     port = free_port()
     config = tmp_path / "pebble-config.json"
-    config.write_text(json.dumps({"pebble": {
-        "listenAddress": f"127.0.0.1:{port}",
-        "managementListenAddress": f"127.0.0.1:{free_port()}",
-        "certificate": str(cert_file),
-        "privateKey": str(key_file),
-        # Unused (dns-01 only) but must not clash with anything.
-        "httpPort": free_port(),
-        "tlsPort": free_port(),
-        "ocspResponderURL": "",
-        "externalAccountBindingRequired": False,
-    }}))
+    config.write_text(
+        json.dumps(
+            {
+                "pebble": {
+                    "listenAddress": f"127.0.0.1:{port}",
+                    "managementListenAddress": f"127.0.0.1:{free_port()}",
+                    "certificate": str(cert_file),
+                    "privateKey": str(key_file),
+                    # Unused (dns-01 only) but must not clash with anything.
+                    "httpPort": free_port(),
+                    "tlsPort": free_port(),
+                    "ocspResponderURL": "",
+                    "externalAccountBindingRequired": False,
+                }
+            }
+        )
+    )
     # A clean environment: above all no PEBBLE_VA_ALWAYS_VALID.
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PEBBLE_VA_NOSLEEP": "1",
-           "PEBBLE_WFE_NONCEREJECT": "0"}
-    server = Server([program, "-config", str(config), "-dnsserver", f"127.0.0.1:{dns_port}"],
-                    tmp_path / "pebble.log", env=env, cwd=tmp_path)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PEBBLE_VA_NOSLEEP": "1",
+        "PEBBLE_WFE_NONCEREJECT": "0",
+    }
+    server = Server(
+        [program, "-config", str(config), "-dnsserver", f"127.0.0.1:{dns_port}"],
+        tmp_path / "pebble.log",
+        env=env,
+        cwd=tmp_path,
+    )
     try:
         wait_for_port(port, timeout=15, proc=server.proc)
         yield Pebble(f"https://127.0.0.1:{port}/dir", ca_file, server)
@@ -201,25 +234,47 @@ with opener.open(request, timeout=10) as response:
     return script
 
 
-async def _run_lego(tmp_path: Path, pebble: Pebble, dns_port: int, hook_url: str,
-                    domains: tuple[str, ...] = ("example.test", "*.example.test"),
-                    ) -> tuple[int, str, Path]:
+async def _run_lego(
+    tmp_path: Path,
+    pebble: Pebble,
+    dns_port: int,
+    hook_url: str,
+    domains: tuple[str, ...] = ("example.test", "*.example.test"),
+) -> tuple[int, str, Path]:
     lego = need_program("lego", "lego")
     path = tmp_path / "lego"
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
         "LEGO_CA_CERTIFICATES": str(pebble.ca_file),
         "EXEC_PATH": str(_exec_script(tmp_path, hook_url)),
-        "EXEC_POLLING_INTERVAL": "1", "EXEC_PROPAGATION_TIMEOUT": "20",
+        "EXEC_POLLING_INTERVAL": "1",
+        "EXEC_PROPAGATION_TIMEOUT": "20",
         "EXEC_SEQUENCE_INTERVAL": "1",
     }
     proc = await asyncio.create_subprocess_exec(
-        lego, "--server", pebble.url, "--accept-tos", "--email", "t@example.test",
+        lego,
+        "--server",
+        pebble.url,
+        "--accept-tos",
+        "--email",
+        "t@example.test",
         *(arg for domain in domains for arg in ("--domains", domain)),
-        "--dns", "exec", "--dns.resolvers", f"127.0.0.1:{dns_port}", "--dns.disable-cp",
-        "--http-timeout", "10", "--path", str(path), "run",
-        env=env, cwd=tmp_path, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        "--dns",
+        "exec",
+        "--dns.resolvers",
+        f"127.0.0.1:{dns_port}",
+        "--dns.disable-cp",
+        "--http-timeout",
+        "10",
+        "--path",
+        str(path),
+        "run",
+        env=env,
+        cwd=tmp_path,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), LEGO_TIMEOUT)
@@ -233,18 +288,25 @@ async def _run_lego(tmp_path: Path, pebble: Pebble, dns_port: int, hook_url: str
 
 
 async def test_pebble_validates_values_served_by_builtin(
-        tmp_path: Path, pebble: Pebble, dns_port: int, provider: BuiltinProvider,
-        hook: tuple[HookServer, str]) -> None:
+    tmp_path: Path,
+    pebble: Pebble,
+    dns_port: int,
+    provider: BuiltinProvider,
+    hook: tuple[HookServer, str],
+) -> None:
     state, url = hook
     status, output, path = await _run_lego(tmp_path, pebble, dns_port, url)
     assert status == 0, f"lego failed:\n{output}\npebble:\n{pebble.server.output()}"
     chain = x509.load_pem_x509_certificates(
-        (path / "certificates" / "example.test.crt").read_bytes())
+        (path / "certificates" / "example.test.crt").read_bytes()
+    )
     sans = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    assert set(sans.value.get_values_for_type(x509.DNSName)) == {
-        "example.test", "*.example.test"}
-    presented = {v for action, fqdn, v in state.calls
-                 if action == "present" and fqdn == "_acme-challenge.example.test"}
+    assert set(sans.value.get_values_for_type(x509.DNSName)) == {"example.test", "*.example.test"}
+    presented = {
+        v
+        for action, fqdn, v in state.calls
+        if action == "present" and fqdn == "_acme-challenge.example.test"
+    }
     assert len(presented) == 2, state.calls  # one value per authorization
     cleaned = {v for action, _, v in state.calls if action == "cleanup"}
     assert cleaned == presented
@@ -252,8 +314,12 @@ async def test_pebble_validates_values_served_by_builtin(
 
 
 async def test_pebble_refuses_when_the_value_is_not_served(
-        tmp_path: Path, pebble: Pebble, dns_port: int, provider: BuiltinProvider,
-        hook: tuple[HookServer, str]) -> None:
+    tmp_path: Path,
+    pebble: Pebble,
+    dns_port: int,
+    provider: BuiltinProvider,
+    hook: tuple[HookServer, str],
+) -> None:
     # The hook acknowledges without publishing: the CA must notice.
     state, url = hook
     state.publish = False
