@@ -6,12 +6,20 @@ blocking ``acme_challenge(action, fqdn, token) -> (status, message)`` with
 ``_acme-challenge.``. We call it in a worker thread so a slow DNS API never
 stalls other requests, bound each call by the provider timeout, and turn every
 status outside 2xx (or an exception) into a :class:`ProviderError` (HTTP 502).
+
+The class holds the DNS API password, and its exceptions and messages often
+carry it (a URL with credentials, a ``%r`` of its arguments). Every text we
+take from it is scrubbed of the password, in the forms it is commonly printed
+in, before it reaches a problem, an answer or a log line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import urllib.parse
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Self
 
@@ -26,10 +34,19 @@ class LegacyProvider(Provider):
 
     name: ClassVar[str] = "legacy"
 
-    def __init__(self, target: Any, label: str, timeout: float = 30.0, workers: int = 4) -> None:
+    def __init__(
+        self,
+        target: Any,
+        label: str,
+        timeout: float = 30.0,
+        workers: int = 4,
+        *,
+        secrets: Sequence[str] = (),
+    ) -> None:
         self._target = target
         self._label = label
         self._timeout = timeout
+        self._secrets = tuple(s for s in secrets if s)
         # Own pool: a hung DNS API call must not exhaust the loop's default executor.
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="legacy-provider")
 
@@ -49,10 +66,10 @@ class LegacyProvider(Provider):
             target = klass(username, password)
         except Exception as exc:  # any failure here is a configuration problem
             # The class saw the DNS API password; keep it out of the message.
-            detail = str(exc).replace(password, "***") if password else str(exc)
+            detail = redact(str(exc), [password] if password else [])
             settings.problem(f"{label} could not be created: {type(exc).__name__}: {detail}")
             return None
-        return cls(target, label, timeout=context.timeout)
+        return cls(target, label, timeout=context.timeout, secrets=[password] if password else [])
 
     @property
     def label(self) -> str:
@@ -69,14 +86,16 @@ class LegacyProvider(Provider):
             ) from None
         except Exception as exc:
             log.warning("%s.acme_challenge raised %s", self._label, type(exc).__name__)
-            raise self._error(f"{action} failed: {type(exc).__name__}: {exc}") from exc
+            # Not chained: the original exception's text may hold the password.
+            raise self._error(f"{action} failed: {type(exc).__name__}: {exc}") from None
         status, message = _unpack(result)
         if status is None or not 200 <= status < 300:
-            shown = "" if message is None else f": {str(message).splitlines()[0][:200]}"
+            lines = [] if message is None else str(message).splitlines()
+            shown = f": {lines[0][:200]}" if lines else ""
             raise self._error(f"{action} answered status {status}{shown}")
 
     def _error(self, message: str) -> ProviderError:
-        return ProviderError(self._label, message)
+        return ProviderError(self._label, redact(message, self._secrets))
 
     async def add_txt(self, fqdn: str, value: str) -> None:
         await self._call("setup", fqdn, value)
@@ -86,6 +105,29 @@ class LegacyProvider(Provider):
 
     async def aclose(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _secret_forms(secret: str) -> list[str]:
+    """*secret* as str(), repr(), JSON, bytes repr() and URLs show it; longest first."""
+    forms = {
+        secret,
+        repr(secret)[1:-1],
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        repr(secret.encode("utf-8"))[2:-1],
+        urllib.parse.quote(secret),
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret),
+    }
+    return sorted((f for f in forms if f), key=len, reverse=True)
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """*text* with every common printed form of each secret replaced by ``***``."""
+    for secret in secrets:
+        for form in _secret_forms(secret):
+            text = text.replace(form, "***")
+    return text
 
 
 def _unpack(result: object) -> tuple[int | None, object]:
