@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway import server
@@ -157,7 +158,8 @@ class Setup:
         return ["-e", str(conf / "gw.env")], env
 
 
-ClientFactory = Callable[[Sequence[str], Mapping[str, str]], Awaitable[TestClient]]
+Client = TestClient[web.Request, web.Application]
+ClientFactory = Callable[[Sequence[str], Mapping[str, str]], Awaitable[Client]]
 
 
 @pytest.fixture
@@ -167,10 +169,10 @@ def where(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Setup:
 
 
 @pytest.fixture
-def start(aiohttp_client: Callable[..., Awaitable[TestClient]]) -> ClientFactory:
+def start(aiohttp_client: Callable[..., Awaitable[Client]]) -> ClientFactory:
     """Build the configuration and provider as the server does, and serve the app."""
 
-    async def build(argv: Sequence[str], env: Mapping[str, str]) -> TestClient:
+    async def build(argv: Sequence[str], env: Mapping[str, str]) -> Client:
         config, settings = load(list(argv), env)
         context = ProviderContext(
             managed_domains=config.managed_domains,
