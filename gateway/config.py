@@ -22,6 +22,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from lib.dnscheck import parse_server
 from lib.names import InvalidName, normalize_name
 from lib.settings import ConfigError, Settings
 
@@ -266,6 +267,18 @@ def _domains(settings: Settings) -> tuple[str, ...]:
     return tuple(dict.fromkeys(domains))
 
 
+def _nameservers(settings: Settings) -> tuple[str, ...]:
+    servers: list[str] = []
+    for item in settings.items("PROPAGATION_NAMESERVERS"):
+        try:
+            parse_server(item)
+        except ValueError as exc:
+            settings.problem(f"PROPAGATION_NAMESERVERS: {exc}")
+        else:
+            servers.append(item)
+    return tuple(servers)
+
+
 def _tls(settings: Settings, config_dir: Path | None) -> TLSFiles | None:
     cert, key = settings.get("SSL_CERT"), settings.get("SSL_KEY")
     if cert and key:
@@ -348,7 +361,7 @@ def build(settings: Settings, args: argparse.Namespace, config_dir: Path | None)
         check=settings.choice(
             "PROPAGATION_CHECK", {"authoritative": True, "off": False, "none": False}, True
         ),
-        nameservers=tuple(settings.items("PROPAGATION_NAMESERVERS")),
+        nameservers=_nameservers(settings),
         timeout=settings.duration("PROPAGATION_TIMEOUT", 120.0, 1.0, 3600.0),
         delay=settings.duration("DNS_DELAY", 0.0, 0.0, 3600.0),
     )

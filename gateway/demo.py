@@ -23,6 +23,7 @@ DEMO_DOMAIN = "example.test"
 
 def main(argv: Sequence[str] | None = None) -> int:
     port = os.environ.get("DEMO_PORT", "8000")
+    dns = f"127.0.0.1:{os.environ.get('DEMO_DNS_PORT', '5353')}"
     run = Path("run")
     run.mkdir(mode=0o700, exist_ok=True)
     password = secrets.token_urlsafe(18)
@@ -30,7 +31,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     value = secrets.token_urlsafe(32)[:43]
     env = {
         "LISTEN": f"127.0.0.1:{port}",
-        "PROVIDER": "memory",
+        "PROVIDER": "builtin",
+        "BUILTIN_LISTEN": dns,
+        "BUILTIN_NS": "ns.gateway.invalid",
+        # Setup answers once the builtin server serves the value: the real check, on loopback.
+        "PROPAGATION_NAMESERVERS": dns,
         "DNSAPI_DOMAINS": DEMO_DOMAIN,
         "BASIC_AUTH": "sufficient",
         "PASSWD_FILE": str(run / "acmepasswd"),
@@ -41,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     body = f'{{"argument":"setup","domain_name":"{DEMO_DOMAIN}","challenge_content":"{value}"}}'
     print(
         f"""
-acme-dns01-gateway demo: provider {env["PROVIDER"]}, managed domain {DEMO_DOMAIN}
+acme-dns01-gateway demo: builtin DNS on {dns}, managed domain {DEMO_DOMAIN}
 user {DEMO_USER!r}, password {password!r} (stored hashed in {run / "acmepasswd"})
 
 Try it from another terminal:
@@ -50,6 +55,10 @@ Try it from another terminal:
        -d '{body}'
 
   (201 {{"fqdn": "_acme-challenge.{DEMO_DOMAIN}", ...}}; the same with "teardown" removes it)
+
+and see the record served by the gateway's own DNS server:
+
+  dig @{dns.split(":")[0]} -p {dns.split(":")[1]} TXT _acme-challenge.{DEMO_DOMAIN} +short
 
 Stop with Ctrl-C.
 """,

@@ -23,6 +23,7 @@ from gateway.auth import Identity
 from gateway.config import PropagationConfig
 from gateway.errors import BadRequest, Forbidden, GatewayError, UpstreamFailed, UpstreamTimeout
 from gateway.journal import Journal
+from lib.dnscheck import PropagationError, PropagationSettings, PropagationTimeout, wait_for_txt
 from lib.names import InvalidName, challenge_name, is_within, normalize_name
 from providers.base import Provider, ProviderError, ProviderTimeout
 
@@ -79,8 +80,14 @@ class ChallengeService:
         self.managed_domains = managed_domains
         self.propagation = propagation
         self.provider_timeout = provider_timeout
-        # A provider that is not DNS (the in-memory one) has nothing to wait for.
-        self.check_propagation = propagation.check and dns_visible
+        # A provider that is not DNS (the in-memory one) has nothing to wait for;
+        # one that is the authoritative server itself serves the value at once,
+        # unless other servers to watch are named.
+        self.check_propagation = (
+            propagation.check
+            and dns_visible
+            and (not provider.serves_itself or bool(propagation.nameservers))
+        )
         self.locks = NameLocks()
 
     # -- names -------------------------------------------------------------
@@ -187,7 +194,6 @@ class ChallengeService:
             raise UpstreamFailed(f"{self.provider.name}: unexpected {type(exc).__name__}") from None
 
     async def _wait_served(self, fqdn: str, value: str) -> None:
-        from lib.dnscheck import PropagationSettings, PropagationTimeout, wait_for_txt
 
         settings = PropagationSettings(
             nameservers=self.propagation.nameservers,
@@ -201,6 +207,11 @@ class ChallengeService:
             lagging = ", ".join(exc.lagging) or "the authoritative servers"
             raise UpstreamTimeout(
                 f"{fqdn}: not served by {lagging} within {self.propagation.timeout:g}s"
+            ) from None
+        except PropagationError as exc:
+            # Written, but we cannot tell whether the world sees it: never claim success.
+            raise UpstreamFailed(
+                f"{fqdn}: propagation check failed: {_one_line(str(exc))}"
             ) from None
 
     def _audit(

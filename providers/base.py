@@ -70,6 +70,10 @@ class Provider(abc.ABC):
     # False for providers that are not DNS at all (the in-memory one): the
     # gateway then has no propagation to wait for.
     dns_visible: ClassVar[bool] = True
+    # True when this process is itself the authoritative server (builtin): once
+    # add_txt returns the value is served, so the gateway polls only servers
+    # named in PROPAGATION_NAMESERVERS.
+    serves_itself: ClassVar[bool] = False
 
     @classmethod
     @abc.abstractmethod

@@ -183,6 +183,7 @@ class BuiltinProvider(Provider):
 
     name: ClassVar[str] = "builtin"
     volatile: ClassVar[bool] = True
+    serves_itself: ClassVar[bool] = True
 
     def __init__(self, settings: BuiltinSettings, managed_domains: Iterable[str] = ()) -> None:
         self.settings = settings

@@ -124,9 +124,7 @@ def create_provider(settings: Settings, context: ProviderContext) -> Provider | 
     try:
         klass = load_class(module, class_name, context.config_dir)
     except Exception as exc:  # any import failure is a config problem
-        settings.problem(
-            f"cannot load provider {module}.{class_name}: {type(exc).__name__}: {exc}"
-        )
+        settings.problem(f"cannot load provider {module}.{class_name}: {type(exc).__name__}: {exc}")
         return None
     if issubclass(klass, Provider):
         return klass.from_settings(settings, context)
