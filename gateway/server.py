@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import signal
-import ssl
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -21,7 +20,7 @@ from gateway import logsetup
 from gateway.app import create_app
 from gateway.auth import PasswordStore
 from gateway.config import Config, build, gather
-from gateway.tls import ReloadingTLS
+from gateway.tls import ReloadingTLS, TLSFilesError
 from lib.passwd import PasswdFileError
 from lib.settings import ConfigError
 from providers.base import Provider, ProviderContext
@@ -53,11 +52,11 @@ def prepare(
         except PasswdFileError as exc:
             settings.problem(f"PASSWD_FILE: {exc}")
     tls = None
-    if config.tls is not None and not settings.problems:
+    if config.tls is not None and config.tls.cert.is_file() and config.tls.key.is_file():
         try:
             tls = ReloadingTLS(config.tls)
-        except (OSError, ssl.SSLError) as exc:
-            settings.problem(f"SSL_CERT/SSL_KEY: cannot load {config.tls.cert}: {exc}")
+        except TLSFilesError as exc:
+            settings.problem(str(exc))
     if settings.problems or provider is None:
         raise ConfigError(settings.problems or ["no provider"])
     return config, provider, passwords, tls
