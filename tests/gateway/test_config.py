@@ -496,12 +496,20 @@ def test_propagation_settings() -> None:
         **BASE,
         "PROPAGATION_CHECK": "OFF",
         "PROPAGATION_TIMEOUT": "5m",
-        "PROPAGATION_NAMESERVERS": "192.0.2.53, ns1.example.net 2001:db8::53",
+        "PROPAGATION_NAMESERVERS": "192.0.2.53, 192.0.2.54:5353 [2001:db8::53]:53,2001:db8::54",
     }
     propagation = ok([], env)[0].propagation
     assert propagation.check is False
     assert propagation.timeout == 300.0
-    assert propagation.nameservers == ("192.0.2.53", "ns1.example.net", "2001:db8::53")
+    assert propagation.nameservers == (
+        "192.0.2.53",
+        "192.0.2.54:5353",
+        "[2001:db8::53]:53",
+        "2001:db8::54",
+    )
+    # A server to poll is an address: no lookup may stand between us and its answer.
+    found = one_problem([], {**BASE, "PROPAGATION_NAMESERVERS": "192.0.2.53 ns1.example.net"})
+    assert found.startswith("PROPAGATION_NAMESERVERS") and "ns1.example.net" in found
     assert ok([], {**BASE, "PROPAGATION_CHECK": "Authoritative"})[0].propagation.check is True
     found = one_problem([], {**BASE, "PROPAGATION_CHECK": "sometimes"})
     assert found.startswith("PROPAGATION_CHECK") and "authoritative" in found
