@@ -1,0 +1,86 @@
+"""End-to-end tests: the real gateway in front of real DNS servers and a real ACME CA.
+
+Shared by the modules of this package (so each reads the same way): the real
+``dig`` to see what a DNS server serves, a password file for basic auth, and
+the journal's rows as the gateway left them on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import sqlite3
+from pathlib import Path
+
+from lib.passwd import PasswordFile
+from tests.system import need_program
+
+CHALLENGE = "_acme-challenge.example.test"
+USER = "alice"
+PASSWORD = "e2e: a password with a colon"  # ':' must survive basic auth
+DIG_TIMEOUT = 15.0
+
+
+def write_passwd_file(directory: Path) -> Path:
+    """A password file with :data:`USER`, made the way an administrator does."""
+    path = directory / "acmepasswd"
+    PasswordFile(path).set_user(USER, PASSWORD)
+    return path
+
+
+def basic_auth(user: str = USER, password: str = PASSWORD) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+async def dig_txt(port: int, name: str = CHALLENGE) -> set[str]:
+    """The TXT values the server on 127.0.0.1:*port* serves at *name*, as ``dig`` shows them.
+
+    Async because some servers (the builtin DNS) answer from this test's own
+    event loop. A server that does not answer fails the test: an empty set
+    means "answered, without TXT".
+    """
+    dig = need_program("dig", "bind9-dnsutils")
+    proc = await asyncio.create_subprocess_exec(
+        dig,
+        "@127.0.0.1",
+        "-p",
+        str(port),
+        "+norecurse",
+        "+short",
+        "+time=2",
+        "+tries=2",
+        "TXT",
+        name,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), DIG_TIMEOUT)
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, f"dig failed ({proc.returncode}): {text}{err.decode()}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # +short still prints ";; ..." lines for errors such as a REFUSED answer.
+    assert not any(line.startswith(";") for line in lines), text
+    values: set[str] = set()
+    for line in lines:
+        assert line.startswith('"') and line.endswith('"'), f"not a TXT string: {line!r}"
+        values.add(line[1:-1])
+    return values
+
+
+def journal_rows(state_dir: Path) -> list[tuple[str, str, str]]:
+    """``(fqdn, value, state)`` of every record the gateway's journal holds on disk."""
+    path = state_dir / "journal.sqlite3"
+    assert path.is_file(), f"no journal at {path}"
+    # Read-only: the gateway may still have it open (WAL mode allows a reader).
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+        rows = db.execute("SELECT fqdn, value, state FROM records ORDER BY fqdn, value")
+        return [(str(f), str(v), str(s)) for f, v, s in rows.fetchall()]
