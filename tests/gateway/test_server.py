@@ -1,0 +1,390 @@
+"""``acmegw-server`` as a process: check mode, health, signals, and crash safety.
+
+The gateway runs as ``python -m gateway`` in ``tmp_path`` (tests.gateway.procs).
+Providers are original-gateway classes written into ``tmp_path`` by the test:
+one whose setup is slow (to have a request in flight at SIGTERM), and one that
+keeps its records in a JSON file, updated under a file lock with an atomic
+rename, so it remembers what was written across a ``kill -9`` of the gateway
+exactly as a real DNS server would.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sqlite3
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from lib.passwd import PasswordFile
+from tests.conftest import make_value
+from tests.gateway.procs import GatewayProcess, run_gateway, running_gateway
+from tests.system import free_port
+
+USER, PASSWORD = "alice", "correct horse: battery"
+
+SLOW_PROVIDER = """
+import json
+import time
+
+LOG = {log!r}
+
+
+class SlowDNS:
+    def __init__(self, username, password):
+        pass
+
+    def acme_challenge(self, action, fqdn, token):
+        with open(LOG, "a") as f:
+            f.write(json.dumps({{"event": "start", "action": action}}) + "\\n")
+        time.sleep(1.0)
+        with open(LOG, "a") as f:
+            f.write(json.dumps({{"event": "done", "action": action}}) + "\\n")
+        return 200, "OK"
+"""
+
+FILE_DNS_PROVIDER = '''
+"""A "DNS server" whose zone is a JSON file: {{fqdn: [values]}}."""
+import fcntl
+import json
+import os
+import time
+
+STORE = {store!r}
+DELAY = {delay!r}
+
+
+class FileDNS:
+    def __init__(self, username, password):
+        pass
+
+    def _update(self, change):
+        with open(STORE + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                with open(STORE) as f:
+                    zone = json.load(f)
+            except FileNotFoundError:
+                zone = {{}}
+            change(zone)
+            with open(STORE + ".tmp", "w") as f:
+                json.dump(zone, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(STORE + ".tmp", STORE)
+
+    def acme_challenge(self, action, fqdn, token):
+        time.sleep(DELAY)
+
+        def add(zone):
+            values = zone.setdefault(fqdn, [])
+            if token not in values:
+                values.append(token)
+
+        def remove(zone):
+            values = zone.get(fqdn, [])
+            if token in values:
+                values.remove(token)
+            if not values:
+                zone.pop(fqdn, None)
+
+        self._update(add if action == "setup" else remove)
+        # Like a real API: the change is made before the answer comes back.
+        time.sleep(DELAY)
+        return 200, "OK"
+'''
+
+
+def write_provider(path: Path, source: str, **values: object) -> Path:
+    path.write_text(textwrap.dedent(source).format(**values))
+    return path
+
+
+def base_settings(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
+    settings = {
+        "DNSAPI_DOMAINS": "example.test",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "LISTEN": f"127.0.0.1:{port}",
+        "STATE_DIR": str(tmp_path / "state"),
+        "PROPAGATION_CHECK": "off",
+    }
+    settings.update(extra)
+    return settings
+
+
+def setup_body(name: str = "example.test", value: str | None = None) -> dict[str, str]:
+    return {
+        "argument": "setup",
+        "domain_name": name,
+        "challenge_content": value or make_value(),
+    }
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+# --- check mode, health, exit statuses ----------------------------------------------------
+
+
+def test_check_config_prints_a_summary_and_exits_without_listening(tmp_path: Path) -> None:
+    port = free_port()
+    settings = base_settings(tmp_path, port, PROVIDER="memory", DNSAPI_DOMAINS="Example.TEST.")
+    started = time.monotonic()
+    result = run_gateway(tmp_path, settings, ["--check-config"], timeout=20)
+    assert result.returncode == 0, result
+    assert time.monotonic() - started < 15
+    assert "configuration OK" in result.stdout
+    assert f"127.0.0.1:{port}" in result.stdout
+    assert "memory" in result.stdout and "example.test" in result.stdout
+    assert "ready" not in result.stderr
+    assert not listening(port)
+    assert not (tmp_path / "state").exists()  # not even the journal was opened
+
+
+def test_check_config_with_problems_exits_2(tmp_path: Path) -> None:
+    settings = base_settings(tmp_path, free_port(), PROVIDER="memory", RECORD_MAX_AGE="soon")
+    del settings["ALLOWED_HOSTS"]
+    result = run_gateway(tmp_path, settings, ["--check-config"], timeout=20)
+    assert result.returncode == 2
+    assert "RECORD_MAX_AGE" in result.stderr and "no authentication" in result.stderr
+    assert "configuration OK" not in result.stdout
+
+
+def test_healthz_without_auth_and_json_audit_lines(tmp_path: Path) -> None:
+    PasswordFile(tmp_path / "acmepasswd").set_user(USER, PASSWORD)
+    port = free_port()
+    settings = base_settings(
+        tmp_path, port, PROVIDER="memory", BASIC_AUTH="sufficient", LOG_FORMAT="json"
+    )
+    del settings["ALLOWED_HOSTS"]  # passwords only: nothing is open by address
+    url = f"http://127.0.0.1:{port}"
+    value = make_value()
+    with running_gateway(tmp_path, settings) as gw:
+        health = requests.get(f"{url}/healthz", timeout=10)
+        assert health.status_code == 200 and health.json() == {"status": "ok"}
+        denied = requests.post(f"{url}/", json=setup_body(), timeout=10)
+        assert denied.status_code == 401
+        assert denied.headers["WWW-Authenticate"].startswith("Basic")
+        answer = requests.post(
+            f"{url}/", json=setup_body(value=value), auth=(USER, PASSWORD), timeout=10
+        )
+        assert answer.status_code == 201
+        assert gw.stop() == 0
+    lines = [json.loads(line) for line in gw.stderr.splitlines() if line.startswith("{")]
+    audit = [line for line in lines if line.get("action") == "add"]
+    assert len(audit) == 1, gw.stderr
+    assert audit[0]["user"] == USER and audit[0]["client"] == "127.0.0.1"
+    assert audit[0]["fqdn"] == "_acme-challenge.example.test" and audit[0]["result"] == "ok"
+    assert value not in gw.stderr and PASSWORD not in gw.stderr
+
+
+def test_a_listener_that_cannot_be_opened_exits_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_gateway(tmp_path, base_settings(tmp_path, port, PROVIDER="memory"))
+    assert result.returncode == 1, result
+    assert "cannot listen" in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_an_idle_gateway_stops_cleanly_on_a_signal(tmp_path: Path, sig: int) -> None:
+    port = free_port()
+    with running_gateway(tmp_path, base_settings(tmp_path, port, PROVIDER="memory")) as gw:
+        started = time.monotonic()
+        assert gw.stop(sig) == 0
+        assert time.monotonic() - started < 5
+        assert not listening(port)
+
+
+def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path) -> None:
+    log = tmp_path / "calls.jsonl"
+    provider = write_provider(tmp_path / "slowdns.py", SLOW_PROVIDER, log=str(log))
+    port = free_port()
+    settings = base_settings(tmp_path, port, DNSAPI_MODULE=str(provider), DNSAPI_CLASS="SlowDNS")
+    with running_gateway(tmp_path, settings) as gw, ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(
+            requests.post, f"http://127.0.0.1:{port}/", json=setup_body(), timeout=20
+        )
+        deadline = time.monotonic() + 10
+        while not (log.exists() and "start" in log.read_text()):
+            assert time.monotonic() < deadline, "the provider was never called"
+            time.sleep(0.01)
+        gw.send(signal.SIGTERM)
+        answer = pending.result(timeout=20)
+        assert answer.status_code == 201, answer.text
+        assert gw.wait(20) == 0
+        assert "done" in log.read_text()
+        assert not listening(port)
+
+
+# --- kill -9 during a burst, then the janitor ------------------------------------------
+
+
+class Zone:
+    """The JSON file the FileDNS provider keeps its records in."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def values(self) -> set[tuple[str, str]]:
+        if not self.path.exists():
+            return set()
+        zone: dict[str, list[str]] = json.loads(self.path.read_text())
+        return {(fqdn, value) for fqdn, values in zone.items() for value in values}
+
+
+class JournalFile:
+    """The gateway's sqlite journal, read (and aged) from outside."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        db = sqlite3.connect(self.path, timeout=5)
+        try:
+            with db:
+                return db.execute(sql, args).fetchall()
+        finally:
+            db.close()
+
+    def records(self) -> dict[tuple[str, str], str]:
+        """``{(fqdn, value): state}``"""
+        rows = self._query("SELECT fqdn, value, state FROM records")
+        return {(fqdn, value): state for fqdn, value, state in rows}
+
+    def age(self, keys: set[tuple[str, str]], seconds: float) -> None:
+        for fqdn, value in keys:
+            self._query(
+                "UPDATE records SET created = created - ?, updated = updated - ? "
+                "WHERE fqdn = ? AND value = ?",
+                (seconds, seconds, fqdn, value),
+            )
+
+    def older_than(self, seconds: float) -> int:
+        cutoff = time.time() - seconds
+        return int(self._query("SELECT count(*) FROM records WHERE created < ?", (cutoff,))[0][0])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def post(url: str, body: dict[str, str], method: str = "POST") -> int | None:
+    """The status, or None when the gateway died before answering."""
+    try:
+        return requests.request(method, url, json=body, timeout=15).status_code
+    except requests.exceptions.ConnectionError:
+        return None
+
+
+def test_kill_9_during_a_burst_loses_nothing_and_the_janitor_leaves_nothing_stale(
+    tmp_path: Path,
+) -> None:
+    zone = Zone(tmp_path / "zone.json")
+    provider = write_provider(
+        tmp_path / "filedns.py", FILE_DNS_PROVIDER, store=str(zone.path), delay=0.03
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    settings = base_settings(tmp_path, port, DNSAPI_MODULE=str(provider), DNSAPI_CLASS="FileDNS")
+    journal = JournalFile(tmp_path / "state" / "journal.sqlite3")
+
+    # Some records set up calmly, to be torn down during the burst.
+    early = [(f"early{i}.example.test", make_value()) for i in range(6)]
+    burst = [(f"n{i % 20}.example.test", make_value()) for i in range(80)]
+    answered: dict[tuple[str, str], int | None] = {}
+    lock = threading.Lock()
+
+    def send(name: str, value: str, method: str = "POST") -> None:
+        argument = "setup" if method == "POST" else "teardown"
+        body = {"argument": argument, "domain_name": name, "challenge_content": value}
+        status = post(url, body, method)
+        with lock:
+            answered[(f"_acme-challenge.{name}", value)] = status
+
+    gw = GatewayProcess(tmp_path, settings)
+    try:
+        gw.wait_ready()
+        for name, value in early:
+            assert post(url, setup_body(name, value)) == 201
+        with ThreadPoolExecutor(12) as pool:
+            futures: list[Future[None]] = [
+                pool.submit(send, name, value) for name, value in burst[:20]
+            ]
+            futures += [pool.submit(send, name, value, "DELETE") for name, value in early]
+            futures += [pool.submit(send, name, value) for name, value in burst[20:]]
+
+            def enough() -> bool:
+                with lock:
+                    statuses = list(answered.values())
+                return statuses.count(201) >= 10 and statuses.count(200) >= 2
+
+            wait_until(enough, 20, "the first answers of the burst")
+            gw.kill()
+            for future in futures:
+                future.result(timeout=30)
+    finally:
+        gw.kill()
+
+    setups_ok = {k for k, s in answered.items() if s == 201}
+    teardowns_ok = {k for k, s in answered.items() if s == 200}
+    unanswered = {k for k, s in answered.items() if s is None}
+    assert unanswered, "the kill should have cut some requests off"
+    assert all(s in (200, 201, None) for s in answered.values()), answered
+
+    # Nothing lost: every confirmed setup is in DNS and journaled; every
+    # confirmed teardown is gone from both; DNS holds nothing the journal forgot.
+    dns, records = zone.values(), journal.records()
+    assert setups_ok <= dns
+    assert all(records.get(k) == "present" for k in setups_ok)
+    assert not teardowns_ok & dns and not teardowns_ok & records.keys()
+    assert dns <= records.keys(), dns - records.keys()
+
+    # Age half of the journaled records past RECORD_MAX_AGE; the rest stay young.
+    ordered = sorted(records)
+    old, young = set(ordered[::2]), set(ordered[1::2])
+    assert old & dns and young & dns, "both halves should hold values that are in DNS"
+    journal.age(old, 7200)
+    # A teardown in flight at the kill is not wanted any more: the janitor finishes it.
+    young_in_dns = {k for k in young & dns if records[k] != "removing"}
+
+    settings.update(RECORD_MAX_AGE="60s", JANITOR_INTERVAL="0.2s")
+    with running_gateway(tmp_path, settings) as gw:
+        wait_until(lambda: journal.older_than(60) == 0, 15, "the janitor to remove old records")
+        wait_until(
+            lambda: "removing" not in journal.records().values(),
+            15,
+            "interrupted removals to finish",
+        )
+        time.sleep(0.6)  # a few more janitor rounds must not touch the young records
+        late = ("late.example.test", make_value())
+        assert post(url, setup_body(*late)) == 201
+        time.sleep(0.6)
+        dns, records = zone.values(), journal.records()
+        assert not old & dns, "a stale record survived the janitor"
+        assert not old & records.keys()
+        assert young_in_dns <= dns, "the janitor removed a record that is still wanted"
+        assert young_in_dns <= records.keys()
+        assert ("_acme-challenge.late.example.test", late[1]) in dns
+        assert dns <= records.keys()
+        assert gw.stop() == 0
+    assert "janitor: removed stale" in gw.stderr
