@@ -13,13 +13,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from gateway import api_native
+from gateway import api_acmedns, api_httpreq, api_native
+from gateway.acmedns import (
+    Account,
+    AccountError,
+    AccountStore,
+    account_name_allowed,
+    load_accounts_file,
+)
 from gateway.auth import Authenticator, PasswordStore
 from gateway.config import Config
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.janitor import Janitor
 from gateway.journal import Journal
-from gateway.keys import AUTHENTICATOR, CONFIG, JANITOR, JOURNAL, PROVIDER, SERVICE
+from gateway.keys import ACCOUNTS, AUTHENTICATOR, CONFIG, JANITOR, JOURNAL, PROVIDER, SERVICE
 from gateway.service import ChallengeService
 from providers.base import Provider
 
@@ -90,6 +97,7 @@ def create_app(
         config.propagation,
         config.provider_timeout,
         dns_visible=bool(visible),
+        delegations=config.delegations,
     )
     app[CONFIG] = config
     app[PROVIDER] = provider
@@ -97,8 +105,15 @@ def create_app(
     app[SERVICE] = service
     app[AUTHENTICATOR] = Authenticator(config.auth, passwords)
     app[JANITOR] = Janitor(service, config.record_max_age, config.janitor_interval)
+    app[ACCOUNTS] = AccountStore(config.state_dir / "acmedns.sqlite3")
     app.cleanup_ctx.append(_resources(passwords))
     app.router.add_get("/healthz", healthz)
+    prefix = config.httpreq_prefix
+    app.router.add_post(f"{prefix}/present", api_httpreq.present)
+    app.router.add_post(f"{prefix}/cleanup", api_httpreq.cleanup)
+    app.router.add_post("/update", api_acmedns.update)
+    app.router.add_post("/register", api_acmedns.register)
+    app.router.add_get("/health", api_acmedns.health)
     # The original accepted its API on any path: keep that, after every other route.
     app.router.add_route("*", "/", api_native.handle)
     app.router.add_route("*", "/{tail:.*}", api_native.handle)
@@ -113,6 +128,9 @@ def _resources(
         if passwords is not None and passwords.file.stamp() is not None:
             passwords.load()
         journal.open()
+        accounts = app[ACCOUNTS]
+        accounts.open()
+        accounts.add_static(load_static_accounts(app[CONFIG]))
         try:
             await provider.open()
             try:
@@ -124,6 +142,7 @@ def _resources(
                 await janitor.stop()
                 await provider.aclose()
         finally:
+            accounts.close()
             journal.close()
             if passwords is not None:
                 passwords.close()
@@ -138,3 +157,22 @@ async def _replay(journal: Journal, provider: Provider) -> None:
         await provider.add_txt(record.fqdn, record.value)
     if records:
         log.info("re-published %d journaled values", len(records))
+
+
+def load_static_accounts(config: Config) -> list[Account]:
+    """Pre-registered acme-dns accounts, each checked to write only where it may.
+
+    Raises :class:`AccountError` naming the bad entry.
+    """
+    acme = config.acmedns
+    if acme.accounts_file is None:
+        return []
+    accounts = load_accounts_file(acme.accounts_file, acme.zone, dict(config.delegations))
+    targets = [t for _, t in config.delegations]
+    for account in accounts:
+        if not account_name_allowed(account.fqdn, acme.zone, config.managed_domains, targets):
+            raise AccountError(
+                f"{acme.accounts_file}: account {account.username} would write {account.fqdn}, "
+                "outside ACMEDNS_ZONE, DELEGATIONS and the managed domains"
+            )
+    return accounts

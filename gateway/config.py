@@ -104,6 +104,16 @@ class PropagationConfig:
 
 
 @dataclass(frozen=True)
+class AcmeDnsConfig:
+    """The acme-dns protocol (``/update``, ``/register``, ``/health``)."""
+
+    register: bool
+    zone: str | None  # where registered accounts' names live: <subdomain>.<zone>
+    keep: int  # newest values kept per account
+    accounts_file: Path | None
+
+
+@dataclass(frozen=True)
 class Config:
     listeners: tuple[Listener, ...]
     tls: TLSFiles | None
@@ -121,6 +131,10 @@ class Config:
     log_format: str
     config_dir: Path | None
     check_only: bool = False
+    # Delegated challenge names: (base name, record name it is CNAMEd to).
+    delegations: tuple[tuple[str, str], ...] = ()
+    httpreq_prefix: str = ""
+    acmedns: AcmeDnsConfig = AcmeDnsConfig(False, None, 2, None)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -279,6 +293,48 @@ def _nameservers(settings: Settings) -> tuple[str, ...]:
     return tuple(servers)
 
 
+def _delegations(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """``DELEGATIONS=example.com=x.validation.example.net, ...``."""
+    pairs: list[tuple[str, str]] = []
+    for item in settings.items("DELEGATIONS"):
+        name, sep, target = item.partition("=")
+        try:
+            if not sep:
+                raise InvalidName("must be NAME=TARGET")
+            pairs.append((normalize_name(name), normalize_name(target)))
+        except InvalidName as exc:
+            settings.problem(f"DELEGATIONS: {item!r} {exc}")
+    targets = [t for _, t in pairs]
+    if len(set(targets)) != len(targets):
+        settings.problem("DELEGATIONS: a target may belong to one name only")
+    return tuple(pairs)
+
+
+def _acmedns(settings: Settings) -> AcmeDnsConfig:
+    zone_text = settings.get("ACMEDNS_ZONE") or settings.get("BUILTIN_ZONE")
+    zone = None
+    if zone_text:
+        try:
+            zone = normalize_name(zone_text)
+        except InvalidName as exc:
+            settings.problem(f"ACMEDNS_ZONE: {zone_text!r} {exc}")
+    register = settings.boolean("ACMEDNS_REGISTER", False)
+    if register and zone is None:
+        settings.problem(
+            "ACMEDNS_REGISTER=1 needs ACMEDNS_ZONE (or BUILTIN_ZONE): the zone where "
+            "registered accounts' names are created"
+        )
+    accounts = settings.get("ACMEDNS_ACCOUNTS_FILE")
+    if accounts and not Path(accounts).is_file():
+        settings.problem(f"ACMEDNS_ACCOUNTS_FILE: {accounts} does not exist")
+    return AcmeDnsConfig(
+        register=register,
+        zone=zone,
+        keep=settings.integer("ACMEDNS_KEEP", 2, 2, 100),
+        accounts_file=Path(accounts) if accounts else None,
+    )
+
+
 def _tls(settings: Settings, config_dir: Path | None) -> TLSFiles | None:
     cert, key = settings.get("SSL_CERT"), settings.get("SSL_KEY")
     if cert and key:
@@ -388,7 +444,21 @@ def build(settings: Settings, args: argparse.Namespace, config_dir: Path | None)
         log_format=settings.choice("LOG_FORMAT", {"text": "text", "json": "json"}, "text"),
         config_dir=config_dir,
         check_only=bool(args.check_config),
+        delegations=_delegations(settings),
+        httpreq_prefix=_prefix(settings),
+        acmedns=_acmedns(settings),
     )
+
+
+def _prefix(settings: Settings) -> str:
+    prefix = (settings.get("HTTPREQ_PREFIX") or "").strip("/")
+    if prefix and not all(
+        part.replace("-", "").replace("_", "").replace(".", "").isalnum()
+        for part in prefix.split("/")
+    ):
+        settings.problem(f"HTTPREQ_PREFIX={prefix!r}: use letters, digits, '-', '_' and '/'")
+        return ""
+    return f"/{prefix}" if prefix else ""
 
 
 def load(argv: Sequence[str] | None, environ: Mapping[str, str]) -> tuple[Config, Settings]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.acmedns import AccountStore
 from gateway.auth import Authenticator
 from gateway.config import Config
 from gateway.janitor import Janitor
@@ -17,3 +18,4 @@ JOURNAL = web.AppKey("journal", Journal)
 SERVICE = web.AppKey("service", ChallengeService)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 JANITOR = web.AppKey("janitor", Janitor)
+ACCOUNTS = web.AppKey("accounts", AccountStore)

@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from aiohttp import web
 
 from gateway import logsetup
-from gateway.app import create_app
+from gateway.acmedns import AccountError
+from gateway.app import create_app, load_static_accounts
 from gateway.auth import PasswordStore
 from gateway.config import Config, build, gather
 from gateway.tls import ReloadingTLS, TLSFilesError
@@ -51,6 +52,10 @@ def prepare(
             passwords.load()
         except PasswdFileError as exc:
             settings.problem(f"PASSWD_FILE: {exc}")
+    try:
+        load_static_accounts(config)
+    except AccountError as exc:
+        settings.problem(f"ACMEDNS_ACCOUNTS_FILE: {exc}")
     tls = None
     if config.tls is not None and config.tls.cert.is_file() and config.tls.key.is_file():
         try:

@@ -24,7 +24,7 @@ from gateway.config import PropagationConfig
 from gateway.errors import BadRequest, Forbidden, GatewayError, UpstreamFailed, UpstreamTimeout
 from gateway.journal import Journal
 from lib.dnscheck import PropagationError, PropagationSettings, PropagationTimeout, wait_for_txt
-from lib.names import InvalidName, challenge_name, is_within, normalize_name
+from lib.names import InvalidName, base_name, challenge_name, is_within, normalize_name
 from providers.base import Provider, ProviderError, ProviderTimeout
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,11 @@ class ChallengeService:
         propagation: PropagationConfig,
         provider_timeout: float,
         dns_visible: bool = True,
+        delegations: tuple[tuple[str, str], ...] = (),
     ) -> None:
+        # base name -> the record name its _acme-challenge is CNAMEd to, and back.
+        self.delegated_to = dict(delegations)
+        self.delegated_from = {target: name for name, target in delegations}
         self.provider = provider
         self.journal = journal
         self.managed_domains = managed_domains
@@ -102,7 +106,28 @@ class ChallengeService:
             raise BadRequest(field, f"invalid name: {exc}") from None
         fqdn = challenge_name(base)
         self.authorize(identity, fqdn)
-        return fqdn
+        # A delegated name's value lives at its CNAME target, which we write instead.
+        return self.delegated_to.get(base_name(fqdn), fqdn)
+
+    def record_fqdn(self, identity: Identity, name: object, field: str = "fqdn") -> str:
+        """A full record name as a client sends it (lego httpreq): an ``_acme-challenge``
+        name, or the configured delegation target of a name *identity* may change."""
+        if not isinstance(name, str):
+            raise BadRequest(field, "must be a string")
+        try:
+            fqdn = normalize_name(name)
+        except InvalidName as exc:
+            raise BadRequest(field, f"invalid name: {exc}") from None
+        if name.lstrip().startswith("*"):
+            raise BadRequest(field, "a record name has no wildcard")
+        source = self.delegated_from.get(fqdn)
+        if source is not None:
+            self.authorize(identity, challenge_name(source))
+            return fqdn
+        if base_name(fqdn) == fqdn:
+            raise BadRequest(field, "must be an _acme-challenge name or a delegation target")
+        self.authorize(identity, fqdn)
+        return self.delegated_to.get(base_name(fqdn), fqdn)
 
     def authorize(self, identity: Identity, fqdn: str) -> None:
         """Refuse names outside the managed domains or the caller's own domains.
@@ -169,6 +194,23 @@ class ChallengeService:
         finally:
             tags = ",".join(value_tag(v) for v in removed) or "-"
             self._audit(identity, "remove-own", fqdn, tags, result, started)
+
+    async def trim(self, identity: Identity, fqdn: str, keep: int) -> list[str]:
+        """Remove all but the *keep* newest values *identity* set at *fqdn*.
+
+        For protocols without a delete (acme-dns): the newest values stay for
+        the validations in flight; older ones go.
+        """
+        removed: list[str] = []
+        async with self.locks.hold(fqdn):
+            records = sorted(self.journal.values(fqdn, identity.label), key=lambda r: r.created)
+            for record in records[: max(0, len(records) - keep)]:
+                await self._remove_locked(fqdn, record.value)
+                removed.append(record.value)
+        if removed:
+            tags = ",".join(value_tag(v) for v in removed)
+            self._audit(identity, "expire", fqdn, tags, "ok", time.monotonic())
+        return removed
 
     async def _remove_locked(self, fqdn: str, value: str) -> None:
         self.journal.begin_remove(fqdn, value)

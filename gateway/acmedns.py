@@ -1,0 +1,258 @@
+"""acme-dns accounts: who may update which single name, with hashed keys.
+
+An acme-dns account (``username``, ``password`` = the API key, ``subdomain``,
+``fulldomain``, ``allowfrom``) maps to exactly one record name:
+
+* ``<subdomain>.<ACMEDNS_ZONE>`` for accounts made by ``/register`` (the zone
+  the builtin DNS serves, or a zone the provider manages); users CNAME
+  ``_acme-challenge.<their name>`` to it, as with any acme-dns server;
+* or, for pre-registered accounts, ``_acme-challenge.<domain>`` (through the
+  provider, following ``DELEGATIONS``) or an explicit ``fulldomain``.
+
+Keys are random 40-character strings, so a salted SHA-256 is enough to keep
+them useless if the store leaks (no slow hash needed: nothing to brute-force);
+they are compared in constant time, and an unknown user costs the same.
+
+Pre-registered accounts (``ACMEDNS_ACCOUNTS_FILE``, as cert-manager and lego
+users keep them) are JSON, either the clients' own storage format::
+
+    {"example.com": {"username": "...", "password": "...", "fulldomain": "...",
+                     "subdomain": "...", "allowfrom": []}}
+
+or a list under ``"accounts"`` with ``domain`` or ``fulldomain`` per entry and
+``password`` or ``password_hash`` (``sha256$<salt hex>$<digest hex>``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import secrets
+import sqlite3
+import string
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.config import IPNetwork
+from gateway.errors import Unavailable
+from lib.names import InvalidName, challenge_name, is_within, normalize_name
+
+_KEY_ALPHABET = string.ascii_letters + string.digits + "-_"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    username  TEXT PRIMARY KEY,
+    key_hash  TEXT NOT NULL,
+    subdomain TEXT NOT NULL UNIQUE,
+    fqdn      TEXT NOT NULL,
+    allowfrom TEXT NOT NULL,
+    owner     TEXT NOT NULL,
+    created   REAL NOT NULL
+);
+"""
+
+
+class AccountError(ValueError):
+    """A pre-registered account is malformed."""
+
+
+def hash_key(key: str, salt: bytes | None = None) -> str:
+    salt = salt if salt is not None else os.urandom(16)
+    digest = hashlib.sha256(salt + key.encode("utf-8")).hexdigest()
+    return f"sha256${salt.hex()}${digest}"
+
+
+def check_key(key: str, stored: str) -> bool:
+    try:
+        scheme, salt_hex, digest = stored.split("$")
+        salt = bytes.fromhex(salt_hex)
+    except ValueError:
+        return False
+    if scheme != "sha256":
+        return False
+    return hmac.compare_digest(hash_key(key, salt), f"sha256${salt_hex}${digest}")
+
+
+_DUMMY_HASH = hash_key("no such account")
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    key_hash: str
+    subdomain: str
+    fqdn: str  # the record the account writes
+    allowfrom: tuple[IPNetwork, ...]
+    owner: str  # who registered it ("file" for pre-registered)
+
+    @property
+    def label(self) -> str:
+        return f"acmedns:{self.username}"
+
+
+def _networks(items: object, where: str) -> tuple[IPNetwork, ...]:
+    if items is None:
+        return ()
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise AccountError(f"{where}: allowfrom must be a list of networks")
+    try:
+        return tuple(ipaddress.ip_network(i, strict=False) for i in items)
+    except ValueError as exc:
+        raise AccountError(f"{where}: allowfrom: {exc}") from None
+
+
+class AccountStore:
+    """Registered accounts in SQLite, pre-registered ones from a file, in memory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+        self._static: dict[str, Account] = {}
+
+    def open(self) -> None:
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise Unavailable(f"cannot open the acme-dns account store {self.path}: {exc}") from exc
+        with contextlib.suppress(OSError):
+            os.chmod(self.path, 0o600)
+        self._db = db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def add_static(self, accounts: Iterable[Account]) -> None:
+        for account in accounts:
+            self._static[account.username] = account
+
+    def get(self, username: str) -> Account | None:
+        static = self._static.get(username)
+        if static is not None or self._db is None:
+            return static
+        try:
+            row = self._db.execute(
+                "SELECT username, key_hash, subdomain, fqdn, allowfrom, owner FROM accounts "
+                "WHERE username=?",
+                (username,),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise Unavailable(f"acme-dns account store cannot be read: {exc}") from exc
+        if row is None:
+            return None
+        nets = tuple(ipaddress.ip_network(n) for n in json.loads(row[4]))
+        return Account(row[0], row[1], row[2], row[3], nets, row[5])
+
+    def verify(self, username: str, key: str) -> Account | None:
+        account = self.get(username)
+        ok = check_key(key, account.key_hash if account else _DUMMY_HASH)
+        return account if ok and account is not None else None
+
+    def register(
+        self,
+        owner: str,
+        zone: str | None,
+        domain_fqdn: str | None,
+        allowfrom: tuple[IPNetwork, ...],
+    ) -> tuple[Account, str]:
+        """A new account writing ``<subdomain>.<zone>`` (or *domain_fqdn*); returns its key."""
+        if self._db is None:
+            raise Unavailable("acme-dns account store is closed")
+        subdomain = str(uuid.uuid4())
+        fqdn = domain_fqdn or f"{subdomain}.{zone}"
+        key = "".join(secrets.choice(_KEY_ALPHABET) for _ in range(40))
+        account = Account(str(uuid.uuid4()), hash_key(key), subdomain, fqdn, allowfrom, owner)
+        try:
+            with self._db:
+                self._db.execute(
+                    "INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        account.username,
+                        account.key_hash,
+                        subdomain,
+                        fqdn,
+                        json.dumps([str(n) for n in allowfrom]),
+                        owner,
+                        time.time(),
+                    ),
+                )
+        except sqlite3.Error as exc:
+            raise Unavailable(f"acme-dns account store cannot be written: {exc}") from exc
+        return account, key
+
+
+def load_accounts_file(path: Path, zone: str | None, delegations: dict[str, str]) -> list[Account]:
+    """Parse pre-registered accounts; raises AccountError naming the entry."""
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise AccountError(f"{path}: {exc}") from None
+    entries: list[tuple[str, Any]] = []
+    if isinstance(data, dict) and isinstance(data.get("accounts"), list):
+        entries = [(f"{path}: account {i + 1}", e) for i, e in enumerate(data["accounts"])]
+    elif isinstance(data, dict):
+        entries = [
+            (f"{path}: {k}", {**v, "domain": k} if isinstance(v, dict) else v)
+            for k, v in data.items()
+        ]
+    else:
+        raise AccountError(f"{path}: expected a JSON object")
+    accounts: list[Account] = []
+    for where, entry in entries:
+        if not isinstance(entry, dict):
+            raise AccountError(f"{where}: expected an object")
+        username, subdomain = entry.get("username"), entry.get("subdomain")
+        if not isinstance(username, str) or not username:
+            raise AccountError(f"{where}: username missing")
+        if not isinstance(subdomain, str) or not subdomain:
+            raise AccountError(f"{where}: subdomain missing")
+        if isinstance(entry.get("password_hash"), str):
+            key_hash = entry["password_hash"]
+        elif isinstance(entry.get("password"), str) and entry["password"]:
+            key_hash = hash_key(entry["password"])
+        else:
+            raise AccountError(f"{where}: password or password_hash missing")
+        try:
+            if isinstance(entry.get("fulldomain"), str) and entry["fulldomain"]:
+                fqdn = normalize_name(entry["fulldomain"])
+            elif isinstance(entry.get("domain"), str):
+                base = normalize_name(entry["domain"])
+                fqdn = delegations.get(base, challenge_name(base))
+            else:
+                raise AccountError(f"{where}: domain or fulldomain missing")
+        except InvalidName as exc:
+            raise AccountError(f"{where}: {exc}") from None
+        accounts.append(
+            Account(
+                username,
+                key_hash,
+                subdomain,
+                fqdn,
+                _networks(entry.get("allowfrom"), where),
+                "file",
+            )
+        )
+    return accounts
+
+
+def account_name_allowed(
+    fqdn: str, zone: str | None, managed: tuple[str, ...], delegation_targets: Iterable[str]
+) -> bool:
+    """An account may write only inside the acme-dns zone, a delegation target,
+    or an ``_acme-challenge`` name under a managed domain."""
+    if zone is not None and is_within(fqdn, zone) and fqdn != zone:
+        return True
+    if fqdn in set(delegation_targets):
+        return True
+    return fqdn.startswith("_acme-challenge.") and any(is_within(fqdn, d) for d in managed)

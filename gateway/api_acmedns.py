@@ -1,0 +1,130 @@
+"""The acme-dns protocol: ``POST /update``, ``POST /register``, ``GET /health``.
+
+Spoken by lego's ``acme-dns`` provider, acme.sh ``dns_acmedns``, cert-manager,
+Caddy, Posh-ACME and win-acme. ``/update`` authenticates with ``X-Api-User``
+and ``X-Api-Key`` (an account from :mod:`gateway.acmedns`), checks the
+account's ``allowfrom``, and publishes ``{"txt"}`` at the account's one name;
+acme-dns has no delete, so the newest ``ACMEDNS_KEEP`` values stay and older
+ones are removed (and the janitor expires the rest by age). ``/register`` is off
+unless ``ACMEDNS_REGISTER=1``, and then only for admin users or allowed hosts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from aiohttp import web
+
+from gateway.acmedns import Account, account_name_allowed
+from gateway.auth import Identity, client_address
+from gateway.bodies import read_json_object
+from gateway.errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized
+from gateway.keys import ACCOUNTS, AUTHENTICATOR, CONFIG, SERVICE
+from lib.names import InvalidValue, validate_value
+
+log = logging.getLogger(__name__)
+
+_MAX_FIELD = 256
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.Response(status=200)
+
+
+async def update(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    auth = request.app[AUTHENTICATOR]
+    addr = client_address(request, config.auth)
+    user = request.headers.get("X-Api-User", "")
+    key = request.headers.get("X-Api-Key", "")
+    if not user or not key or len(user) > _MAX_FIELD or len(key) > _MAX_FIELD:
+        raise Unauthorized("X-Api-User and X-Api-Key are required")
+    wait = auth.limiter.retry_after(addr)
+    if wait:
+        raise TooManyRequests(wait)
+    account = request.app[ACCOUNTS].verify(user, key)
+    if account is None:
+        auth.limiter.failed(addr)
+        log.warning("acme-dns authentication failed from %s", addr)
+        raise Unauthorized("invalid X-Api-User or X-Api-Key")
+    if account.allowfrom and not any(addr in net for net in account.allowfrom):
+        raise Unauthorized(f"client address {addr} is not in this account's allowfrom")
+    body = await read_json_object(request, config.max_body)
+    if body.get("subdomain") != account.subdomain:
+        raise BadRequest("subdomain", "does not belong to this account")
+    try:
+        value = validate_value(body.get("txt"))
+    except InvalidValue as exc:
+        raise BadRequest("txt", str(exc)) from None
+    service = request.app[SERVICE]
+    identity = Identity(addr, account.label, None)
+    await service.add(identity, account.fqdn, value)
+    await service.trim(identity, account.fqdn, config.acmedns.keep)
+    return web.json_response({"txt": value})
+
+
+async def register(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    if not config.acmedns.register:
+        raise NotFound("registration is disabled (ACMEDNS_REGISTER)")
+    identity = await request.app[AUTHENTICATOR].authenticate(request)
+    if not _may_register(identity):
+        raise Forbidden("only admin users or allowed hosts may register accounts")
+    body = await _optional_body(request, config.max_body)
+    allowfrom_raw = body.get("allowfrom", [])
+    if not isinstance(allowfrom_raw, list) or not all(isinstance(a, str) for a in allowfrom_raw):
+        raise BadRequest("allowfrom", "must be a list of addresses or networks")
+    try:
+        allowfrom = tuple(ipaddress.ip_network(a, strict=False) for a in allowfrom_raw)
+    except ValueError as exc:
+        raise BadRequest("allowfrom", str(exc)) from None
+    service = request.app[SERVICE]
+    domain_fqdn = None
+    if "domain" in body:  # our extension: bind the account to one managed name
+        domain_fqdn = service.challenge_fqdn(identity, body["domain"], field="domain")
+    elif config.acmedns.zone is None:
+        raise BadRequest("domain", "no ACMEDNS_ZONE is configured: name the domain")
+    account, key = request.app[ACCOUNTS].register(
+        identity.label, config.acmedns.zone, domain_fqdn, allowfrom
+    )
+    _check_name(request, account)
+    log.info(
+        "acme-dns account %s registered by %s for %s",
+        account.username,
+        identity.label,
+        account.fqdn,
+    )
+    return web.json_response(
+        {
+            "username": account.username,
+            "password": key,
+            "fulldomain": account.fqdn,
+            "subdomain": account.subdomain,
+            "allowfrom": [str(n) for n in allowfrom],
+        },
+        status=201,
+    )
+
+
+def _may_register(identity: Identity) -> bool:
+    return identity.admin or identity.user is None
+
+
+async def _optional_body(request: web.Request, limit: int) -> dict[str, object]:
+    if request.content_length == 0 or (
+        request.content_length is None and not request.can_read_body
+    ):
+        return {}
+    return await read_json_object(request, limit)
+
+
+def _check_name(request: web.Request, account: Account) -> None:
+    config = request.app[CONFIG]
+    if not account_name_allowed(
+        account.fqdn,
+        config.acmedns.zone,
+        config.managed_domains,
+        (t for _, t in config.delegations),
+    ):
+        raise Forbidden(f"{account.fqdn} is not a name accounts may use")

@@ -1,0 +1,71 @@
+"""lego's ``httpreq`` protocol: ``POST <prefix>/present`` and ``<prefix>/cleanup``.
+
+Used by lego, Traefik, Caddy, acme.sh ``dns_acmeproxy`` and certbot-dns-multi.
+Two body shapes:
+
+* default: ``{"fqdn": "_acme-challenge.example.com.", "value": "..."}``; lego
+  follows CNAMEs first, so ``fqdn`` may be a configured delegation target;
+* ``HTTPREQ_MODE=RAW``: ``{"domain": "example.com", "token": "...", "keyAuth": "..."}``,
+  where the TXT value is base64url(SHA-256(keyAuth)).
+
+Both answer ``200 {"fqdn": ..., "value": ...}`` (Caddy wants exactly 200,
+acme.sh wants the value echoed). Authentication, scoping, validation, the
+per-name lock, the journal and the propagation wait are the native API's.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from aiohttp import web
+
+from gateway.bodies import read_json_object
+from gateway.errors import BadRequest
+from gateway.keys import AUTHENTICATOR, CONFIG, SERVICE
+from lib.names import InvalidValue, validate_value
+
+_MAX_KEY_AUTH = 512
+
+
+def key_authorization_digest(key_auth: str) -> str:
+    """The dns-01 TXT value for a key authorization (RFC 8555 section 8.4)."""
+    digest = hashlib.sha256(key_auth.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+async def present(request: web.Request) -> web.Response:
+    return await _change(request, setup=True)
+
+
+async def cleanup(request: web.Request) -> web.Response:
+    return await _change(request, setup=False)
+
+
+async def _change(request: web.Request, *, setup: bool) -> web.Response:
+    identity = await request.app[AUTHENTICATOR].authenticate(request)
+    service = request.app[SERVICE]
+    body = await read_json_object(request, request.app[CONFIG].max_body)
+    if "keyAuth" in body or ("domain" in body and "fqdn" not in body):
+        key_auth = body.get("keyAuth")
+        if not isinstance(key_auth, str) or not key_auth or len(key_auth) > _MAX_KEY_AUTH:
+            raise BadRequest("keyAuth", f"must be a string of 1 to {_MAX_KEY_AUTH} characters")
+        if not key_auth.isascii() or not key_auth.isprintable():
+            raise BadRequest("keyAuth", "must be printable ASCII")
+        if "domain" not in body:
+            raise BadRequest("domain", "missing")
+        fqdn = service.challenge_fqdn(identity, body["domain"], field="domain")
+        value = key_authorization_digest(key_auth)
+    else:
+        if "fqdn" not in body:
+            raise BadRequest("fqdn", "missing")
+        fqdn = service.record_fqdn(identity, body["fqdn"], field="fqdn")
+        try:
+            value = validate_value(body.get("value"))
+        except InvalidValue as exc:
+            raise BadRequest("value", str(exc)) from None
+    if setup:
+        await service.add(identity, fqdn, value)
+    else:
+        await service.remove(identity, fqdn, value)
+    return web.json_response({"fqdn": fqdn + ".", "value": value})
