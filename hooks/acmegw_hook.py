@@ -1,0 +1,778 @@
+"""``acmegw-hook``: the one program every ACME client calls to publish dns-01 values.
+
+It turns a client's hook call into a request to the gateway (``POST`` to set up,
+``DELETE`` to tear down, the native JSON body) and exits 0 only when the gateway
+confirmed the change: 201 for a setup (the gateway answers that only once every
+authoritative nameserver serves the value), 200 for a teardown. Anything else
+ends with a non-zero status and ONE line on stderr saying what failed and what
+to check.
+
+Calling conventions (the first argument tells them apart)::
+
+    mod_md     MDChallengeDns01:  setup DOMAIN VALUE | teardown DOMAIN [VALUE]
+               MDMessageCmd:      renewed|installed|expiring|errored|... DOMAIN  (ignored, exit 0)
+    certbot    no arguments; CERTBOT_DOMAIN and CERTBOT_VALIDATION in the environment;
+               a cleanup when CERTBOT_AUTH_OUTPUT is set (even empty)
+    dehydrated deploy_challenge|clean_challenge (DOMAIN TOKEN_FILE VALUE)...  (HOOK_CHAIN=yes:
+               several triples); every other event, unknown ones included: exit 0, print nothing
+    uacme      begin|done|failed TYPE IDENT TOKEN AUTH; a TYPE other than dns-01 is declined
+               with exit status 1 (uacme then tries the next challenge type)
+    lego exec  present|cleanup FQDN. VALUE [TTL];  EXEC_MODE=RAW: present|cleanup -- DOMAIN
+               TOKEN KEY_AUTH (the value is then computed from KEY_AUTH)
+
+A mod_md ``MDChallengeDns01Version 1`` teardown carries no value: the gateway then
+removes every value this user set at that name (its journal knows them).
+
+Settings come from the environment and from a dotenv-style file (``/etc/acmegw/hook.conf``,
+or the file named by ``ACMEGW_HOOK_CONF``; keys are case-insensitive); the environment wins.
+The original hook's names work as aliases.
+
+================================  ==========  =========================================
+setting                           alias       meaning
+================================  ==========  =========================================
+``ACMEGW_URL``                    API_URI     the gateway, e.g. ``https://gw.example.net:8000/``
+``ACMEGW_USER``                   API_USER    basic-auth user (unset: no credentials sent)
+``ACMEGW_PASSWORD``               API_PASSWD  its password ...
+``ACMEGW_PASSWORD_FILE``                      ... or a file holding it (mode 600)
+``ACMEGW_CA_FILE``                            CA bundle for the gateway's TLS certificate
+                                              (default: the system's trust store)
+``ACMEGW_TIMEOUT``                            bound on the whole run (default 150s)
+``ACMEGW_LOG``                    LOGFILE     append a log of each run to this file
+``ACMEGW_DNS_DELAY``              DNS_DELAY   extra sleep after a confirmed setup (bounded by
+                                              the timeout); the gateway already waits
+``ACMEGW_PROPAGATION_WAIT``                   ``1``: also check from here that every
+                                              authoritative nameserver serves the value
+``ACMEGW_PROPAGATION_NAMESERVERS``            check these servers (``IP[:PORT]``) instead
+``ACMEGW_INSECURE_HTTP``                      ``1``: allow sending a password over plain
+                                              http to a host that is not loopback
+================================  ==========  =========================================
+
+Secrets: never taken from the command line and never logged; a password file, or a
+hook.conf that holds a password, that group or others may read is refused ("chmod 600").
+
+Behaviour the clients rely on: no child processes (a child keeping stderr open blocks
+mod_md), stdin never read, closed standard descriptors tolerated, no ``PATH`` needed;
+connection failures and 5xx answers are retried with back-off, 4xx are not; the whole run
+never takes longer than ``ACMEGW_TIMEOUT``.
+
+Exit status: 0 confirmed (or an event that needs nothing), 1 the change failed or a
+challenge type was declined, 2 bad usage or settings.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import ipaddress
+import logging
+import os
+import re
+import stat
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from lib.settings import Settings
+
+log = logging.getLogger("acmegw.hook")
+
+PROG = "acmegw-hook"
+DEFAULT_CONF = Path("/etc/acmegw/hook.conf")
+DEFAULT_TIMEOUT = 150.0
+# The most a single wait between attempts may be; the total is bounded by the timeout.
+MAX_BACKOFF = 10.0
+FIRST_BACKOFF = 0.5
+CONNECT_TIMEOUT = 10.0
+# The gateway's own messages are shown to the user: keep them to a readable line.
+MAX_MESSAGE = 300
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+# mod_md MDMessageCmd reasons (mod_md 2.4+); any other first argument is treated alike.
+MODMD_EVENTS = frozenset(
+    {"renewing", "renewed", "installed", "expiring", "errored", "ocsp-renewed", "ocsp-errored"}
+)
+DEHYDRATED_EVENTS = frozenset(
+    {"startup_hook", "exit_hook", "generate_csr", "deploy_cert", "deploy_ocsp", "sync_cert",
+     "unchanged_cert", "invalid_challenge", "request_failure"}
+)
+
+_VALUE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_TRUE = {"1", "true", "yes", "on"}
+
+USAGE = f"""\
+usage: {PROG} setup DOMAIN VALUE | teardown DOMAIN [VALUE]       (Apache mod_md)
+       {PROG}            with CERTBOT_DOMAIN, CERTBOT_VALIDATION  (certbot manual hooks)
+       {PROG} deploy_challenge|clean_challenge DOMAIN FILE VALUE...  (dehydrated)
+       {PROG} begin|done|failed TYPE IDENT TOKEN AUTH             (uacme)
+       {PROG} present|cleanup FQDN VALUE                         (lego exec)
+Settings: ACMEGW_URL, ACMEGW_USER, ACMEGW_PASSWORD_FILE, ACMEGW_CA_FILE, ACMEGW_TIMEOUT,
+ACMEGW_LOG, from the environment or /etc/acmegw/hook.conf (ACMEGW_HOOK_CONF).
+"""
+
+
+class HookError(Exception):
+    """The run cannot succeed; the message is the one line shown on stderr."""
+
+    status = EXIT_FAILED
+
+
+class UsageError(HookError):
+    """The client called us with arguments we do not understand."""
+
+    status = EXIT_USAGE
+
+
+class SettingsError(HookError):
+    """The settings are incomplete, contradictory or unsafe."""
+
+    status = EXIT_USAGE
+
+
+# -- what the client asked for ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    """One value to publish or remove; ``value`` None removes every value we set there."""
+
+    setup: bool
+    domain: str
+    value: str | None
+
+    @property
+    def action(self) -> str:
+        return "setup" if self.setup else "teardown"
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """What a call means: changes to make, or an event to acknowledge, or a decline."""
+
+    client: str
+    changes: tuple[Change, ...] = ()
+    event: str | None = None
+    declined: str | None = None
+
+
+def value_tag(value: str) -> str:
+    """A short one-way tag of a value; the same as the gateway's audit log shows."""
+    return hashlib.sha256(value.encode()).hexdigest()[:10]
+
+
+def _check_value(value: str, what: str) -> str:
+    if not _VALUE.match(value):
+        raise UsageError(f"{what}: not a dns-01 TXT value (43 base64url characters expected)")
+    return value
+
+
+def _triples(client: str, setup: bool, args: Sequence[str]) -> tuple[Change, ...]:
+    if not args or len(args) % 3:
+        raise UsageError(f"{client}: expected DOMAIN TOKEN_FILE VALUE triples, got "
+                         f"{len(args)} argument(s)")
+    return tuple(
+        Change(setup, args[i], _check_value(args[i + 2], f"{client} {args[i]}"))
+        for i in range(0, len(args), 3)
+    )
+
+
+def _raw_value(key_authorization: str) -> str:
+    digest = hashlib.sha256(key_authorization.encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def parse_invocation(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
+    """Work out which client called and what it wants; :class:`UsageError` if unclear."""
+    if not argv:
+        if "CERTBOT_DOMAIN" in environ and "CERTBOT_VALIDATION" in environ:
+            # certbot sets CERTBOT_AUTH_OUTPUT (possibly empty) only for the cleanup hook.
+            setup = "CERTBOT_AUTH_OUTPUT" not in environ
+            domain = environ["CERTBOT_DOMAIN"]
+            validation = _check_value(environ["CERTBOT_VALIDATION"],
+                                      f"certbot {'auth' if setup else 'cleanup'} {domain}")
+            return Invocation("certbot", (Change(setup, domain, validation),))
+        raise UsageError("no arguments and no CERTBOT_DOMAIN/CERTBOT_VALIDATION in the "
+                         f"environment; see `{PROG} --help`")
+    verb, args = argv[0], list(argv[1:])
+    if verb in ("setup", "teardown"):
+        if verb == "setup" and len(args) != 2:
+            raise UsageError("mod_md: usage: setup DOMAIN VALUE")
+        if verb == "teardown" and len(args) not in (1, 2):
+            raise UsageError("mod_md: usage: teardown DOMAIN [VALUE]")
+        value: str | None = (_check_value(args[1], f"{verb} {args[0]}") if len(args) == 2
+                             else None)
+        return Invocation("mod_md", (Change(verb == "setup", args[0], value),))
+    if verb in ("deploy_challenge", "clean_challenge"):
+        return Invocation("dehydrated", _triples("dehydrated", verb == "deploy_challenge", args))
+    if verb in ("begin", "done", "failed"):
+        if len(args) != 4:
+            raise UsageError(f"uacme: usage: {verb} TYPE IDENT TOKEN AUTH")
+        kind, ident, _token, auth = args
+        if kind.lower() != "dns-01":
+            return Invocation("uacme", declined=f"{kind} challenge for {ident} (only dns-01)")
+        return Invocation("uacme", (Change(verb == "begin", ident,
+                                           _check_value(auth, f"uacme {verb} {ident}")),))
+    if verb in ("present", "cleanup"):
+        setup = verb == "present"
+        if len(args) == 4 and args[0] == "--":
+            # EXEC_MODE=RAW: DOMAIN TOKEN KEY_AUTH; the TXT value is derived from KEY_AUTH.
+            return Invocation("lego", (Change(setup, args[1], _raw_value(args[3])),))
+        if len(args) not in (2, 3):
+            raise UsageError(f"lego exec: usage: {verb} FQDN VALUE")
+        return Invocation("lego", (Change(setup, args[0],
+                                          _check_value(args[1], f"lego {verb} {args[0]}")),))
+    if verb in MODMD_EVENTS or verb.startswith("challenge-setup:"):
+        return Invocation("mod_md", event=" ".join(argv))
+    if verb in DEHYDRATED_EVENTS:
+        return Invocation("dehydrated", event=verb)
+    # dehydrated deliberately calls unknown event names and requires them to be ignored.
+    return Invocation("unknown", event=verb)
+
+
+# -- settings -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HookSettings:
+    url: str
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    verify: str | bool = True
+    timeout: float = DEFAULT_TIMEOUT
+    log_file: str | None = None
+    dns_delay: float = 0.0
+    propagation_wait: bool = False
+    propagation_nameservers: tuple[str, ...] = ()
+
+
+# Each setting and the original hook's name for it.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "ACMEGW_URL": ("API_URI",),
+    "ACMEGW_USER": ("API_USER",),
+    "ACMEGW_CA_FILE": (),
+    "ACMEGW_TIMEOUT": (),
+    "ACMEGW_LOG": ("LOGFILE",),
+    "ACMEGW_DNS_DELAY": ("DNS_DELAY",),
+    "ACMEGW_PROPAGATION_WAIT": (),
+    "ACMEGW_PROPAGATION_NAMESERVERS": (),
+    "ACMEGW_INSECURE_HTTP": (),
+}
+PASSWORD_KEYS = ("ACMEGW_PASSWORD", "API_PASSWD")
+
+
+def _first(layer: Mapping[str, str], keys: Sequence[str]) -> str | None:
+    for key in keys:
+        value = layer.get(key)
+        if value is not None and value.strip():
+            return value
+    return None
+
+
+def _read_private(path: Path, what: str) -> str:
+    """Read a file that holds a secret, refusing it if group or others may read it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise SettingsError(f"{what}: cannot read {path}: {exc.strerror}"
+                            f"{_as_whom(exc)}") from None
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            who = " and ".join(w for w, bit in (("group", stat.S_IRGRP), ("others", stat.S_IROTH))
+                               if mode & bit)
+            raise SettingsError(f"{what}: {path} holds a password but {who} may read it "
+                                f"(mode {stat.S_IMODE(mode):o}) — run `chmod 600 {path}`")
+        data = handle.read(1 << 16)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(f"{what}: {path} is not UTF-8 text") from None
+
+
+def _as_whom(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return f" (the hook runs as {_user_name()}; make the file readable by that user only)"
+    return ""
+
+
+def _user_name() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):
+        return f"uid {os.geteuid()}"
+
+
+def read_conf(path: Path, required: bool) -> dict[str, str]:
+    """The settings in a dotenv-style file (keys upper-cased); {} if absent and optional."""
+    from dotenv import dotenv_values
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        if required:
+            raise SettingsError(f"ACMEGW_HOOK_CONF: {path} does not exist") from None
+        return {}
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path}: {exc.strerror}{_as_whom(exc)}") from None
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        text = handle.read(1 << 20).decode("utf-8", errors="replace")
+    values = {k.upper(): v for k, v in dotenv_values(stream=io.StringIO(text)).items()
+              if v is not None}
+    if _first(values, PASSWORD_KEYS) and mode & (stat.S_IRGRP | stat.S_IROTH):
+        raise SettingsError(f"{path} holds a password but group or others may read it "
+                            f"(mode {stat.S_IMODE(mode):o}) — run `chmod 600 {path}`")
+    return values
+
+
+def _password(layers: Sequence[tuple[str, Mapping[str, str]]]) -> str | None:
+    """The password from the first layer that names one, directly or by file."""
+    for where, layer in layers:
+        direct = _first(layer, PASSWORD_KEYS)
+        file_name = _first(layer, ("ACMEGW_PASSWORD_FILE",))
+        if direct is not None and file_name is not None:
+            raise SettingsError(f"{where} sets both ACMEGW_PASSWORD and ACMEGW_PASSWORD_FILE; "
+                                "keep the file only")
+        if direct is not None:
+            return direct
+        if file_name is not None:
+            text = _read_private(Path(file_name.strip()), "ACMEGW_PASSWORD_FILE")
+            # As the gateway's <KEY>_FILE: the trailing newline is not part of the secret.
+            text = text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
+            if not text:
+                raise SettingsError(f"ACMEGW_PASSWORD_FILE: {file_name.strip()} is empty")
+            return text
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(environ: Mapping[str, str]) -> HookSettings:
+    """Settings from *environ* over the hook.conf file; :class:`SettingsError` if unusable."""
+    named = environ.get("ACMEGW_HOOK_CONF", "").strip()
+    conf_path = Path(named) if named else DEFAULT_CONF
+    conf = read_conf(conf_path, required=bool(named))
+    layers: list[tuple[str, Mapping[str, str]]] = [("the environment", environ),
+                                                   (str(conf_path), conf)]
+    merged: dict[str, str] = {}
+    for key, aliases in ALIASES.items():
+        for _, layer in layers:
+            value = _first(layer, (key, *aliases))
+            if value is not None:
+                merged[key] = value
+                break
+    settings = Settings(merged)
+    url = settings.get("ACMEGW_URL")
+    if url is None:
+        raise SettingsError(f"ACMEGW_URL is not set (in the environment or {conf_path}); "
+                            "set it to the gateway's address, e.g. https://gw.example.net:8000/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"ACMEGW_URL={url!r} is not an http:// or https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise SettingsError("ACMEGW_URL must not contain credentials; "
+                            "use ACMEGW_USER and ACMEGW_PASSWORD_FILE")
+    user = settings.get("ACMEGW_USER")
+    password = _password(layers)
+    if user is None and password is not None:
+        raise SettingsError("a password is set but ACMEGW_USER is not; set both or neither")
+    if user is not None and password is None:
+        raise SettingsError(f"ACMEGW_USER={user} has no password; set ACMEGW_PASSWORD_FILE "
+                            "(a file only this user can read)")
+    insecure = settings.boolean("ACMEGW_INSECURE_HTTP")
+    if (parts.scheme == "http" and password is not None and not _is_loopback(parts.hostname)
+            and not insecure):
+        raise SettingsError(f"ACMEGW_URL={url} would send the password in plaintext; "
+                            "use https:// (or set ACMEGW_INSECURE_HTTP=1 if a tunnel protects it)")
+    verify: str | bool = True
+    ca_file = settings.get("ACMEGW_CA_FILE")
+    if ca_file is not None:
+        if not os.access(ca_file, os.R_OK):
+            raise SettingsError(f"ACMEGW_CA_FILE: cannot read {ca_file} as {_user_name()}")
+        verify = ca_file
+    else:
+        verify = _system_trust()
+    nameservers = tuple(settings.items("ACMEGW_PROPAGATION_NAMESERVERS"))
+    result = HookSettings(
+        url=url,
+        user=user,
+        password=password,
+        verify=verify,
+        timeout=settings.duration("ACMEGW_TIMEOUT", DEFAULT_TIMEOUT, 1.0, 3600.0),
+        log_file=settings.get("ACMEGW_LOG"),
+        dns_delay=settings.duration("ACMEGW_DNS_DELAY", 0.0, 0.0, 3600.0),
+        propagation_wait=settings.boolean("ACMEGW_PROPAGATION_WAIT") or bool(nameservers),
+        propagation_nameservers=nameservers,
+    )
+    if nameservers:
+        from lib.dnscheck import parse_server
+
+        for server in nameservers:
+            try:
+                parse_server(server)
+            except ValueError as exc:
+                settings.problem(f"ACMEGW_PROPAGATION_NAMESERVERS: {exc}")
+    if settings.problems:
+        raise SettingsError("; ".join(settings.problems))
+    return result
+
+
+def _system_trust() -> str | bool:
+    """The system's CA bundle: requests would otherwise use its own copy (certifi)."""
+    import ssl
+
+    paths = ssl.get_default_verify_paths()
+    return paths.cafile or paths.capath or True
+
+
+# -- talking to the gateway ---------------------------------------------------------
+
+
+class Deadline:
+    """The run's time budget (``ACMEGW_TIMEOUT``), on the monotonic clock."""
+
+    def __init__(self, seconds: float) -> None:
+        self.total = seconds
+        self.start = time.monotonic()
+
+    def remaining(self) -> float:
+        return max(0.0, self.start + self.total - time.monotonic())
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+
+def _one_line(text: str) -> str:
+    line = _CONTROL.sub(" ", text).strip()
+    return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 3] + "..."
+
+
+def _message(response: Any) -> str:
+    """The gateway's ``message`` (or the body's start) as one short line."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return _one_line(body["message"])
+    return _one_line(response.text[:MAX_MESSAGE] or response.reason or "")
+
+
+def _hint(status: int, message: str, settings: HookSettings) -> str:
+    if status == 400:
+        return "check the arguments the ACME client passed"
+    if status == 401:
+        if settings.user is None:
+            return "the gateway wants a password: set ACMEGW_USER and ACMEGW_PASSWORD_FILE"
+        return (f"check ACMEGW_USER={settings.user} and its password "
+                "(ACMEGW_PASSWORD_FILE) against the gateway's password file")
+    if status == 403:
+        if "client address" in message:
+            return "check ALLOWED_HOSTS on the gateway"
+        return "check the user's domains in the password file and the gateway's DNSAPI_DOMAINS"
+    if status == 429:
+        return ("too many failed logins from this host: check the password, then wait "
+                "before trying again")
+    if status in (404, 405) or 300 <= status < 400:
+        return f"check ACMEGW_URL={settings.url}"
+    if status in (502, 504):
+        return "check the gateway's log and its DNS provider"
+    if status == 503:
+        return "check the gateway's state directory (disk full? read-only?)"
+    return "check the gateway's log"
+
+
+@dataclass
+class Confirmed:
+    fqdn: str
+    attempts: int
+
+
+def _confirmation(change: Change, response: Any, settings: HookSettings) -> str:
+    """The fqdn from a 2xx answer that really is the gateway's, else :class:`HookError`."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    ok = isinstance(body, dict) and isinstance(body.get("fqdn"), str)
+    if ok and change.value is not None:
+        ok = body.get("value") == change.value
+    if not ok:
+        raise HookError(f"{change.action} {change.domain}: HTTP {response.status_code} but "
+                        "not the answer an acmegw gateway gives — check ACMEGW_URL="
+                        f"{settings.url}")
+    return str(body["fqdn"])
+
+
+class GatewayClient:
+    """Sends changes to the gateway, retrying what may succeed on a later try."""
+
+    def __init__(self, settings: HookSettings, deadline: Deadline,
+                 session: Any = None, sleep: Any = time.sleep) -> None:
+        import requests
+
+        self.settings = settings
+        self.deadline = deadline
+        self.session = session if session is not None else requests.Session()
+        self._sleep = sleep
+        self._requests = requests
+
+    def close(self) -> None:
+        self.session.close()
+
+    def send(self, change: Change, client: str) -> Confirmed:
+        requests = self._requests
+        what = f"{change.action} {change.domain}"
+        body: dict[str, str] = {"argument": change.action, "domain_name": change.domain}
+        if change.value is not None:
+            body["challenge_content"] = change.value
+        method = "POST" if change.setup else "DELETE"
+        expected = 201 if change.setup else 200
+        auth = None
+        if self.settings.user is not None and self.settings.password is not None:
+            auth = (self.settings.user, self.settings.password)
+        backoff = FIRST_BACKOFF
+        attempts = 0
+        while True:
+            attempts += 1
+            remaining = self.deadline.remaining()
+            problem: str
+            status: int | None = None
+            try:
+                response = self.session.request(
+                    method, self.settings.url, json=body, auth=auth,
+                    verify=self.settings.verify, allow_redirects=False,
+                    timeout=(min(CONNECT_TIMEOUT, remaining), max(remaining, 0.1)),
+                    headers={"User-Agent": f"{PROG} ({client})"},
+                )
+            except requests.exceptions.SSLError as exc:
+                raise HookError(f"{what}: TLS with {self.settings.url} failed: "
+                                f"{_tls_reason(exc)} — check ACMEGW_CA_FILE (the CA that "
+                                "signed the gateway's certificate) and the host name in "
+                                "ACMEGW_URL") from None
+            except requests.exceptions.Timeout:
+                problem = f"no answer from {self.settings.url}"
+            except requests.exceptions.ConnectionError as exc:
+                problem = f"cannot reach {self.settings.url} ({_connection_reason(exc)})"
+            except requests.exceptions.RequestException as exc:
+                raise HookError(f"{what}: {type(exc).__name__}: {_one_line(str(exc))} — "
+                                f"check ACMEGW_URL={self.settings.url}") from None
+            else:
+                status = response.status_code
+                if status == expected:
+                    return Confirmed(_confirmation(change, response, self.settings), attempts)
+                message = _message(response)
+                problem = f"gateway answered {status}" + (f": {message}" if message else "")
+                if status < 500:
+                    raise HookError(f"{what}: {problem} — "
+                                    f"{_hint(status, message, self.settings)}")
+            wait = backoff
+            if self.deadline.remaining() <= wait:
+                hint = (_hint(status, problem, self.settings) if status is not None else
+                        f"check that the gateway runs and ACMEGW_URL={self.settings.url} "
+                        "is right")
+                raise HookError(
+                    f"{what}: {problem}; gave up after {attempts} attempt(s) in "
+                    f"{self.deadline.elapsed():.0f}s (ACMEGW_TIMEOUT="
+                    f"{self.settings.timeout:g}s) — {hint}")
+            log.warning("%s: %s; attempt %d, trying again in %.1fs", what, problem, attempts,
+                        wait)
+            self._sleep(wait)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+def _tls_reason(exc: BaseException) -> str:
+    text = str(exc)
+    match = re.search(r"certificate verify failed: ([^(')\]]+)", text)
+    if match:
+        return "certificate verify failed: " + match.group(1).strip()
+    return _one_line(text.split("(Caused by", 1)[-1])[:120]
+
+
+def _connection_reason(exc: BaseException) -> str:
+    text = str(exc)
+    for known in ("Connection refused", "Name or service not known",
+                  "Temporary failure in name resolution", "No route to host",
+                  "Network is unreachable", "Connection reset by peer",
+                  "RemoteDisconnected"):
+        if known in text:
+            return known.lower() if known != "RemoteDisconnected" else "connection closed"
+    return "connection failed"
+
+
+# -- the run ----------------------------------------------------------------
+
+
+def _wait_served(fqdn: str, value: str, settings: HookSettings, deadline: Deadline) -> None:
+    """Check from here that every authoritative nameserver serves *value*."""
+    import asyncio
+
+    from lib.dnscheck import PropagationError, PropagationSettings, wait_for_txt
+
+    remaining = deadline.remaining()
+    if remaining <= 0:
+        raise HookError(f"setup {fqdn}: no time left to check propagation "
+                        f"(ACMEGW_TIMEOUT={settings.timeout:g}s)")
+    wanted = PropagationSettings(nameservers=settings.propagation_nameservers,
+                                 timeout=remaining)
+    try:
+        asyncio.run(wait_for_txt(fqdn, value, wanted))
+    except PropagationError as exc:
+        raise HookError(f"setup {fqdn}: the gateway confirmed, but from here {exc} — check "
+                        "ACMEGW_PROPAGATION_NAMESERVERS and that this host reaches the "
+                        "zone's nameservers") from None
+
+
+def perform(invocation: Invocation, settings: HookSettings, client: GatewayClient) -> None:
+    """Make every change in *invocation*; raise :class:`HookError` on the first failure.
+
+    Setups stop at the first failure (the client will not validate anyway);
+    teardowns are all tried, so one failure leaves no other record behind.
+    """
+    deadline = client.deadline
+    failures: list[HookError] = []
+    for change in invocation.changes:
+        tag = value_tag(change.value) if change.value else "all"
+        log.info("%s %s %s (value %s)", invocation.client, change.action, change.domain, tag)
+        try:
+            confirmed = client.send(change, invocation.client)
+            if change.setup and settings.propagation_wait and change.value is not None:
+                _wait_served(confirmed.fqdn, change.value, settings, deadline)
+        except HookError as exc:
+            log.error("%s", exc)
+            if change.setup:
+                raise
+            failures.append(exc)
+            continue
+        log.info("%s %s: confirmed for %s after %.2fs (%d attempt(s))", change.action,
+                 change.domain, confirmed.fqdn, deadline.elapsed(), confirmed.attempts)
+    if failures:
+        first = failures[0]
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        raise HookError(f"{first}{more}")
+    if any(c.setup for c in invocation.changes) and settings.dns_delay:
+        delay = min(settings.dns_delay, deadline.remaining())
+        log.info("sleeping %.1fs (DNS_DELAY)", delay)
+        time.sleep(delay)
+
+
+@contextlib.contextmanager
+def _logging_to(path: str | None) -> Iterator[None]:
+    """Log to *path* for this run; without one, log nowhere (never to stderr)."""
+    handler: logging.Handler
+    problem = None
+    if path:
+        try:
+            handler = logging.FileHandler(path, encoding="utf-8", delay=False)
+        except OSError as exc:
+            handler = logging.NullHandler()
+            problem = f"{PROG}: cannot write the log {path}: {exc.strerror}; going on without it"
+        else:
+            handler.setFormatter(logging.Formatter(
+                f"%(asctime)s {PROG}[%(process)d] %(levelname)s %(message)s"))
+    else:
+        handler = logging.NullHandler()
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    if problem:
+        _say(problem)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
+
+
+def _say(line: str) -> None:
+    stream = sys.stderr
+    if stream is not None:
+        with contextlib.suppress(OSError, ValueError):
+            stream.write(line + "\n")
+            stream.flush()
+
+
+def _open_standard_descriptors() -> None:
+    """Give closed stdin/stdout/stderr /dev/null, so no socket or file lands on them.
+
+    mod_md runs the hook with stdin closed; a socket opened as fd 0..2 could otherwise
+    receive our error line, or be read as our input.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            new = os.open(os.devnull, os.O_RDWR)
+            if new != fd:
+                os.dup2(new, fd)
+                os.close(new)
+
+
+def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    """The whole hook, with its inputs explicit (``main`` passes the real ones)."""
+    if argv and argv[0] in ("-h", "--help"):
+        sys.stdout.write(USAGE)
+        return EXIT_OK
+    try:
+        invocation = parse_invocation(argv, environ)
+    except UsageError as exc:
+        _say(f"{PROG}: {exc}")
+        return exc.status
+    if invocation.event is not None or invocation.declined is not None:
+        # Events and declines need no settings: a missing hook.conf must not break them.
+        try:
+            log_file = load_settings(environ).log_file
+        except HookError:
+            log_file = None
+        with _logging_to(log_file):
+            if invocation.event is not None:
+                log.info("%s event %s: nothing to do", invocation.client, invocation.event)
+                return EXIT_OK
+            log.info("%s: declining %s", invocation.client, invocation.declined)
+            return EXIT_FAILED
+    try:
+        settings = load_settings(environ)
+    except HookError as exc:
+        _say(f"{PROG}: {exc}")
+        return exc.status
+    with _logging_to(settings.log_file):
+        client = GatewayClient(settings, Deadline(settings.timeout))
+        try:
+            perform(invocation, settings, client)
+        except HookError as exc:
+            _say(f"{PROG}: {exc}")
+            return exc.status
+        finally:
+            client.close()
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _open_standard_descriptors()
+    return run(list(sys.argv[1:] if argv is None else argv), os.environ)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
