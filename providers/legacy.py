@@ -7,6 +7,12 @@ blocking ``acme_challenge(action, fqdn, token) -> (status, message)`` with
 stalls other requests, bound each call by the provider timeout, and turn every
 status outside 2xx (or an exception) into a :class:`ProviderError` (HTTP 502).
 
+A call that overruns its deadline cannot be stopped (Python threads cannot be
+killed), so the worker threads are daemon threads: a DNS API that never
+answers must not keep the gateway from exiting on SIGTERM, as the joined
+workers of a ``ThreadPoolExecutor`` would. At most *workers* calls run at once;
+an overrunning call keeps its slot until it really ends.
+
 The class holds the DNS API password, and its exceptions and messages often
 carry it (a URL with credentials, a ``%r`` of its arguments). Every text we
 take from it is scrubbed of the password, in the forms it is commonly printed
@@ -16,11 +22,13 @@ in, before it reaches a problem, an answer or a log line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import logging
+import threading
 import urllib.parse
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Self
 
 from lib.settings import Settings
@@ -47,8 +55,9 @@ class LegacyProvider(Provider):
         self._label = label
         self._timeout = timeout
         self._secrets = tuple(s for s in secrets if s)
-        # Own pool: a hung DNS API call must not exhaust the loop's default executor.
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="legacy-provider")
+        # Own threads: a hung DNS API call must not exhaust the loop's default executor.
+        self._slots = asyncio.Semaphore(workers)
+        self._numbers = itertools.count(1)
 
     @classmethod
     def from_settings(cls, settings: Settings, context: ProviderContext) -> Self:
@@ -75,11 +84,43 @@ class LegacyProvider(Provider):
     def label(self) -> str:
         return self._label
 
-    async def _call(self, action: str, fqdn: str, value: str) -> None:
+    async def _in_thread(self, action: str, fqdn: str, value: str) -> object:
+        """``acme_challenge(action, fqdn, value)`` in a daemon thread, once a slot is free."""
+        await self._slots.acquire()
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, self._target.acme_challenge, action, fqdn, value)
+        future: asyncio.Future[object] = loop.create_future()
+
+        def settle(result: object, error: BaseException | None) -> None:
+            self._slots.release()
+            if future.done():  # the caller gave up (timeout) or went away
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        def work() -> None:
+            result: object = None
+            error: BaseException | None = None
+            try:
+                result = self._target.acme_challenge(action, fqdn, value)
+            except Exception as exc:
+                error = exc
+            # The loop is gone if the gateway stopped while this call overran.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, result, error)
+
+        name = f"legacy-provider-{next(self._numbers)}"
         try:
-            result = await asyncio.wait_for(future, self._timeout)
+            threading.Thread(target=work, name=name, daemon=True).start()
+        except BaseException:
+            self._slots.release()
+            raise
+        return await future
+
+    async def _call(self, action: str, fqdn: str, value: str) -> None:
+        try:
+            result = await asyncio.wait_for(self._in_thread(action, fqdn, value), self._timeout)
         except TimeoutError:
             raise ProviderTimeout(
                 self._label, f"{action} did not finish within {self._timeout:g}s"
@@ -102,9 +143,6 @@ class LegacyProvider(Provider):
 
     async def remove_txt(self, fqdn: str, value: str) -> None:
         await self._call("teardown", fqdn, value)
-
-    async def aclose(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _secret_forms(secret: str) -> list[str]:
