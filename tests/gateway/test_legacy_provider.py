@@ -31,6 +31,7 @@ from lib.settings import ConfigError
 from providers.base import ProviderContext
 from providers.legacy import LegacyProvider
 from providers.registry import create_provider
+from tests.conftest import make_value
 
 API_USER = "api-user"
 # Quotes, a backslash and non-ASCII: repr() and URL quoting change how it looks.
@@ -305,6 +306,22 @@ async def test_calls_run_in_a_worker_thread_and_do_not_block_other_requests(
     answer = await setup
     assert answer.status == 201
     assert where.calls.events("done")
+
+
+async def test_at_most_four_calls_run_at_once_and_the_rest_wait_their_turn(
+    where: Setup, start: ClientFactory
+) -> None:
+    client = await start(*where.as_module("sleep 0.3"))
+    names = [f"n{i}.example.test" for i in range(8)]
+    answers = await asyncio.gather(
+        *(client.post("/", json=body("setup", name, make_value())) for name in names)
+    )
+    assert [a.status for a in answers] == [201] * len(names)
+    running = peak = 0
+    for call in where.calls.all():
+        running += {"start": 1, "done": -1}.get(call["event"], 0)
+        peak = max(peak, running)
+    assert peak == 4
 
 
 def assert_no_password(text: str) -> None:

@@ -52,6 +52,19 @@ class SlowDNS:
         return 200, "OK"
 """
 
+HUNG_PROVIDER = """
+import time
+
+
+class HungDNS:
+    def __init__(self, username, password):
+        pass
+
+    def acme_challenge(self, action, fqdn, token):
+        time.sleep(120)  # a DNS API call without a timeout, as the original's urlopen
+        return 200, "OK"
+"""
+
 FILE_DNS_PROVIDER = '''
 """A "DNS server" whose zone is a JSON file: {{fqdn: [values]}}."""
 import fcntl
@@ -231,6 +244,20 @@ def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path) -> None:
         assert gw.wait(20) == 0
         assert "done" in log.read_text()
         assert not listening(port)
+
+
+def test_a_hung_provider_call_does_not_hold_up_the_exit(tmp_path: Path) -> None:
+    provider = write_provider(tmp_path / "hungdns.py", HUNG_PROVIDER)
+    port = free_port()
+    settings = base_settings(
+        tmp_path, port, DNSAPI_MODULE=str(provider), DNSAPI_CLASS="HungDNS", PROVIDER_TIMEOUT="0.5"
+    )
+    with running_gateway(tmp_path, settings) as gw:
+        answer = requests.post(f"http://127.0.0.1:{port}/", json=setup_body(), timeout=20)
+        assert answer.status_code == 504
+        started = time.monotonic()
+        assert gw.stop(signal.SIGTERM, timeout=30) == 0
+        assert time.monotonic() - started < 5
 
 
 # --- kill -9 during a burst, then the janitor ------------------------------------------
