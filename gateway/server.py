@@ -2,7 +2,7 @@
 
 Exit status: 0 after a clean stop (SIGTERM/SIGINT let in-flight requests
 finish), 2 for a configuration with problems (all listed at once), 1 when a
-listener cannot be opened.
+listener, the journal or the provider cannot be opened.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from gateway.acmedns import AccountError
 from gateway.app import create_app, load_static_accounts
 from gateway.auth import PasswordStore
 from gateway.config import Config, build, gather
+from gateway.errors import GatewayError
 from gateway.tls import ReloadingTLS, TLSFilesError
 from lib.passwd import PasswdFileError
 from lib.settings import ConfigError
-from providers.base import Provider, ProviderContext
+from providers.base import Provider, ProviderContext, ProviderError
 from providers.registry import create_provider
 
 log = logging.getLogger("acmegw.server")
@@ -74,7 +75,13 @@ async def serve(
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE
     )
-    await runner.setup()
+    try:
+        # Opens the journal and the provider (the builtin DNS server binds its port here).
+        await runner.setup()
+    except (GatewayError, ProviderError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        await runner.cleanup()
+        return 1
     scheme = "https" if tls else "http"
     try:
         for listener in config.listeners:
