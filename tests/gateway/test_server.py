@@ -215,6 +215,32 @@ def test_a_listener_that_cannot_be_opened_exits_1(tmp_path: Path) -> None:
     assert "cannot listen" in result.stderr
 
 
+def test_a_journal_that_cannot_be_opened_exits_1_with_a_message(tmp_path: Path) -> None:
+    (tmp_path / "not-a-folder").write_text("")
+    settings = base_settings(
+        tmp_path, free_port(), PROVIDER="memory", STATE_DIR=str(tmp_path / "not-a-folder" / "s")
+    )
+    result = run_gateway(tmp_path, settings)
+    assert result.returncode == 1, result
+    assert "cannot open the journal" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_provider_that_cannot_start_exits_1_with_a_message(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        dns_port = taken.getsockname()[1]
+        settings = base_settings(
+            tmp_path,
+            free_port(),
+            PROVIDER="builtin",
+            BUILTIN_LISTEN=f"127.0.0.1:{dns_port}",
+            BUILTIN_NS="ns.gateway.invalid",
+        )
+        result = run_gateway(tmp_path, settings)
+    assert result.returncode == 1, result
+    assert f"127.0.0.1:{dns_port}" in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_an_idle_gateway_stops_cleanly_on_a_signal(tmp_path: Path, sig: int) -> None:
     port = free_port()
