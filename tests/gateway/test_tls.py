@@ -213,6 +213,29 @@ def test_renewed_files_are_served_to_new_connections(site: Site, ca: CA) -> None
         assert answer.status_code == 201
 
 
+def test_certbot_style_symlink_renewals_are_served(tmp_path: Path, ca: CA) -> None:
+    # certbot keeps numbered files in archive/ and re-points the symlinks in live/.
+    first, second = ca.issue(500), ca.issue(600)
+    site = Site(tmp_path, ca, first)
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for number, pair in ((1, first), (2, second)):
+        (archive / f"cert{number}.pem").write_bytes(pair.cert)
+        (archive / f"privkey{number}.pem").write_bytes(pair.key)
+
+    def point(number: int) -> None:
+        for link, target in ((site.key, f"privkey{number}.pem"), (site.cert, f"cert{number}.pem")):
+            tmp = link.with_name(link.name + ".new")
+            tmp.symlink_to(archive / target)
+            os.replace(tmp, link)
+
+    point(1)
+    with running_gateway(site.folder, site.settings):
+        assert site.served_serial() == 500
+        point(2)
+        site.wait_for_serial(600)
+
+
 def test_half_written_renewals_keep_the_old_certificate(site: Site, ca: CA) -> None:
     with running_gateway(site.folder, site.settings) as gw:
         assert site.served_serial() == 100
