@@ -8,11 +8,16 @@ checkout is picked up.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from gateway import server
 from gateway.config import AuthMode, Config, Listener, load
@@ -626,3 +631,81 @@ def test_provider_problems_come_with_the_other_problems() -> None:
     assert any("LOG_FORMAT" in p for p in found)
     assert any("DNSAPI_DOMAINS" in p for p in found)
     assert any("no_such_module_here" in p for p in found)
+
+
+# --- moving over from the original gateway ------------------------------------------------
+
+
+def self_signed_pair(folder: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway.example.com")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+ORIGINAL_DOTENV = """\
+# An installation of the original gateway: keys in any case, blanks around '='.
+DNSAPI_USERNAME = apiuser
+dnsapi_password="a long and complex passphrase"
+DNSAPI_MODULE = providers.openprovider
+DNSAPI_CLASS = OpenProvider
+DNSAPI_DOMAINS = example.com, sub.example.net
+
+BASIC_AUTH = sufficient
+ALLOWED_HOSTS = 127.0.0.1, 192.168.24.0/24
+ALLOWED_PROXIES = 192.168.24.2, 192.168.24.80
+PROXY_XFF = X-Forwarded-For
+"""
+
+
+def test_an_original_installation_starts_unchanged(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install = in_tmp / "opt" / "acmegw"
+    install.mkdir(parents=True)
+    (install / ".env").write_text(ORIGINAL_DOTENV)
+    # The original kept acmepasswd, cert.pem and key.pem next to its .env.
+    (install / "acmepasswd").write_text(f"alice:$8${'A' * 22}${'B' * 43}\n")
+    self_signed_pair(install)
+    elsewhere = in_tmp / "somewhere-else"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    config, provider, passwords, tls = server.prepare(["-e", str(install / ".env")], {})
+    assert provider.name == "openprovider"
+    assert config.managed_domains == ("example.com", "sub.example.net")
+    assert config.tls is not None and config.tls.cert == install.resolve() / "cert.pem"
+    assert tls is not None
+    assert config.listeners == (Listener(None, 8000),)  # public, but over TLS
+    assert config.auth.mode is AuthMode.SUFFICIENT
+    assert config.auth.passwd_file == install.resolve() / "acmepasswd"
+    assert passwords is not None
+    assert config.auth.proxy_header == "X-Forwarded-For"
+    assert len(config.auth.allowed_proxies) == 2
+
+
+def test_dotenv_values_are_not_interpolated(in_tmp: Path) -> None:
+    (in_tmp / ".env").write_text(
+        "DNSAPI_DOMAINS=example.com\nALLOWED_HOSTS=127.0.0.1\n"
+        "DNSAPI_PASSWORD=pa$HOME${USER}ss\nDNSAPI_USERNAME='$USER'\n"
+    )
+    _, settings = ok([], {"HOME": "/root", "USER": "root"})
+    assert settings.secret("DNSAPI_PASSWORD") == "pa$HOME${USER}ss"
+    assert settings.get("DNSAPI_USERNAME") == "$USER"
