@@ -1,0 +1,94 @@
+"""The hook as the clients really run it: a separate process, with what mod_md gives it.
+
+mod_md starts the hook with stdin closed, no PATH search and its own environment,
+and reads stderr until EOF: a child process that kept stderr open would block it.
+These tests run ``python -m hooks.acmegw_hook`` (and ``python -m hooks``) that way
+against an in-process gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_value
+from tests.hooks.conftest import PASSWORDS, GatewayFactory
+
+REPO = Path(__file__).resolve().parents[2]
+# Run through sh only to close descriptors the way a daemon may leave them.
+CLOSE_STDIN = 'exec "$0" "$@" <&-'
+CLOSE_ALL = 'exec "$0" "$@" <&- >&- 2>&-'
+
+
+def bare_env(**settings: str) -> dict[str, str]:
+    """No PATH, no HOME: only what the hook needs."""
+    return {"PYTHONPATH": str(REPO), "ACMEGW_HOOK_CONF": "", **settings}
+
+
+async def spawn(args: list[str], env: dict[str, str], shell: str = CLOSE_STDIN,
+                timeout: float = 20.0) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh", "-c", shell, sys.executable, *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    # communicate() returns only at EOF on both pipes: a child left holding stderr
+    # would make this time out, as it would block mod_md.
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture(autouse=True)
+def _no_etc_conf() -> None:
+    if Path("/etc/acmegw/hook.conf").exists():
+        pytest.skip("this machine has an /etc/acmegw/hook.conf the subprocess would read")
+
+
+@pytest.mark.parametrize("module", ["hooks.acmegw_hook", "hooks"])
+async def test_help_from_both_module_entry_points(module: str) -> None:
+    status, out, err = await spawn(["-m", module, "--help"], bare_env())
+    assert (status, err) == (0, "")
+    assert "setup DOMAIN VALUE" in out and "CERTBOT_DOMAIN" in out
+
+
+async def test_setup_with_stdin_closed_and_no_path(gateway: GatewayFactory) -> None:
+    gw = await gateway()
+    value = make_value()
+    env = bare_env(ACMEGW_URL=gw.url, ACMEGW_USER="alice", ACMEGW_PASSWORD=PASSWORDS["alice"])
+    status, out, err = await spawn(["-m", "hooks.acmegw_hook", "setup", "example.test", value],
+                                   env)
+    assert (status, out, err) == (0, "", "")
+    assert gw.provider.values("_acme-challenge.example.test") == [value]
+
+
+async def test_a_failure_is_one_line_on_stderr_and_the_password_is_nowhere(
+    gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    gw = await gateway()
+    secret = tmp_path / "pw"
+    secret.write_text("not-the-password\n")
+    secret.chmod(0o600)
+    env = bare_env(ACMEGW_URL=gw.url, ACMEGW_USER="alice", ACMEGW_PASSWORD_FILE=str(secret),
+                   ACMEGW_LOG=str(tmp_path / "hook.log"))
+    status, out, err = await spawn(["-m", "hooks.acmegw_hook", "setup", "example.test",
+                                    make_value()], env)
+    assert status == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("acmegw-hook: setup example.test: ")
+    assert "not-the-password" not in err + (tmp_path / "hook.log").read_text()
+
+
+async def test_all_standard_descriptors_closed(gateway: GatewayFactory, tmp_path: Path) -> None:
+    gw = await gateway()
+    log = tmp_path / "hook.log"
+    env = bare_env(ACMEGW_URL=gw.url, ACMEGW_USER="alice", ACMEGW_PASSWORD=PASSWORDS["alice"],
+                   ACMEGW_LOG=str(log))
+    ok = await spawn(["-m", "hooks.acmegw_hook", "setup", "example.test", make_value()], env,
+                     CLOSE_ALL)
+    assert ok == (0, "", "")
+    refused = await spawn(["-m", "hooks.acmegw_hook", "setup", "example.net", make_value()],
+                          env, CLOSE_ALL)
+    assert refused[0] == 1
+    text = log.read_text()
+    assert "Traceback" not in text and "setup example.net: gateway answered 403" in text
