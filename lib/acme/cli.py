@@ -1,0 +1,475 @@
+"""``acmegw-acme``: certificates for everything that is not Apache, through the gateway.
+
+Commands::
+
+    acmegw-acme issue -d example.com -d '*.example.com' --server letsencrypt --agree-tos \\
+        --email admin@example.com --gateway-url https://gw.example.net:8000/ \\
+        --gateway-user web1 --gateway-password-file /etc/acmegw/web1.password \\
+        --deploy-hook 'systemctl reload nginx'
+    acmegw-acme renew            # for cron / systemd timers: renews what is due
+    acmegw-acme revoke --cert /var/lib/acmegw-acme/certificates/example.com/cert.pem \\
+        --reason superseded
+    acmegw-acme account register|show|rollover|deactivate --server letsencrypt
+    acmegw-acme list
+
+dns-01 values go through the gateway's native API (``--gateway-url``), or through
+a provider of ours run in this process (``--provider NAME``, or ``PROVIDER=`` in
+the environment, with that provider's settings in the environment too).
+
+Exit status: 0 done (issued, renewed, or nothing was due); 1 something failed
+(a certificate could not be obtained, a deploy hook failed, the CA refused);
+2 usage or configuration error; 3 another run holds the state directory's lock.
+
+Progress goes to stderr, one line per protocol step with the elapsed time
+(``--quiet``: errors only). Results go to stdout; ``--json`` makes them one
+JSON document. Secrets (the EAB MAC key, the gateway password) are never
+printed; prefer ``--eab-hmac-key-file`` or ``ACMEGW_EAB_HMAC_KEY`` to keep the
+MAC key out of the process list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from lib.acme import jws
+from lib.acme.cas import DEFAULT_CA, KNOWN_CAS, directory_url
+from lib.acme.client import REVOCATION_REASONS, ExternalAccount
+from lib.acme.dns01 import environment
+from lib.acme.errors import AcmeError, LockBusy, UsageError
+from lib.acme.issuance import Driver, Options, Outcome
+from lib.acme.keys import DEFAULT_KEY_TYPE, KEY_TYPES, key_type_of
+from lib.acme.progress import Progress
+from lib.acme.renewal import by_lifetime, by_window
+from lib.acme.store import (
+    Lineage,
+    Store,
+    check_lineage_name,
+    default_state_dir,
+    lineage_name_for,
+    now_utc,
+    parse_iso,
+)
+from lib.dnscheck import parse_server
+from lib.names import InvalidName, normalize_name
+
+PROG = "acmegw-acme"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
+EAB_ALGORITHMS = ("HS256", "HS384", "HS512")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so main() decides the exit status."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--state-dir", type=Path, default=None,
+                        help=f"state directory (default {default_state_dir()}, "
+                             "or ACMEGW_ACME_STATE_DIR)")
+    common.add_argument("--ca-file", help="CA certificate(s) to trust for the ACME server")
+    common.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    common.add_argument("--json", action="store_true", help="print the result as JSON")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common.add_argument("--lock-timeout", type=float, default=60.0,
+                        help="how long to wait for another run to finish (seconds, default 60)")
+    common.add_argument("--timeout", type=float, default=300.0,
+                        help="deadline for validation and for the order (seconds, default 300)")
+
+    account_opts = _Parser(add_help=False)
+    account_opts.add_argument("--email", action="append", default=[],
+                              help="contact address (repeatable)")
+    account_opts.add_argument("--agree-tos", action="store_true",
+                              help="agree to the CA's terms of service")
+    account_opts.add_argument("--eab-kid", help="external account binding key id")
+    account_opts.add_argument("--eab-hmac-key",
+                              help="EAB MAC key, base64url (visible in the process list: "
+                                   "prefer --eab-hmac-key-file or ACMEGW_EAB_HMAC_KEY)")
+    account_opts.add_argument("--eab-hmac-key-file", type=Path, help="file holding the MAC key")
+    account_opts.add_argument("--eab-alg", choices=EAB_ALGORITHMS, default="HS256")
+    account_opts.add_argument("--account-key-type", choices=("ec256", "ec384", "rsa2048",
+                                                             "rsa3072", "rsa4096"),
+                              default="ec256", help="type of a new account key (default ec256)")
+
+    servers = ", ".join(KNOWN_CAS)
+    parser = _Parser(prog=PROG, description="An ACME client for dns-01 through acmegw.",
+                     epilog="exit status: 0 done or nothing due, 1 failed, 2 usage, 3 busy")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    issue = sub.add_parser("issue", parents=[common, account_opts],
+                           help="obtain a certificate (skipped while one is not due)")
+    issue.add_argument("-d", "--domain", action="append", default=[], required=True,
+                       help="a name for the certificate, *.name for a wildcard (repeatable)")
+    issue.add_argument("--name", help="certificate name (default: the first domain)")
+    issue.add_argument("--server", action="append", default=[],
+                       help=f"ACME directory URL or one of {servers} (default {DEFAULT_CA}); "
+                            "repeat for failover, in order")
+    issue.add_argument("--key-type", choices=KEY_TYPES, default=DEFAULT_KEY_TYPE)
+    issue.add_argument("--reuse-key", action="store_true", help="keep the key when renewing")
+    issue.add_argument("--gateway-url", help="the gateway's URL (native API)")
+    issue.add_argument("--gateway-user", help="basic auth user at the gateway")
+    issue.add_argument("--gateway-password-file", type=Path,
+                       help="file with that user's password (mode 0600); "
+                            "or ACMEGW_GATEWAY_PASSWORD_FILE")
+    issue.add_argument("--gateway-ca-file", help="CA certificate(s) to trust for the gateway")
+    issue.add_argument("--provider",
+                       help="a DNS provider of ours in this process instead of the gateway "
+                            "(its settings from the environment, as for the gateway)")
+    issue.add_argument("--propagation-nameservers", action="append", default=[],
+                       help="also wait until these servers (IP[:port]) serve every value")
+    issue.add_argument("--propagation-timeout", type=float, default=120.0)
+    issue.add_argument("--out", type=Path, help="folder for the certificate files")
+    issue.add_argument("--deploy-hook", help="shell command run after each new certificate")
+    issue.add_argument("--profile", help="certificate profile, when the CA offers profiles")
+    issue.add_argument("--preferred-chain", help="issuer common name of the chain to prefer")
+    issue.add_argument("--force", action="store_true", help="issue even when not due")
+    issue.add_argument("--attempts", type=int, default=2, help="tries per CA (default 2)")
+    issue.add_argument("--retry-delay", type=float, default=5.0)
+
+    renew = sub.add_parser("renew", parents=[common],
+                           help="renew every certificate that is due (for cron and timers)")
+    renew.add_argument("--name", action="append", default=[], help="only this certificate")
+    renew.add_argument("--force", action="store_true", help="renew even when not due")
+    renew.add_argument("--attempts", type=int, default=2, help="tries per CA (default 2)")
+    renew.add_argument("--retry-delay", type=float, default=5.0)
+
+    revoke = sub.add_parser("revoke", parents=[common], help="revoke a certificate")
+    revoke.add_argument("--cert", type=Path, required=True, help="the certificate (PEM)")
+    revoke.add_argument("--reason", default="unspecified",
+                        help="unspecified, keyCompromise, affiliationChanged, superseded, "
+                             "cessationOfOperation (or the number)")
+    revoke.add_argument("--server", help="the CA, when the certificate is not one of ours")
+    revoke.add_argument("--key", type=Path,
+                        help="sign with the certificate's private key instead of the account")
+
+    account = sub.add_parser("account", help="manage the account at a CA")
+    account_sub = account.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    for action, text in (("register", "create the account (or find it)"),
+                         ("show", "show the account"),
+                         ("rollover", "replace the account key"),
+                         ("deactivate", "deactivate the account for good")):
+        p = account_sub.add_parser(action, parents=[common, account_opts], help=text)
+        p.add_argument("--server", default=DEFAULT_CA,
+                       help=f"ACME directory URL or one of {servers}")
+        if action == "deactivate":
+            p.add_argument("--yes", action="store_true", help="really deactivate")
+
+    sub.add_parser("list", parents=[common], help="list the certificates")
+    return parser
+
+
+def _domains(values: Sequence[str]) -> list[str]:
+    names: list[str] = []
+    for value in values:
+        for item in value.replace(",", " ").split():
+            wildcard = item.startswith("*.")
+            try:
+                base = normalize_name(item)
+            except InvalidName as exc:
+                raise UsageError(f"-d {item!r}: {exc}") from None
+            name = f"*.{base}" if wildcard else base
+            if name not in names:
+                names.append(name)
+    if not names:
+        raise UsageError("give at least one -d NAME")
+    return names
+
+
+def _nameservers(values: Sequence[str]) -> list[str]:
+    servers: list[str] = []
+    for value in values:
+        for item in value.replace(",", " ").split():
+            try:
+                parse_server(item)
+            except ValueError as exc:
+                raise UsageError(f"--propagation-nameservers: {exc}") from None
+            servers.append(item)
+    return servers
+
+
+def _eab(args: argparse.Namespace) -> ExternalAccount | None:
+    key_text = args.eab_hmac_key
+    if args.eab_hmac_key_file is not None:
+        if key_text:
+            raise UsageError("give --eab-hmac-key or --eab-hmac-key-file, not both")
+        try:
+            key_text = args.eab_hmac_key_file.read_text().strip()
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.eab_hmac_key_file}: {exc.strerror}") from None
+    key_text = key_text or os.environ.get("ACMEGW_EAB_HMAC_KEY")
+    if not args.eab_kid and not key_text:
+        return None
+    if not args.eab_kid or not key_text:
+        raise UsageError("external account binding needs both --eab-kid and the MAC key")
+    try:
+        mac_key = jws.b64url_decode(key_text)
+    except ValueError:
+        raise UsageError("the EAB MAC key is not base64url (copy it from the CA's console)"
+                         ) from None
+    if not mac_key:
+        raise UsageError("the EAB MAC key is empty")
+    return ExternalAccount(args.eab_kid, mac_key, args.eab_alg)
+
+
+def _contact(args: argparse.Namespace) -> tuple[str, ...]:
+    out = []
+    for email in getattr(args, "email", []):
+        address = email.removeprefix("mailto:")
+        if "@" not in address or any(c in address for c in " ,<>"):
+            raise UsageError(f"--email {email!r} is not an e-mail address")
+        out.append(f"mailto:{address}")
+    return tuple(out)
+
+
+def _options(args: argparse.Namespace) -> Options:
+    return Options(
+        ca_file=args.ca_file,
+        account_key_type=getattr(args, "account_key_type", "ec256"),
+        contact=_contact(args),
+        agree_tos=getattr(args, "agree_tos", False),
+        eab=_eab(args) if hasattr(args, "eab_kid") else None,
+        attempts=max(1, getattr(args, "attempts", 2)),
+        retry_delay=max(0.0, getattr(args, "retry_delay", 5.0)),
+        validation_timeout=args.timeout,
+        order_timeout=args.timeout,
+        env=environment(),
+    )
+
+
+def _solver_config(args: argparse.Namespace) -> dict[str, Any]:
+    env = environment()
+    if args.gateway_url:
+        if args.provider:
+            raise UsageError("give --gateway-url or --provider, not both")
+        if not args.gateway_url.startswith(("https://", "http://")):
+            raise UsageError("--gateway-url must be an http(s) URL")
+        password_file = args.gateway_password_file or (
+            Path(env["ACMEGW_GATEWAY_PASSWORD_FILE"])
+            if env.get("ACMEGW_GATEWAY_PASSWORD_FILE") else None)
+        if args.gateway_user and password_file is None:
+            raise UsageError("--gateway-user needs --gateway-password-file")
+        if password_file is not None and not args.gateway_user:
+            raise UsageError("--gateway-password-file needs --gateway-user")
+        config: dict[str, Any] = {"kind": "gateway", "url": args.gateway_url,
+                                  "user": args.gateway_user,
+                                  "password_file": str(password_file.resolve())
+                                  if password_file else None,
+                                  "ca_file": str(Path(args.gateway_ca_file).resolve())
+                                  if args.gateway_ca_file else None}
+        return config
+    provider = args.provider or env.get("PROVIDER")
+    if provider or env.get("DNSAPI_MODULE"):
+        return {"kind": "provider", "provider": args.provider}
+    raise UsageError("say how to publish dns-01 values: --gateway-url URL, or --provider NAME "
+                     "(PROVIDER=NAME in the environment) with that provider's settings")
+
+
+def _lineage(args: argparse.Namespace) -> Lineage:
+    domains = _domains(args.domain)
+    name = check_lineage_name(args.name or lineage_name_for(domains))
+    servers = [directory_url(s) for s in (args.server or [DEFAULT_CA])]
+    solver = _solver_config(args)
+    return Lineage(
+        name=name, domains=domains, servers=list(dict.fromkeys(servers)),
+        key_type=args.key_type, reuse_key=args.reuse_key,
+        ca_file=str(Path(args.ca_file).resolve()) if args.ca_file else None,
+        solver=solver, propagation_nameservers=_nameservers(args.propagation_nameservers),
+        propagation_timeout=args.propagation_timeout, deploy_hook=args.deploy_hook,
+        profile=args.profile, preferred_chain=args.preferred_chain,
+        out=str(args.out.resolve()) if args.out else None)
+
+
+def _reason(text: str) -> int:
+    if text.isdigit():
+        number = int(text)
+        if number in REVOCATION_REASONS.values():
+            return number
+    elif text.lower() in REVOCATION_REASONS:
+        return REVOCATION_REASONS[text.lower()]
+    raise UsageError(f"--reason {text!r} is not a revocation reason "
+                     "(unspecified, keyCompromise, affiliationChanged, superseded, "
+                     "cessationOfOperation)")
+
+
+def _outcome_json(outcome: Outcome) -> dict[str, Any]:
+    return {"name": outcome.name, "action": outcome.action, "detail": outcome.detail,
+            "error": outcome.error, "directory": outcome.directory, "serial": outcome.serial,
+            "not_after": outcome.not_after, "files": outcome.files}
+
+
+def _outcome_text(outcome: Outcome) -> str:
+    if outcome.action in ("issued", "renewed"):
+        text = (f"{outcome.name}: {outcome.action}, serial {outcome.serial}, valid until "
+                f"{outcome.not_after}, files in {outcome.files}")
+        return text + (f" (but: {outcome.error})" if outcome.error else "")
+    if outcome.action == "failed":
+        return f"{outcome.name}: FAILED: {outcome.error}"
+    return f"{outcome.name}: {outcome.action}: {outcome.detail}"
+
+
+class _Output:
+    def __init__(self, args: argparse.Namespace, progress: Progress) -> None:
+        self.json = args.json
+        self.quiet = args.quiet
+        self.progress = progress
+
+    def result(self, text_lines: Sequence[str], document: dict[str, Any]) -> None:
+        if self.json:
+            document["steps"] = self.progress.steps
+            sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        elif not self.quiet:
+            for line in text_lines:
+                sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def _store(args: argparse.Namespace) -> Store:
+    if args.state_dir is not None:
+        return Store(args.state_dir)
+    env_dir = os.environ.get("ACMEGW_ACME_STATE_DIR")
+    return Store(Path(env_dir) if env_dir else default_state_dir())
+
+
+def _run_outcomes(command: str, outcomes: list[Outcome], out: _Output) -> int:
+    failed = [o for o in outcomes if o.failed]
+    out.result([_outcome_text(o) for o in outcomes] or ["no certificates"],
+               {"command": command, "ok": not failed,
+                "certificates": [_outcome_json(o) for o in outcomes]})
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _list(store: Store, out: _Output) -> int:
+    now = now_utc()
+    rows: list[dict[str, Any]] = []
+    for name in store.lineage_names():
+        lineage = store.load_lineage(name)
+        if lineage is None:
+            continue
+        if lineage.revoked:
+            state = f"revoked ({lineage.revoked})"
+        elif lineage.not_after and parse_iso(lineage.not_after) <= now:
+            state = "expired"
+        elif lineage.ari_window and lineage.ari_chosen:
+            decision = by_window(lineage, now)
+            state = "due" if decision.due else "valid"
+        else:
+            state = "due" if by_lifetime(lineage, now).due else "valid"
+        rows.append({"name": name, "domains": lineage.domains, "state": state,
+                     "not_after": lineage.not_after, "serial": lineage.serial,
+                     "directory": lineage.issuer_directory, "key_type": lineage.key_type,
+                     "files": str(store.files_dir(lineage)), "chain_issuer": lineage.chain_issuer})
+    lines = [f"{r['name']}: {r['state']}, until {r['not_after']}, {' '.join(r['domains'])}, "
+             f"{r['key_type']}, from {r['directory']}, files in {r['files']}" for r in rows]
+    out.result(lines or ["no certificates"], {"command": "list", "ok": True, "certificates": rows})
+    return EXIT_OK
+
+
+def _account(args: argparse.Namespace, driver: Driver, out: _Output) -> int:
+    server = directory_url(args.server)
+    if args.action == "register":
+        client = driver.client(server, create=True)
+        account = client.account()
+    elif args.action == "show":
+        client = driver.client(server, create=False)
+        account = client.account()
+    elif args.action == "rollover":
+        driver.rollover(server, args.account_key_type)
+        client = driver.client(server, create=False)
+        account = client.account()
+    else:
+        if not args.yes:
+            raise UsageError("deactivation cannot be undone: add --yes to confirm")
+        url = driver.deactivate(server)
+        out.result([f"{url}: deactivated"], {"command": "account deactivate", "ok": True,
+                                               "account": url, "directory": server})
+        return EXIT_OK
+    key = client.key
+    doc = {"command": f"account {args.action}", "ok": True, "directory": server,
+           "account": account.url, "status": account.status, "contact": list(account.contact),
+           "key_type": key_type_of(key.private_key), "thumbprint": key.thumbprint()}
+    out.result([f"{account.url}: {account.status}",
+                f"  directory  {server}",
+                f"  contact    {', '.join(account.contact) or '-'}",
+                f"  key        {doc['key_type']}, thumbprint {doc['thumbprint']}"], doc)
+    return EXIT_OK
+
+
+def _dispatch(args: argparse.Namespace, progress: Progress, out: _Output) -> int:
+    store = _store(args)
+    if args.command == "list":
+        return _list(store, out)
+    options = _options(args)
+    if args.command == "issue":
+        lineage = _lineage(args)
+    with store.locked(args.lock_timeout):
+        driver = Driver(store, progress, options)
+        try:
+            if args.command == "issue":
+                return _run_outcomes("issue", [driver.issue(lineage, force=args.force)], out)
+            if args.command == "renew":
+                names = [check_lineage_name(n) for n in args.name]
+                return _run_outcomes("renew", driver.renew(names or None, force=args.force),
+                                     out)
+            if args.command == "revoke":
+                return _revoke(args, driver, out)
+            return _account(args, driver, out)
+        finally:
+            driver.close()
+
+
+def _revoke(args: argparse.Namespace, driver: Driver, out: _Output) -> int:
+    reason = _reason(args.reason)
+    try:
+        cert_pem = args.cert.read_bytes()
+        key_pem = args.key.read_bytes() if args.key else None
+    except OSError as exc:
+        raise UsageError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    server = directory_url(args.server) if args.server else None
+    lineage = driver.revoke(cert_pem, reason, directory_url=server, cert_key_pem=key_pem)
+    name = lineage.name if lineage else str(args.cert)
+    out.result([f"{name}: revoked ({args.reason})"],
+               {"command": "revoke", "ok": True, "name": name, "reason": reason,
+                "revoked_at": datetime.datetime.now(datetime.UTC).isoformat()})
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format=f"{PROG}: %(levelname)s %(name)s: %(message)s")
+    progress = Progress(quiet=args.quiet)
+    out = _Output(args, progress)
+    try:
+        return _dispatch(args, progress, out)
+    except LockBusy as exc:
+        sys.stderr.write(f"{PROG}: {exc}\n")
+        return EXIT_BUSY
+    except UsageError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return EXIT_USAGE
+    except AcmeError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        if args.json:
+            out.result([], {"command": args.command, "ok": False, "error": str(exc)})
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130

@@ -1,0 +1,337 @@
+"""Publishing dns-01 TXT values: through the gateway's native API, or an in-process provider.
+
+Both solvers take every value of an order at once, so that ``example.com`` and
+``*.example.com`` (two values at one name) are published together, and return
+only when the CA may look:
+
+* :class:`GatewaySolver` POSTs ``{"argument": "setup", "domain_name",
+  "challenge_content"}`` to the gateway (basic auth, HTTPS with an optional CA
+  file) and takes ``201`` as "served by every authoritative nameserver": the
+  gateway waits for propagation itself. With ``--propagation-nameservers`` the
+  client checks those servers too (split horizon: what the CA sees may not be
+  what the gateway sees).
+* :class:`ProviderSolver` runs any :class:`providers.base.Provider` in this
+  process, on an event loop in a background thread (the builtin provider must
+  keep answering DNS while the main thread talks to the CA), serialises the
+  changes to one name as the gateway does, and waits with
+  :func:`lib.dnscheck.wait_for_txt` under the same rule as the gateway: only
+  for providers whose records are DNS-visible, and for a provider that serves
+  its own records only when nameservers to check are given.
+
+Teardown never raises: a value left behind is a warning (the gateway's janitor
+removes stale records anyway). Passwords are never logged or shown.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import concurrent.futures
+import logging
+import os
+import stat
+import threading
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+
+from lib.acme.errors import SolverError, UsageError
+from lib.dnscheck import PropagationError, PropagationSettings, wait_for_txt
+from lib.names import CHALLENGE_LABEL
+from lib.settings import Settings
+from providers.base import Provider, ProviderContext, ProviderError
+from providers.registry import create_provider
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Report = Callable[[str], None]
+
+GATEWAY_TIMEOUT = 180.0
+PROVIDER_TIMEOUT = 60.0
+_PARALLEL = 8
+
+
+@dataclass(frozen=True)
+class TxtRecord:
+    """One dns-01 value for one authorization: *domain* is the identifier (no ``*.``)."""
+
+    domain: str
+    value: str
+
+    @property
+    def fqdn(self) -> str:
+        return f"{CHALLENGE_LABEL}.{self.domain}"
+
+
+class Solver(abc.ABC):
+    """Publishes and withdraws dns-01 values."""
+
+    description = "dns-01"
+
+    @abc.abstractmethod
+    def setup(self, records: Sequence[TxtRecord], report: Report) -> None:
+        """Publish every record; return once the CA can see them, or raise SolverError."""
+
+    @abc.abstractmethod
+    def teardown(self, records: Sequence[TxtRecord]) -> list[str]:
+        """Withdraw every record; return the problems (never raises)."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release what the solver holds."""
+
+
+def read_password_file(path: Path) -> str:
+    """The gateway password from *path*, refused when group or others may read it."""
+    try:
+        info = path.stat()
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise UsageError(f"{path} is readable by group or others; "
+                             f"run: chmod 600 {path}")
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read the gateway password file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"the gateway password file {path} is not UTF-8 text") from None
+    password = text[:-1] if text.endswith("\n") else text
+    password = password[:-1] if password.endswith("\r") else password
+    if not password:
+        raise UsageError(f"the gateway password file {path} is empty")
+    return password
+
+
+@dataclass
+class GatewaySolver(Solver):
+    """The gateway's native API: one POST per value."""
+
+    url: str
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    timeout: float = GATEWAY_TIMEOUT
+    propagation: PropagationSettings | None = None
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return f"gateway {self.url}"
+
+    def _call(self, argument: str, record: TxtRecord) -> None:
+        auth = (self.user, self.password or "") if self.user else None
+        body = {"argument": argument, "domain_name": record.domain,
+                "challenge_content": record.value}
+        try:
+            response = requests.post(self.url, json=body, auth=auth, timeout=(10, self.timeout),
+                                     verify=self.ca_file or True, allow_redirects=False)
+        except requests.exceptions.Timeout:
+            raise SolverError(f"gateway {argument} of {record.fqdn}: no answer within "
+                              f"{self.timeout:g}s") from None
+        except requests.exceptions.RequestException as exc:
+            raise SolverError(f"gateway {argument} of {record.fqdn}: cannot reach {self.url} "
+                              f"({type(exc).__name__})") from None
+        wanted = (200, 201) if argument == "setup" else (200,)
+        if response.status_code in wanted:
+            return
+        raise SolverError(f"gateway {argument} of {record.fqdn}: {_gateway_problem(response)}")
+
+    def setup(self, records: Sequence[TxtRecord], report: Report) -> None:
+        _in_parallel([lambda r=r: self._call("setup", r) for r in records])  # type: ignore[misc]
+        report(f"the gateway confirms {len(records)} value(s) served by every "
+               "authoritative nameserver")
+        if self.propagation is not None and self.propagation.nameservers:
+            _wait_everywhere(records, self.propagation, report)
+
+    def teardown(self, records: Sequence[TxtRecord]) -> list[str]:
+        problems: list[str] = []
+        for record in records:
+            try:
+                self._call("teardown", record)
+            except SolverError as exc:
+                problems.append(str(exc))
+        return problems
+
+
+def _gateway_problem(response: requests.Response) -> str:
+    status = response.status_code
+    message = ""
+    try:
+        doc = response.json()
+        if isinstance(doc, dict):
+            message = str(doc.get("message") or doc.get("error") or "")
+    except ValueError:
+        message = response.text.strip().splitlines()[0] if response.text.strip() else ""
+    message = message[:300]
+    hints = {
+        401: "the gateway refused the credentials (check --gateway-user and "
+             "--gateway-password-file)",
+        403: "this gateway user may not change that name (see the user's domains in acmepasswd)",
+        429: "too many failed logins from this address; wait and check the password",
+    }
+    text = f"HTTP {status}"
+    if message:
+        text += f": {message}"
+    if status in hints:
+        text += f" ({hints[status]})"
+    return text
+
+
+def _in_parallel(calls: Sequence[Callable[[], None]]) -> None:
+    """Run *calls* on a few threads; raise the first SolverError after all have finished."""
+    if not calls:
+        return
+    with concurrent.futures.ThreadPoolExecutor(min(_PARALLEL, len(calls))) as pool:
+        futures = [pool.submit(call) for call in calls]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        first = errors[0]
+        assert first is not None
+        if len(errors) > 1:
+            raise SolverError(f"{first} (and {len(errors) - 1} more)") from first
+        raise first
+
+
+def _wait_everywhere(records: Sequence[TxtRecord], settings: PropagationSettings,
+                     report: Report) -> None:
+    async def wait_all() -> list[list[str]]:
+        return await asyncio.gather(*(wait_for_txt(r.fqdn, r.value, settings) for r in records))
+
+    try:
+        served = asyncio.run(wait_all())
+    except PropagationError as exc:
+        raise SolverError(f"propagation: {exc}") from None
+    servers = sorted({s for group in served for s in group})
+    report(f"every value is served by {', '.join(servers)}")
+
+
+class _LoopThread:
+    """An event loop on its own thread, for async providers driven from sync code."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="acmegw-acme-dns",
+                                        daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise SolverError(f"the DNS provider did not finish within {timeout:g}s") from None
+
+    def close(self) -> None:
+        async def cancel_rest() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.loop.shutdown_asyncgens()
+
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(cancel_rest(), self.loop).result(10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+        self.loop.close()
+
+
+class ProviderSolver(Solver):
+    """A provider of ours (``PROVIDER=...``) running inside this process."""
+
+    def __init__(self, provider: Provider, propagation: PropagationSettings,
+                 timeout: float = PROVIDER_TIMEOUT) -> None:
+        self.provider = provider
+        self.propagation = propagation
+        self.timeout = timeout
+        self.wait = provider.dns_visible and (not provider.serves_itself
+                                              or bool(propagation.nameservers))
+        self._loop = _LoopThread()
+        try:
+            self._loop.run(provider.open(), timeout)
+        except BaseException:
+            self._loop.close()
+            raise
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return f"provider {self.provider.name}"
+
+    async def _change(self, records: Sequence[TxtRecord], add: bool) -> None:
+        by_name: dict[str, list[TxtRecord]] = {}
+        for record in records:
+            by_name.setdefault(record.fqdn, []).append(record)
+
+        async def one_name(items: list[TxtRecord]) -> None:
+            # The provider contract: calls for one name never overlap.
+            for item in items:
+                change = self.provider.add_txt if add else self.provider.remove_txt
+                await asyncio.wait_for(change(item.fqdn, item.value), self.timeout)
+
+        await asyncio.gather(*(one_name(items) for items in by_name.values()))
+
+    def setup(self, records: Sequence[TxtRecord], report: Report) -> None:
+        try:
+            self._loop.run(self._change(records, True), self.timeout * 2)
+        except ProviderError as exc:
+            raise SolverError(str(exc)) from None
+        except TimeoutError:
+            raise SolverError(f"{self.provider.name}: no answer within {self.timeout:g}s") from None
+        report(f"{self.provider.name} published {len(records)} value(s)")
+        if not self.wait:
+            return
+
+        async def wait_all() -> list[list[str]]:
+            return await asyncio.gather(
+                *(wait_for_txt(r.fqdn, r.value, self.propagation) for r in records))
+
+        try:
+            served = self._loop.run(wait_all(), self.propagation.timeout + 10)
+        except PropagationError as exc:
+            raise SolverError(f"propagation: {exc}") from None
+        servers = sorted({s for group in served for s in group})
+        report(f"every value is served by {', '.join(servers)}")
+
+    def teardown(self, records: Sequence[TxtRecord]) -> list[str]:
+        try:
+            self._loop.run(self._change(records, False), self.timeout * 2)
+        except (ProviderError, SolverError, TimeoutError) as exc:
+            return [f"{self.provider.name}: teardown: {exc or 'timed out'}"]
+        return []
+
+    def close(self) -> None:
+        try:
+            self._loop.run(self.provider.aclose(), self.timeout)
+        except (ProviderError, SolverError) as exc:
+            log.warning("closing the provider: %s", exc)
+        finally:
+            self._loop.close()
+
+
+def provider_solver(env: Mapping[str, str], domains: Sequence[str],
+                    propagation: PropagationSettings, provider_name: str | None = None
+                    ) -> ProviderSolver:
+    """Build the provider configured in *env* (``PROVIDER=...`` and its settings).
+
+    *domains* become the managed domains (the builtin provider serves their
+    ``_acme-challenge`` names). Raises UsageError listing every settings problem.
+    """
+    values = dict(env)
+    if provider_name:
+        values["PROVIDER"] = provider_name
+    settings = Settings(values)
+    bases = tuple(dict.fromkeys(d.removeprefix("*.") for d in domains))
+    context = ProviderContext(managed_domains=bases, timeout=PROVIDER_TIMEOUT,
+                              state_dir=Path(values["STATE_DIR"]) if values.get("STATE_DIR")
+                              else None)
+    provider = create_provider(settings, context)
+    if provider is None or settings.problems:
+        raise UsageError("DNS provider settings: " + "; ".join(settings.problems or
+                                                               ["no provider"]))
+    return ProviderSolver(provider, propagation)
+
+
+def environment() -> dict[str, str]:
+    """The process environment (a function so callers and tests can see where it is read)."""
+    return dict(os.environ)

@@ -1,0 +1,360 @@
+"""The state directory: accounts per CA, certificate lineages, archives, and the lock.
+
+Layout (``STATE`` is ``--state-dir``; by default ``/var/lib/acmegw-acme`` for
+root, else ``$XDG_STATE_HOME/acmegw-acme`` or ``~/.local/state/acmegw-acme``)::
+
+    STATE/lock                                  fcntl lock: one mutating run at a time
+    STATE/accounts/<ca>/account.json            account URL, contact, CA directory URL
+    STATE/accounts/<ca>/account.key             account key (0600)
+    STATE/accounts/<ca>/account.key.next        only during a key rollover
+    STATE/accounts/<ca>/archive/                earlier account keys
+    STATE/certificates/<name>/meta.json         what was asked for and what was issued
+    <files>/privkey.pem (0600) cert.pem chain.pem fullchain.pem
+    <files>/archive/<time>-<serial>/            every earlier version of those files
+
+``<ca>`` is the directory URL's host and path, sanitised, plus a short hash of
+the whole URL, so two CAs never share an account and the folder name still
+says which CA it is. ``<files>`` is ``STATE/certificates/<name>`` unless the
+certificate was issued with ``--out DIR``.
+
+Every file is written atomically (temporary file in the same folder, fsync,
+rename, fsync of the folder), so a crash leaves the old or the new version,
+never half of one. Private keys are created 0600 and folders 0700.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from lib.acme.errors import LockBusy, StateError, UsageError
+
+CERT_FILES = ("privkey.pem", "cert.pem", "chain.pem", "fullchain.pem")
+_NAME = re.compile(r"^[a-z0-9_][a-z0-9._-]{0,250}$")
+
+
+def default_state_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/acmegw-acme")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "acmegw-acme"
+
+
+def now_utc() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def iso(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str) -> datetime.datetime:
+    """An RFC 3339 timestamp (fractions, ``Z`` or an offset); raises ValueError."""
+    cleaned = re.sub(r"(\.\d{6})\d+", r"\1", text.strip().replace("z", "Z"))
+    moment = datetime.datetime.fromisoformat(cleaned.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone")
+    return moment
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace *path* with *data* in one step; the file gets exactly *mode*."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            os.fchmod(fd, mode)  # the umask may have taken bits away
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StateError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _mkdir(path: Path) -> None:
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"cannot create {path}: {exc.strerror}") from None
+
+
+def ca_folder_name(directory_url: str) -> str:
+    parts = urlsplit(directory_url)
+    readable = re.sub(r"[^a-z0-9.-]+", "_", f"{parts.netloc}{parts.path}".lower()).strip("_.")
+    digest = hashlib.sha256(directory_url.encode()).hexdigest()[:10]
+    return f"{readable[:80]}-{digest}"
+
+
+def lineage_name_for(domains: list[str]) -> str:
+    """The default lineage name: the first name, ``*.`` written as ``_.``."""
+    return domains[0].replace("*", "_") if domains else ""
+
+
+def check_lineage_name(name: str) -> str:
+    if not _NAME.match(name) or ".." in name:
+        raise UsageError(f"{name!r} is not a usable certificate name "
+                         "(lower-case letters, digits, '.', '-', '_')")
+    return name
+
+
+@dataclass
+class StoredAccount:
+    """An account as kept on disk."""
+
+    directory: str
+    url: str
+    key_pem: bytes = field(repr=False)
+    contact: list[str] = field(default_factory=list)
+    created: str = ""
+    pending_key_pem: bytes | None = field(default=None, repr=False)
+
+
+@dataclass
+class Lineage:
+    """One certificate over time: what to ask for, how, and what was issued last."""
+
+    name: str
+    domains: list[str]
+    servers: list[str]
+    key_type: str = "ec256"
+    reuse_key: bool = False
+    ca_file: str | None = None
+    solver: dict[str, Any] = field(default_factory=dict)
+    propagation_nameservers: list[str] = field(default_factory=list)
+    propagation_timeout: float = 120.0
+    deploy_hook: str | None = None
+    profile: str | None = None
+    preferred_chain: str | None = None
+    out: str | None = None
+    # The current certificate.
+    issuer_directory: str | None = None
+    account_url: str | None = None
+    order_url: str | None = None
+    serial: str | None = None
+    not_before: str | None = None
+    not_after: str | None = None
+    ari_id: str | None = None
+    chain_issuer: str | None = None
+    issued: str | None = None
+    revoked: str | None = None
+    # ARI: the window last seen and the moment chosen inside it (RFC 9773 section 4.2).
+    ari_window: dict[str, str] | None = None
+    ari_chosen: str | None = None
+    ari_next_check: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Lineage:
+        known = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise StateError(f"certificate metadata is incomplete: {exc}") from None
+
+
+class Store:
+    """The state directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # --- lock -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self, timeout: float = 0.0) -> Iterator[None]:
+        """Hold the state lock; wait up to *timeout* seconds, then raise LockBusy."""
+        _mkdir(self.root)
+        path = self.root / "lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot open {path}: {exc.strerror}") from None
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise StateError(f"cannot lock {path}: {exc.strerror}") from None
+                    if time.monotonic() >= deadline:
+                        raise LockBusy(f"another acmegw-acme run holds {path}; "
+                                       "try again when it has finished") from None
+                    time.sleep(0.1)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            yield
+        finally:
+            os.close(fd)
+
+    # --- accounts ---------------------------------------------------------------------------
+
+    def account_dir(self, directory_url: str) -> Path:
+        return self.root / "accounts" / ca_folder_name(directory_url)
+
+    def load_account(self, directory_url: str) -> StoredAccount | None:
+        folder = self.account_dir(directory_url)
+        meta_path, key_path = folder / "account.json", folder / "account.key"
+        if not key_path.exists():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+            key = key_path.read_bytes()
+            pending_path = folder / "account.key.next"
+            pending = pending_path.read_bytes() if pending_path.exists() else None
+        except (OSError, ValueError) as exc:
+            raise StateError(f"cannot read the account in {folder}: {exc}") from None
+        return StoredAccount(directory=directory_url, url=str(meta.get("url", "")), key_pem=key,
+                             contact=list(meta.get("contact", [])),
+                             created=str(meta.get("created", "")), pending_key_pem=pending)
+
+    def save_account(self, account: StoredAccount) -> None:
+        folder = self.account_dir(account.directory)
+        _mkdir(folder)
+        atomic_write(folder / "account.key", account.key_pem, 0o600)
+        meta = {"directory": account.directory, "url": account.url,
+                "contact": account.contact, "created": account.created or iso(now_utc())}
+        atomic_write(folder / "account.json", json.dumps(meta, indent=2).encode() + b"\n")
+
+    def save_pending_key(self, directory_url: str, key_pem: bytes) -> None:
+        """Keep the next account key before a rollover, so a crash cannot lose the account."""
+        folder = self.account_dir(directory_url)
+        _mkdir(folder)
+        atomic_write(folder / "account.key.next", key_pem, 0o600)
+
+    def promote_pending_key(self, directory_url: str) -> None:
+        """The rollover succeeded: archive the old key and make the next one current."""
+        folder = self.account_dir(directory_url)
+        archive = folder / "archive"
+        _mkdir(archive)
+        stamp = now_utc().strftime("%Y%m%dT%H%M%SZ")
+        try:
+            shutil.copy2(folder / "account.key", archive / f"account.key.{stamp}")
+            os.chmod(archive / f"account.key.{stamp}", 0o600)
+            os.replace(folder / "account.key.next", folder / "account.key")
+            _fsync_dir(folder)
+        except OSError as exc:
+            raise StateError(f"cannot install the new account key in {folder}: "
+                             f"{exc.strerror}") from None
+
+    def drop_pending_key(self, directory_url: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.account_dir(directory_url) / "account.key.next").unlink()
+
+    def retire_account(self, directory_url: str) -> Path:
+        """Move a deactivated account aside; returns where it went."""
+        folder = self.account_dir(directory_url)
+        target = folder.with_name(f"{folder.name}.deactivated-{now_utc():%Y%m%dT%H%M%SZ}")
+        try:
+            os.replace(folder, target)
+        except OSError as exc:
+            raise StateError(f"cannot move {folder} aside: {exc.strerror}") from None
+        return target
+
+    # --- certificates -----------------------------------------------------------------------
+
+    def lineage_dir(self, name: str) -> Path:
+        return self.root / "certificates" / check_lineage_name(name)
+
+    def lineage_names(self) -> list[str]:
+        folder = self.root / "certificates"
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if (p / "meta.json").is_file())
+
+    def load_lineage(self, name: str) -> Lineage | None:
+        path = self.lineage_dir(name) / "meta.json"
+        try:
+            return Lineage.from_json(json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise StateError(f"cannot read {path}: {exc}") from None
+
+    def files_dir(self, lineage: Lineage) -> Path:
+        return Path(lineage.out) if lineage.out else self.lineage_dir(lineage.name)
+
+    def read_file(self, lineage: Lineage, name: str) -> bytes | None:
+        try:
+            return (self.files_dir(lineage) / name).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"cannot read {self.files_dir(lineage) / name}: "
+                             f"{exc.strerror}") from None
+
+    def save_meta(self, lineage: Lineage) -> None:
+        folder = self.lineage_dir(lineage.name)
+        _mkdir(folder)
+        atomic_write(folder / "meta.json",
+                     json.dumps(lineage.to_json(), indent=2, sort_keys=True).encode() + b"\n")
+
+    def save_certificate(self, lineage: Lineage, files: Mapping[str, bytes]) -> Path:
+        """Archive the current files, write the new ones, then the metadata.
+
+        Returns the folder that holds the files.
+        """
+        folder = self.files_dir(lineage)
+        _mkdir(folder)
+        self._archive(folder)
+        # Programs that read these files learn of the new version from the deploy
+        # hook, which runs only once every file is in place.
+        for name in ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"):
+            if name in files:
+                atomic_write(folder / name, files[name], 0o600 if name == "privkey.pem" else 0o644)
+        self.save_meta(lineage)
+        return folder
+
+    def _archive(self, folder: Path) -> None:
+        present = [n for n in CERT_FILES if (folder / n).exists()]
+        if not present:
+            return
+        stamp = now_utc().strftime("%Y%m%dT%H%M%S.%fZ")
+        target = folder / "archive" / stamp
+        try:
+            target.mkdir(mode=0o700, parents=True)
+            for name in present:
+                shutil.copy2(folder / name, target / name)
+                if name == "privkey.pem":
+                    os.chmod(target / name, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot archive {folder}: {exc.strerror}") from None
+
+    def archived_versions(self, lineage: Lineage) -> list[Path]:
+        archive = self.files_dir(lineage) / "archive"
+        return sorted(p for p in archive.iterdir() if p.is_dir()) if archive.is_dir() else []

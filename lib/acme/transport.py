@@ -1,0 +1,244 @@
+"""The network layer of the ACME client: HTTPS, the directory, nonces, JWS, problems.
+
+Protocol steps live in :mod:`lib.acme.client`; this module only moves signed
+requests and answers (certbot's ``ClientNetwork`` split):
+
+* the directory is fetched once per :class:`Transport`;
+* every answer's ``Replay-Nonce`` goes into a pool; a request takes one from the
+  pool, or asks ``newNonce`` (HEAD) when it is empty;
+* a ``badNonce`` problem is retried with a fresh nonce (up to
+  ``BAD_NONCE_RETRIES`` times: CAs reject valid nonces on purpose, pebble 5 %
+  of them, to catch clients that do not retry);
+* a 503 or 429 with a short ``Retry-After`` (at most ``retry_after_limit``) is
+  waited out and retried once; a longer one is reported;
+* ``application/problem+json`` answers become :class:`ProblemError` with type
+  and detail; network failures and non-ACME answers become
+  :class:`TransportError`, one line each.
+
+Every request has a timeout. Nothing secret is logged: JWS bodies are not logged.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from lib.acme import jws
+from lib.acme.errors import ProblemError, TransportError
+from lib.acme.messages import Directory, problem_from_json
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "acmegw-acme/0.1 (acme-dns01-gateway; python-requests)"
+BAD_NONCE_RETRIES = 5
+CONNECT_TIMEOUT = 10.0
+_NONCE = re.compile(r"^[A-Za-z0-9_-]+$")
+_JOSE = "application/jose+json"
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def parse_links(headers: requests.structures.CaseInsensitiveDict[str], rel: str) -> list[str]:
+    """Every ``Link`` URL with relation *rel* (requests keeps only one per relation)."""
+    found: list[str] = []
+    for part in re.split(r",(?=\s*<)", headers.get("Link", "")):
+        match = re.match(r"\s*<([^>]*)>(.*)$", part)
+        if not match:
+            continue
+        params = match.group(2)
+        rels = re.findall(r';\s*rel\s*=\s*(?:"([^"]*)"|([^;\s]+))', params)
+        names = {name for pair in rels for item in pair if item for name in item.split()}
+        if rel in names:
+            found.append(match.group(1))
+    return found
+
+
+def host_of(url: str) -> str:
+    return urlsplit(url).netloc or url
+
+
+class Transport:
+    """Signed requests to one CA, identified by its directory URL."""
+
+    def __init__(self, directory_url: str, key: jws.AccountKey | None = None, *,
+                 ca_file: str | None = None, timeout: float = 30.0, retry_after_limit: float = 30.0,
+                 session: requests.Session | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.directory_url = directory_url
+        self.key = key
+        self.account_url: str | None = None
+        self.timeout = timeout
+        self.retry_after_limit = retry_after_limit
+        self._sleep = sleep
+        self._session = session or requests.Session()
+        # Passed with every request: a session's own verify loses to REQUESTS_CA_BUNDLE.
+        self._verify: str | bool = ca_file or True
+        self._session.headers["User-Agent"] = USER_AGENT
+        self._nonces: deque[str] = deque(maxlen=32)
+        self._directory: Directory | None = None
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plain HTTP ------------------------------------------------------------------------
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        try:
+            response = self._session.request(method, url, timeout=(CONNECT_TIMEOUT, self.timeout),
+                                             verify=self._verify, allow_redirects=False,
+                                             **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise TransportError(f"TLS with {host_of(url)} failed ({_reason(exc)}); "
+                                 "for a private CA pass its certificate with --ca-file") from None
+        except requests.exceptions.Timeout:
+            raise TransportError(
+                f"{host_of(url)} did not answer within {self.timeout:g}s") from None
+        except requests.exceptions.RequestException as exc:
+            raise TransportError(f"cannot reach {host_of(url)}: {_reason(exc)}") from None
+        log.debug("%s %s -> %s", method, url, response.status_code)
+        nonce = response.headers.get("Replay-Nonce")
+        if nonce and _NONCE.match(nonce):
+            self._nonces.append(nonce)
+        return response
+
+    def _check(self, response: requests.Response) -> requests.Response:
+        if response.status_code < 400:
+            return response
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type in ("application/problem+json", "application/json"):
+            try:
+                doc = response.json()
+            except ValueError:
+                doc = None
+            if isinstance(doc, dict) and "type" in doc:
+                raise problem_from_json(doc, status=response.status_code,
+                                        retry_after=retry_after, url=response.url)
+        raise ProblemError("about:blank", f"HTTP {response.status_code} {response.reason} "
+                           f"from {response.url}", status=response.status_code,
+                           retry_after=retry_after, url=response.url)
+
+    def _short_wait(self, problem: ProblemError) -> float | None:
+        if problem.status in (429, 503) and problem.retry_after is not None \
+                and problem.retry_after <= self.retry_after_limit:
+            return problem.retry_after
+        return None
+
+    def get(self, url: str, *, accept: str | None = None) -> requests.Response:
+        """An unauthenticated GET (directory, ARI), with one wait on a short Retry-After."""
+        headers = {"Accept": accept} if accept else {}
+        for attempt in range(2):
+            try:
+                return self._check(self._send("GET", url, headers=headers))
+            except ProblemError as problem:
+                wait = self._short_wait(problem)
+                if wait is None or attempt:
+                    raise
+                log.info("%s asks to retry after %.0fs", host_of(url), wait)
+                self._sleep(wait)
+        raise AssertionError("unreachable")
+
+    # --- ACME ------------------------------------------------------------------------------
+
+    def directory(self) -> Directory:
+        if self._directory is None:
+            response = self.get(self.directory_url)
+            self._directory = Directory.from_json(self.directory_url,
+                                                  json_of(response, "directory"))
+        return self._directory
+
+    def nonce(self) -> str:
+        if self._nonces:
+            return self._nonces.popleft()
+        # _send pools the answer's Replay-Nonce.
+        self._check(self._send("HEAD", self.directory().new_nonce))
+        if not self._nonces:
+            raise TransportError(f"{host_of(self.directory_url)} sent no usable Replay-Nonce")
+        return self._nonces.popleft()
+
+    def post(self, url: str, payload: Any, *, use_jwk: bool = False,
+             key: jws.AccountKey | None = None, accept: str | None = None) -> requests.Response:
+        """A signed POST; *payload* None is POST-as-GET.
+
+        The account URL is the ``kid`` unless *use_jwk* (newAccount, revocation by
+        certificate key). *key* overrides the account key for that one request.
+        """
+        signer = key or self.key
+        if signer is None:
+            raise TransportError("no account key to sign with")
+        kid = None if use_jwk else self.account_url
+        if kid is None and not use_jwk:
+            raise TransportError("no account URL yet; register or find the account first")
+        headers = {"Content-Type": _JOSE}
+        if accept:
+            headers["Accept"] = accept
+        waited = False
+        for attempt in range(BAD_NONCE_RETRIES + 1):
+            body = jws.sign(signer, payload, url, nonce=self.nonce(), kid=kid)
+            try:
+                return self._check(self._send("POST", url, data=jws.json_bytes(body),
+                                              headers=headers))
+            except ProblemError as problem:
+                if problem.code == "badNonce" and attempt < BAD_NONCE_RETRIES:
+                    log.info("%s rejected a nonce; retrying with a fresh one", host_of(url))
+                    continue
+                wait = self._short_wait(problem)
+                if wait is not None and not waited:
+                    waited = True
+                    log.info("%s asks to retry after %.0fs", host_of(url), wait)
+                    self._sleep(wait)
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def post_json(self, url: str, payload: Any, **kwargs: Any) -> tuple[Any, requests.Response]:
+        response = self.post(url, payload, **kwargs)
+        return json_of(response, url), response
+
+
+def json_of(response: requests.Response, what: str) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        content_type = response.headers.get("Content-Type", "no content type")
+        raise TransportError(f"{response.url} sent no JSON for the {what} "
+                             f"(HTTP {response.status_code}, {content_type})") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a requests error, short (urllib3 nests them deeply)."""
+    while exc.__context__ is not None and not str(exc).strip():
+        exc = exc.__context__
+    text = str(exc)
+    for marker in ("Caused by ", "] "):
+        if marker in text:
+            text = text.rsplit(marker, 1)[-1]
+    return text.strip(" ()'\"")[:200] or type(exc).__name__
