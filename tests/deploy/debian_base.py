@@ -152,7 +152,7 @@ def _podman(podman: str, *args: str, timeout: float = 300.0) -> subprocess.Compl
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def cache_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -205,7 +205,7 @@ def ensure_base_image(podman: str, debootstrap: str) -> BaseImage:
     name = f"{IMAGE_REPO}:{suite}-{key}"
     folder = CACHE / f"base-{suite}-{key}"
     tarball = folder / "rootfs.tar"
-    with _locked(CACHE / f"base-{suite}-{key}.lock"):
+    with cache_lock(CACHE / f"base-{suite}-{key}.lock"):
         if _podman(podman, "image", "exists", name).returncode == 0:
             return BaseImage(name, False, time.monotonic() - started)
         built = not tarball.is_file()
