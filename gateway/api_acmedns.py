@@ -20,7 +20,7 @@ from gateway.acmedns import Account, account_name_allowed
 from gateway.auth import Identity, client_address
 from gateway.bodies import read_json_object
 from gateway.errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized
-from gateway.keys import ACCOUNTS, AUTHENTICATOR, CONFIG, SERVICE
+from gateway.keys import ACCOUNTS, AUTHENTICATOR, LIVE, SERVICE
 from lib.names import InvalidValue, validate_value
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def update(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
+    config = request.app[LIVE].config
     auth = request.app[AUTHENTICATOR]
     addr = client_address(request, config.auth)
     user = request.headers.get("X-Api-User", "")
@@ -65,7 +65,7 @@ async def update(request: web.Request) -> web.Response:
 
 
 async def register(request: web.Request) -> web.Response:
-    config = request.app[CONFIG]
+    config = request.app[LIVE].config
     if not config.acmedns.register:
         raise NotFound("registration is disabled (ACMEDNS_REGISTER)")
     identity = await request.app[AUTHENTICATOR].authenticate(request)
@@ -120,7 +120,7 @@ async def _optional_body(request: web.Request, limit: int) -> dict[str, object]:
 
 
 def _check_name(request: web.Request, account: Account) -> None:
-    config = request.app[CONFIG]
+    config = request.app[LIVE].config
     if not account_name_allowed(
         account.fqdn,
         config.acmedns.zone,

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from gateway.bodies import read_json_object
 from gateway.errors import BadRequest
-from gateway.keys import AUTHENTICATOR, CONFIG, SERVICE
+from gateway.keys import AUTHENTICATOR, LIVE, SERVICE
 from lib.names import InvalidValue, validate_value
 
 _MAX_KEY_AUTH = 512
@@ -45,7 +45,7 @@ async def cleanup(request: web.Request) -> web.Response:
 async def _change(request: web.Request, *, setup: bool) -> web.Response:
     identity = await request.app[AUTHENTICATOR].authenticate(request)
     service = request.app[SERVICE]
-    body = await read_json_object(request, request.app[CONFIG].max_body)
+    body = await read_json_object(request, request.app[LIVE].config.max_body)
     if "keyAuth" in body or ("domain" in body and "fqdn" not in body):
         key_auth = body.get("keyAuth")
         if not isinstance(key_auth, str) or not key_auth or len(key_auth) > _MAX_KEY_AUTH:

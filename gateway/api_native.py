@@ -19,7 +19,7 @@ from aiohttp import web
 
 from gateway.bodies import read_json_object
 from gateway.errors import BadRequest, MethodNotAllowed
-from gateway.keys import AUTHENTICATOR, CONFIG, SERVICE
+from gateway.keys import AUTHENTICATOR, LIVE, SERVICE
 from lib.names import InvalidValue, validate_value
 
 METHODS = ["POST", "PUT", "DELETE"]
@@ -32,7 +32,7 @@ async def handle(request: web.Request) -> web.Response:
         raise MethodNotAllowed(METHODS)
     identity = await request.app[AUTHENTICATOR].authenticate(request)
     service = request.app[SERVICE]
-    body = await read_json_object(request, request.app[CONFIG].max_body)
+    body = await read_json_object(request, request.app[LIVE].config.max_body)
 
     argument = body.get("argument")
     if not isinstance(argument, str) or argument.lower() not in _SETUP | _TEARDOWN:

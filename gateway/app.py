@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from gateway import api_acmedns, api_httpreq, api_native
+from gateway import api_acmedns, api_admin, api_httpreq, api_native
 from gateway.acmedns import (
     Account,
     AccountError,
@@ -26,7 +26,19 @@ from gateway.config import Config
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound
 from gateway.janitor import Janitor
 from gateway.journal import Journal
-from gateway.keys import ACCOUNTS, AUTHENTICATOR, CONFIG, JANITOR, JOURNAL, PROVIDER, SERVICE
+from gateway.keys import (
+    ACCOUNTS,
+    AUTHENTICATOR,
+    CONFIG,
+    JANITOR,
+    JOURNAL,
+    LIVE,
+    METRICS,
+    PROVIDER,
+    SERVICE,
+)
+from gateway.live import Live
+from gateway.metrics import Metrics
 from gateway.service import ChallengeService
 from providers.base import Provider
 
@@ -39,6 +51,25 @@ def error_response(exc: GatewayError) -> web.Response:
     response = web.json_response(
         {"error": exc.code, "message": exc.message}, status=exc.status, headers=exc.headers
     )
+    return response
+
+
+# Which API a handler serves, for the request counter.
+_API = {
+    api_native.handle: "native",
+    api_httpreq.present: "httpreq",
+    api_httpreq.cleanup: "httpreq",
+    api_acmedns.update: "acmedns",
+    api_acmedns.register: "acmedns",
+}
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)  # errors are answers by now (inner middleware)
+    api = _API.get(getattr(request.match_info, "handler", None))  # type: ignore[arg-type]
+    if api is not None:
+        request.app[METRICS].requests.labels(api, str(response.status)).inc()
     return response
 
 
@@ -85,7 +116,9 @@ def create_app(
     dns_visible: bool | None = None,
 ) -> web.Application:
     """The gateway application. *passwords* may be pre-loaded by the caller."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_body)
+    app = web.Application(
+        middlewares=[metrics_middleware, error_middleware], client_max_size=config.max_body
+    )
     journal = Journal.in_dir(config.state_dir)
     if passwords is None and config.auth.passwd_file is not None:
         passwords = PasswordStore(config.auth.passwd_file, config.auth.cache_ttl)
@@ -100,14 +133,24 @@ def create_app(
         delegations=config.delegations,
     )
     app[CONFIG] = config
+    app[LIVE] = Live(config)
+    metrics = Metrics()
+    metrics.watch_journal(journal.count)
+    app[METRICS] = metrics
+    service.metrics = metrics
     app[PROVIDER] = provider
     app[JOURNAL] = journal
     app[SERVICE] = service
-    app[AUTHENTICATOR] = Authenticator(config.auth, passwords)
+    authenticator = Authenticator(config.auth, passwords)
+    authenticator.on_failure = lambda reason: metrics.auth_failures.labels(reason).inc()
+    app[AUTHENTICATOR] = authenticator
     app[JANITOR] = Janitor(service, config.record_max_age, config.janitor_interval)
     app[ACCOUNTS] = AccountStore(config.state_dir / "acmedns.sqlite3")
     app.cleanup_ctx.append(_resources(passwords))
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", api_admin.metrics)
+    app.router.add_get("/records", api_admin.records)
+    app.router.add_get("/openapi.json", api_admin.openapi)
     prefix = config.httpreq_prefix
     app.router.add_post(f"{prefix}/present", api_httpreq.present)
     app.router.add_post(f"{prefix}/cleanup", api_httpreq.cleanup)

@@ -23,7 +23,7 @@ DEMO_DOMAIN = "example.test"
 
 def main(argv: Sequence[str] | None = None) -> int:
     port = os.environ.get("DEMO_PORT", "8000")
-    dns = f"127.0.0.1:{os.environ.get('DEMO_DNS_PORT', '5353')}"
+    dns = f"127.0.0.1:{os.environ.get('DEMO_DNS_PORT', '8053')}"
     run = Path("run")
     run.mkdir(mode=0o700, exist_ok=True)
     password = secrets.token_urlsafe(18)

@@ -61,6 +61,8 @@ class Janitor:
                     )
                     continue
             removed += 1
+            if service.metrics is not None:
+                service.metrics.janitor_removals.inc()
             log.info(
                 "janitor: removed stale %s (value %s, owner %s)",
                 record.fqdn,

@@ -9,6 +9,8 @@ from gateway.auth import Authenticator
 from gateway.config import Config
 from gateway.janitor import Janitor
 from gateway.journal import Journal
+from gateway.live import Live
+from gateway.metrics import Metrics
 from gateway.service import ChallengeService
 from providers.base import Provider
 
@@ -19,3 +21,5 @@ SERVICE = web.AppKey("service", ChallengeService)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 JANITOR = web.AppKey("janitor", Janitor)
 ACCOUNTS = web.AppKey("accounts", AccountStore)
+METRICS = web.AppKey("metrics", Metrics)
+LIVE = web.AppKey("live", Live)

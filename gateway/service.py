@@ -23,6 +23,7 @@ from gateway.auth import Identity
 from gateway.config import PropagationConfig
 from gateway.errors import BadRequest, Forbidden, GatewayError, UpstreamFailed, UpstreamTimeout
 from gateway.journal import Journal
+from gateway.metrics import Metrics
 from lib.dnscheck import PropagationError, PropagationSettings, PropagationTimeout, wait_for_txt
 from lib.names import InvalidName, base_name, challenge_name, is_within, normalize_name
 from providers.base import Provider, ProviderError, ProviderTimeout
@@ -93,6 +94,7 @@ class ChallengeService:
             and (not provider.serves_itself or bool(propagation.nameservers))
         )
         self.locks = NameLocks()
+        self.metrics: Metrics | None = None
 
     # -- names -------------------------------------------------------------
 
@@ -219,32 +221,48 @@ class ChallengeService:
 
     async def call_provider(self, method: object, fqdn: str, value: str) -> None:
         assert callable(method)
+        started = time.monotonic()
+        result = "error"
         try:
             await asyncio.wait_for(method(fqdn, value), self.provider_timeout)
+            result = "ok"
         except TimeoutError:
+            result = "timeout"
             raise UpstreamTimeout(
-                f"{self.provider.name}: no answer within {self.provider_timeout:g}s"
+                f"{self.provider.label}: no answer within {self.provider_timeout:g}s"
             ) from None
         except ProviderTimeout as exc:
+            result = "timeout"
             raise UpstreamTimeout(_one_line(str(exc))) from None
         except ProviderError as exc:
             raise UpstreamFailed(_one_line(str(exc))) from None
         except GatewayError:
             raise
         except Exception as exc:
-            log.exception("provider %s failed unexpectedly", self.provider.name)
-            raise UpstreamFailed(f"{self.provider.name}: unexpected {type(exc).__name__}") from None
+            log.exception("provider %s failed unexpectedly", self.provider.label)
+            raise UpstreamFailed(
+                f"{self.provider.label}: unexpected {type(exc).__name__}"
+            ) from None
+        finally:
+            if self.metrics is not None:
+                operation = getattr(method, "__name__", "call")
+                self.metrics.provider_seconds.labels(operation, result).observe(
+                    time.monotonic() - started
+                )
 
     async def _wait_served(self, fqdn: str, value: str) -> None:
-
         settings = PropagationSettings(
             nameservers=self.propagation.nameservers,
             timeout=self.propagation.timeout,
             delay=self.propagation.delay,
         )
+        started = time.monotonic()
+        result = "error"
         try:
             await wait_for_txt(fqdn, value, settings)
+            result = "ok"
         except PropagationTimeout as exc:
+            result = "timeout"
             # The record stays journaled: the client's teardown or the janitor removes it.
             lagging = ", ".join(exc.lagging) or "the authoritative servers"
             raise UpstreamTimeout(
@@ -255,6 +273,9 @@ class ChallengeService:
             raise UpstreamFailed(
                 f"{fqdn}: propagation check failed: {_one_line(str(exc))}"
             ) from None
+        finally:
+            if self.metrics is not None:
+                self.metrics.propagation_seconds.labels(result).observe(time.monotonic() - started)
 
     def _audit(
         self, identity: Identity, action: str, fqdn: str, tag: str, result: str, started: float

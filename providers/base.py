@@ -94,6 +94,11 @@ class Provider(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook, empty by design
         """Release what ``open`` acquired."""
 
+    @property
+    def label(self) -> str:
+        """How errors and logs name this provider (a wrapped class names itself)."""
+        return self.name
+
     def error(self, message: str, *, hint: str | None = None) -> ProviderError:
         """A :class:`ProviderError` that names this provider."""
         return ProviderError(self.name, message, hint=hint)
