@@ -261,7 +261,7 @@ class Driver:
                                directory=previous.issuer_directory, serial=previous.serial,
                                not_after=previous.not_after,
                                files=str(self.store.files_dir(previous)))
-        return self._issue_and_store(lineage, previous, "issued")
+        return self._issue_and_store(lineage, previous, "issued", raise_usage=True)
 
     def renew(self, names: Sequence[str] | None = None, *, force: bool = False) -> list[Outcome]:
         """Renew every certificate that is due (or every one, with *force*)."""
@@ -312,11 +312,15 @@ class Driver:
                                    "deciding by lifetime")
         return by_lifetime(lineage, now)
 
-    def _issue_and_store(self, lineage: Lineage, previous: Lineage | None,
-                         action: str) -> Outcome:
+    def _issue_and_store(self, lineage: Lineage, previous: Lineage | None, action: str, *,
+                         raise_usage: bool = False) -> Outcome:
+        """Obtain, store, deploy. Failures become the outcome, except usage errors when
+        *raise_usage* (one certificate asked for on the command line: exit status 2)."""
         try:
             issued = self.obtain(lineage, previous)
         except AcmeError as exc:
+            if raise_usage and isinstance(exc, UsageError):
+                raise
             self.progress.warn(f"{lineage.name}: {exc}")
             return Outcome(lineage.name, "failed", error=str(exc))
         lineage.issuer_directory = issued.directory
