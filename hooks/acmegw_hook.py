@@ -328,12 +328,43 @@ def read_conf(path: Path, required: bool) -> dict[str, str]:
     with os.fdopen(fd, "rb") as handle:
         mode = os.fstat(handle.fileno()).st_mode
         text = handle.read(1 << 20).decode("utf-8", errors="replace")
-    values = {k.upper(): v for k, v in dotenv_values(stream=io.StringIO(text)).items()
-              if v is not None}
+    with _dotenv_complaints() as complaints:
+        parsed = dotenv_values(stream=io.StringIO(text))
+    if complaints:
+        # python-dotenv would print this on stderr and go on without the line.
+        line = re.search(r"line (\d+)", complaints[0])
+        where = f" line {line.group(1)}" if line else ""
+        raise SettingsError(f"{path}{where} cannot be parsed — write KEY=value, and quote a "
+                            "value holding quotes or spaces ('...' or \"...\")")
+    values = {k.upper(): v for k, v in parsed.items() if v is not None}
     if _first(values, PASSWORD_KEYS) and mode & (stat.S_IRGRP | stat.S_IROTH):
         raise SettingsError(f"{path} holds a password but group or others may read it "
                             f"(mode {stat.S_IMODE(mode):o}) — run `chmod 600 {path}`")
     return values
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _dotenv_complaints() -> Iterator[list[str]]:
+    """Collect python-dotenv's warnings about lines it cannot parse, instead of printing them."""
+    logger = logging.getLogger("dotenv.main")
+    collect = _Collect()
+    old = logger.propagate
+    logger.addHandler(collect)
+    logger.propagate = False
+    try:
+        yield collect.messages
+    finally:
+        logger.removeHandler(collect)
+        logger.propagate = old
 
 
 def _password(layers: Sequence[tuple[str, Mapping[str, str]]]) -> str | None:
@@ -651,7 +682,8 @@ def perform(invocation: Invocation, settings: HookSettings, client: GatewayClien
     failures: list[HookError] = []
     for change in invocation.changes:
         tag = value_tag(change.value) if change.value else "all"
-        log.info("%s %s %s (value %s)", invocation.client, change.action, change.domain, tag)
+        log.info("%s %s %s (value %s) as %s", invocation.client, change.action, change.domain,
+                 tag, _user_name())
         try:
             confirmed = client.send(change, invocation.client)
             if change.setup and settings.propagation_wait and change.value is not None:

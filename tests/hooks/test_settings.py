@@ -163,3 +163,11 @@ def test_events_need_no_settings_at_all() -> None:
         result = call_sync(argv, {})
         assert (result.status, result.stdout, result.stderr) == (0, "", "")
 
+
+
+def test_a_line_the_parser_cannot_read_is_one_clear_line(tmp_path: Path) -> None:
+    conf = write(tmp_path / "hook.conf", "ACMEGW_URL=https://gw/\nACMEGW_PASSWORD='it's'\n")
+    result = call_sync(["setup", "example.com", "A" * 43], {"ACMEGW_HOOK_CONF": str(conf)})
+    assert result.status == 2
+    line = one_line(result.stderr)  # python-dotenv's own warning must not reach stderr
+    assert f"{conf} line 2 cannot be parsed" in line and "it's" not in line
