@@ -42,7 +42,7 @@ from typing import Any, NoReturn
 from lib.acme import jws
 from lib.acme.cas import DEFAULT_CA, KNOWN_CAS, directory_url
 from lib.acme.client import REVOCATION_REASONS, ExternalAccount
-from lib.acme.dns01 import environment
+from lib.acme.dns01 import environment, read_password_file
 from lib.acme.errors import AcmeError, LockBusy, UsageError
 from lib.acme.issuance import Driver, Options, Outcome
 from lib.acme.keys import DEFAULT_KEY_TYPE, KEY_TYPES, key_type_of
@@ -260,6 +260,8 @@ def _solver_config(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError("--gateway-user needs --gateway-password-file")
         if password_file is not None and not args.gateway_user:
             raise UsageError("--gateway-password-file needs --gateway-user")
+        if password_file is not None:
+            read_password_file(password_file)  # refuse a readable or unreadable file now
         config: dict[str, Any] = {"kind": "gateway", "url": args.gateway_url,
                                   "user": args.gateway_user,
                                   "password_file": str(password_file.resolve())
@@ -443,13 +445,32 @@ def _revoke(args: argparse.Namespace, driver: Driver, out: _Output) -> int:
     return EXIT_OK
 
 
+SECRET_OPTIONS = ("--eab-hmac-key",)
+
+
+def _redact(text: str, argv: Sequence[str]) -> str:
+    """*text* without the values of secret options (argparse echoes unknown arguments)."""
+    secrets: list[str] = []
+    for index, arg in enumerate(argv):
+        for option in SECRET_OPTIONS:
+            if arg == option and index + 1 < len(argv):
+                secrets.append(argv[index + 1])
+            elif arg.startswith(option + "="):
+                secrets.append(arg.split("=", 1)[1])
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
     except UsageError as exc:
         parser.print_usage(sys.stderr)
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        sys.stderr.write(f"{PROG}: error: {_redact(str(exc), arguments)}\n")
         return EXIT_USAGE
     except SystemExit as exc:  # --help
         return int(exc.code or 0)

@@ -138,8 +138,8 @@ class GatewaySolver(Solver):
 
     def setup(self, records: Sequence[TxtRecord], report: Report) -> None:
         _in_parallel([lambda r=r: self._call("setup", r) for r in records])  # type: ignore[misc]
-        report(f"the gateway confirms {len(records)} value(s) served by every "
-               "authoritative nameserver")
+        report(f"the gateway published {len(records)} value(s) (it answers once every "
+               "authoritative nameserver serves them)")
         if self.propagation is not None and self.propagation.nameservers:
             _wait_everywhere(records, self.propagation, report)
 

@@ -1,0 +1,188 @@
+"""acmegw-acme against a real pebble, publishing through the real gateway's builtin DNS.
+
+Everything is real and on loopback: the gateway runs as ``python -m gateway``
+(HTTPS with a test CA, basic auth required, ``PROVIDER=builtin``), pebble runs
+with ``-dnsserver`` at the gateway's builtin DNS port, real validation, EAB
+required and one alternate root (``PEBBLE_ALTERNATE_ROOTS=1``), and its default
+5 % of rejected nonces. The client obtains ``example.test`` +
+``*.example.test`` with an ec256 key on the alternate chain, then renews,
+rolls its account key over and revokes, and never prints a secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from lib.acme.cli import main
+from lib.passwd import PasswordFile
+from tests.acme.pebble_rig import Pebble, start_pebble, write_tls_files
+from tests.gateway.procs import REPO_ROOT, GatewayProcess, running_gateway
+from tests.system import free_port
+
+pytestmark = pytest.mark.system
+
+USER, PASSWORD = "web1", "gateway: secret password"
+EAB_KID = "kid-1"
+EAB_KEY = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+
+
+@dataclass
+class Site:
+    folder: Path
+    pebble: Pebble
+    gateway: GatewayProcess
+    gateway_url: str
+    gateway_ca: Path
+    password_file: Path
+    eab_file: Path
+
+    @property
+    def state(self) -> Path:
+        return self.folder / "state"
+
+    def run(self, *args: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        argv = [*args, "--state-dir", str(self.state), "--ca-file", str(self.pebble.ca_file)]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = main(argv)
+        output = out.getvalue() + err.getvalue()
+        assert PASSWORD not in output and EAB_KEY not in output
+        return status, out.getvalue(), err.getvalue()
+
+    def issue_args(self, *extra: str) -> list[str]:
+        return ["issue", "-d", "example.test", "-d", "*.example.test",
+                "--server", self.pebble.url, "--agree-tos", "--email", "admin@example.test",
+                "--eab-kid", EAB_KID, "--eab-hmac-key-file", str(self.eab_file),
+                "--gateway-url", self.gateway_url, "--gateway-user", USER,
+                "--gateway-password-file", str(self.password_file),
+                "--gateway-ca-file", str(self.gateway_ca), *extra]
+
+    def files(self, name: str = "example.test") -> Path:
+        return self.state / "certificates" / name
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    folder = tmp_path_factory.mktemp("acme-gateway")
+    dns_port, gw_port = free_port(), free_port()
+    tls = write_tls_files(folder / "gw-tls", "acmegw gateway test CA")
+    PasswordFile(folder / "acmepasswd").set_user(USER, PASSWORD, domains=["example.test"])
+    password_file = folder / "web1.password"
+    password_file.write_text(PASSWORD + "\n")
+    password_file.chmod(0o600)
+    eab_file = folder / "eab.key"
+    eab_file.write_text(EAB_KEY + "\n")
+    eab_file.chmod(0o600)
+    settings = {
+        "PROVIDER": "builtin",
+        "BUILTIN_LISTEN": f"127.0.0.1:{dns_port}",
+        "BUILTIN_NS": "ns.example.test",
+        "DNSAPI_DOMAINS": "example.test",
+        "LISTEN": f"127.0.0.1:{gw_port}",
+        "SSL_CERT": str(tls.cert),
+        "SSL_KEY": str(tls.key),
+        "BASIC_AUTH": "required",
+        "PASSWD_FILE": str(folder / "acmepasswd"),
+        "STATE_DIR": str(folder / "gw-state"),
+    }
+    with start_pebble(folder / "pebble", f"127.0.0.1:{dns_port}",
+                      eab_keys={EAB_KID: EAB_KEY}, alternate_roots=1) as pebble, \
+            running_gateway(folder, settings) as gateway:
+        yield Site(folder, pebble, gateway, f"https://127.0.0.1:{gw_port}/", tls.ca,
+                   password_file, eab_file)
+
+
+def test_eab_is_required_and_the_password_file_must_be_private(site: Site) -> None:
+    status, _, err = site.run("issue", "-d", "example.test", "--server", site.pebble.url,
+                              "--agree-tos", "--gateway-url", site.gateway_url)
+    assert status == 2
+    assert "requires external account binding: pass --eab-kid and --eab-hmac-key" in err
+
+    loose = site.folder / "loose.password"
+    loose.write_text(PASSWORD)
+    loose.chmod(0o644)
+    args = site.issue_args()
+    args[args.index(str(site.password_file))] = str(loose)
+    status, _, err = site.run(*args)
+    assert status == 2
+    assert f"{loose} is readable by group or others; run: chmod 600 {loose}" in err
+
+
+def test_issue_renew_rollover_revoke(site: Site) -> None:
+    roots = site.pebble.root_names(2)
+    hook_out = site.folder / "hook.out"
+    status, out, err = site.run(*site.issue_args(
+        "--key-type", "ec256", "--preferred-chain", roots[1],
+        "--deploy-hook", f'echo "$RENEWED_DOMAINS|$RENEWED_LINEAGE" >> {hook_out}'))
+    assert status == 0, f"{err}\n--- pebble\n{site.pebble.server.output()[-3000:]}\n" \
+                        f"--- gateway\n{site.gateway.stderr[-3000:]}"
+    files = site.files()
+    assert "example.test: issued" in out
+    assert "Account" in err and "bound to external account kid-1" in err
+    assert f'using "{roots[1]}"' in err
+
+    leaf = x509.load_pem_x509_certificate((files / "cert.pem").read_bytes())
+    chain = x509.load_pem_x509_certificates((files / "chain.pem").read_bytes())
+    key = serialization.load_pem_private_key((files / "privkey.pem").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
+    assert leaf.public_key() == key.public_key()
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(sans.get_values_for_type(x509.DNSName)) == {"example.test", "*.example.test"}
+    assert chain[-1].issuer.rfc4514_string() == f"CN={roots[1]}"
+    assert (files / "fullchain.pem").read_bytes() == \
+        (files / "cert.pem").read_bytes() + (files / "chain.pem").read_bytes()
+    assert (files / "privkey.pem").stat().st_mode & 0o777 == 0o600
+    assert hook_out.read_text() == f"example.test *.example.test|{files}\n"
+    # Both values went through the gateway (the audit log names the user and the name).
+    assert site.gateway.stderr.count("_acme-challenge.example.test") >= 2
+    assert PASSWORD not in site.gateway.stderr
+
+    # Not due: a pebble certificate lives five years.
+    status, out, err = site.run("renew")
+    assert status == 0 and "not due" in err, err
+    assert x509.load_pem_x509_certificate((files / "cert.pem").read_bytes()) == leaf
+
+    # Forced renewal through the console entry point, as cron would run it.
+    done = subprocess.run(
+        [sys.executable, "-m", "lib.acme", "renew", "--force", "--quiet",
+         "--state-dir", str(site.state), "--ca-file", str(site.pebble.ca_file)],
+        cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""
+    renewed = x509.load_pem_x509_certificate((files / "cert.pem").read_bytes())
+    assert renewed.serial_number != leaf.serial_number
+    archived = sorted((files / "archive").iterdir())
+    assert len(archived) == 1
+    assert x509.load_pem_x509_certificate((archived[0] / "cert.pem").read_bytes()) == leaf
+    assert (archived[0] / "privkey.pem").stat().st_mode & 0o777 == 0o600
+    assert hook_out.read_text().count("\n") == 2
+
+    # Roll the account key over, then revoke with the new key.
+    status, out, err = site.run("account", "rollover", "--server", site.pebble.url)
+    assert status == 0, err
+    assert "now signed with the new key" in err
+    status, out, err = site.run("revoke", "--cert", str(files / "cert.pem"),
+                                "--reason", "keyCompromise")
+    assert status == 0, err
+    serial = format(renewed.serial_number, "x")
+    record = site.pebble.cert_status(serial)
+    assert record["Status"] == "Revoked" and record["Reason"] == 1
+
+    status, out, _ = site.run("list", "--json")
+    rows = json.loads(out)["certificates"]
+    assert status == 0
+    assert [(r["name"], r["state"]) for r in rows] == [("example.test", "revoked (keyCompromise)")]
