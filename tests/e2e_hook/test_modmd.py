@@ -25,6 +25,7 @@ import pytest
 from tests.e2e import journal_rows
 from tests.e2e_hook.pebble_rig import Pebble
 from tests.e2e_hook.rig import (
+    GATEWAY_PASSWORD,
     Apache,
     apache_env,
     dig_txt,
@@ -106,5 +107,52 @@ def test_mod_md_gets_the_wildcard_certificate_and_serves_it(
         assert_nothing_left(bind, files.state_dir)
         assert gateway.proc.poll() is None
         assert "webserver" in gateway.stderr and "add" in gateway.stderr
+    finally:
+        gateway.stop()
+
+
+def test_version_1_teardown_leaves_no_record(
+    tmp_path: Path, shared: Path, bind: BindServer, pebble: Pebble, apache_factory: ApacheFactory,
+) -> None:
+    # MDChallengeDns01Version 1 tears down with the domain only: the gateway removes
+    # every value this user set at that name, from its journal.
+    files = gateway_files(tmp_path / "gateway", shared, bind)
+    gateway = start_gateway(files)
+    try:
+        apache = apache_factory(write_hook_conf(shared, files.url, files.ca_file),
+                                dns01_version=1, message_cmd=False)
+        apache.wait_for_log(SETUP_DONE, ISSUE_TIMEOUT, fail_on=FAILED)
+        hook_log = (shared / "hook.log").read_text()
+        assert hook_log.count("mod_md setup example.test") == 2, hook_log
+        # One teardown per authorization, each without a value.
+        assert hook_log.count("mod_md teardown example.test (value all)") == 2, hook_log
+        assert_nothing_left(bind, files.state_dir)
+        apache.graceful()
+        assert sans(apache.served_certificate("example.test", pebble.issuer_roots())) == {
+            "example.test", "*.example.test"}
+    finally:
+        gateway.stop()
+
+
+def test_the_gateway_down_at_first_then_the_certificate_comes(
+    tmp_path: Path, shared: Path, bind: BindServer, pebble: Pebble, apache_factory: ApacheFactory,
+) -> None:
+    files = gateway_files(tmp_path / "gateway", shared, bind)
+    # A short bound, so the first attempt gives up quickly and mod_md tries again.
+    hook_conf = write_hook_conf(shared, files.url, files.ca_file, timeout="3")
+    apache = apache_factory(hook_conf, message_cmd=False)
+    failed = apache.wait_for_log(r"stderr: (acmegw-hook: setup example\.test: cannot reach [^\n]*)",
+                                 ISSUE_TIMEOUT)
+    line = failed.group(1)
+    assert "connection refused" in line and "check that the gateway runs" in line, line
+    assert GATEWAY_PASSWORD not in apache.log()
+    assert dig_txt(bind.port) == set()
+    gateway = start_gateway(files)
+    try:
+        apache.wait_for_log(SETUP_DONE, ISSUE_TIMEOUT)
+        assert_nothing_left(bind, files.state_dir)
+        apache.graceful()
+        assert sans(apache.served_certificate("www.example.test", pebble.issuer_roots())) == {
+            "example.test", "*.example.test"}
     finally:
         gateway.stop()
