@@ -29,6 +29,7 @@ finds no TXT left. The failure answers a client gets — wrong password (401),
 a name outside ``DNSAPI_DOMAINS`` (403), BIND stopped (502) — make lego exit
 non-zero; lego's own error message carries the status the gateway gave it,
 and the same request sent with ``requests`` shows the status and JSON body.
+A bad value (400), which lego never sends, is shown with ``requests`` alone.
 """
 
 from __future__ import annotations
@@ -177,6 +178,7 @@ async def run_lego(
     argv += [
         "--dns", "httpreq",
         "--dns.resolvers", bind.address,
+        # lego 4.9 asks each zone nameserver on port 53, which nothing here serves.
         "--dns.disable-cp",
         "--http-timeout", "10",
         "--path", str(tmp_path / "lego"),
@@ -302,3 +304,21 @@ async def test_provider_down_fails_lego_with_502(
     assert answer.status_code == 502, answer.text
     assert answer.json()["message"].startswith("rfc2136:"), answer.text
     assert bind.key.secret not in gw.process.stderr
+
+
+async def test_a_bad_value_is_400(bind: BindServer, start_gateway: Callable[..., Gateway]) -> None:
+    gw = start_gateway()
+    for mode, body in (
+        ("value too short", {"fqdn": CHALLENGE + ".", "value": "short"}),
+        ("value not base64url", {"fqdn": CHALLENGE + ".", "value": "!" * 43}),
+        ("no value", {"fqdn": CHALLENGE + "."}),
+        ("keyAuth empty", {"domain": "example.test", "token": "t", "keyAuth": ""}),
+        ("keyAuth not printable", {"domain": "example.test", "token": "t", "keyAuth": "a\nb"}),
+    ):
+        for path in ("present", "cleanup"):
+            answer = gw.post(path, body)
+            assert answer.status_code == 400, (mode, path, answer.text)
+            assert answer.json()["error"] == "bad_request", (mode, path, answer.text)
+    assert gw.audit() == []
+    assert journal_rows(gw.state) == []
+    assert bind.txt(CHALLENGE) == set()
