@@ -104,8 +104,11 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _mkdir(path: Path) -> None:
+    """Create *path* and any missing parents, each 0700 (``parents=True`` would not)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for folder in reversed(missing):
+            folder.mkdir(mode=0o700, exist_ok=True)
     except OSError as exc:
         raise StateError(f"cannot create {path}: {exc.strerror}") from None
 

@@ -1,0 +1,131 @@
+"""The acmegw-acme command line without any CA: usage errors, exit codes, the lock,
+output formats, and secrets that must never be shown."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lib.acme.cli import EXIT_BUSY, EXIT_OK, EXIT_USAGE, main
+from lib.acme.store import Store
+from tests.gateway.procs import REPO_ROOT
+
+SECRET = "c2VjcmV0LW1hYy1rZXktdGhhdC1tdXN0LW5ldmVyLXNob3c"
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for key in ("PROVIDER", "DNSAPI_MODULE", "ACMEGW_ACME_STATE_DIR",
+                "ACMEGW_GATEWAY_PASSWORD_FILE", "ACMEGW_EAB_HMAC_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    return tmp_path / "state"
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    status = main(list(args))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_usage_errors_exit_2(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--state-dir", str(state)]
+    cases = {
+        ("issue", *base): "-d/--domain",
+        ("issue", "-d", "bad..name", *base): "-d 'bad..name'",
+        ("issue", "-d", "example.test", "--server", "nowhere", *base): "known CA (letsencrypt",
+        ("issue", "-d", "example.test", "--server", "http://ca.example/dir", *base):
+            "neither an https URL",
+        ("issue", "-d", "example.test", *base): "--gateway-url URL, or --provider NAME",
+        ("issue", "-d", "example.test", "--gateway-url", "https://gw/", "--gateway-user", "u",
+         *base): "--gateway-user needs --gateway-password-file",
+        ("issue", "-d", "example.test", "--gateway-url", "https://gw/",
+         "--propagation-nameservers", "ns1.example.test", *base): "is not an IP address",
+        ("issue", "-d", "example.test", "--gateway-url", "https://gw/", "--eab-kid", "k",
+         *base): "needs both --eab-kid and the MAC key",
+        ("issue", "-d", "example.test", "--gateway-url", "https://gw/", "--eab-kid", "k",
+         "--eab-hmac-key", "not base64!", *base): "not base64url",
+        ("revoke", "--cert", "/nonexistent", *base): "cannot read /nonexistent",
+        ("account", "deactivate", *base): "add --yes",
+        ("renew", "--name", "../x", *base): "not a usable certificate name",
+        ("frobnicate",): "invalid choice",
+    }
+    for argv, message in cases.items():
+        status, out, err = run(capsys, *argv)
+        assert status == EXIT_USAGE, (argv, err)
+        assert message in err, (argv, err)
+        assert out == ""
+
+
+def test_a_bad_revocation_reason(state: Path, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not a certificate")
+    status, _, err = run(capsys, "revoke", "--cert", str(cert), "--reason", "boredom",
+                         "--state-dir", str(state))
+    assert status == EXIT_USAGE and "not a revocation reason" in err
+    status, _, err = run(capsys, "revoke", "--cert", str(cert), "--state-dir", str(state))
+    assert status == EXIT_USAGE and "holds no PEM certificate" in err
+
+
+def test_the_gateway_password_file_must_be_private(state: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    password = tmp_path / "pw"
+    password.write_text("hunter2-gateway-password")
+    password.chmod(0o640)
+    argv = ["issue", "-d", "example.test", "--gateway-url", "https://gw/", "--gateway-user", "u",
+            "--gateway-password-file", str(password), "--state-dir", str(state)]
+    status, out, err = run(capsys, *argv)
+    assert status == EXIT_USAGE
+    assert f"{password} is readable by group or others; run: chmod 600 {password}" in err
+    assert "hunter2" not in out + err
+    password.write_text("")
+    password.chmod(0o600)
+    status, _, err = run(capsys, *argv)
+    assert status == EXIT_USAGE and "is empty" in err
+
+
+def test_the_eab_mac_key_is_never_echoed(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # argparse repeats unrecognised arguments, values included (renew takes no EAB options).
+    for argv, redacted in ((["renew", "--eab-hmac-key", SECRET], True),
+                           (["renew", f"--eab-hmac-key={SECRET}"], True),
+                           (["issue", "-d", "example.test", "--eab-kid", "k", "--eab-hmac-key",
+                             SECRET, "--bogus-option"], False)):
+        status, out, err = run(capsys, *argv, "--state-dir", str(state))
+        assert status == EXIT_USAGE
+        assert "unrecognized arguments" in err
+        assert ("***" in err) == redacted, err
+        assert SECRET not in out + err
+
+
+def test_list_and_renew_with_nothing_to_do(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "list", "--state-dir", str(state))
+    assert status == EXIT_OK and out == "no certificates\n"
+    status, out, _ = run(capsys, "list", "--json", "--state-dir", str(state))
+    assert status == EXIT_OK and json.loads(out) == {"certificates": [], "command": "list",
+                                                     "ok": True, "steps": []}
+    status, out, err = run(capsys, "renew", "--state-dir", str(state))
+    assert status == EXIT_OK and out == "no certificates\n" and err == ""
+    assert state.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_second_run_waits_then_gives_up_with_status_3(
+        state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with Store(state).locked():
+        status, _, err = run(capsys, "renew", "--lock-timeout", "0.2", "--state-dir", str(state))
+    assert status == EXIT_BUSY
+    assert "another acmegw-acme run holds" in err
+    status, _, _ = run(capsys, "renew", "--lock-timeout", "0", "--state-dir", str(state))
+    assert status == EXIT_OK
+
+
+def test_runs_as_a_module_with_help(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "lib.acme", "issue", "--help"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    for option in ("--gateway-password-file", "--preferred-chain", "--profile", "--eab-kid",
+                   "--deploy-hook", "--propagation-nameservers", "--key-type"):
+        assert option in done.stdout
