@@ -124,8 +124,9 @@ def build_hook_venv(directory: Path) -> Path:
 
 
 def write_hook_conf(directory: Path, gateway_url: str, ca_file: Path, *,
-                    timeout: str = "60") -> Path:
-    """hook.conf with the password in it: owned by www-data, mode 600, as documented."""
+                    timeout: str = "60", httpd: bool = True) -> Path:
+    """hook.conf with the password in it, mode 600 as documented; owned by www-data
+    when *httpd* (mod_md runs the hook as that user), else by whoever runs the test."""
     conf = directory / "hook.conf"
     log = directory / "hook.log"
     conf.write_text(
@@ -137,9 +138,11 @@ def write_hook_conf(directory: Path, gateway_url: str, ca_file: Path, *,
         f"ACMEGW_TIMEOUT={timeout}\n"
         f"ACMEGW_LOG={log}\n"
     )
-    give_to_httpd(conf, 0o600)
-    log.touch()
-    give_to_httpd(log, 0o600)
+    conf.chmod(0o600)
+    log.touch(mode=0o600)
+    if httpd:
+        give_to_httpd(conf, 0o600)
+        give_to_httpd(log, 0o600)
     return conf
 
 
