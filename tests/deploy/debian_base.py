@@ -162,13 +162,15 @@ def cache_lock(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _debootstrap(debootstrap: str, source: AptSource, suite: str, tarball: Path) -> None:
+def _debootstrap(
+    debootstrap: str, source: AptSource, suite: str, packages: Sequence[str], tarball: Path
+) -> None:
     with tempfile.TemporaryDirectory(dir=tarball.parent, prefix="rootfs-") as tmp:
         rootfs = Path(tmp, "rootfs")
         argv = [
             debootstrap,
             "--variant=minbase",
-            f"--include={','.join(PACKAGES)}",
+            f"--include={','.join(packages)}",
             *([f"--keyring={source.keyring}"] if source.keyring else []),
             suite,
             str(rootfs),
@@ -193,15 +195,17 @@ def _debootstrap(debootstrap: str, source: AptSource, suite: str, tarball: Path)
         partial.rename(tarball)
 
 
-def ensure_base_image(podman: str, debootstrap: str) -> BaseImage:
-    """The base image, from podman's store, the cached tar file, or debootstrap."""
+def ensure_base_image(
+    podman: str, debootstrap: str, packages: Sequence[str] = PACKAGES
+) -> BaseImage:
+    """The base image with *packages*, from podman's store, the cached tar file, or debootstrap."""
     started = time.monotonic()
     suite = host_suite()
     source = debian_mirror(suite)
     arch = subprocess.run(
         ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True, timeout=30
     ).stdout.strip()
-    key = hashlib.sha256("\n".join([source.uri, suite, arch, *PACKAGES]).encode()).hexdigest()[:12]
+    key = hashlib.sha256("\n".join([source.uri, suite, arch, *packages]).encode()).hexdigest()[:12]
     name = f"{IMAGE_REPO}:{suite}-{key}"
     folder = CACHE / f"base-{suite}-{key}"
     tarball = folder / "rootfs.tar"
@@ -211,7 +215,7 @@ def ensure_base_image(podman: str, debootstrap: str) -> BaseImage:
         built = not tarball.is_file()
         if built:
             folder.mkdir(parents=True, exist_ok=True)
-            _debootstrap(debootstrap, source, suite, tarball)
+            _debootstrap(debootstrap, source, suite, packages, tarball)
         with tarball.open("rb") as data:
             imported = subprocess.run(
                 [podman, "import", "--change", "CMD=/bin/sh", "-", name],

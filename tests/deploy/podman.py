@@ -15,12 +15,24 @@ from __future__ import annotations
 import resource
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 
 def _limit(kind: int, most: int) -> int:
     hard = resource.getrlimit(kind)[1]
     return most if hard == resource.RLIM_INFINITY else min(hard, most)
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image a test built, with what it cost."""
+
+    tag: str
+    size: int
+    base_seconds: float
+    base_built: bool
+    build_seconds: float
 
 
 class Podman:

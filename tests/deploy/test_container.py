@@ -27,33 +27,31 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import dns.message
-import dns.query
-import dns.rdatatype
 import pytest
 import requests
 
 from tests.conftest import make_value
-from tests.deploy.debian_base import NoDebianMirror, ensure_base_image
-from tests.deploy.podman import Podman
-from tests.gateway.procs import REPO_ROOT
-from tests.system import free_port, need_program, unavailable
+from tests.deploy.podman import Image, Podman
+from tests.deploy.usage import (
+    CHALLENGE,
+    DOMAIN,
+    WRITE_PROBE,
+    change,
+    proc_status,
+    served,
+    write_passwd,
+)
+from tests.system import free_port
 
 pytestmark = pytest.mark.system
 
 UID = 10001
 STATE = "/var/lib/acmegw"
-CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 USER, PASSWORD = "alice", "container-test-password-7f3a"
-DOMAIN = "example.com"
-CHALLENGE = f"_acme-challenge.{DOMAIN}"
+AUTH = (USER, PASSWORD)
 
 # Run inside the container as its user: every directory it may create files in.
 # /proc and /sys are kernel interfaces; /dev/mqueue only holds POSIX message
@@ -69,67 +67,6 @@ for root, dirs, files in os.walk("/"):
         found.append(root)
 print(json.dumps(found))
 """
-
-# Writes the gateway's user tries and must not manage, and the one it must.
-WRITE_PROBE = """
-import errno, json, os, sys
-result = {}
-for folder in sys.argv[1:]:
-    path = os.path.join(folder, ".acmegw-write-probe")
-    try:
-        with open(path, "x") as f:
-            f.write("x")
-        os.unlink(path)
-        result[folder] = "ok"
-    except OSError as exc:
-        result[folder] = errno.errorcode.get(exc.errno, str(exc.errno))
-print(json.dumps(result))
-"""
-
-
-@dataclass(frozen=True)
-class Image:
-    tag: str
-    size: int
-    base_seconds: float
-    base_built: bool
-    build_seconds: float
-
-
-@pytest.fixture(scope="module")
-def podman() -> Podman:
-    if os.geteuid() != 0:
-        unavailable("the container test needs root (rootful podman, debootstrap)")
-    program = need_program("podman", "podman")
-    need_program("runc", "runc")
-    need_program("iptables", "iptables")
-    return Podman(program)
-
-
-@pytest.fixture(scope="module")
-def image(podman: Podman) -> Iterator[Image]:
-    debootstrap = need_program("debootstrap", "debootstrap")
-    try:
-        base = ensure_base_image(podman.program, debootstrap)
-    except NoDebianMirror as exc:
-        unavailable(f"cannot make the Debian base image: {exc}")
-        raise
-    tag = f"localhost/acmegw-test:{secrets.token_hex(4)}"
-    build_args = {"BASE": base.name}
-    mounts = []
-    if CA_BUNDLE.is_file():
-        # pip in the build trusts what this machine trusts (a TLS-inspecting
-        # proxy's CA, say), without baking the bundle into the image.
-        mounts.append(f"{CA_BUNDLE}:{CA_BUNDLE}:ro")
-        build_args["PIP_CERT"] = str(CA_BUNDLE)
-    started = time.monotonic()
-    podman.build(REPO_ROOT, tag, build_args, mounts)
-    build_seconds = time.monotonic() - started
-    try:
-        size = int(podman("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip())
-        yield Image(tag, size, base.seconds, base.built, build_seconds)
-    finally:
-        podman("rmi", "--force", tag, check=False)
 
 
 def write_config(folder: Path) -> None:
@@ -152,16 +89,7 @@ def write_config(folder: Path) -> None:
     )
     dotenv.chmod(0o644)
     passwd = folder / "acmepasswd"
-    done = subprocess.run(
-        [sys.executable, "-m", "lib.passwd", "-f", str(passwd), "-i", USER],
-        input=PASSWORD + "\n",
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    write_passwd(passwd, USER, PASSWORD)
     # Readable by the gateway's uid alone, as the README says.
     os.chown(passwd, UID, UID)
     passwd.chmod(0o600)
@@ -179,36 +107,6 @@ def wait_healthy(podman: Podman, name: str, timeout: float = 60.0) -> None:
         time.sleep(0.1)
     logs = podman("logs", name, check=False)
     raise AssertionError(f"not healthy after {timeout}s:\n{logs.stdout}\n{logs.stderr}")
-
-
-def served(port: int, tcp: bool = False) -> set[str]:
-    query = dns.message.make_query(CHALLENGE, dns.rdatatype.TXT)
-    if tcp:
-        answer = dns.query.tcp(query, "127.0.0.1", port=port, timeout=5)
-    else:
-        answer = dns.query.udp(query, "127.0.0.1", port=port, timeout=5)
-    return {
-        b"".join(rdata.strings).decode()
-        for rrset in answer.answer
-        if rrset.rdtype == dns.rdatatype.TXT
-        for rdata in rrset
-    }
-
-
-def change(
-    port: int,
-    method: str,
-    argument: str,
-    value: str,
-    auth: tuple[str, str] | None = (USER, PASSWORD),
-) -> requests.Response:
-    return requests.request(
-        method,
-        f"http://127.0.0.1:{port}/",
-        json={"argument": argument, "domain_name": DOMAIN, "challenge_content": value},
-        auth=auth,
-        timeout=30,
-    )
 
 
 def exec_json(podman: Podman, name: str, script: str, *args: str) -> object:
@@ -246,11 +144,7 @@ def test_read_only_non_root_container_serves_setup_and_teardown(
         assert inspected["Config"]["User"] == f"{UID}:{UID}"
         assert inspected["HostConfig"]["ReadonlyRootfs"] is True
         assert podman("exec", name, "id", "-u").stdout.strip() == str(UID)
-        status = dict(
-            line.split(":\t", 1)
-            for line in podman("exec", name, "cat", "/proc/1/status").stdout.splitlines()
-            if ":\t" in line
-        )
+        status = proc_status(podman("exec", name, "cat", "/proc/1/status").stdout)
         assert status["Uid"].split() == [str(UID)] * 4
         assert status["Gid"].split() == [str(UID)] * 4
         assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0
@@ -265,15 +159,15 @@ def test_read_only_non_root_container_serves_setup_and_teardown(
         assert refused.status_code == 401
         assert served(dns_port) == set()
 
-        done = change(http_port, "POST", "setup", first)
+        done = change(http_port, "POST", "setup", first, AUTH)
         assert done.status_code == 201, done.text
         assert done.json() == {"fqdn": CHALLENGE, "value": first}
         assert served(dns_port) == {first}
         assert served(dns_port, tcp=True) == {first}
-        done = change(http_port, "POST", "setup", second)
+        done = change(http_port, "POST", "setup", second, AUTH)
         assert done.status_code == 201, done.text
         assert served(dns_port) == {first, second}
-        done = change(http_port, "DELETE", "teardown", first)
+        done = change(http_port, "DELETE", "teardown", first, AUTH)
         assert done.status_code == 200, done.text
         assert served(dns_port) == {second}
         assert served(dns_port, tcp=True) == {second}
@@ -299,7 +193,7 @@ def test_read_only_non_root_container_serves_setup_and_teardown(
         podman("restart", "--time", "15", name, timeout=60)
         wait_healthy(podman, name)
         assert served(dns_port) == {second}
-        done = change(http_port, "DELETE", "teardown", second)
+        done = change(http_port, "DELETE", "teardown", second, AUTH)
         assert done.status_code == 200, done.text
         assert served(dns_port) == set()
 

@@ -1,0 +1,88 @@
+"""What a user of a deployed gateway does, and how the tests look inside a deployment.
+
+Setup and teardown through the native API with basic auth, the TXT values that
+a DNS server serves (UDP or TCP), a password file made with ``lib.passwd``, and
+small scripts run inside a container or a service's namespace.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rdatatype
+import requests
+
+from tests.gateway.procs import REPO_ROOT
+
+DOMAIN = "example.com"
+CHALLENGE = f"_acme-challenge.{DOMAIN}"
+
+# Try to create a file in each folder given; print errno names (or "ok") as JSON.
+WRITE_PROBE = """
+import errno, json, os, sys
+result = {}
+for folder in sys.argv[1:]:
+    path = os.path.join(folder, ".acmegw-write-probe")
+    try:
+        with open(path, "x") as f:
+            f.write("x")
+        os.unlink(path)
+        result[folder] = "ok"
+    except OSError as exc:
+        result[folder] = errno.errorcode.get(exc.errno, str(exc.errno))
+print(json.dumps(result))
+"""
+
+
+def write_passwd(path: Path, user: str, password: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "lib.passwd", "-f", str(path), "-i", user],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def served(port: int, tcp: bool = False) -> set[str]:
+    """The TXT values at the challenge name, as the DNS server on 127.0.0.1:*port* answers."""
+    query = dns.message.make_query(CHALLENGE, dns.rdatatype.TXT)
+    if tcp:
+        answer = dns.query.tcp(query, "127.0.0.1", port=port, timeout=5)
+    else:
+        answer = dns.query.udp(query, "127.0.0.1", port=port, timeout=5)
+    return {
+        b"".join(rdata.strings).decode()
+        for rrset in answer.answer
+        if rrset.rdtype == dns.rdatatype.TXT
+        for rdata in rrset
+    }
+
+
+def change(
+    port: int, method: str, argument: str, value: str, auth: tuple[str, str] | None
+) -> requests.Response:
+    """One native API request to the gateway on 127.0.0.1:*port*."""
+    return requests.request(
+        method,
+        f"http://127.0.0.1:{port}/",
+        json={"argument": argument, "domain_name": DOMAIN, "challenge_content": value},
+        auth=auth,
+        timeout=30,
+    )
+
+
+def proc_status(text: str) -> dict[str, str]:
+    """``/proc/<pid>/status`` as a dict."""
+    return {
+        key: value.strip()
+        for key, _, value in (line.partition(":\t") for line in text.splitlines())
+        if value
+    }
