@@ -30,6 +30,7 @@ MAC key out of the process list.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import logging
@@ -411,6 +412,9 @@ def _dispatch(args: argparse.Namespace, progress: Progress, out: _Output) -> int
     if args.command == "list":
         return _list(store, out)
     options = _options(args)
+    if args.command == "account" and args.action != "register":
+        # Only registering changes the contact; showing or rolling over must not.
+        options = dataclasses.replace(options, contact=())
     if args.command == "issue":
         lineage = _lineage(args)
     with store.locked(args.lock_timeout):

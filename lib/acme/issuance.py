@@ -73,6 +73,9 @@ from lib.dnscheck import PropagationSettings
 
 log = logging.getLogger(__name__)
 
+# What the command line says about a certificate (the rest of a Lineage is what was issued).
+_SETTINGS = ("servers", "key_type", "reuse_key", "ca_file", "solver", "propagation_nameservers",
+             "propagation_timeout", "deploy_hook", "profile", "preferred_chain")
 # newOrder problems after which the same order is tried again without ``replaces``.
 _REPLACES_REFUSED = ("alreadyReplaced", "malformed", "conflict")
 
@@ -249,12 +252,20 @@ class Driver:
     # --- issuance ----------------------------------------------------------------------
 
     def issue(self, lineage: Lineage, *, force: bool = False) -> Outcome:
-        """Issue *lineage* unless an unexpired certificate for the same names is not due."""
+        """Issue *lineage* unless an unexpired certificate for the same names is not due.
+
+        A certificate that is kept still takes the settings given now (servers, hook,
+        key type, ...), so the next renewal uses them.
+        """
         previous = self.store.load_lineage(lineage.name)
         if previous is not None and previous.serial and not force and not previous.revoked \
-                and sorted(previous.domains) == sorted(lineage.domains):
+                and sorted(previous.domains) == sorted(lineage.domains) \
+                and previous.out == lineage.out:
             decision = self.decide(previous)
             if not decision.due:
+                for name in _SETTINGS:
+                    setattr(previous, name, getattr(lineage, name))
+                self.store.save_meta(previous)
                 self.step(f"Certificate {lineage.name} is not due: {decision.reason} "
                           "(--force issues anyway)")
                 return Outcome(lineage.name, "kept", decision.reason,

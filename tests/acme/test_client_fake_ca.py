@@ -380,3 +380,18 @@ async def test_json_output_and_no_secrets(make_rig: RigFactory) -> None:
     status, out, _ = await rig.cli("list", "--json")
     rows = json.loads(out)["certificates"]
     assert status == 0 and rows[0]["name"] == "example.test" and rows[0]["state"] == "valid"
+
+
+async def test_issue_again_keeps_a_certificate_not_due_but_takes_the_new_settings(
+        make_rig: RigFactory) -> None:
+    ca = fast(offer=frozenset({"revokeCert", "keyChange"}))
+    rig = await make_rig(ca)
+    assert (await rig.cli("issue", *domains()))[0] == 0
+    serial = rig.leaf().serial_number
+    status, out, err = await rig.cli("issue", *domains(), "--deploy-hook", "true",
+                                     "--key-type", "rsa2048")
+    assert status == 0, err
+    assert "example.test: kept" in out and "is not due" in err
+    assert len(ca.new_orders) == 1 and rig.leaf().serial_number == serial
+    lineage = rig.lineage()
+    assert lineage.deploy_hook == "true" and lineage.key_type == "rsa2048"
