@@ -219,3 +219,35 @@ def load_static_accounts(config: Config) -> list[Account]:
                 "outside ACMEDNS_ZONE, DELEGATIONS and the managed domains"
             )
     return accounts
+
+
+def apply_reload(
+    app: web.Application, config: Config, passwords: PasswordStore | None
+) -> list[str]:
+    """Adopt a newly read configuration (SIGHUP) without dropping requests.
+
+    Returns the settings that only a restart can change. Requests in flight
+    finish with the settings they started with; the next ones see the new.
+    """
+    pending = app[LIVE].replace(config)
+    live = app[LIVE].config
+    auth = app[AUTHENTICATOR]
+    auth.config = live.auth
+    auth.limiter.limit = live.auth.max_failures
+    auth.limiter.window = live.auth.failure_window
+    if passwords is not None:
+        old = auth.passwords
+        auth.passwords = passwords
+        if old is not None and old is not passwords:
+            old.close(cancel=False)  # checks in flight finish on the old store
+    service = app[SERVICE]
+    service.managed_domains = live.managed_domains
+    service.set_delegations(live.delegations)
+    service.propagation = live.propagation
+    service.provider_timeout = live.provider_timeout
+    service.update_propagation()
+    janitor = app[JANITOR]
+    janitor.max_age = live.record_max_age
+    janitor.interval = live.janitor_interval
+    logging.getLogger().setLevel(live.log_level)
+    return pending

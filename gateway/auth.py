@@ -271,8 +271,9 @@ class PasswordStore:
             self._cache[self._digest(user, password)] = (self._clock() + self.cache_ttl, entry)
         return entry
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    def close(self, *, cancel: bool = True) -> None:
+        """Stop the hashing threads; ``cancel=False`` lets queued checks finish (reload)."""
+        self._pool.shutdown(wait=False, cancel_futures=cancel)
 
 
 class Authenticator:

@@ -18,10 +18,11 @@ from aiohttp import web
 
 from gateway import logsetup
 from gateway.acmedns import AccountError
-from gateway.app import create_app, load_static_accounts
+from gateway.app import apply_reload, create_app, load_static_accounts
 from gateway.auth import PasswordStore
 from gateway.config import Config, build, gather
 from gateway.errors import GatewayError
+from gateway.keys import PROVIDER
 from gateway.tls import ReloadingTLS, TLSFilesError
 from lib.passwd import PasswdFileError
 from lib.settings import ConfigError
@@ -69,7 +70,11 @@ def prepare(
 
 
 async def serve(
-    config: Config, provider: Provider, passwords: PasswordStore | None, tls: ReloadingTLS | None
+    config: Config,
+    provider: Provider,
+    passwords: PasswordStore | None,
+    tls: ReloadingTLS | None,
+    argv: Sequence[str] | None = None,
 ) -> int:
     app = create_app(config, provider, passwords)
     runner = web.AppRunner(
@@ -104,6 +109,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload, app, argv, tls)
     print(
         f"acmegw-server: ready ({', '.join(str(lst) for lst in config.listeners)})",
         file=sys.stderr,
@@ -116,6 +122,28 @@ async def serve(
     await runner.cleanup()  # stops accepting, waits for handlers, then runs cleanup_ctx
     log.info("stopped")
     return 0
+
+
+def reload(app: web.Application, argv: Sequence[str] | None, tls: ReloadingTLS | None) -> None:
+    """SIGHUP: read the configuration and password file again and adopt them.
+
+    A configuration with problems is refused as a whole and the running one
+    stays; nothing in flight is dropped.
+    """
+    try:
+        config, new_provider, passwords, _ = prepare(argv, os.environ)
+    except ConfigError as exc:
+        log.error("reload refused, keeping the running configuration: %s", "; ".join(exc.problems))
+        return
+    pending = apply_reload(app, config, passwords)
+    if new_provider.label != app[PROVIDER].label:
+        pending.append("provider")
+    if tls is not None:
+        tls.check()
+    if pending:
+        log.warning("reloaded; restart to apply: %s", ", ".join(pending))
+    else:
+        log.info("configuration reloaded")
 
 
 def summary(config: Config, provider: Provider) -> str:
@@ -147,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("configuration OK\n" + summary(config, provider))
         return 0
     log.info("starting: %s", describe_provider(provider))
-    return asyncio.run(serve(config, provider, passwords, tls))
+    return asyncio.run(serve(config, provider, passwords, tls, argv))
 
 
 def describe_provider(provider: Provider) -> str:

@@ -77,24 +77,31 @@ class ChallengeService:
         dns_visible: bool = True,
         delegations: tuple[tuple[str, str], ...] = (),
     ) -> None:
-        # base name -> the record name its _acme-challenge is CNAMEd to, and back.
-        self.delegated_to = dict(delegations)
-        self.delegated_from = {target: name for name, target in delegations}
         self.provider = provider
+        self.set_delegations(delegations)
         self.journal = journal
         self.managed_domains = managed_domains
         self.propagation = propagation
         self.provider_timeout = provider_timeout
+        self.dns_visible = dns_visible
+        self.update_propagation()
+        self.locks = NameLocks()
+        self.metrics: Metrics | None = None
+
+    def set_delegations(self, delegations: tuple[tuple[str, str], ...]) -> None:
+        # base name -> the record name its _acme-challenge is CNAMEd to, and back.
+        self.delegated_to = dict(delegations)
+        self.delegated_from = {target: name for name, target in delegations}
+
+    def update_propagation(self) -> None:
         # A provider that is not DNS (the in-memory one) has nothing to wait for;
         # one that is the authoritative server itself serves the value at once,
         # unless other servers to watch are named.
         self.check_propagation = (
-            propagation.check
-            and dns_visible
-            and (not provider.serves_itself or bool(propagation.nameservers))
+            self.propagation.check
+            and self.dns_visible
+            and (not self.provider.serves_itself or bool(self.propagation.nameservers))
         )
-        self.locks = NameLocks()
-        self.metrics: Metrics | None = None
 
     # -- names -------------------------------------------------------------
 
