@@ -137,6 +137,7 @@ class Driver:
         self.progress = progress
         self.options = options
         self._clients: dict[str, AcmeClient] = {}
+        self._ca_files: dict[str, str] = {}
 
     def close(self) -> None:
         for client in self._clients.values():
@@ -148,8 +149,16 @@ class Driver:
 
     # --- directory and account ---------------------------------------------------------
 
+    def remember_ca_file(self, lineage: Lineage) -> None:
+        """Trust what the certificate was issued with, unless the command line says otherwise."""
+        if lineage.ca_file:
+            for server in (*lineage.servers, lineage.issuer_directory):
+                if server:
+                    self._ca_files.setdefault(server, lineage.ca_file)
+
     def _transport(self, directory_url: str, key: jws.AccountKey | None) -> Transport:
-        return Transport(directory_url, key, ca_file=self.options.ca_file,
+        ca_file = self.options.ca_file or self._ca_files.get(directory_url)
+        return Transport(directory_url, key, ca_file=ca_file,
                          timeout=self.options.http_timeout, sleep=self.options.sleep)
 
     def describe_directory(self, client: AcmeClient) -> None:
@@ -303,6 +312,7 @@ class Driver:
         now = now_utc()
         if not lineage.serial:
             return Decision(True, "never issued")
+        self.remember_ca_file(lineage)
         if lineage.ari_id and lineage.issuer_directory:
             try:
                 if ari_check_due(lineage, now):
@@ -364,6 +374,7 @@ class Driver:
 
     def obtain(self, lineage: Lineage, previous: Lineage | None = None) -> Issued:
         """A certificate for *lineage* from the first of its CAs that gives one."""
+        self.remember_ca_file(lineage)
         attempts = max(1, self.options.attempts)
         failures: list[str] = []
         with self._solver(lineage) as solver:
@@ -590,6 +601,8 @@ class Driver:
         lineage = next((lin for name in self.store.lineage_names()
                         if (lin := self.store.load_lineage(name)) is not None
                         and lin.serial == serial), None)
+        if lineage is not None:
+            self.remember_ca_file(lineage)
         server = directory_url or (lineage.issuer_directory if lineage else None)
         if server is None:
             raise UsageError("this certificate is not one of ours: name its CA with --server")

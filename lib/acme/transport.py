@@ -112,9 +112,11 @@ class Transport:
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         try:
+            # Redirects only for GET (a directory URL that moved); a signed request names
+            # its URL inside the JWS, so following a redirect could only fail.
             response = self._session.request(method, url, timeout=(CONNECT_TIMEOUT, self.timeout),
-                                             verify=self._verify, allow_redirects=False,
-                                             **kwargs)
+                                             verify=self._verify,
+                                             allow_redirects=method == "GET", **kwargs)
         except requests.exceptions.SSLError as exc:
             raise TransportError(f"TLS with {host_of(url)} failed ({_reason(exc)}); "
                                  "for a private CA pass its certificate with --ca-file") from None
