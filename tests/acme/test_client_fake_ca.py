@@ -30,10 +30,14 @@ import pytest
 from aiohttp import web
 from cryptography import x509
 
+from lib.acme import jws
 from lib.acme.cli import main
+from lib.acme.client import AcmeClient
 from lib.acme.issuance import Driver, Options
+from lib.acme.keys import generate_key, load_private_key, private_pem
 from lib.acme.progress import Progress
 from lib.acme.store import Lineage, Store
+from lib.acme.transport import Transport
 from providers.builtin import BuiltinProvider, BuiltinSettings
 from tests.acme.fake_ca import FakeCA, ari_id, serve
 from tests.acme.pebble_rig import TlsFiles, write_tls_files
@@ -395,3 +399,40 @@ async def test_issue_again_keeps_a_certificate_not_due_but_takes_the_new_setting
     assert len(ca.new_orders) == 1 and rig.leaf().serial_number == serial
     lineage = rig.lineage()
     assert lineage.deploy_hook == "true" and lineage.key_type == "rsa2048"
+
+
+async def test_an_interrupted_rollover_is_finished_or_undone(make_rig: RigFactory) -> None:
+    ca = fast()
+    rig = await make_rig(ca)
+    url = rig.urls[0]
+    assert (await rig.cli("account", "register", "--server", url, "--agree-tos"))[0] == 0
+    store = Store(rig.state)
+
+    # A next key the CA never saw (the run died before keyChange): dropped.
+    store.save_pending_key(url, private_pem(generate_key("ec256")))
+    status, _, err = await rig.cli("account", "show", "--server", url)
+    assert status == 0 and "had not happened; keeping the key" in err, err
+    kept = store.load_account(url)
+    assert kept is not None and kept.pending_key_pem is None
+
+    # The CA switched keys but the run died before installing the new one: installed now.
+    new = jws.AccountKey(generate_key("ec256"))
+
+    def change_key_at_the_ca() -> None:
+        transport = Transport(url, jws.AccountKey(load_private_key(kept.key_pem)),
+                              ca_file=str(rig.tls.ca))
+        transport.account_url = kept.url
+        try:
+            AcmeClient(transport).change_key(new)
+        finally:
+            transport.close()
+
+    store.save_pending_key(url, private_pem(new.private_key))
+    await asyncio.to_thread(change_key_at_the_ca)
+    assert ca.key_changes == 1
+    status, out, err = await rig.cli("account", "show", "--server", url)
+    assert status == 0 and "had succeeded; using the new key" in err, err
+    installed = store.load_account(url)
+    assert installed is not None and installed.pending_key_pem is None
+    assert installed.key_pem == private_pem(new.private_key)
+    assert new.thumbprint() in out

@@ -133,11 +133,11 @@ def test_rsa3072_through_the_gateway_to_bind(site: Site) -> None:
 
 def test_ec384_with_the_rfc2136_provider_in_process(site: Site,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in {"RFC2136_SERVER": "127.0.0.1", "RFC2136_PORT": str(site.bind.port),
+    for setting, value in {"RFC2136_SERVER": "127.0.0.1", "RFC2136_PORT": str(site.bind.port),
                        "RFC2136_TSIG_KEY_NAME": site.bind.key.name,
                        "RFC2136_TSIG_SECRET_FILE": str(site.secret_file),
                        "RFC2136_TSIG_ALGORITHM": site.bind.key.algorithm}.items():
-        monkeypatch.setenv(key, value)
+        monkeypatch.setenv(setting, value)
     monkeypatch.delenv("PROVIDER", raising=False)
     status, _, err = site.run(
         "issue", "-d", "www.example.test", "--key-type", "ec384", "--provider", "rfc2136",
