@@ -32,7 +32,7 @@ from lib.acme.transport import Transport, json_of, parse_links, parse_retry_afte
 
 log = logging.getLogger(__name__)
 
-POLL_FIRST = 0.5
+POLL_FIRST = 0.25
 POLL_MAX = 5.0
 # A CA that points to more alternates than this is broken, not generous.
 MAX_ALTERNATES = 8

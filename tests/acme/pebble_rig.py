@@ -118,8 +118,13 @@ class Pebble:
 @contextmanager
 def start_pebble(directory: Path, dns_server: str, *,
                  eab_keys: Mapping[str, str] | None = None,
-                 alternate_roots: int = 0) -> Iterator[Pebble]:
-    """Run pebble validating against *dns_server* (``ip:port``); stopped by pid afterwards."""
+                 alternate_roots: int = 0,
+                 extra_env: Mapping[str, str] | None = None) -> Iterator[Pebble]:
+    """Run pebble validating against *dns_server* (``ip:port``); stopped by pid afterwards.
+
+    *extra_env* adds pebble settings such as ``PEBBLE_AUTHZREUSE``; never use it to
+    switch validation off.
+    """
     program = need_program("pebble", "pebble")
     directory.mkdir(parents=True, exist_ok=True)
     tls = write_tls_files(directory / "tls")
@@ -142,6 +147,9 @@ def start_pebble(directory: Path, dns_server: str, *,
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PEBBLE_VA_NOSLEEP": "1"}
     if alternate_roots:
         env["PEBBLE_ALTERNATE_ROOTS"] = str(alternate_roots)
+    env.update(extra_env or {})
+    if "PEBBLE_VA_ALWAYS_VALID" in env:
+        raise ValueError("these tests validate for real")
     server = Server([program, "-config", str(config), "-dnsserver", dns_server],
                     directory / "pebble.log", env=env, cwd=directory)
     try:
