@@ -345,6 +345,10 @@ def _store(args: argparse.Namespace) -> Store:
 
 def _run_outcomes(command: str, outcomes: list[Outcome], out: _Output) -> int:
     failed = [o for o in outcomes if o.failed]
+    if out.quiet:
+        # --quiet silences progress, never failures: cron mails what reaches stderr.
+        for outcome in failed:
+            sys.stderr.write(f"{PROG}: error: {_outcome_text(outcome)}\n")
     out.result([_outcome_text(o) for o in outcomes] or ["no certificates"],
                {"command": command, "ok": not failed,
                 "certificates": [_outcome_json(o) for o in outcomes]})

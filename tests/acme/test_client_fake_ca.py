@@ -193,11 +193,19 @@ async def test_fails_over_to_the_next_ca_after_repeated_failures(make_rig: RigFa
 
     # When every CA fails, the run fails and says what each one answered.
     good.fail_new_order = -1
-    status, _, err = await rig.cli("issue", *domains(), "--attempts", "1", "--force",
-                                   servers=rig.urls)
+    status, out, err = await rig.cli("issue", *domains(), "--attempts", "1", "--force",
+                                     servers=rig.urls)
     assert status == 1
     assert "no CA issued the certificate" in err
     assert err.count("the fake CA is broken today") >= 2
+    assert "example.test: FAILED: no CA issued the certificate" in out
+
+    # --quiet keeps the progress quiet, not the failure.
+    status, out, err = await rig.cli("renew", "--force", "--quiet", "--attempts", "1",
+                                     "--retry-delay", "0")
+    assert status == 1 and out == ""
+    assert err.startswith("acmegw-acme: error: example.test: FAILED: no CA issued")
+    assert err.count("\n") == 1
 
 
 async def test_ari_decides_renewal_and_the_new_order_replaces_the_old(
