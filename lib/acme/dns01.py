@@ -250,6 +250,9 @@ class ProviderSolver(Solver):
         self._loop = _LoopThread()
         try:
             self._loop.run(provider.open(), timeout)
+        except (ProviderError, OSError) as exc:
+            self._loop.close()
+            raise SolverError(f"{provider.name}: cannot start: {exc}") from None
         except BaseException:
             self._loop.close()
             raise

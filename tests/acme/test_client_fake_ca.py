@@ -444,3 +444,21 @@ async def test_an_interrupted_rollover_is_finished_or_undone(make_rig: RigFactor
     assert installed is not None and installed.pending_key_pem is None
     assert installed.key_pem == private_pem(new.private_key)
     assert new.thumbprint() in out
+
+
+async def test_a_provider_that_cannot_start_is_a_clear_failure(
+        make_rig: RigFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = fast()
+    rig = await make_rig(ca)
+    # Something else already serves the builtin provider's port.
+    busy = BuiltinProvider(BuiltinSettings(listen=(("127.0.0.1", rig.dns_port),),
+                                           nameservers=("ns.example.test",)), ("example.test",))
+    await busy.open()
+    try:
+        status, out, err = await rig.cli("issue", *domains())
+    finally:
+        await busy.aclose()
+    assert status == 1
+    assert "example.test: FAILED: builtin: cannot start" in out, err
+    assert "Traceback" not in err
+    assert len(ca.new_orders) == 1  # not retried: another CA would not help
