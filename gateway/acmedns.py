@@ -25,7 +25,6 @@ or a list under ``"accounts"`` with ``domain`` or ``fulldomain`` per entry and
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -43,6 +42,7 @@ from typing import Any
 
 from gateway.config import IPNetwork
 from gateway.errors import Unavailable
+from gateway.storage import open_database
 from lib.names import InvalidName, challenge_name, is_within, normalize_name
 
 _KEY_ALPHABET = string.ascii_letters + string.digits + "-_"
@@ -117,16 +117,7 @@ class AccountStore:
         self._static: dict[str, Account] = {}
 
     def open(self) -> None:
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise Unavailable(f"cannot open the acme-dns account store {self.path}: {exc}") from exc
-        with contextlib.suppress(OSError):
-            os.chmod(self.path, 0o600)
-        self._db = db
+        self._db = open_database(self.path, "the acme-dns account store", _SCHEMA)
 
     def close(self) -> None:
         if self._db is not None:

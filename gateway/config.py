@@ -22,7 +22,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from lib.dnscheck import parse_server
+from lib.dnscheck import nameservers_from_settings
 from lib.names import InvalidName, normalize_name
 from lib.settings import ConfigError, Settings
 
@@ -281,18 +281,6 @@ def _domains(settings: Settings) -> tuple[str, ...]:
     return tuple(dict.fromkeys(domains))
 
 
-def _nameservers(settings: Settings) -> tuple[str, ...]:
-    servers: list[str] = []
-    for item in settings.items("PROPAGATION_NAMESERVERS"):
-        try:
-            parse_server(item)
-        except ValueError as exc:
-            settings.problem(f"PROPAGATION_NAMESERVERS: {exc}")
-        else:
-            servers.append(item)
-    return tuple(servers)
-
-
 def _delegations(settings: Settings) -> tuple[tuple[str, str], ...]:
     """``DELEGATIONS=example.com=x.validation.example.net, ...``."""
     pairs: list[tuple[str, str]] = []
@@ -417,7 +405,7 @@ def build(settings: Settings, args: argparse.Namespace, config_dir: Path | None)
         check=settings.choice(
             "PROPAGATION_CHECK", {"authoritative": True, "off": False, "none": False}, True
         ),
-        nameservers=_nameservers(settings),
+        nameservers=nameservers_from_settings(settings),
         timeout=settings.duration("PROPAGATION_TIMEOUT", 120.0, 1.0, 3600.0),
         delay=settings.duration("DNS_DELAY", 0.0, 0.0, 3600.0),
     )

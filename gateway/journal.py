@@ -14,7 +14,6 @@ commits. Calls are short local writes and run on the event loop thread.
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import Unavailable
+from gateway.storage import open_database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -60,18 +60,7 @@ class Journal:
         return cls(state_dir / "journal.sqlite3")
 
     def open(self) -> None:
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise Unavailable(f"cannot open the journal {self.path}: {exc}") from exc
-        with contextlib.suppress(OSError):
-            os.chmod(self.path, 0o600)
-        self._db = db
+        self._db = open_database(self.path, "the journal", _SCHEMA)
 
     def close(self) -> None:
         if self._db is not None:

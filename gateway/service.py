@@ -152,9 +152,7 @@ class ChallengeService:
     # -- changes -----------------------------------------------------------
 
     async def add(self, identity: Identity, fqdn: str, value: str) -> Change:
-        started = time.monotonic()
-        result = "error"
-        try:
+        async with self._audited(identity, "add", fqdn, [value]):
             async with self.locks.hold(fqdn):
                 self.journal.begin_add(fqdn, value, identity.label)
                 await self.call_provider(self.provider.add_txt, fqdn, value)
@@ -163,46 +161,41 @@ class ChallengeService:
                 await self._wait_served(fqdn, value)
             elif self.propagation.delay:
                 await asyncio.sleep(self.propagation.delay)
-            result = "ok"
-            return Change(fqdn, (value,))
-        except GatewayError as exc:
-            result = f"{exc.status} {exc.message}"
-            raise
-        finally:
-            self._audit(identity, "add", fqdn, value_tag(value), result, started)
+        return Change(fqdn, (value,))
 
     async def remove(self, identity: Identity, fqdn: str, value: str) -> Change:
-        started = time.monotonic()
-        result = "error"
-        try:
-            async with self.locks.hold(fqdn):
-                await self._remove_locked(fqdn, value)
-            result = "ok"
-            return Change(fqdn, (value,))
-        except GatewayError as exc:
-            result = f"{exc.status} {exc.message}"
-            raise
-        finally:
-            self._audit(identity, "remove", fqdn, value_tag(value), result, started)
+        async with self._audited(identity, "remove", fqdn, [value]), self.locks.hold(fqdn):
+            await self._remove_locked(fqdn, value)
+        return Change(fqdn, (value,))
 
     async def remove_own(self, identity: Identity, fqdn: str) -> Change:
         """Remove every value *identity* set at *fqdn* (mod_md version 1 teardown)."""
-        started = time.monotonic()
         removed: list[str] = []
+        async with self._audited(identity, "remove-own", fqdn, removed), self.locks.hold(fqdn):
+            for record in self.journal.values(fqdn, identity.label):
+                await self._remove_locked(fqdn, record.value)
+                removed.append(record.value)
+        return Change(fqdn, tuple(removed))
+
+    @asynccontextmanager
+    async def _audited(
+        self, identity: Identity, action: str, fqdn: str, values: list[str]
+    ) -> AsyncIterator[None]:
+        """One audit line for the change in the block, whatever its outcome.
+
+        *values* is read when the block ends, so it may be filled inside it.
+        """
+        started = time.monotonic()
         result = "error"
         try:
-            async with self.locks.hold(fqdn):
-                for record in self.journal.values(fqdn, identity.label):
-                    await self._remove_locked(fqdn, record.value)
-                    removed.append(record.value)
+            yield
             result = "ok"
-            return Change(fqdn, tuple(removed))
         except GatewayError as exc:
             result = f"{exc.status} {exc.message}"
             raise
         finally:
-            tags = ",".join(value_tag(v) for v in removed) or "-"
-            self._audit(identity, "remove-own", fqdn, tags, result, started)
+            tags = ",".join(value_tag(v) for v in values) or "-"
+            self._audit(identity, action, fqdn, tags, result, started)
 
     async def trim(self, identity: Identity, fqdn: str, keep: int) -> list[str]:
         """Remove all but the *keep* newest values *identity* set at *fqdn*.

@@ -75,8 +75,14 @@ class PropagationError(Exception):
 class PropagationTimeout(PropagationError):
     """Some authoritative servers did not serve the value in time; ``lagging`` names them."""
 
-    def __init__(self, fqdn: str, lagging: Sequence[str], timeout: float,
-                 served: Sequence[str] = (), reason: str | None = None) -> None:
+    def __init__(
+        self,
+        fqdn: str,
+        lagging: Sequence[str],
+        timeout: float,
+        served: Sequence[str] = (),
+        reason: str | None = None,
+    ) -> None:
         self.fqdn = fqdn
         self.lagging = list(lagging)
         self.served = list(served)
@@ -102,7 +108,7 @@ def parse_server(text: str, default_port: int = 53) -> tuple[str, int]:
         close = item.find("]")
         if close < 0:
             raise ValueError(f"{text!r}: missing ']'")
-        host, rest = item[1:close], item[close + 1:]
+        host, rest = item[1:close], item[close + 1 :]
         if rest:
             if not rest.startswith(":"):
                 raise ValueError(f"{text!r}: expected ':port' after ']'")
@@ -153,19 +159,26 @@ class PropagationSettings:
     @classmethod
     def from_settings(cls, settings: Settings) -> PropagationSettings:
         """From ``PROPAGATION_NAMESERVERS``, ``PROPAGATION_TIMEOUT`` and ``DNS_DELAY``."""
-        nameservers: list[str] = []
-        for item in settings.items("PROPAGATION_NAMESERVERS"):
-            try:
-                parse_server(item)
-            except ValueError as exc:
-                settings.problem(f"PROPAGATION_NAMESERVERS: {exc}")
-            else:
-                nameservers.append(item)
         return cls(
-            nameservers=tuple(nameservers),
+            nameservers=nameservers_from_settings(settings),
             timeout=settings.duration("PROPAGATION_TIMEOUT", 120.0, 1.0, 3600.0),
             delay=settings.duration("DNS_DELAY", 0.0, 0.0, 3600.0),
         )
+
+
+def nameservers_from_settings(
+    settings: Settings, key: str = "PROPAGATION_NAMESERVERS"
+) -> tuple[str, ...]:
+    """The servers listed in *key*; each one that is not an address is a problem."""
+    nameservers: list[str] = []
+    for item in settings.items(key):
+        try:
+            parse_server(item)
+        except ValueError as exc:
+            settings.problem(f"{key}: {exc}")
+        else:
+            nameservers.append(item)
+    return tuple(nameservers)
 
 
 @dataclass(frozen=True)
@@ -177,17 +190,24 @@ class Authority:
     servers: tuple[str, ...]
 
 
-async def _query(server: str, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType,
-                 query_timeout: float, *, recursion: bool = False,
-                 default_port: int = 53) -> dns.message.Message:
+async def _query(
+    server: str,
+    qname: dns.name.Name,
+    rdtype: dns.rdatatype.RdataType,
+    query_timeout: float,
+    *,
+    recursion: bool = False,
+    default_port: int = 53,
+) -> dns.message.Message:
     """One query over UDP, then TCP if UDP was truncated or got no answer."""
     host, port = parse_server(server, default_port)
     query = dns.message.make_query(qname, rdtype)
     if not recursion:
         query.flags &= ~dns.flags.RD
     try:
-        response, _ = await dns.asyncquery.udp_with_fallback(query, host, timeout=query_timeout,
-                                                             port=port)
+        response, _ = await dns.asyncquery.udp_with_fallback(
+            query, host, timeout=query_timeout, port=port
+        )
         return response
     except dns.exception.Timeout:
         return await dns.asyncquery.tcp(query, host, timeout=query_timeout, port=port)
@@ -209,8 +229,12 @@ def _resolvers(resolver_nameservers: Sequence[str] | None) -> list[str]:
     return [str(ns) for ns in system.nameservers]
 
 
-async def _ask(resolvers: Sequence[str], qname: dns.name.Name,
-               rdtype: dns.rdatatype.RdataType, query_timeout: float) -> dns.message.Message:
+async def _ask(
+    resolvers: Sequence[str],
+    qname: dns.name.Name,
+    rdtype: dns.rdatatype.RdataType,
+    query_timeout: float,
+) -> dns.message.Message:
     """The first usable answer (NOERROR or NXDOMAIN) from *resolvers*, asked in turn."""
     problems: list[str] = []
     for resolver in resolvers:
@@ -222,17 +246,18 @@ async def _ask(resolvers: Sequence[str], qname: dns.name.Name,
         if response.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             return response
         problems.append(f"{resolver}: {dns.rcode.to_text(response.rcode())}")
-    raise DiscoveryError(f"no resolver answered {qname} {dns.rdatatype.to_text(rdtype)} "
-                         f"({'; '.join(problems)})")
+    raise DiscoveryError(
+        f"no resolver answered {qname} {dns.rdatatype.to_text(rdtype)} ({'; '.join(problems)})"
+    )
 
 
-def _rrsets(section: Iterable[dns.rrset.RRset], name: dns.name.Name,
-            rdtype: dns.rdatatype.RdataType) -> list[dns.rrset.RRset]:
+def _rrsets(
+    section: Iterable[dns.rrset.RRset], name: dns.name.Name, rdtype: dns.rdatatype.RdataType
+) -> list[dns.rrset.RRset]:
     return [r for r in section if r.name == name and r.rdtype == rdtype]
 
 
-async def find_zone(fqdn: str, resolvers: Sequence[str],
-                    query_timeout: float) -> dns.name.Name:
+async def find_zone(fqdn: str, resolvers: Sequence[str], query_timeout: float) -> dns.name.Name:
     """The zone holding *fqdn*: the owner of the SOA returned for it or for a parent."""
     name = dns.name.from_text(fqdn)
     candidate = name
@@ -240,8 +265,9 @@ async def find_zone(fqdn: str, resolvers: Sequence[str],
         response = await _ask(resolvers, candidate, dns.rdatatype.SOA, query_timeout)
         if _rrsets(response.answer, candidate, dns.rdatatype.SOA):
             return candidate
-        aliased = any(r.rdtype in (dns.rdatatype.CNAME, dns.rdatatype.DNAME)
-                      for r in response.answer)
+        aliased = any(
+            r.rdtype in (dns.rdatatype.CNAME, dns.rdatatype.DNAME) for r in response.answer
+        )
         # After a CNAME the authority section speaks of the target's zone, not ours.
         if not aliased:
             for rrset in response.authority:
@@ -252,8 +278,13 @@ async def find_zone(fqdn: str, resolvers: Sequence[str],
         candidate = candidate.parent()
 
 
-async def authoritative_servers(fqdn: str, *, resolver_nameservers: Sequence[str] | None = None,
-                                port: int = 53, query_timeout: float = 2.0) -> Authority:
+async def authoritative_servers(
+    fqdn: str,
+    *,
+    resolver_nameservers: Sequence[str] | None = None,
+    port: int = 53,
+    query_timeout: float = 2.0,
+) -> Authority:
     """The zone holding *fqdn*, its NS names and their addresses (``ip:port``, *port* applied).
 
     Raises :class:`DiscoveryError` when no resolver answers or the zone has no
@@ -262,14 +293,23 @@ async def authoritative_servers(fqdn: str, *, resolver_nameservers: Sequence[str
     resolvers = _resolvers(resolver_nameservers)
     zone = await find_zone(fqdn, resolvers, query_timeout)
     response = await _ask(resolvers, zone, dns.rdatatype.NS, query_timeout)
-    ns_names = sorted({rdata.target for rrset in _rrsets(response.answer, zone,
-                                                         dns.rdatatype.NS) for rdata in rrset})
+    ns_names = sorted(
+        {
+            rdata.target
+            for rrset in _rrsets(response.answer, zone, dns.rdatatype.NS)
+            for rdata in rrset
+        }
+    )
     if not ns_names:
         raise DiscoveryError(f"zone {zone} has no NS records")
     addresses: list[str] = []
     for ns in ns_names:
-        found = [rdata.address for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
-                 for rrset in _rrsets(response.additional, ns, rdtype) for rdata in rrset]
+        found = [
+            rdata.address
+            for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
+            for rrset in _rrsets(response.additional, ns, rdtype)
+            for rdata in rrset
+        ]
         if not found:
             for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
                 try:
@@ -277,37 +317,51 @@ async def authoritative_servers(fqdn: str, *, resolver_nameservers: Sequence[str
                 except DiscoveryError as exc:
                     log.warning("dnscheck: cannot resolve nameserver %s: %s", ns, exc)
                     continue
-                found += [rdata.address for rrset in _rrsets(answer.answer, ns, rdtype)
-                          for rdata in rrset]
+                found += [
+                    rdata.address for rrset in _rrsets(answer.answer, ns, rdtype) for rdata in rrset
+                ]
         if not found:
             log.warning("dnscheck: nameserver %s of %s has no address", ns, zone)
         addresses += [format_server(str(ipaddress.ip_address(a)), port) for a in found]
     servers = tuple(dict.fromkeys(addresses))
     if not servers:
         raise DiscoveryError(f"no address for any nameserver of {zone}")
-    return Authority(zone.to_text(omit_final_dot=True),
-                     tuple(n.to_text(omit_final_dot=True) for n in ns_names), servers)
+    return Authority(
+        zone.to_text(omit_final_dot=True),
+        tuple(n.to_text(omit_final_dot=True) for n in ns_names),
+        servers,
+    )
 
 
-async def _servers_for(name: str, settings: PropagationSettings,
-                       resolver_nameservers: Sequence[str] | None) -> list[str]:
+async def _servers_for(
+    name: str, settings: PropagationSettings, resolver_nameservers: Sequence[str] | None
+) -> list[str]:
     if settings.nameservers:
         return [format_server(*parse_server(s, settings.port)) for s in settings.nameservers]
     authority = await authoritative_servers(
-        name, resolver_nameservers=resolver_nameservers, port=settings.port,
-        query_timeout=settings.query_timeout)
-    log.debug("dnscheck: %s is in zone %s, served by %s", name, authority.zone,
-              ", ".join(authority.servers))
+        name,
+        resolver_nameservers=resolver_nameservers,
+        port=settings.port,
+        query_timeout=settings.query_timeout,
+    )
+    log.debug(
+        "dnscheck: %s is in zone %s, served by %s",
+        name,
+        authority.zone,
+        ", ".join(authority.servers),
+    )
     return list(authority.servers)
 
 
-async def _cname_target(name: str, servers: Sequence[str],
-                        settings: PropagationSettings) -> tuple[bool, str | None]:
+async def _cname_target(
+    name: str, servers: Sequence[str], settings: PropagationSettings
+) -> tuple[bool, str | None]:
     """``(answered, target)``: did any of *servers* answer, and the CNAME target it named."""
     qname = dns.name.from_text(name)
     results = await asyncio.gather(
         *(_query(s, qname, dns.rdatatype.TXT, settings.query_timeout) for s in servers),
-        return_exceptions=True)
+        return_exceptions=True,
+    )
     answered = False
     for result in results:
         if not isinstance(result, dns.message.Message):
@@ -318,9 +372,12 @@ async def _cname_target(name: str, servers: Sequence[str],
     return answered, None
 
 
-async def _target_and_servers(fqdn: str, settings: PropagationSettings,
-                              resolver_nameservers: Sequence[str] | None,
-                              servers: list[str]) -> str:
+async def _target_and_servers(
+    fqdn: str,
+    settings: PropagationSettings,
+    resolver_nameservers: Sequence[str] | None,
+    servers: list[str],
+) -> str:
     """Follow CNAMEs from *fqdn* to the name that must serve the value.
 
     *servers* is filled with that name's servers as soon as they are known, so
@@ -346,16 +403,23 @@ async def _target_and_servers(fqdn: str, settings: PropagationSettings,
         name = target
 
 
-async def _serves(server: str, qname: dns.name.Name, value: str,
-                  query_timeout: float) -> bool:
+async def _serves(server: str, qname: dns.name.Name, value: str, query_timeout: float) -> bool:
     response = await _query(server, qname, dns.rdatatype.TXT, query_timeout)
-    return any(b"".join(rdata.strings).decode(errors="replace") == value
-               for rrset in _rrsets(response.answer, qname, dns.rdatatype.TXT)
-               for rdata in rrset)
+    return any(
+        b"".join(rdata.strings).decode(errors="replace") == value
+        for rrset in _rrsets(response.answer, qname, dns.rdatatype.TXT)
+        for rdata in rrset
+    )
 
 
-async def _poll(server: str, qname: dns.name.Name, value: str, settings: PropagationSettings,
-                served: list[str], unreachable: list[str]) -> None:
+async def _poll(
+    server: str,
+    qname: dns.name.Name,
+    value: str,
+    settings: PropagationSettings,
+    served: list[str],
+    unreachable: list[str],
+) -> None:
     interval = settings.first_check
     while True:
         try:
@@ -364,18 +428,25 @@ async def _poll(server: str, qname: dns.name.Name, value: str, settings: Propaga
                 return
         except (dns.exception.DNSException, OSError, UnicodeError) as exc:
             if _unreachable(exc):
-                log.warning("dnscheck: %s is unreachable from here (%s); not waiting for it",
-                            server, exc.strerror if isinstance(exc, OSError) else exc)
+                log.warning(
+                    "dnscheck: %s is unreachable from here (%s); not waiting for it",
+                    server,
+                    exc.strerror if isinstance(exc, OSError) else exc,
+                )
                 unreachable.append(server)
                 return
-            log.debug("dnscheck: asking %s for %s failed: %s", server, qname,
-                      type(exc).__name__)
+            log.debug("dnscheck: asking %s for %s failed: %s", server, qname, type(exc).__name__)
         await asyncio.sleep(interval)
         interval = min(interval * _BACKOFF, settings.max_interval)
 
 
-async def wait_for_txt(fqdn: str, value: str, settings: PropagationSettings, *,
-                       resolver_nameservers: Sequence[str] | None = None) -> list[str]:
+async def wait_for_txt(
+    fqdn: str,
+    value: str,
+    settings: PropagationSettings,
+    *,
+    resolver_nameservers: Sequence[str] | None = None,
+) -> list[str]:
     """Return once every authoritative server of *fqdn* serves *value* (after ``delay``).
 
     Returns the servers (``ip:port``) that served it. Raises
@@ -392,19 +463,21 @@ async def wait_for_txt(fqdn: str, value: str, settings: PropagationSettings, *,
         async with asyncio.timeout(settings.timeout):
             target = await _target_and_servers(fqdn, settings, resolver_nameservers, servers)
             qname = dns.name.from_text(target)
-            await asyncio.gather(*(_poll(s, qname, value, settings, served, unreachable)
-                                   for s in servers))
+            await asyncio.gather(
+                *(_poll(s, qname, value, settings, served, unreachable) for s in servers)
+            )
     except TimeoutError:
         if not servers:
-            raise PropagationTimeout(fqdn, [], settings.timeout,
-                                     reason="could not find its servers") from None
+            raise PropagationTimeout(
+                fqdn, [], settings.timeout, reason="could not find its servers"
+            ) from None
         lagging = [s for s in servers if s not in served and s not in unreachable]
         raise PropagationTimeout(fqdn, lagging, settings.timeout, served=served) from None
     if not served:
-        raise PropagationError(f"{fqdn}: none of its servers is reachable from here "
-                               f"({', '.join(unreachable)})")
-    log.info("dnscheck: %s served by %s after %.3fs", fqdn, ", ".join(served),
-             loop.time() - start)
+        raise PropagationError(
+            f"{fqdn}: none of its servers is reachable from here ({', '.join(unreachable)})"
+        )
+    log.info("dnscheck: %s served by %s after %.3fs", fqdn, ", ".join(served), loop.time() - start)
     if settings.delay:
         await asyncio.sleep(settings.delay)
     return [s for s in servers if s in served]

@@ -1,0 +1,30 @@
+"""Opening the gateway's SQLite files the one way they should be opened."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from pathlib import Path
+
+from gateway.errors import Unavailable
+
+
+def open_database(path: Path, what: str, schema: str) -> sqlite3.Connection:
+    """Open (creating if needed) *path* with *schema*; Unavailable names *what* on failure.
+
+    WAL with ``synchronous=NORMAL``: a commit survives the process being killed,
+    which is what restart safety needs; the files are private (0600, folder 0700).
+    """
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(schema)
+    except (OSError, sqlite3.Error) as exc:
+        raise Unavailable(f"cannot open {what} {path}: {exc}") from exc
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o600)
+    return db
