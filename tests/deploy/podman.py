@@ -78,8 +78,11 @@ class Podman:
         mounts: list[str],
         timeout: float = 900.0,
     ) -> subprocess.CompletedProcess[str]:
+        # --layers=false: no intermediate images left behind in podman's store
+        # (the builder stage would otherwise stay as an unnamed image per run).
         args = [
             "build",
+            "--layers=false",
             "--format",
             "docker",
             *self.limits,
