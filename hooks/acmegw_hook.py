@@ -803,7 +803,13 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _open_standard_descriptors()
-    return run(list(sys.argv[1:] if argv is None else argv), os.environ)
+    try:
+        return run(list(sys.argv[1:] if argv is None else argv), os.environ)
+    except Exception as exc:
+        # A bug must still end as one line: mod_md logs every stderr line on its own.
+        _say(f"{PROG}: internal error: {type(exc).__name__}: {_one_line(str(exc))} — "
+             "please report this")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -303,6 +303,10 @@ MDomain example.test *.example.test
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop(timeout=15)
+            # A hook mod_md started may still be running (it is bounded by ACMEGW_TIMEOUT);
+            # it is in httpd's process group, which we created (start_new_session).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.server.pid, signal.SIGKILL)
 
     def log(self) -> str:
         text = self.error_log.read_text(errors="replace") if self.error_log.exists() else ""

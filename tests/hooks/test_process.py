@@ -92,3 +92,19 @@ async def test_all_standard_descriptors_closed(gateway: GatewayFactory, tmp_path
     assert refused[0] == 1
     text = log.read_text()
     assert "Traceback" not in text and "setup example.net: gateway answered 403" in text
+
+
+def test_an_internal_error_is_still_one_line(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from hooks import acmegw_hook
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug\nover two lines")
+
+    monkeypatch.setattr(acmegw_hook, "perform", broken)
+    monkeypatch.setenv("ACMEGW_HOOK_CONF", "")
+    monkeypatch.setenv("ACMEGW_URL", "http://127.0.0.1:9/")
+    assert acmegw_hook.main(["setup", "example.test", make_value()]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("acmegw-hook: internal error: RuntimeError: a bug over two lines")
