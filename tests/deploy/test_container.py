@@ -41,6 +41,7 @@ from tests.deploy.usage import (
     WRITE_PROBE,
     change,
     proc_status,
+    self_signed,
     served,
     write_passwd,
 )
@@ -69,8 +70,8 @@ print(json.dumps(found))
 """
 
 
-def write_config(folder: Path) -> None:
-    """The mounted /etc/acmegw: a dotenv file and a password file for the gateway's uid."""
+def write_config(folder: Path, tls: bool = False) -> None:
+    """The mounted /etc/acmegw: dotenv, password file and (with *tls*) cert.pem and key.pem."""
     folder.mkdir(mode=0o755)
     folder.chmod(0o755)
     dotenv = folder / ".env"
@@ -80,19 +81,24 @@ def write_config(folder: Path) -> None:
         "BASIC_AUTH = required\n"
         # Plain HTTP is refused for basic auth on a non-loopback address; here
         # the port is published on the host's loopback only.
-        "INSECURE_HTTP = 1\n"
-        "BUILTIN_NS = ns.gateway.invalid\n"
+        + ("" if tls else "INSECURE_HTTP = 1\n")
+        + "BUILTIN_NS = ns.gateway.invalid\n"
         # Setup answers once the gateway's own DNS server, inside the
         # container, serves the value.
         "PROPAGATION_NAMESERVERS = 127.0.0.1:53\n"
         "PROPAGATION_TIMEOUT = 20s\n"
     )
     dotenv.chmod(0o644)
-    passwd = folder / "acmepasswd"
-    write_passwd(passwd, USER, PASSWORD)
+    secrets_for_uid = [folder / "acmepasswd"]
+    write_passwd(folder / "acmepasswd", USER, PASSWORD)
+    if tls:
+        cert, key = self_signed("127.0.0.1", folder)
+        cert.chmod(0o644)
+        secrets_for_uid.append(key)
     # Readable by the gateway's uid alone, as the README says.
-    os.chown(passwd, UID, UID)
-    passwd.chmod(0o600)
+    for path in secrets_for_uid:
+        os.chown(path, UID, UID)
+        path.chmod(0o600)
 
 
 def wait_healthy(podman: Podman, name: str, timeout: float = 60.0) -> None:
@@ -114,6 +120,30 @@ def exec_json(podman: Podman, name: str, script: str, *args: str) -> object:
     return json.loads(done.stdout)
 
 
+def run_gateway(
+    podman: Podman,
+    image: Image,
+    name: str,
+    config: Path,
+    http_port: int,
+    dns_port: int,
+    volume: str,
+) -> None:
+    """The README's locked-down ``podman run``, with ports published on loopback only."""
+    podman.run_detached(
+        "--name", name,
+        "--read-only", "--read-only-tmpfs=false", "--ipc=none",
+        "--cap-drop=all", "--security-opt", "no-new-privileges",
+        "--sysctl", "net.ipv4.ip_unprivileged_port_start=53",
+        "-v", f"{config}:/etc/acmegw:ro",
+        "-v", f"{volume}:{STATE}",
+        "-p", f"127.0.0.1:{http_port}:8000",
+        "-p", f"127.0.0.1:{dns_port}:53/udp",
+        "-p", f"127.0.0.1:{dns_port}:53/tcp",
+        image.tag,
+    )  # fmt: skip
+
+
 def test_read_only_non_root_container_serves_setup_and_teardown(
     podman: Podman, image: Image, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -124,18 +154,7 @@ def test_read_only_non_root_container_serves_setup_and_teardown(
     volume = f"{name}-state"
     try:
         started = time.monotonic()
-        podman.run_detached(
-            "--name", name,
-            "--read-only", "--read-only-tmpfs=false", "--ipc=none",
-            "--cap-drop=all", "--security-opt", "no-new-privileges",
-            "--sysctl", "net.ipv4.ip_unprivileged_port_start=53",
-            "-v", f"{config}:/etc/acmegw:ro",
-            "-v", f"{volume}:{STATE}",
-            "-p", f"127.0.0.1:{http_port}:8000",
-            "-p", f"127.0.0.1:{dns_port}:53/udp",
-            "-p", f"127.0.0.1:{dns_port}:53/tcp",
-            image.tag,
-        )  # fmt: skip
+        run_gateway(podman, image, name, config, http_port, dns_port, volume)
         wait_healthy(podman, name)
         to_healthy = time.monotonic() - started
 
@@ -214,3 +233,31 @@ def test_read_only_non_root_container_serves_setup_and_teardown(
             f"{image.base_seconds:.1f} s; build {image.build_seconds:.1f} s; "
             f"podman run to healthy {to_healthy:.2f} s"
         )
+
+
+def test_https_container_passes_its_healthcheck_and_serves_over_tls(
+    podman: Podman, image: Image, tmp_path: Path
+) -> None:
+    config = tmp_path / "etc"
+    write_config(config, tls=True)
+    http_port, dns_port = free_port(), free_port()
+    name = f"acmegw-test-{secrets.token_hex(4)}"
+    volume = f"{name}-state"
+    try:
+        run_gateway(podman, image, name, config, http_port, dns_port, volume)
+        # The HEALTHCHECK's first try, HTTPS without checking the certificate.
+        wait_healthy(podman, name)
+        base = f"https://127.0.0.1:{http_port}/"
+        cert = str(config / "cert.pem")
+        assert requests.get(base + "healthz", verify=cert, timeout=10).status_code == 200
+        value = make_value()
+        body = {"argument": "setup", "domain_name": DOMAIN, "challenge_content": value}
+        done = requests.post(base, json=body, auth=AUTH, verify=cert, timeout=30)
+        assert done.status_code == 201, done.text
+        assert served(dns_port) == {value}
+        # No plaintext next to TLS on the same port.
+        with pytest.raises(requests.ConnectionError):
+            requests.post(f"http://127.0.0.1:{http_port}/", json=body, auth=AUTH, timeout=10)
+    finally:
+        podman("rm", "--force", "--time", "5", name, check=False, timeout=60)
+        podman("volume", "rm", "--force", volume, check=False)

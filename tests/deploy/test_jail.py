@@ -25,15 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime
-import ipaddress
 import json
 import os
 import pwd
 import shutil
 import ssl
 import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -41,14 +38,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.conftest import make_value
 from tests.deploy.jail_venv import ensure_jail_venv
 from tests.deploy.netns import Jail, network_jail
+from tests.deploy.usage import self_signed, write_passwd
 from tests.gateway.procs import READY, REPO_ROOT
 from tests.providers.fake_cloudflare import FakeCloudflare
 from tests.providers.forward_proxy import ForwardProxy
@@ -98,37 +92,6 @@ class VethProxy(ForwardProxy):
         )
         self.url = f"http://{self.host}:{self._runner.addresses[0][1]}"
         return self.url
-
-
-def self_signed(ip: str, folder: Path) -> tuple[Path, Path]:
-    """A certificate for *ip* that the test trusts directly."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
-                       critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 @pytest.fixture
@@ -203,16 +166,7 @@ def prepare(run: Path, jail: Jail, fake_url: str, proxy_url: str) -> dict[str, s
     etc.mkdir(mode=0o755)
     cert, key = self_signed(jail.jail_ip, etc)
     passwd = etc / "acmepasswd"
-    made = subprocess.run(
-        [sys.executable, "-m", "lib.passwd", "-f", str(passwd), "-i", USER],
-        input=PASSWORD + "\n",
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=60,
-        check=False,
-    )
-    assert made.returncode == 0, made.stderr
+    write_passwd(passwd, USER, PASSWORD)
     token = etc / "cloudflare.token"
     token.write_text(TOKEN + "\n")
     state = run / "state"
