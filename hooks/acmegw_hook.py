@@ -315,8 +315,6 @@ def _user_name() -> str:
 
 def read_conf(path: Path, required: bool) -> dict[str, str]:
     """The settings in a dotenv-style file (keys upper-cased); {} if absent and optional."""
-    from dotenv import dotenv_values
-
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -328,8 +326,11 @@ def read_conf(path: Path, required: bool) -> dict[str, str]:
     with os.fdopen(fd, "rb") as handle:
         mode = os.fstat(handle.fileno()).st_mode
         text = handle.read(1 << 20).decode("utf-8", errors="replace")
+    from dotenv import dotenv_values
+
     with _dotenv_complaints() as complaints:
-        parsed = dotenv_values(stream=io.StringIO(text))
+        # No ${VAR} expansion: a password is taken as written.
+        parsed = dotenv_values(stream=io.StringIO(text), interpolate=False)
     if complaints:
         # python-dotenv would print this on stderr and go on without the line.
         line = re.search(r"line (\d+)", complaints[0])

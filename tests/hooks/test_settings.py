@@ -171,3 +171,10 @@ def test_a_line_the_parser_cannot_read_is_one_clear_line(tmp_path: Path) -> None
     assert result.status == 2
     line = one_line(result.stderr)  # python-dotenv's own warning must not reach stderr
     assert f"{conf} line 2 cannot be parsed" in line and "it's" not in line
+
+
+def test_a_password_in_hook_conf_is_taken_as_written(tmp_path: Path) -> None:
+    conf = write(tmp_path / "hook.conf", "ACMEGW_URL=https://gw/\nACMEGW_USER=alice\n"
+                 'ACMEGW_PASSWORD="pa${HOME}ss # not a comment"\n')
+    assert load_settings({"ACMEGW_HOOK_CONF": str(conf)}).password == (
+        "pa${HOME}ss # not a comment")
