@@ -53,7 +53,8 @@ hook.conf that holds a password, that group or others may read is refused ("chmo
 Behaviour the clients rely on: no child processes (a child keeping stderr open blocks
 mod_md), stdin never read, closed standard descriptors tolerated, no ``PATH`` needed;
 connection failures and 5xx answers are retried with back-off, 4xx are not; the whole run
-never takes longer than ``ACMEGW_TIMEOUT``.
+never takes longer than ``ACMEGW_TIMEOUT``. ``HTTPS_PROXY``/``NO_PROXY`` in the environment
+are honoured, as requests does.
 
 Exit status: 0 confirmed (or an event that needs nothing), 1 the change failed or a
 challenge type was declined, 2 bad usage or settings.
@@ -592,7 +593,8 @@ class GatewayClient:
                 response = self.session.request(
                     method, self.settings.url, json=body, auth=auth,
                     verify=self.settings.verify, allow_redirects=False,
-                    timeout=(min(CONNECT_TIMEOUT, remaining), max(remaining, 0.1)),
+                    # Never 0: urllib3 would take that as "do not wait at all".
+                    timeout=(max(min(CONNECT_TIMEOUT, remaining), 0.1), max(remaining, 0.1)),
                     headers={"User-Agent": f"{PROG} ({client})"},
                 )
             except requests.exceptions.SSLError as exc:
