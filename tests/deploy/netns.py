@@ -60,7 +60,7 @@ def _free_subnet(ip: str) -> ipaddress.IPv4Network:
         if line and line[0].isdigit()
     ]
     for _ in range(64):
-        candidate = ipaddress.ip_network(f"{PREFIX}.{secrets.randbelow(256)}.0/30")
+        candidate = ipaddress.IPv4Network(f"{PREFIX}.{secrets.randbelow(256)}.0/30")
         if not any(candidate.overlaps(net) for net in [*used, *routes]):
             return candidate
     raise RuntimeError(f"no free /30 in {PREFIX}.0.0/16 on this host")
