@@ -42,7 +42,7 @@ from aiohttp import web
 from tests.conftest import make_value
 from tests.deploy.jail_venv import ensure_jail_venv
 from tests.deploy.netns import Jail, network_jail
-from tests.deploy.usage import self_signed, write_passwd
+from tests.deploy.usage import CHALLENGE, DOMAIN, self_signed, write_passwd
 from tests.gateway.procs import READY, REPO_ROOT
 from tests.providers.fake_cloudflare import FakeCloudflare
 from tests.providers.forward_proxy import ForwardProxy
@@ -51,8 +51,6 @@ from tests.system import Server, need_program, unavailable
 pytestmark = pytest.mark.system
 
 TOKEN = "Ab0-test-token-with-forty-characters-xyz"
-DOMAIN = "example.com"
-CHALLENGE = f"_acme-challenge.{DOMAIN}"
 USER, PASSWORD = "webhost", "jail-test-password-2c9e"
 GATEWAY_PORT = 8000  # the namespace is the gateway's alone: no port clash possible
 PACKAGES = ("gateway", "providers", "hooks", "lib")
