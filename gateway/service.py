@@ -31,6 +31,8 @@ from providers.base import Provider, ProviderError, ProviderTimeout
 log = logging.getLogger(__name__)
 audit = logging.getLogger("acmegw.audit")
 
+MAX_NAME = 253  # characters in a DNS name in text form, without the final dot
+
 
 def value_tag(value: str) -> str:
     """A short, one-way tag that lets logs correlate a value without revealing it."""
@@ -114,6 +116,9 @@ class ChallengeService:
         except InvalidName as exc:
             raise BadRequest(field, f"invalid name: {exc}") from None
         fqdn = challenge_name(base)
+        if len(fqdn) > MAX_NAME:
+            # The base name fits, but not once "_acme-challenge." is put in front.
+            raise BadRequest(field, f"invalid name: {fqdn[:40]}... is longer than 253 characters")
         self.authorize(identity, fqdn)
         # A delegated name's value lives at its CNAME target, which we write instead.
         return self.delegated_to.get(base_name(fqdn), fqdn)
