@@ -28,6 +28,9 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest("body", f"not valid JSON ({_short(exc)})") from None
     except RecursionError:
+        # A few kilobytes of "[[[[..." would otherwise end as a 500.
+        raise BadRequest("body", "JSON nested too deeply") from None
+    except RecursionError:
         # A few kilobytes of "[[[[" nest deeper than the decoder recurses.
         raise BadRequest("body", "not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):

@@ -387,3 +387,11 @@ async def test_healthz_without_auth(gateway: GatewayFactory) -> None:
     r = await client.get("/healthz")
     assert r.status == 200
     assert await r.json() == {"status": "ok"}
+
+
+async def test_deeply_nested_json_is_400_not_500(gateway: GatewayFactory) -> None:
+    client, provider = await gateway()
+    r = await client.post("/", data="[" * 4000 + "]" * 4000, headers=ALICE)
+    assert r.status == 400
+    assert (await r.json())["message"].startswith("body:")
+    assert provider.calls == []
