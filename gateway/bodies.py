@@ -30,9 +30,6 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
     except RecursionError:
         # A few kilobytes of "[[[[..." would otherwise end as a 500.
         raise BadRequest("body", "JSON nested too deeply") from None
-    except RecursionError:
-        # A few kilobytes of "[[[[" nest deeper than the decoder recurses.
-        raise BadRequest("body", "not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise BadRequest("body", "expected a JSON object")
     return data
