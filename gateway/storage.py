@@ -24,7 +24,29 @@ def open_database(path: Path, what: str, schema: str) -> sqlite3.Connection:
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(schema)
     except (OSError, sqlite3.Error) as exc:
-        raise Unavailable(f"cannot open {what} {path}: {exc}") from exc
+        raise Unavailable(f"cannot open {what} {path}: {exc}{obstacle(path.parent)}") from exc
     with contextlib.suppress(OSError):
         os.chmod(path, 0o600)
     return db
+
+
+def obstacle(folder: Path) -> str:
+    """Why *folder* cannot take our files, as a parenthesis, if the file system tells.
+
+    SQLite often says only "unable to open database file"; an operator needs
+    to know the state directory is read-only, full, or not theirs.
+    """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        fs = os.statvfs(existing)
+    except OSError:
+        return ""
+    if fs.f_flag & os.ST_RDONLY:
+        return f" ({existing} is on a read-only file system)"
+    if fs.f_bavail == 0:
+        return f" ({existing} is on a full file system)"
+    if not os.access(existing, os.W_OK):
+        return f" ({existing} is not writable by this user)"
+    return ""
