@@ -137,7 +137,8 @@ async def test_failures_are_502_one_line_and_the_janitor_cleans_up_once_healed(
 
     status, answer = await post(client, "setup", "a.example.test", fail_add)
     assert status == 502 and answer["error"] == "provider_error"
-    assert answer["message"].startswith("memory") and "500 Internal Server Error" in answer["message"]
+    assert answer["message"].startswith("memory")
+    assert "500 Internal Server Error" in answer["message"]
     status, answer = await post(client, "setup", "b.example.test", boom_add)
     assert status == 502 and answer["message"] == "memory: unexpected RuntimeError"
 
