@@ -67,11 +67,11 @@ async def post(client: Client, argument: str, name: str, val: str) -> tuple[int,
 
 
 def journal_states(client: Client) -> dict[str, str]:
-    return {r.value: r.state for r in client.server.app[JOURNAL].all()}
+    return {r.value: r.state for r in client.app[JOURNAL].all()}
 
 
 async def sweep_everything(client: Client) -> int:
-    janitor = client.server.app[JANITOR]
+    janitor = client.app[JANITOR]
     janitor.max_age = 0.0
     await asyncio.sleep(0.01)  # every record is now older than max_age
     return await janitor.sweep()
