@@ -156,7 +156,10 @@ def machine() -> str:
     with contextlib.suppress(OSError), open("/proc/meminfo") as info:
         kib = int(info.readline().split()[1])
         mem = f", {kib / 1024 / 1024:.0f} GiB"
+    # Other work on the machine shows in every figure: say how busy it was.
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
         f"{os.cpu_count()} CPUs ({cpu}){mem}, Linux {platform.release()}, "
-        f"Python {platform.python_version()}, OpenSSL {ssl.OPENSSL_VERSION.split()[1]}"
+        f"Python {platform.python_version()}, OpenSSL {ssl.OPENSSL_VERSION.split()[1]}; "
+        f"load average {load}"
     )
