@@ -39,6 +39,7 @@ ACMEDNS_USER = "c36f50e8-4632-44f0-83fe-e070fef28a10"
 ACMEDNS_KEY = "htB9mR9DYgcu9bX_afHF62erXaH2TS7bg9KW3F7Z"
 ACMEDNS_SUB = "1f0ae44b-33ed-4f7a-b1a6-3d1b6b8a0b0a"
 ACMEDNS_ZONE = "acme.example.test"
+NO_BODY = object()
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -77,10 +78,11 @@ class SyncGateway:
         path: str,
         *,
         data: bytes | None = None,
-        body: Any = None,
+        body: Any = NO_BODY,
         headers: Mapping[str, str] | None = None,
     ) -> Answer:
-        if body is not None:
+        """Send *data*, or *body* as JSON (``None`` too: it is the JSON ``null``)."""
+        if body is not NO_BODY:
             data = json.dumps(body).encode()
 
         async def send() -> Answer:
