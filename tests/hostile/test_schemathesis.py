@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -90,7 +91,7 @@ def test_the_document_describes_every_api(live_gateway: str) -> None:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     database=None,
 )
-def test_no_request_makes_a_server_error(case: schemathesis.Case, live_gateway: str) -> None:
+def test_no_request_makes_a_server_error(case: schemathesis.Case[Any], live_gateway: str) -> None:
     user = "carol" if case.path == "/register" else "alice"
     case.call_and_validate(
         base_url=live_gateway,
