@@ -308,7 +308,7 @@ class BuiltinProvider(Provider):
             )
         values.append(value)
         self._changed()
-        log.info("builtin DNS: added a TXT value at %s (%d now)", _text(key), len(values))
+        log.debug("builtin DNS: added a TXT value at %s (%d now)", _text(key), len(values))
 
     async def remove_txt(self, fqdn: str, value: str) -> None:
         key = self._key(fqdn)
@@ -319,7 +319,7 @@ class BuiltinProvider(Provider):
         if not values:
             del self.records[key]
         self._changed()
-        log.info("builtin DNS: removed a TXT value at %s (%d left)", _text(key), len(values))
+        log.debug("builtin DNS: removed a TXT value at %s (%d left)", _text(key), len(values))
 
     def _changed(self) -> None:
         self.serial = max(self.serial + 1, int(time.time())) & 0xFFFFFFFF
