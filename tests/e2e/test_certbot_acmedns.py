@@ -53,8 +53,8 @@ from cryptography import x509
 from tests.e2e import dig_txt, journal_rows, write_passwd_file
 from tests.e2e.acmedns_rig import Resolver, start_resolver
 from tests.gateway.procs import GatewayProcess, running_gateway
-from tests.providers.test_builtin_pebble import Pebble, pebble  # noqa: F401 (a fixture)
 from tests.servers.bind import start_primary
+from tests.servers.pebble import Pebble, pebble  # noqa: F401 (a fixture)
 from tests.system import free_port, need_program
 
 pytestmark = pytest.mark.system

@@ -56,8 +56,8 @@ from tests.e2e import (
     write_passwd_file,
 )
 from tests.gateway.procs import GatewayProcess, running_gateway
-from tests.providers.test_builtin_pebble import Pebble, pebble  # noqa: F401 (a fixture)
 from tests.servers.bind import BindServer, start_primary
+from tests.servers.pebble import Pebble, pebble  # noqa: F401 (a fixture)
 from tests.system import free_port, need_program
 
 pytestmark = pytest.mark.system

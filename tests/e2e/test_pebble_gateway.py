@@ -11,9 +11,10 @@ script it runs POSTs each value to the gateway's native API with basic auth, and
 fails unless the gateway answers 201 (setup) or 200 (teardown).
 
 The pebble fixture (CA, TLS files, clean environment) is the one of
-tests/providers/test_builtin_pebble.py. lego's own propagation check is off for
-the reason given there; the gateway's check (``PROPAGATION_NAMESERVERS`` at its
-own DNS port) and pebble's lookup are the ones that matter here.
+tests/servers/pebble.py. lego's own propagation check is off for the reason
+given in tests/providers/test_builtin_pebble.py; the gateway's check
+(``PROPAGATION_NAMESERVERS`` at its own DNS port) and pebble's lookup are the
+ones that matter here.
 
 Afterwards the certificate carries both names, the gateway's journal is empty
 and ``dig`` finds no TXT left at the challenge name.
@@ -34,7 +35,7 @@ from cryptography import x509
 
 from tests.e2e import CHALLENGE, PASSWORD, USER, dig_txt, journal_rows, write_passwd_file
 from tests.gateway.procs import GatewayProcess, running_gateway
-from tests.providers.test_builtin_pebble import Pebble, pebble  # noqa: F401 (a fixture)
+from tests.servers.pebble import Pebble, pebble  # noqa: F401 (a fixture)
 from tests.system import free_port, need_program
 
 pytestmark = pytest.mark.system

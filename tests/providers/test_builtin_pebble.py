@@ -11,150 +11,30 @@ lego runs with ``--dns.disable-cp``: its own propagation check would look the
 zone's NS hostnames up in the system DNS and query them on port 53, which
 exists nowhere here. pebble's lookup is the check that matters.
 
-Debian ships pebble without its test certificate, so the test makes a CA and
-a certificate for 127.0.0.1 with ``cryptography``.
+pebble itself (its test CA, clean environment) comes from tests/servers/pebble.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
-import json
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from providers.base import ProviderError
 from providers.builtin import BuiltinProvider, BuiltinSettings
-from tests.system import Server, free_port, need_program, wait_for_port
+from tests.servers.pebble import Pebble, pebble  # noqa: F401 (a fixture)
+from tests.system import free_port, need_program
 
 pytestmark = pytest.mark.system
 
 LEGO_TIMEOUT = 45.0
-
-
-def _write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA, and a certificate it signs for 127.0.0.1/localhost: (ca, cert, key) files."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acmegw test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_file, cert_file, key_file = (directory / n for n in ("ca.pem", "cert.pem", "key.pem"))
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return ca_file, cert_file, key_file
-
-
-@dataclass
-class Pebble:
-    url: str
-    ca_file: Path
-    server: Server
-
-
-@pytest.fixture
-def pebble(tmp_path: Path, dns_port: int) -> Iterator[Pebble]:
-    program = need_program("pebble", "pebble")
-    ca_file, cert_file, key_file = _write_tls_files(tmp_path)
-    port = free_port()
-    config = tmp_path / "pebble-config.json"
-    config.write_text(
-        json.dumps(
-            {
-                "pebble": {
-                    "listenAddress": f"127.0.0.1:{port}",
-                    "managementListenAddress": f"127.0.0.1:{free_port()}",
-                    "certificate": str(cert_file),
-                    "privateKey": str(key_file),
-                    # Unused (dns-01 only) but must not clash with anything.
-                    "httpPort": free_port(),
-                    "tlsPort": free_port(),
-                    "ocspResponderURL": "",
-                    "externalAccountBindingRequired": False,
-                }
-            }
-        )
-    )
-    # A clean environment: above all no PEBBLE_VA_ALWAYS_VALID.
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PEBBLE_VA_NOSLEEP": "1",
-        "PEBBLE_WFE_NONCEREJECT": "0",
-    }
-    server = Server(
-        [program, "-config", str(config), "-dnsserver", f"127.0.0.1:{dns_port}"],
-        tmp_path / "pebble.log",
-        env=env,
-        cwd=tmp_path,
-    )
-    try:
-        wait_for_port(port, timeout=15, proc=server.proc)
-        yield Pebble(f"https://127.0.0.1:{port}/dir", ca_file, server)
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -236,7 +116,7 @@ with opener.open(request, timeout=10) as response:
 
 async def _run_lego(
     tmp_path: Path,
-    pebble: Pebble,
+    pebble: Pebble,  # noqa: F811
     dns_port: int,
     hook_url: str,
     domains: tuple[str, ...] = ("example.test", "*.example.test"),
@@ -289,7 +169,7 @@ async def _run_lego(
 
 async def test_pebble_validates_values_served_by_builtin(
     tmp_path: Path,
-    pebble: Pebble,
+    pebble: Pebble,  # noqa: F811
     dns_port: int,
     provider: BuiltinProvider,
     hook: tuple[HookServer, str],
@@ -315,7 +195,7 @@ async def test_pebble_validates_values_served_by_builtin(
 
 async def test_pebble_refuses_when_the_value_is_not_served(
     tmp_path: Path,
-    pebble: Pebble,
+    pebble: Pebble,  # noqa: F811
     dns_port: int,
     provider: BuiltinProvider,
     hook: tuple[HookServer, str],
