@@ -47,6 +47,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from lib.settings import Settings
+from providers._dns import ZoneCache, parent_names, unquote, walk_up
 from providers._http import ProxyConfig, new_session
 from providers.base import Provider, ProviderContext, ProviderError, ProviderTimeout
 
@@ -90,18 +91,6 @@ class _ApiError(ProviderError):
 def _quoted(value: str) -> str:
     # dns-01 values are base64url: no quote or backslash needs escaping.
     return f'"{value}"'
-
-
-def _unquote(content: str) -> str:
-    if len(content) >= 2 and content[0] == content[-1] == '"':
-        return content[1:-1]
-    return content
-
-
-def _candidates(fqdn: str) -> list[str]:
-    """Possible zone names for *fqdn*, most specific first (no ``_`` labels, no TLD)."""
-    labels = fqdn.split(".")
-    return [".".join(labels[i:]) for i in range(len(labels) - 1) if not labels[i].startswith("_")]
 
 
 def _errors(data: object) -> tuple[frozenset[int], str]:
@@ -245,7 +234,7 @@ class CloudflareProvider(Provider):
     def __init__(self, settings: CloudflareSettings) -> None:
         self.settings = settings
         self._client = _Client(settings)
-        self._zones: dict[str, str] = {}
+        self._zones: ZoneCache[str] = ZoneCache(MAX_CACHED_ZONES)
 
     @classmethod
     def from_settings(cls, settings: Settings, context: ProviderContext) -> Self:
@@ -287,16 +276,12 @@ class CloudflareProvider(Provider):
     async def _zone_id(self, fqdn: str) -> str:
         if self.settings.zone_id:
             return self.settings.zone_id
-        cached = self._zones.get(fqdn)
-        if cached is not None:
-            return cached
-        for candidate in _candidates(fqdn):
-            zone_id = await self._client.find_zone(candidate)
-            if zone_id is not None:
-                if len(self._zones) >= MAX_CACHED_ZONES:
-                    self._zones.clear()
-                self._zones[fqdn] = zone_id
-                return zone_id
+        return await self._zones.get(fqdn, lambda: self._find_zone_id(fqdn))
+
+    async def _find_zone_id(self, fqdn: str) -> str:
+        found = await walk_up(parent_names(fqdn), self._client.find_zone)
+        if found is not None:
+            return found[1]
         raise self.error(
             f"no Cloudflare zone for {fqdn} visible to this API token",
             hint="Does your API token have Zone:Zone:Read for this zone? "
@@ -308,7 +293,7 @@ class CloudflareProvider(Provider):
             record
             for record in await self._client.txt_records(zone_id, fqdn)
             if str(record.get("name", "")).lower() == fqdn
-            and _unquote(str(record.get("content", ""))) == value
+            and unquote(str(record.get("content", ""))) == value
         ]
 
     async def add_txt(self, fqdn: str, value: str) -> None:

@@ -55,6 +55,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from lib.settings import Settings
+from providers._dns import ZoneCache, parent_names, unquote, walk_up
 from providers._http import ProxyConfig, new_session
 from providers.base import Provider, ProviderContext, ProviderError, ProviderTimeout
 
@@ -104,22 +105,6 @@ class _ApiError(ProviderError):
         super().__init__(NAME, message, hint=hint)
         self.status = status
         self.code = code
-
-
-def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        return value[1:-1]
-    return value
-
-
-def _candidates(fqdn: str) -> list[str]:
-    """Possible zone names for *fqdn*, most specific first.
-
-    Underscore labels (``_acme-challenge``) never start a zone here, and a bare
-    top-level domain is never an OpenProvider zone.
-    """
-    labels = fqdn.split(".")
-    return [".".join(labels[i:]) for i in range(len(labels) - 1) if not labels[i].startswith("_")]
 
 
 def _relative(fqdn: str, zone: str) -> str:
@@ -305,7 +290,7 @@ class OpenProvider(Provider):
     def __init__(self, settings: OpenProviderSettings) -> None:
         self.settings = settings
         self._client = _Client(settings)
-        self._zones: dict[str, _Zone] = {}
+        self._zones: ZoneCache[_Zone] = ZoneCache(MAX_CACHED_ZONES)
 
     @classmethod
     def from_settings(cls, settings: Settings, context: ProviderContext) -> Self:
@@ -336,16 +321,12 @@ class OpenProvider(Provider):
         await self._client.close()
 
     async def _zone(self, fqdn: str) -> _Zone:
-        cached = self._zones.get(fqdn)
-        if cached is not None:
-            return cached
-        for candidate in _candidates(fqdn):
-            zone = await self._client.find_zone(candidate)
-            if zone is not None:
-                if len(self._zones) >= MAX_CACHED_ZONES:
-                    self._zones.clear()
-                self._zones[fqdn] = zone
-                return zone
+        return await self._zones.get(fqdn, lambda: self._find_zone(fqdn))
+
+    async def _find_zone(self, fqdn: str) -> _Zone:
+        found = await walk_up(parent_names(fqdn), self._client.find_zone)
+        if found is not None:
+            return found[1]
         raise self.error(
             f"no DNS zone for {fqdn} in this OpenProvider account",
             hint="is the domain's zone hosted at OpenProvider under this user?",
@@ -357,7 +338,7 @@ class OpenProvider(Provider):
         found = []
         for record in await self._client.txt_records(zone):
             name = str(record.get("name", "")).lower().rstrip(".")
-            if name in (fqdn, relative) and _unquote(str(record.get("value", ""))) == value:
+            if name in (fqdn, relative) and unquote(str(record.get("value", ""))) == value:
                 found.append(record)
         return found
 

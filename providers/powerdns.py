@@ -60,6 +60,7 @@ import aiohttp
 
 from lib.names import is_within
 from lib.settings import Settings
+from providers._dns import parent_names, walk_up
 from providers._http import ProxyConfig, new_session
 from providers.base import Provider, ProviderContext, ProviderTimeout
 
@@ -234,12 +235,10 @@ class PowerDnsProvider(Provider):
                     hint="create the zone in PowerDNS or fix POWERDNS_ZONE / POWERDNS_SERVER_ID",
                 )
             return zone_id, zone
-        labels = fqdn.split(".")
-        for start in range(len(labels)):
-            candidate = ".".join(labels[start:])
-            zone_id = await self._zone_id(candidate)
-            if zone_id is not None:
-                return zone_id, candidate
+        found = await walk_up(parent_names(fqdn, every_label=True), self._zone_id)
+        if found is not None:
+            zone, zone_id = found
+            return zone_id, zone
         raise self.error(
             f"no zone on server {self.settings.server_id} contains {fqdn}",
             hint="create the zone in PowerDNS, or set POWERDNS_ZONE / POWERDNS_SERVER_ID",

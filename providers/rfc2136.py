@@ -66,6 +66,7 @@ from dns import asyncquery
 
 from lib.names import InvalidName, normalize_name
 from lib.settings import Settings
+from providers._dns import ZoneCache
 from providers.base import Provider, ProviderContext, ProviderTimeout
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ class Rfc2136Provider(Provider):
 
     def __init__(self, settings: Rfc2136Settings) -> None:
         self.settings = settings
-        self._zones: dict[str, dns.name.Name] = {}
+        self._zones: ZoneCache[dns.name.Name] = ZoneCache(_ZONE_CACHE_MAX)
         self._address: str | None = settings.server if _is_ip(settings.server) else None
         self._key: dns.tsig.Key | None = None
         if settings.tsig is not None:
@@ -244,14 +245,7 @@ class Rfc2136Provider(Provider):
                     hint="unset RFC2136_ZONE to find each name's zone from its SOA",
                 )
             return zone
-        cached = self._zones.get(fqdn)
-        if cached is not None:
-            return cached
-        zone = await self._find_zone(name)
-        if len(self._zones) >= _ZONE_CACHE_MAX:
-            self._zones.clear()
-        self._zones[fqdn] = zone
-        return zone
+        return await self._zones.get(fqdn, lambda: self._find_zone(name))
 
     async def _find_zone(self, name: dns.name.Name) -> dns.name.Name:
         """The zone holding *name*, from the SOA the server returns, walking up the labels."""
