@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from tests.acme.pebble_rig import TlsFiles
+from tests.servers.certs import TLSFiles
 from tests.system import free_port
 
 ERR = "urn:ietf:params:acme:error:"
@@ -562,7 +562,7 @@ class _Bad(Exception):
     """A request the fake CA must not have received."""
 
 
-async def serve(ca: FakeCA, tls: TlsFiles) -> tuple[web.AppRunner, str]:
+async def serve(ca: FakeCA, tls: TLSFiles) -> tuple[web.AppRunner, str]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(tls.cert), str(tls.key))
     runner = web.AppRunner(ca.app())

@@ -40,7 +40,7 @@ from lib.acme.store import Lineage, Store
 from lib.acme.transport import Transport
 from providers.builtin import BuiltinProvider, BuiltinSettings
 from tests.acme.fake_ca import FakeCA, ari_id, serve
-from tests.acme.pebble_rig import TlsFiles, write_tls_files
+from tests.servers.certs import TLSFiles, make_tls_files
 from tests.system import free_port
 
 NAMES = ("example.test", "*.example.test")
@@ -50,7 +50,7 @@ NOW = datetime.datetime.now(datetime.UTC)
 @dataclass
 class Rig:
     tmp: Path
-    tls: TlsFiles
+    tls: TLSFiles
     dns_port: int
     cas: list[FakeCA]
     urls: list[str]
@@ -92,7 +92,7 @@ RigFactory = Callable[..., Awaitable[Rig]]
 async def make_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RigFactory]:
     runners: list[web.AppRunner] = []
     cas: list[FakeCA] = []
-    tls = write_tls_files(tmp_path / "tls")
+    tls = make_tls_files(tmp_path / "tls", ca_name="acmegw acme test CA")
     dns_port = free_port()
     monkeypatch.setenv("BUILTIN_LISTEN", f"127.0.0.1:{dns_port}")
     monkeypatch.setenv("BUILTIN_NS", "ns.example.test")

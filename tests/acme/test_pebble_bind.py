@@ -29,9 +29,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from lib.acme.cli import main
 from lib.passwd import PasswordFile
-from tests.acme.pebble_rig import Pebble, start_pebble
 from tests.gateway.procs import GatewayProcess, running_gateway
 from tests.servers.bind import BindServer, start_primary
+from tests.servers.pebble import Pebble, running_pebble
 from tests.system import free_port
 
 pytestmark = pytest.mark.system
@@ -98,8 +98,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             "PASSWD_FILE": str(folder / "acmepasswd"),
             "STATE_DIR": str(folder / "gw-state"),
         }
-        with start_pebble(folder / "pebble", bind.address, eab_keys={EAB_KID: EAB_KEY}
-                          ) as pebble, running_gateway(folder, settings) as gateway:
+        with running_pebble(folder / "pebble", bind.address, eab_keys={EAB_KID: EAB_KEY},
+                            reject_nonces=True) as pebble, \
+                running_gateway(folder, settings) as gateway:
             yield Site(folder, bind, pebble, gateway, f"http://127.0.0.1:{gw_port}/",
                        password_file, secret_file)
     finally:

@@ -28,8 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from lib.acme.cli import main
 from lib.passwd import PasswordFile
-from tests.acme.pebble_rig import Pebble, start_pebble, write_tls_files
 from tests.gateway.procs import REPO_ROOT, GatewayProcess, running_gateway
+from tests.servers.certs import make_tls_files
+from tests.servers.pebble import Pebble, running_pebble
 from tests.system import free_port
 
 pytestmark = pytest.mark.system
@@ -78,7 +79,7 @@ class Site:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     folder = tmp_path_factory.mktemp("acme-gateway")
     dns_port, gw_port = free_port(), free_port()
-    tls = write_tls_files(folder / "gw-tls", "acmegw gateway test CA")
+    tls = make_tls_files(folder / "gw-tls", ca_name="acmegw gateway test CA")
     PasswordFile(folder / "acmepasswd").set_user(USER, PASSWORD, domains=["example.test"])
     password_file = folder / "web1.password"
     password_file.write_text(PASSWORD + "\n")
@@ -98,8 +99,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         "PASSWD_FILE": str(folder / "acmepasswd"),
         "STATE_DIR": str(folder / "gw-state"),
     }
-    with start_pebble(folder / "pebble", f"127.0.0.1:{dns_port}",
-                      eab_keys={EAB_KID: EAB_KEY}, alternate_roots=1) as pebble, \
+    with running_pebble(folder / "pebble", f"127.0.0.1:{dns_port}", eab_keys={EAB_KID: EAB_KEY},
+                        alternate_roots=1, reject_nonces=True) as pebble, \
             running_gateway(folder, settings) as gateway:
         yield Site(folder, pebble, gateway, f"https://127.0.0.1:{gw_port}/", tls.ca,
                    password_file, eab_file)
