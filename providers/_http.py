@@ -4,18 +4,27 @@ The original gateway runs in a jail whose only way out is a forward proxy, set
 with ``ALL_PROXY`` (or ``HTTPS_PROXY``) in the environment or the dotenv file.
 :class:`ProxyConfig` reads those once, honours ``NO_PROXY``, and gives the proxy
 URL for each request; :func:`new_session` makes an aiohttp session with bounded
-timeouts that never reads proxy settings behind our back.
+timeouts that never reads proxy settings behind our back. :class:`ApiSession`
+puts the two together for one provider: it opens the session on first use,
+sends each request through the right proxy, and turns a timeout or an
+unreachable server into :class:`ProviderTimeout` / :class:`ProviderError`.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from lib.settings import Settings
+from providers.base import ProviderError, ProviderTimeout
+
+# Error texts are shown to operators; a misbehaving server must not flood a log line.
+MAX_ERROR_TEXT = 200
 
 
 @dataclass(frozen=True)
@@ -78,3 +87,95 @@ def new_session(timeout: float, user_agent: str = "acme-dns01-gateway") -> aioht
         headers={"User-Agent": user_agent},
         trust_env=False,
     )
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An API's answer: its status and its body as text."""
+
+    status: int
+    text: str
+
+    @property
+    def data(self) -> object:
+        """The body as JSON, or None if it is empty or not JSON."""
+        try:
+            return json.loads(self.text) if self.text else None
+        except ValueError:
+            return None
+
+    def one_line(self, limit: int = MAX_ERROR_TEXT) -> str:
+        """The start of the body on one line, to quote in an error."""
+        return " ".join(self.text.split())[:limit]
+
+
+def describe(exc: Exception, proxy: str | None) -> str:
+    """*exc* for an error message, without the password of the *proxy* URL."""
+    text = f"{type(exc).__name__}: {exc}"
+    # A proxy URL may carry credentials; aiohttp may echo it in messages.
+    if proxy:
+        password = urlsplit(proxy).password
+        if password:
+            text = text.replace(password, "***")
+    return text[: MAX_ERROR_TEXT * 2]
+
+
+class ApiSession:
+    """The HTTP session of one REST provider, opened on first use.
+
+    *url_setting* names the setting that holds the API's URL, for the hint when
+    the server cannot be reached. Providers that word those failures otherwise
+    override :meth:`timed_out` and :meth:`unreachable`.
+    """
+
+    def __init__(
+        self, provider: str, *, timeout: float, proxy: ProxyConfig, url_setting: str
+    ) -> None:
+        self.provider = provider
+        self.timeout = timeout
+        self.proxy = proxy
+        self.url_setting = url_setting
+        self._session: aiohttp.ClientSession | None = None
+
+    def open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = new_session(self.timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        what: str,
+        headers: dict[str, str],
+        params: dict[str, str] | None = None,
+        json: dict[str, Any] | None = None,
+    ) -> Reply:
+        """One request; *what* names it in a timeout error. HTTP errors are returned."""
+        session = self.open()
+        proxy = self.proxy.for_url(url)
+        try:
+            async with session.request(
+                method, url, params=params, json=json, headers=headers, proxy=proxy
+            ) as response:
+                return Reply(response.status, await response.text(errors="replace"))
+        except TimeoutError:
+            raise self.timed_out(what) from None
+        except aiohttp.ClientError as exc:
+            raise self.unreachable(url, describe(exc, proxy)) from None
+
+    def timed_out(self, what: str) -> ProviderError:
+        return ProviderTimeout(self.provider, f"{what} got no answer within {self.timeout:g}s")
+
+    def unreachable(self, url: str, reason: str) -> ProviderError:
+        return ProviderError(
+            self.provider,
+            f"cannot reach {urlsplit(url).netloc}: {reason}",
+            hint=f"check {self.url_setting} and the proxy settings",
+        )

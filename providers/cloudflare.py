@@ -37,19 +37,16 @@ come with a hint about the token's permissions.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 from urllib.parse import quote, urlsplit
 
-import aiohttp
-
 from lib.settings import Settings
 from providers._dns import ZoneCache, parent_names, unquote, walk_up
-from providers._http import ProxyConfig, new_session
-from providers.base import Provider, ProviderContext, ProviderError, ProviderTimeout
+from providers._http import ApiSession, ProxyConfig
+from providers.base import Provider, ProviderContext, ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +120,12 @@ class _Client:
 
     def __init__(self, settings: CloudflareSettings) -> None:
         self._settings = settings
-        self._session: aiohttp.ClientSession | None = None
+        self._api = ApiSession(
+            NAME, timeout=settings.timeout, proxy=settings.proxy, url_setting="CLOUDFLARE_API_URL"
+        )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._api.close()
 
     async def call(
         self,
@@ -140,35 +137,16 @@ class _Client:
         allow: frozenset[int] = frozenset(),
     ) -> dict[str, Any]:
         """One request; an error whose codes are all in *allow* is returned, not raised."""
-        url = self._settings.api_url + path
-        if self._session is None:
-            self._session = new_session(self._settings.timeout)
         headers = {"Authorization": f"Bearer {self._settings.token}", "Accept": "application/json"}
-        try:
-            async with self._session.request(
-                method,
-                url,
-                params=params,
-                json=body,
-                headers=headers,
-                proxy=self._settings.proxy.for_url(url),
-            ) as response:
-                status = response.status
-                text = await response.text(errors="replace")
-        except TimeoutError:
-            raise ProviderTimeout(
-                NAME, f"{method} {path} got no answer within {self._settings.timeout:g}s"
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise ProviderError(
-                NAME,
-                f"cannot reach {urlsplit(url).netloc}: {type(exc).__name__}: {exc}",
-                hint="check CLOUDFLARE_API_URL and the proxy settings",
-            ) from None
-        try:
-            data: object = json.loads(text) if text else None
-        except ValueError:
-            data = None
+        reply = await self._api.send(
+            method,
+            self._settings.api_url + path,
+            what=f"{method} {path}",
+            headers=headers,
+            params=params,
+            json=body,
+        )
+        status, data = reply.status, reply.data
         codes, messages = _errors(data)
         if status < 400 and isinstance(data, dict) and data.get("success") is True:
             return data
@@ -178,7 +156,7 @@ class _Client:
         if messages:
             message += f": {messages}"
         elif not isinstance(data, dict):
-            message += f": {' '.join(text.split())[:200]}"
+            message += f": {reply.one_line()}"
         hint = PERMISSION_HINT if status in (401, 403) or codes & AUTH_CODES else None
         raise _ApiError(message, status=status, codes=codes, hint=hint)
 

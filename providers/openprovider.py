@@ -45,19 +45,16 @@ as the minimum, so 600 is allowed too.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 from urllib.parse import quote, urlsplit
 
-import aiohttp
-
 from lib.settings import Settings
 from providers._dns import ZoneCache, parent_names, unquote, walk_up
-from providers._http import ProxyConfig, new_session
-from providers.base import Provider, ProviderContext, ProviderError, ProviderTimeout
+from providers._http import ApiSession, ProxyConfig, Reply
+from providers.base import Provider, ProviderContext, ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +108,13 @@ def _relative(fqdn: str, zone: str) -> str:
     return "" if fqdn == zone else fqdn[: -len(zone) - 1]
 
 
-def _describe(data: object, text: str) -> tuple[int | None, str]:
+def _describe(data: object, reply: Reply) -> tuple[int | None, str]:
     """The error code and a one-line description from an answer body."""
     if isinstance(data, dict):
         code = data.get("code")
         desc = data.get("desc") or data.get("message") or data.get("data") or ""
         return (code if isinstance(code, int) else None), " ".join(str(desc).split())[:200]
-    return None, " ".join(text.split())[:200]
+    return None, reply.one_line()
 
 
 class _Client:
@@ -125,21 +122,16 @@ class _Client:
 
     def __init__(self, settings: OpenProviderSettings) -> None:
         self._settings = settings
-        self._session: aiohttp.ClientSession | None = None
+        self._api = ApiSession(
+            NAME, timeout=settings.timeout, proxy=settings.proxy, url_setting="OPENPROVIDER_API_URL"
+        )
         self._token: str | None = None
         self._token_born = 0.0
         # One login at a time: concurrent changes wait for and share one token.
         self._login_lock = asyncio.Lock()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _open_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = new_session(self._settings.timeout)
-        return self._session
+        await self._api.close()
 
     async def _send(
         self,
@@ -149,42 +141,22 @@ class _Client:
         params: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
         token: str | None = None,
-    ) -> tuple[int, object, str]:
-        url = self._settings.api_url + path
+    ) -> Reply:
         headers = {"Accept": "application/json"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        session = self._open_session()
-        try:
-            async with session.request(
-                method,
-                url,
-                params=params,
-                json=body,
-                headers=headers,
-                proxy=self._settings.proxy.for_url(url),
-            ) as response:
-                status = response.status
-                text = await response.text(errors="replace")
-        except TimeoutError:
-            raise ProviderTimeout(
-                NAME, f"{method} {path} got no answer within {self._settings.timeout:g}s"
-            ) from None
-        except aiohttp.ClientError as exc:
-            host = urlsplit(url).netloc
-            raise ProviderError(
-                NAME,
-                f"cannot reach {host}: {type(exc).__name__}: {exc}",
-                hint="check OPENPROVIDER_API_URL and the proxy settings",
-            ) from None
-        try:
-            data: object = json.loads(text) if text else None
-        except ValueError:
-            data = None
-        return status, data, text
+        return await self._api.send(
+            method,
+            self._settings.api_url + path,
+            what=f"{method} {path}",
+            headers=headers,
+            params=params,
+            json=body,
+        )
 
-    def _check(self, what: str, status: int, data: object, text: str) -> dict[str, Any]:
-        code, desc = _describe(data, text)
+    def _check(self, what: str, reply: Reply) -> dict[str, Any]:
+        status, data = reply.status, reply.data
+        code, desc = _describe(data, reply)
         if status < 400 and isinstance(data, dict) and not code:
             return data
         message = f"{what}: HTTP {status}"
@@ -201,8 +173,8 @@ class _Client:
             "password": self._settings.password,
             "ip": "0.0.0.0",  # noqa: S104 - "token valid from any address", not a bind
         }
-        status, data, text = await self._send("POST", "/auth/login", body=body)
-        answer = self._check(f"login as {self._settings.username}", status, data, text)
+        reply = await self._send("POST", "/auth/login", body=body)
+        answer = self._check(f"login as {self._settings.username}", reply)
         token = (answer.get("data") or {}).get("token")
         if not isinstance(token, str) or not token:
             raise ProviderError(NAME, "login answer holds no token", hint=CREDENTIALS_HINT)
@@ -232,15 +204,13 @@ class _Client:
     ) -> dict[str, Any]:
         """One authenticated request; a rejected token is renewed once."""
         token = await self._bearer()
-        status, data, text = await self._send(method, path, params=params, body=body, token=token)
-        if status == 401:
+        reply = await self._send(method, path, params=params, body=body, token=token)
+        if reply.status == 401:
             log.info("openprovider: token rejected, logging in again")
             await self._forget(token)
             token = await self._bearer()
-            status, data, text = await self._send(
-                method, path, params=params, body=body, token=token
-            )
-        return self._check(f"{method} {path}", status, data, text)
+            reply = await self._send(method, path, params=params, body=body, token=token)
+        return self._check(f"{method} {path}", reply)
 
     async def find_zone(self, name: str) -> _Zone | None:
         answer = await self.call("GET", "/dns/zones", params={"name_pattern": name})

@@ -56,19 +56,15 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 from urllib.parse import quote, urlsplit
 
-import aiohttp
-
 from lib.names import is_within
 from lib.settings import Settings
 from providers._dns import parent_names, walk_up
-from providers._http import ProxyConfig, new_session
-from providers.base import Provider, ProviderContext, ProviderTimeout
+from providers._http import MAX_ERROR_TEXT, ApiSession, ProxyConfig, Reply
+from providers.base import Provider, ProviderContext, ProviderError, ProviderTimeout
 
 log = logging.getLogger(__name__)
 
 _KEY_HINT = "check POWERDNS_API_KEY and api=yes / api-key in pdns.conf"
-# Error bodies are shown to operators; a misbehaving server must not flood a log line.
-_MAX_ERROR_TEXT = 200
 # Server errors are retried (see _request); bounded so a broken server fails fast.
 _ATTEMPTS = 3
 _RETRY_DELAY = 0.2
@@ -124,7 +120,7 @@ class PowerDnsProvider(Provider):
 
     def __init__(self, settings: PowerDnsSettings) -> None:
         self.settings = settings
-        self._session: aiohttp.ClientSession | None = None
+        self._api = _PowerDnsSession(self.name, settings)
         # Per-name locks with a count of holders and waiters, so entries are
         # dropped when unused and the dict stays as small as the work in flight.
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -158,13 +154,10 @@ class PowerDnsProvider(Provider):
         )
 
     async def open(self) -> None:
-        if self._session is None:
-            self._session = new_session(self.settings.timeout)
+        self._api.open()
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._api.close()
 
     async def add_txt(self, fqdn: str, value: str) -> None:
         async with self._name_lock(fqdn):
@@ -318,56 +311,27 @@ class PowerDnsProvider(Provider):
         PowerDNS rolls the failed change back. Every request we send may be
         repeated safely: GETs, and PATCHes that set a whole RRset or delete it.
         """
+        headers = {"X-API-Key": self.settings.api_key, "Accept": "application/json"}
         for attempt in range(1, _ATTEMPTS + 1):
-            status, body = await self._send(method, url, params, json)
+            reply = await self._api.send(
+                method, url, what=what, headers=headers, params=params, json=json
+            )
+            status = reply.status
             if 200 <= status < 300:
-                if not body:
+                if not reply.text:
                     return None
                 try:
-                    return json_module.loads(body)
+                    return json_module.loads(reply.text)
                 except ValueError as exc:
                     raise self.error(f"{what}: HTTP {status} with a body that is not JSON") from exc
             if status < 500 or attempt == _ATTEMPTS:
-                raise self._status_error(status, body, what)
-            log.warning("powerdns: %s: HTTP %s (%s); retrying", what, status, _error_text(body))
+                raise self._status_error(status, reply, what)
+            log.warning("powerdns: %s: HTTP %s (%s); retrying", what, status, _error_text(reply))
             await asyncio.sleep(_RETRY_DELAY * attempt * random.uniform(0.5, 1.5))
         raise AssertionError("unreachable")
 
-    async def _send(
-        self,
-        method: str,
-        url: str,
-        params: dict[str, str] | None,
-        json: dict[str, Any] | None,
-    ) -> tuple[int, bytes]:
-        if self._session is None:
-            await self.open()
-        assert self._session is not None
-        proxy = self.settings.proxy.for_url(url)
-        try:
-            async with self._session.request(
-                method,
-                url,
-                params=params,
-                json=json,
-                proxy=proxy,
-                headers={"X-API-Key": self.settings.api_key, "Accept": "application/json"},
-            ) as response:
-                return response.status, await response.read()
-        except TimeoutError as exc:
-            raise ProviderTimeout(
-                self.name,
-                f"no answer from {self.settings.api_url} within {self.settings.timeout:g}s",
-                hint="check POWERDNS_API_URL, the network and any proxy, or raise POWERDNS_TIMEOUT",
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise self.error(
-                f"cannot reach {self.settings.api_url}: {self._describe(exc, proxy)}",
-                hint="check POWERDNS_API_URL, webserver=yes in pdns.conf and any proxy",
-            ) from exc
-
-    def _status_error(self, status: int, body: bytes, what: str) -> Exception:
-        detail = _error_text(body)
+    def _status_error(self, status: int, reply: Reply, what: str) -> Exception:
+        detail = _error_text(reply)
         if status in (401, 403):
             return self.error(f"the API refused the key (HTTP {status})", hint=_KEY_HINT)
         if status == 404:
@@ -381,24 +345,37 @@ class PowerDnsProvider(Provider):
         suffix = f": {detail}" if detail else ""
         return self.error(f"{what}: HTTP {status}{suffix}")
 
-    @staticmethod
-    def _describe(exc: Exception, proxy: str | None) -> str:
-        text = f"{type(exc).__name__}: {exc}"
-        # A proxy URL may carry credentials; aiohttp may echo it in messages.
-        if proxy:
-            password = urlsplit(proxy).password
-            if password:
-                text = text.replace(password, "***")
-        return text[: _MAX_ERROR_TEXT * 2]
+
+class _PowerDnsSession(ApiSession):
+    """The API session, with PowerDNS's wording for a silent or unreachable server."""
+
+    def __init__(self, provider: str, settings: PowerDnsSettings) -> None:
+        super().__init__(
+            provider,
+            timeout=settings.timeout,
+            proxy=settings.proxy,
+            url_setting="POWERDNS_API_URL",
+        )
+        self.api_url = settings.api_url
+
+    def timed_out(self, what: str) -> ProviderError:
+        return ProviderTimeout(
+            self.provider,
+            f"no answer from {self.api_url} within {self.timeout:g}s",
+            hint="check POWERDNS_API_URL, the network and any proxy, or raise POWERDNS_TIMEOUT",
+        )
+
+    def unreachable(self, url: str, reason: str) -> ProviderError:
+        return ProviderError(
+            self.provider,
+            f"cannot reach {self.api_url}: {reason}",
+            hint="check POWERDNS_API_URL, webserver=yes in pdns.conf and any proxy",
+        )
 
 
-def _error_text(body: bytes) -> str:
+def _error_text(reply: Reply) -> str:
     """PowerDNS's ``{"error": ...}`` text, or the start of a plain body, on one line."""
-    text = body.decode("utf-8", errors="replace").strip()
-    try:
-        data = json_module.loads(text)
-    except ValueError:
-        data = None
+    data = reply.data
     if isinstance(data, dict) and isinstance(data.get("error"), str):
-        text = data["error"]
-    return " ".join(text.split())[:_MAX_ERROR_TEXT]
+        return " ".join(data["error"].split())[:MAX_ERROR_TEXT]
+    return reply.one_line()
