@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_hook.pebble_rig import Pebble, start_pebble
 from tests.e2e_hook.rig import build_hook_venv, shared_directory
 from tests.servers.bind import BindServer, start_primary
+from tests.servers.pebble import Pebble, running_pebble
 
 
 @pytest.fixture(scope="session")
@@ -37,8 +37,5 @@ def bind(tmp_path: Path) -> Iterator[BindServer]:
 
 @pytest.fixture
 def pebble(tmp_path: Path, bind: BindServer) -> Iterator[Pebble]:
-    ca = start_pebble(tmp_path / "pebble", bind.port)
-    try:
+    with running_pebble(tmp_path / "pebble", bind.address) as ca:
         yield ca
-    finally:
-        ca.stop()

@@ -37,9 +37,9 @@ from pathlib import Path
 from cryptography import x509
 
 from lib.passwd import PasswordFile
-from tests.e2e_hook.certs import make_tls_files
 from tests.gateway.procs import GatewayProcess
 from tests.servers.bind import BindServer
+from tests.servers.certs import make_tls_files
 from tests.system import Server, free_port, need_program, unavailable, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]

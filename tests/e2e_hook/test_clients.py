@@ -22,9 +22,9 @@ import pytest
 from cryptography import x509
 
 from tests.e2e import journal_rows
-from tests.e2e_hook.pebble_rig import Pebble
 from tests.e2e_hook.rig import dig_txt, gateway_files, sans, start_gateway, write_hook_conf
 from tests.servers.bind import BindServer
+from tests.servers.pebble import Pebble
 from tests.system import need_program
 
 pytestmark = pytest.mark.system

@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import journal_rows
-from tests.e2e_hook.pebble_rig import Pebble
 from tests.e2e_hook.rig import (
     GATEWAY_PASSWORD,
     Apache,
@@ -35,6 +34,7 @@ from tests.e2e_hook.rig import (
     write_hook_conf,
 )
 from tests.servers.bind import BindServer
+from tests.servers.pebble import Pebble
 
 pytestmark = pytest.mark.system
 
@@ -89,9 +89,9 @@ def test_mod_md_gets_the_wildcard_certificate_and_serves_it(
         apache.wait_for_log(SETUP_DONE, ISSUE_TIMEOUT, fail_on=FAILED)
         print(f"AH10059 after {time.monotonic() - started:.2f}s")
         apache.graceful()
-        certificate = apache.served_certificate("www.example.test", pebble.issuer_roots())
+        certificate = apache.served_certificate("www.example.test", pebble.root_pem())
         assert sans(certificate) == {"example.test", "*.example.test"}
-        assert sans(apache.served_certificate("example.test", pebble.issuer_roots())) == {
+        assert sans(apache.served_certificate("example.test", pebble.root_pem())) == {
             "example.test", "*.example.test"}
         hook_log = (shared / "hook.log").read_text()
         print(hook_log)
@@ -128,7 +128,7 @@ def test_version_1_teardown_leaves_no_record(
         assert hook_log.count("mod_md teardown example.test (value all)") == 2, hook_log
         assert_nothing_left(bind, files.state_dir)
         apache.graceful()
-        assert sans(apache.served_certificate("example.test", pebble.issuer_roots())) == {
+        assert sans(apache.served_certificate("example.test", pebble.root_pem())) == {
             "example.test", "*.example.test"}
     finally:
         gateway.stop()
@@ -152,7 +152,7 @@ def test_the_gateway_down_at_first_then_the_certificate_comes(
         apache.wait_for_log(SETUP_DONE, ISSUE_TIMEOUT)
         assert_nothing_left(bind, files.state_dir)
         apache.graceful()
-        assert sans(apache.served_certificate("www.example.test", pebble.issuer_roots())) == {
+        assert sans(apache.served_certificate("www.example.test", pebble.root_pem())) == {
             "example.test", "*.example.test"}
     finally:
         gateway.stop()

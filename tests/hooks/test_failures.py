@@ -23,8 +23,8 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import make_value
-from tests.e2e_hook.certs import make_tls_files
 from tests.hooks.conftest import PASSWORDS, call, hook_env, one_line
+from tests.servers.certs import make_tls_files
 from tests.system import free_port
 
 Reply = Callable[[dict[str, Any]], Awaitable[web.StreamResponse]]
