@@ -179,3 +179,37 @@ class ApiSession:
             f"cannot reach {urlsplit(url).netloc}: {reason}",
             hint=f"check {self.url_setting} and the proxy settings",
         )
+
+
+def json_objects(provider: str, value: object, where: str) -> list[dict[str, Any]]:
+    """The objects in the list *value* found at *where* in an answer; none if it is absent."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ProviderError(provider, f"unexpected answer: {where} is not a list")
+    return [item for item in value if isinstance(item, dict)]
+
+
+def is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def api_url_setting(settings: Settings, key: str, default: str) -> str:
+    """The API base URL in *key* (or *default*), without a trailing slash."""
+    url = (settings.get(key) or default).rstrip("/")
+    if not is_http_url(url):
+        settings.problem(f"{key}={url!r} is not an http(s) URL")
+    return url
+
+
+def secret_setting(settings: Settings, key: str, purpose: str | None = None) -> str | None:
+    """The secret in *key* or the file *key*_FILE names; a problem if neither is set.
+
+    None also when ``Settings.secret`` has recorded a problem with it (both
+    set, or a file that cannot be read).
+    """
+    secret = settings.secret(key)
+    if secret is None and not settings.has(f"{key}_FILE"):
+        settings.problem(f"{key} (or {key}_FILE) is required" + (f": {purpose}" if purpose else ""))
+    return secret

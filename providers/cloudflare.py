@@ -41,11 +41,17 @@ import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from lib.settings import Settings
 from providers._dns import ZoneCache, parent_names, unquote, walk_up
-from providers._http import ApiSession, ProxyConfig
+from providers._http import (
+    ApiSession,
+    ProxyConfig,
+    api_url_setting,
+    json_objects,
+    secret_setting,
+)
 from providers.base import Provider, ProviderContext, ProviderError
 
 log = logging.getLogger(__name__)
@@ -196,12 +202,7 @@ class _Client:
 
 
 def _results(answer: dict[str, Any]) -> list[dict[str, Any]]:
-    result = answer.get("result")
-    if result is None:
-        return []
-    if not isinstance(result, list):
-        raise ProviderError(NAME, "unexpected answer: result is not a list")
-    return [item for item in result if isinstance(item, dict)]
+    return json_objects(NAME, answer.get("result"), "result")
 
 
 class CloudflareProvider(Provider):
@@ -216,21 +217,13 @@ class CloudflareProvider(Provider):
 
     @classmethod
     def from_settings(cls, settings: Settings, context: ProviderContext) -> Self:
-        token = settings.secret("CLOUDFLARE_API_TOKEN")
-        if token is None and not settings.has("CLOUDFLARE_API_TOKEN_FILE"):
-            settings.problem(
-                "CLOUDFLARE_API_TOKEN (or CLOUDFLARE_API_TOKEN_FILE) is required: "
-                "an API token with Zone:DNS:Edit"
-            )
-        elif token is not None and (not token.strip() or any(c.isspace() for c in token)):
+        token = secret_setting(settings, "CLOUDFLARE_API_TOKEN", "an API token with Zone:DNS:Edit")
+        if token is not None and (not token.strip() or any(c.isspace() for c in token)):
             settings.problem("CLOUDFLARE_API_TOKEN contains blanks; paste the token alone")
         zone_id = settings.get("CLOUDFLARE_ZONE_ID")
         if zone_id is not None and not _ZONE_ID.match(zone_id.lower()):
             settings.problem(f"CLOUDFLARE_ZONE_ID={zone_id!r} is not a 32-digit hex zone id")
-        api_url = (settings.get("CLOUDFLARE_API_URL") or DEFAULT_API_URL).rstrip("/")
-        parts = urlsplit(api_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            settings.problem(f"CLOUDFLARE_API_URL={api_url!r} is not an http(s) URL")
+        api_url = api_url_setting(settings, "CLOUDFLARE_API_URL", DEFAULT_API_URL)
         ttl = settings.integer("CLOUDFLARE_TTL", DEFAULT_TTL, 1, 86400)
         if 1 < ttl < 60:
             settings.problem(f"CLOUDFLARE_TTL={ttl}: Cloudflare wants 1 (automatic) or 60-86400")

@@ -53,7 +53,15 @@ from urllib.parse import quote, urlsplit
 
 from lib.settings import Settings
 from providers._dns import ZoneCache, parent_names, unquote, walk_up
-from providers._http import ApiSession, ProxyConfig, Reply
+from providers._http import (
+    ApiSession,
+    ProxyConfig,
+    Reply,
+    api_url_setting,
+    is_http_url,
+    json_objects,
+    secret_setting,
+)
 from providers.base import Provider, ProviderContext, ProviderError
 
 log = logging.getLogger(__name__)
@@ -245,11 +253,7 @@ class _Client:
 def _results(answer: dict[str, Any]) -> list[dict[str, Any]]:
     data = answer.get("data")
     results = data.get("results") if isinstance(data, dict) else None
-    if results is None:
-        return []
-    if not isinstance(results, list):
-        raise ProviderError(NAME, "unexpected answer: data.results is not a list")
-    return [item for item in results if isinstance(item, dict)]
+    return json_objects(NAME, results, "data.results")
 
 
 class OpenProvider(Provider):
@@ -265,14 +269,14 @@ class OpenProvider(Provider):
     @classmethod
     def from_settings(cls, settings: Settings, context: ProviderContext) -> Self:
         username = settings.require("DNSAPI_USERNAME", "the OpenProvider API user")
-        password = settings.secret("DNSAPI_PASSWORD")
-        if password is None and not settings.has("DNSAPI_PASSWORD_FILE"):
-            settings.problem("DNSAPI_PASSWORD (or DNSAPI_PASSWORD_FILE) is required")
-        api_url = (settings.get("OPENPROVIDER_API_URL") or DEFAULT_API_URL).rstrip("/")
+        password = secret_setting(settings, "DNSAPI_PASSWORD")
+        api_url = api_url_setting(settings, "OPENPROVIDER_API_URL", DEFAULT_API_URL)
         parts = urlsplit(api_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            settings.problem(f"OPENPROVIDER_API_URL={api_url!r} is not an http(s) URL")
-        elif parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
+        if (
+            is_http_url(api_url)
+            and parts.scheme == "http"
+            and parts.hostname not in ("127.0.0.1", "::1", "localhost")
+        ):
             log.warning("OPENPROVIDER_API_URL uses plain http: the password crosses unencrypted")
         return cls(
             OpenProviderSettings(

@@ -54,12 +54,19 @@ import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from lib.names import is_within
 from lib.settings import Settings
 from providers._dns import parent_names, walk_up
-from providers._http import MAX_ERROR_TEXT, ApiSession, ProxyConfig, Reply
+from providers._http import (
+    MAX_ERROR_TEXT,
+    ApiSession,
+    ProxyConfig,
+    Reply,
+    is_http_url,
+    secret_setting,
+)
 from providers.base import Provider, ProviderContext, ProviderError, ProviderTimeout
 
 log = logging.getLogger(__name__)
@@ -129,15 +136,12 @@ class PowerDnsProvider(Provider):
     def from_settings(cls, settings: Settings, context: ProviderContext) -> Self:
         api_url = settings.require("POWERDNS_API_URL", "the PowerDNS webserver URL")
         if api_url:
-            parts = urlsplit(api_url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            if not is_http_url(api_url):
                 settings.problem(f"POWERDNS_API_URL={api_url!r} must be an http:// or https:// URL")
             api_url = api_url.rstrip("/")
             if api_url.endswith("/api/v1"):
                 api_url = api_url[: -len("/api/v1")]
-        api_key = settings.secret("POWERDNS_API_KEY")
-        if api_key is None and not settings.has("POWERDNS_API_KEY_FILE"):
-            settings.problem("POWERDNS_API_KEY (or POWERDNS_API_KEY_FILE) is required")
+        api_key = secret_setting(settings, "POWERDNS_API_KEY")
         zone = settings.get("POWERDNS_ZONE")
         if zone is not None:
             zone = zone.lower().rstrip(".")
