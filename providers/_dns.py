@@ -3,7 +3,7 @@
 Several providers find the zone of a name the same way: try its parent names
 one by one, most specific first, and take the first one the service knows
 (:func:`walk_up`). Those that remember the answer keep it per name in a
-bounded :class:`ZoneCache`.
+bounded :class:`ZoneCache` (whose :meth:`ZoneCache.walk_up` does both).
 """
 
 from __future__ import annotations
@@ -54,7 +54,21 @@ class ZoneCache(Generic[Z]):
         cached = self._zones.get(fqdn)
         if cached is not None:
             return cached
-        zone = await find()
+        return self._remember(fqdn, await find())
+
+    async def walk_up(self, fqdn: str, lookup: Callable[[str], Awaitable[Z | None]]) -> Z | None:
+        """The cached zone of *fqdn*, or the first of its :func:`parent_names` *lookup* knows.
+
+        None if *lookup* knows none of them; that is not cached, so a zone
+        created later is found on the next call.
+        """
+        cached = self._zones.get(fqdn)
+        if cached is not None:
+            return cached
+        found = await walk_up(parent_names(fqdn), lookup)
+        return None if found is None else self._remember(fqdn, found[1])
+
+    def _remember(self, fqdn: str, zone: Z) -> Z:
         if len(self._zones) >= self._limit:
             self._zones.clear()
         self._zones[fqdn] = zone

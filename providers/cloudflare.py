@@ -44,7 +44,7 @@ from typing import Any, ClassVar, Self
 from urllib.parse import quote
 
 from lib.settings import Settings
-from providers._dns import ZoneCache, parent_names, unquote, walk_up
+from providers._dns import ZoneCache, unquote
 from providers._http import (
     ApiSession,
     ProxyConfig,
@@ -247,17 +247,14 @@ class CloudflareProvider(Provider):
     async def _zone_id(self, fqdn: str) -> str:
         if self.settings.zone_id:
             return self.settings.zone_id
-        return await self._zones.get(fqdn, lambda: self._find_zone_id(fqdn))
-
-    async def _find_zone_id(self, fqdn: str) -> str:
-        found = await walk_up(parent_names(fqdn), self._client.find_zone)
-        if found is not None:
-            return found[1]
-        raise self.error(
-            f"no Cloudflare zone for {fqdn} visible to this API token",
-            hint="Does your API token have Zone:Zone:Read for this zone? "
-            "(or set CLOUDFLARE_ZONE_ID)",
-        )
+        zone_id = await self._zones.walk_up(fqdn, self._client.find_zone)
+        if zone_id is None:
+            raise self.error(
+                f"no Cloudflare zone for {fqdn} visible to this API token",
+                hint="Does your API token have Zone:Zone:Read for this zone? "
+                "(or set CLOUDFLARE_ZONE_ID)",
+            )
+        return zone_id
 
     async def _matching(self, zone_id: str, fqdn: str, value: str) -> list[dict[str, Any]]:
         return [

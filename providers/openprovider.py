@@ -52,7 +52,7 @@ from typing import Any, ClassVar, Self
 from urllib.parse import quote, urlsplit
 
 from lib.settings import Settings
-from providers._dns import ZoneCache, parent_names, unquote, walk_up
+from providers._dns import ZoneCache, unquote
 from providers._http import (
     ApiSession,
     ProxyConfig,
@@ -295,16 +295,13 @@ class OpenProvider(Provider):
         await self._client.close()
 
     async def _zone(self, fqdn: str) -> _Zone:
-        return await self._zones.get(fqdn, lambda: self._find_zone(fqdn))
-
-    async def _find_zone(self, fqdn: str) -> _Zone:
-        found = await walk_up(parent_names(fqdn), self._client.find_zone)
-        if found is not None:
-            return found[1]
-        raise self.error(
-            f"no DNS zone for {fqdn} in this OpenProvider account",
-            hint="is the domain's zone hosted at OpenProvider under this user?",
-        )
+        zone = await self._zones.walk_up(fqdn, self._client.find_zone)
+        if zone is None:
+            raise self.error(
+                f"no DNS zone for {fqdn} in this OpenProvider account",
+                hint="is the domain's zone hosted at OpenProvider under this user?",
+            )
+        return zone
 
     async def _present(self, zone: _Zone, fqdn: str, value: str) -> list[dict[str, Any]]:
         """The zone's TXT records at *fqdn* holding *value* (quoted or not)."""
