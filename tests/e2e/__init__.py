@@ -1,8 +1,9 @@
 """End-to-end tests: the real gateway in front of real DNS servers and a real ACME CA.
 
 Shared by the modules of this package (so each reads the same way): the real
-``dig`` to see what a DNS server serves, a password file for basic auth, and
-the journal's rows as the gateway left them on disk.
+``dig`` to see what a DNS server serves, a password file for basic auth, the
+journal's rows as the gateway left them on disk, the gateway's audit log lines,
+an ACME client run to its end, and the names of the certificate it got.
 """
 
 from __future__ import annotations
@@ -10,8 +11,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import sqlite3
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+from cryptography import x509
 
 from lib.passwd import PasswordFile
 from tests.system import need_program
@@ -84,3 +90,46 @@ def journal_rows(state_dir: Path) -> list[tuple[str, str, str]]:
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
         rows = db.execute("SELECT fqdn, value, state FROM records ORDER BY fqdn, value")
         return [(str(f), str(v), str(s)) for f, v, s in rows.fetchall()]
+
+
+def audit_entries(stderr: str) -> list[dict[str, Any]]:
+    """The ``acmegw.audit`` lines of a gateway's ``LOG_FORMAT=json`` log, parsed."""
+    entries = []
+    for line in stderr.splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("logger") == "acmegw.audit":
+                entries.append(entry)
+    return entries
+
+
+async def run_client(argv: Sequence[str], env: Mapping[str, str], cwd: Path,
+                     timeout: float) -> tuple[int, str]:
+    """Run an ACME client (lego, certbot) to its end: its exit status and output.
+
+    stdout and stderr come as one text. A client still running after *timeout*
+    seconds is killed, and the test fails with the timeout.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        env=dict(env),
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
+
+
+def certificate_names(path: Path) -> set[str]:
+    """The DNS names in the subjectAltName of the first certificate in PEM file *path*."""
+    leaf = x509.load_pem_x509_certificates(path.read_bytes())[0]
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    return set(sans.value.get_values_for_type(x509.DNSName))

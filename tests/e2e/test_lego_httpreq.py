@@ -34,9 +34,7 @@ A bad value (400), which lego never sends, is shown with ``requests`` alone.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,15 +42,17 @@ from typing import Any
 
 import pytest
 import requests
-from cryptography import x509
 
 from tests.e2e import (
     CHALLENGE,
     PASSWORD,
     USER,
+    audit_entries,
     basic_auth,
+    certificate_names,
     dig_txt,
     journal_rows,
+    run_client,
     write_passwd_file,
 )
 from tests.gateway.procs import GatewayProcess, running_gateway
@@ -93,13 +93,7 @@ class Gateway:
         self.state = state
 
     def audit(self) -> list[dict[str, Any]]:
-        entries = []
-        for line in self.process.stderr.splitlines():
-            if line.startswith("{"):
-                entry = json.loads(line)
-                if entry.get("logger") == "acmegw.audit":
-                    entries.append(entry)
-        return entries
+        return audit_entries(self.process.stderr)
 
     def post(self, path: str, body: dict[str, str], password: str = PASSWORD) -> requests.Response:
         """The request lego sends, sent by hand; no proxy from the environment."""
@@ -184,30 +178,7 @@ async def run_lego(
         "--path", str(tmp_path / "lego"),
         "run",
     ]  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        env=env,
-        cwd=tmp_path,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), LEGO_TIMEOUT)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(errors="replace")
-
-
-def certificate_names(tmp_path: Path) -> set[str]:
-    chain = x509.load_pem_x509_certificates(
-        (tmp_path / "lego" / "certificates" / "example.test.crt").read_bytes()
-    )
-    sans = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    return set(sans.value.get_values_for_type(x509.DNSName))
+    return await run_client(argv, env, tmp_path, LEGO_TIMEOUT)
 
 
 @pytest.mark.parametrize(
@@ -227,7 +198,8 @@ async def test_lego_gets_a_certificate_through_httpreq(
         f"lego failed:\n{output}\npebble:\n{pebble.server.output()}\n"
         f"gateway:\n{gw.process.describe()}"
     )
-    assert certificate_names(tmp_path) == {"example.test", "*.example.test"}
+    cert = tmp_path / "lego" / "certificates" / "example.test.crt"
+    assert certificate_names(cert) == {"example.test", "*.example.test"}
 
     # Two values (one per name) added and confirmed served, then both removed.
     changes = [(e["action"], e["fqdn"], e["value"], e["result"]) for e in gw.audit()]

@@ -22,18 +22,24 @@ and ``dig`` finds no TXT left at the challenge name.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cryptography import x509
 
-from tests.e2e import CHALLENGE, PASSWORD, USER, dig_txt, journal_rows, write_passwd_file
+from tests.e2e import (
+    CHALLENGE,
+    PASSWORD,
+    USER,
+    audit_entries,
+    certificate_names,
+    dig_txt,
+    journal_rows,
+    run_client,
+    write_passwd_file,
+)
 from tests.gateway.procs import GatewayProcess, running_gateway
 from tests.servers.pebble import Pebble, pebble  # noqa: F401 (a fixture)
 from tests.system import free_port, need_program
@@ -115,7 +121,7 @@ async def run_lego(tmp_path: Path, ca: Pebble, dns_port: int, url: str) -> tuple
         "GATEWAY_USER": USER,
         "GATEWAY_PASSWORD": PASSWORD,
     }
-    proc = await asyncio.create_subprocess_exec(
+    argv = [
         lego,
         "--server", ca.url,
         "--accept-tos",
@@ -128,30 +134,8 @@ async def run_lego(tmp_path: Path, ca: Pebble, dns_port: int, url: str) -> tuple
         "--http-timeout", "10",
         "--path", str(tmp_path / "lego"),
         "run",
-        env=env,
-        cwd=tmp_path,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), LEGO_TIMEOUT)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(errors="replace")
-
-
-def audit_entries(gw: GatewayProcess) -> list[dict[str, Any]]:
-    entries = []
-    for line in gw.stderr.splitlines():
-        if line.startswith("{"):
-            entry = json.loads(line)
-            if entry.get("logger") == "acmegw.audit":
-                entries.append(entry)
-    return entries
+    ]  # fmt: skip
+    return await run_client(argv, env, tmp_path, LEGO_TIMEOUT)
 
 
 async def test_pebble_validates_values_the_gateway_published(
@@ -166,14 +150,13 @@ async def test_pebble_validates_values_the_gateway_published(
         f"lego failed:\n{output}\npebble:\n{pebble.server.output()}\ngateway:\n{gw.describe()}"
     )
 
-    chain = x509.load_pem_x509_certificates(
-        (tmp_path / "lego" / "certificates" / "example.test.crt").read_bytes()
-    )
-    sans = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    assert set(sans.value.get_values_for_type(x509.DNSName)) == {"example.test", "*.example.test"}
+    assert certificate_names(tmp_path / "lego" / "certificates" / "example.test.crt") == {
+        "example.test",
+        "*.example.test",
+    }
 
     # Both values went through the gateway: two setups, two teardowns, all confirmed.
-    changes = [(e["action"], e["fqdn"], e["value"], e["result"]) for e in audit_entries(gw)]
+    changes = [(e["action"], e["fqdn"], e["value"], e["result"]) for e in audit_entries(gw.stderr)]
     added = {tag for action, fqdn, tag, result in changes if action == "add" and result == "ok"}
     removed = {tag for action, _, tag, result in changes if action == "remove" and result == "ok"}
     assert len(added) == 2, changes

@@ -16,7 +16,6 @@ pebble itself (its test CA, clean environment) comes from tests/servers/pebble.p
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -25,10 +24,10 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from cryptography import x509
 
 from providers.base import ProviderError
 from providers.builtin import BuiltinProvider, BuiltinSettings
+from tests.e2e import certificate_names, run_client
 from tests.servers.pebble import Pebble, pebble  # noqa: F401 (a fixture)
 from tests.system import free_port, need_program
 
@@ -132,7 +131,7 @@ async def _run_lego(
         "EXEC_PROPAGATION_TIMEOUT": "20",
         "EXEC_SEQUENCE_INTERVAL": "1",
     }
-    proc = await asyncio.create_subprocess_exec(
+    argv = [
         lego,
         "--server",
         pebble.url,
@@ -150,21 +149,10 @@ async def _run_lego(
         "--path",
         str(path),
         "run",
-        env=env,
-        cwd=tmp_path,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), LEGO_TIMEOUT)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    print(out.decode(errors="replace"))  # shown when the test fails
-    return proc.returncode, out.decode(errors="replace"), path
+    ]
+    status, output = await run_client(argv, env, tmp_path, LEGO_TIMEOUT)
+    print(output)  # shown when the test fails
+    return status, output, path
 
 
 async def test_pebble_validates_values_served_by_builtin(
@@ -177,11 +165,8 @@ async def test_pebble_validates_values_served_by_builtin(
     state, url = hook
     status, output, path = await _run_lego(tmp_path, pebble, dns_port, url)
     assert status == 0, f"lego failed:\n{output}\npebble:\n{pebble.server.output()}"
-    chain = x509.load_pem_x509_certificates(
-        (path / "certificates" / "example.test.crt").read_bytes()
-    )
-    sans = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    assert set(sans.value.get_values_for_type(x509.DNSName)) == {"example.test", "*.example.test"}
+    cert = path / "certificates" / "example.test.crt"
+    assert certificate_names(cert) == {"example.test", "*.example.test"}
     presented = {
         v
         for action, fqdn, v in state.calls
