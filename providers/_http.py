@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from lib.settings import Settings
-from providers.base import ProviderError, ProviderTimeout
+from providers.base import ProviderContext, ProviderError, ProviderTimeout
 
 # Error texts are shown to operators; a misbehaving server must not flood a log line.
 MAX_ERROR_TEXT = 200
@@ -213,3 +213,8 @@ def secret_setting(settings: Settings, key: str, purpose: str | None = None) -> 
     if secret is None and not settings.has(f"{key}_FILE"):
         settings.problem(f"{key} (or {key}_FILE) is required" + (f": {purpose}" if purpose else ""))
     return secret
+
+
+def timeout_setting(settings: Settings, key: str, context: ProviderContext) -> float:
+    """The deadline of each API request: *key*, else 20 s or the gateway's own, if shorter."""
+    return settings.duration(key, min(20.0, context.timeout), 0.1, 300.0)

@@ -51,6 +51,7 @@ from providers._http import (
     api_url_setting,
     json_objects,
     secret_setting,
+    timeout_setting,
 )
 from providers.base import Provider, ProviderContext, ProviderError
 
@@ -234,9 +235,7 @@ class CloudflareProvider(Provider):
                 zone_id=zone_id.lower() if zone_id else None,
                 api_url=api_url,
                 ttl=ttl,
-                timeout=settings.duration(
-                    "CLOUDFLARE_TIMEOUT", min(20.0, context.timeout), 0.1, 300.0
-                ),
+                timeout=timeout_setting(settings, "CLOUDFLARE_TIMEOUT", context),
                 proxy=ProxyConfig.from_settings(settings),
             )
         )

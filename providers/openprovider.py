@@ -61,6 +61,7 @@ from providers._http import (
     is_http_url,
     json_objects,
     secret_setting,
+    timeout_setting,
 )
 from providers.base import Provider, ProviderContext, ProviderError
 
@@ -284,9 +285,7 @@ class OpenProvider(Provider):
                 password=password or "",
                 api_url=api_url,
                 ttl=settings.integer("OPENPROVIDER_TTL", DEFAULT_TTL, 600, 86400),
-                timeout=settings.duration(
-                    "OPENPROVIDER_TIMEOUT", min(20.0, context.timeout), 0.1, 300.0
-                ),
+                timeout=timeout_setting(settings, "OPENPROVIDER_TIMEOUT", context),
                 proxy=ProxyConfig.from_settings(settings),
             )
         )
