@@ -294,12 +294,7 @@ async def test_acme_dns_provider_down_is_5xx(tmp_path: Path, account: AcmeDnsAcc
     bind = start_primary(tmp_path / "bind")
     try:
         settings = {
-            "PROVIDER": "rfc2136",
-            "RFC2136_SERVER": bind.host,
-            "RFC2136_PORT": str(bind.port),
-            "RFC2136_TSIG_KEY_NAME": bind.key.name,
-            "RFC2136_TSIG_SECRET": bind.key.secret,
-            "RFC2136_TSIG_ALGORITHM": bind.key.algorithm,
+            **bind.rfc2136_settings(),
             "RFC2136_TIMEOUT": "2",
             "DNSAPI_DOMAINS": "example.test",
             "PASSWD_FILE": str(write_passwd_file(tmp_path)),

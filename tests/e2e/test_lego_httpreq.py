@@ -116,12 +116,7 @@ def start_gateway(tmp_path: Path, bind: BindServer) -> Iterator[Callable[..., Ga
             port = free_port()
             state = tmp_path / "state"
             settings = {
-                "PROVIDER": "rfc2136",
-                "RFC2136_SERVER": bind.host,
-                "RFC2136_PORT": str(bind.port),
-                "RFC2136_TSIG_KEY_NAME": bind.key.name,
-                "RFC2136_TSIG_SECRET": bind.key.secret,
-                "RFC2136_TSIG_ALGORITHM": bind.key.algorithm,
+                **bind.rfc2136_settings(),
                 "RFC2136_TIMEOUT": "2",
                 "DNSAPI_DOMAINS": "example.test",
                 "BASIC_AUTH": "required",

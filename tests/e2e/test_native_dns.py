@@ -66,12 +66,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
                 name,
                 bind.port,
                 {
-                    "PROVIDER": "rfc2136",
-                    "RFC2136_SERVER": bind.host,
-                    "RFC2136_PORT": str(bind.port),
-                    "RFC2136_TSIG_KEY_NAME": bind.key.name,
-                    "RFC2136_TSIG_SECRET": bind.key.secret,
-                    "RFC2136_TSIG_ALGORITHM": bind.key.algorithm,
+                    **bind.rfc2136_settings(),
                     "RFC2136_TIMEOUT": "2",
                 },
                 stop_bind,

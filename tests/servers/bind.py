@@ -109,6 +109,17 @@ class BindServer:
         """``127.0.0.1:<port>``, the form lib.dnscheck takes and reports."""
         return f"{self.host}:{self.port}"
 
+    def rfc2136_settings(self) -> dict[str, str]:
+        """The gateway's ``PROVIDER=rfc2136`` settings that update this server with :attr:`key`."""
+        return {
+            "PROVIDER": "rfc2136",
+            "RFC2136_SERVER": self.host,
+            "RFC2136_PORT": str(self.port),
+            "RFC2136_TSIG_KEY_NAME": self.key.name,
+            "RFC2136_TSIG_SECRET": self.key.secret,
+            "RFC2136_TSIG_ALGORITHM": self.key.algorithm,
+        }
+
     def output(self) -> str:
         return self.process.output()
 
