@@ -3,7 +3,8 @@
 Shared by the modules of this package (so each reads the same way): the real
 ``dig`` to see what a DNS server serves, a password file for basic auth, the
 journal's rows as the gateway left them on disk, the gateway's audit log lines,
-an ACME client run to its end, and the names of the certificate it got.
+an ACME client run to its end, the names of the certificate it got, and the
+gateway built in-process the way ``acmegw-server`` builds it.
 """
 
 from __future__ import annotations
@@ -13,19 +14,26 @@ import base64
 import contextlib
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 from cryptography import x509
 
+from gateway.app import create_app
+from gateway.server import prepare
 from lib.passwd import PasswordFile
+from providers.base import Provider
 from tests.system import need_program
 
 CHALLENGE = "_acme-challenge.example.test"
 USER = "alice"
 PASSWORD = "e2e: a password with a colon"  # ':' must survive basic auth
 DIG_TIMEOUT = 15.0
+
+Client = TestClient[web.Request, web.Application]
 
 
 def write_passwd_file(directory: Path) -> Path:
@@ -133,3 +141,26 @@ def certificate_names(path: Path) -> set[str]:
     leaf = x509.load_pem_x509_certificates(path.read_bytes())[0]
     sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     return set(sans.value.get_values_for_type(x509.DNSName))
+
+
+async def in_process_gateway(aiohttp_client: Callable[..., Awaitable[Client]], tmp_path: Path,
+                             settings: Mapping[str, str]) -> tuple[Client, Provider]:
+    """The gateway built by ``acmegw-server``'s start-up path, served by ``aiohttp_client``.
+
+    It manages ``example.test`` and requires basic auth as :data:`USER`; *settings*
+    (the provider, the propagation check, ...) come on top.
+    """
+    dotenv = tmp_path / "gateway.env"
+    dotenv.write_text("")  # so no .env from the working directory leaks in
+    env = {
+        "DOTENV": str(dotenv),
+        "DNSAPI_DOMAINS": "example.test",
+        "BASIC_AUTH": "required",
+        "PASSWD_FILE": str(write_passwd_file(tmp_path)),
+        "LISTEN": "127.0.0.1:0",
+        "STATE_DIR": str(tmp_path / "state"),
+        **settings,
+    }
+    config, provider, passwords, _ = prepare([], env)
+    client = await aiohttp_client(create_app(config, provider, passwords))
+    return client, provider

@@ -26,14 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from gateway.app import create_app
-from gateway.server import prepare
 from providers.base import Provider
 from tests.conftest import make_value
-from tests.e2e import CHALLENGE, basic_auth, dig_txt, write_passwd_file
+from tests.e2e import CHALLENGE, Client, basic_auth, dig_txt, in_process_gateway
 from tests.servers.bind import start_primary
 from tests.servers.pdns import running_pdns
 from tests.system import free_port
@@ -109,7 +105,6 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         )
 
 
-Client = TestClient[web.Request, web.Application]
 GatewayFactory = Callable[[], Awaitable[tuple[Client, Provider]]]
 
 
@@ -120,24 +115,13 @@ def gateway(
     aiohttp_client: Callable[..., Awaitable[Client]],
 ) -> GatewayFactory:
     async def start() -> tuple[Client, Provider]:
-        dotenv = tmp_path / "gateway.env"
-        dotenv.write_text("")  # so no .env from the working directory leaks in
-        env = {
-            "DOTENV": str(dotenv),
-            "DNSAPI_DOMAINS": "example.test",
-            "BASIC_AUTH": "required",
-            "PASSWD_FILE": str(write_passwd_file(tmp_path)),
-            "LISTEN": "127.0.0.1:0",
-            "STATE_DIR": str(tmp_path / "state"),
+        return await in_process_gateway(aiohttp_client, tmp_path, {
             "PROPAGATION_CHECK": "authoritative",
             "PROPAGATION_NAMESERVERS": f"127.0.0.1:{backend.dns_port}",
             "PROPAGATION_TIMEOUT": "3",
             "PROVIDER_TIMEOUT": "8",
             **backend.settings,
-        }
-        config, provider, passwords, _ = prepare([], env)
-        client = await aiohttp_client(create_app(config, provider, passwords))
-        return client, provider
+        })
 
     return start
 

@@ -22,18 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
-from gateway.app import create_app
-from gateway.server import prepare
 from tests.conftest import make_value
-from tests.e2e import CHALLENGE, basic_auth, journal_rows, write_passwd_file
+from tests.e2e import CHALLENGE, Client, basic_auth, in_process_gateway, journal_rows
 from tests.servers.bind import BindServer, bind_lagging_pair  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.system
 
-Client = TestClient[web.Request, web.Application]
 Pair = tuple[BindServer, BindServer]
 GatewayFactory = Callable[..., Awaitable[Client]]
 
@@ -51,23 +46,14 @@ def gateway(
     primary, secondary = bind_lagging_pair
 
     async def start(**overrides: str) -> Client:
-        dotenv = tmp_path / "gateway.env"
-        dotenv.write_text("")  # so no .env from the working directory leaks in
-        env = {
-            "DOTENV": str(dotenv),
-            "DNSAPI_DOMAINS": "example.test",
-            "BASIC_AUTH": "required",
-            "PASSWD_FILE": str(write_passwd_file(tmp_path)),
-            "LISTEN": "127.0.0.1:0",
-            "STATE_DIR": str(tmp_path / "state"),
+        client, _ = await in_process_gateway(aiohttp_client, tmp_path, {
             **primary.rfc2136_settings(),
             "PROPAGATION_CHECK": "authoritative",
             "PROPAGATION_NAMESERVERS": f"{primary.address}, {secondary.address}",
             "PROPAGATION_TIMEOUT": "30",
             **overrides,
-        }
-        config, provider, passwords, _ = prepare([], env)
-        return await aiohttp_client(create_app(config, provider, passwords))
+        })
+        return client
 
     return start
 
