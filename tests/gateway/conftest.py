@@ -11,9 +11,9 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
 from gateway.config import Config, load
-from lib.passwd import PasswordFile
 from providers.base import Provider
 from providers.memory import MemoryProvider
+from tests.passwords import copy_passwd_file, write_passwd_template
 
 PASSWORDS = {
     "alice": "correct horse battery staple",
@@ -30,20 +30,12 @@ def basic(user: str, password: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def passwd_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A password file made once per session (scrypt is deliberately slow)."""
-    path = tmp_path_factory.mktemp("passwd") / "acmepasswd"
-    f = PasswordFile(path)
-    f.set_user("alice", PASSWORDS["alice"])
-    f.set_user("bob", PASSWORDS["bob"], domains=["example.org"])
-    f.set_user("carol", PASSWORDS["carol"], domains=["shop.example.test"], roles=["admin"])
-    return path
+    return write_passwd_template(tmp_path_factory.mktemp("passwd") / "acmepasswd", PASSWORDS)
 
 
 @pytest.fixture
 def passwd_path(tmp_path: Path, passwd_template: Path) -> Path:
-    path = tmp_path / "acmepasswd"
-    path.write_bytes(passwd_template.read_bytes())
-    path.chmod(0o600)
-    return path
+    return copy_passwd_file(passwd_template, tmp_path / "acmepasswd")
 
 
 ConfigFactory = Callable[..., Config]

@@ -19,9 +19,9 @@ from aiohttp.test_utils import TestServer
 from gateway.app import create_app
 from gateway.config import load
 from hooks import acmegw_hook
-from lib.passwd import PasswordFile
 from providers.base import Provider
 from providers.memory import MemoryProvider
+from tests.passwords import copy_passwd_file, write_passwd_template
 
 PASSWORDS = {"alice": "alice: correct horse battery", "bob": "bob-s3cret-pässword"}
 
@@ -29,11 +29,8 @@ PASSWORDS = {"alice": "alice: correct horse battery", "bob": "bob-s3cret-pässwo
 @pytest.fixture(scope="session")
 def passwd_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Made once: scrypt is deliberately slow. bob may only change example.org names."""
-    path = tmp_path_factory.mktemp("hook-passwd") / "acmepasswd"
-    f = PasswordFile(path)
-    f.set_user("alice", PASSWORDS["alice"])
-    f.set_user("bob", PASSWORDS["bob"], domains=["example.org"])
-    return path
+    return write_passwd_template(tmp_path_factory.mktemp("hook-passwd") / "acmepasswd",
+                                 PASSWORDS)
 
 
 @dataclass
@@ -53,9 +50,7 @@ async def gateway(
     """``await gateway(provider=None, **env)``: a started gateway and its URL."""
 
     async def start(provider: Provider | None = None, **env: str) -> Gateway:
-        passwd = tmp_path / "acmepasswd"
-        passwd.write_bytes(passwd_template.read_bytes())
-        passwd.chmod(0o600)
+        passwd = copy_passwd_file(passwd_template, tmp_path / "acmepasswd")
         settings = {
             "PROVIDER": "memory",
             "DNSAPI_DOMAINS": "example.test, example.org",

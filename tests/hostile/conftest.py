@@ -25,8 +25,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import create_app
 from gateway.config import Config, load
 from gateway.keys import JOURNAL
-from lib.passwd import PasswordFile
 from providers.memory import MemoryProvider
+from tests.passwords import copy_passwd_file, write_passwd_template
 
 DOMAINS = ("example.test", "example.org")
 PASSWORDS = {
@@ -104,20 +104,13 @@ class SyncGateway:
 
 @pytest.fixture(scope="session")
 def passwd_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("passwd") / "acmepasswd"
-    f = PasswordFile(path)
-    f.set_user("alice", PASSWORDS["alice"])
-    f.set_user("bob", PASSWORDS["bob"], domains=["example.org"])
-    f.set_user("carol", PASSWORDS["carol"], domains=["shop.example.test"], roles=["admin"])
-    return path
+    return write_passwd_template(tmp_path_factory.mktemp("passwd") / "acmepasswd", PASSWORDS)
 
 
 @pytest.fixture
 def hostile_config(tmp_path: Path, passwd_template: Path) -> Config:
     """Every API on: native, httpreq (prefix ``/httpreq``), acme-dns update and register."""
-    passwd = tmp_path / "acmepasswd"
-    passwd.write_bytes(passwd_template.read_bytes())
-    passwd.chmod(0o600)
+    passwd = copy_passwd_file(passwd_template, tmp_path / "acmepasswd")
     accounts = tmp_path / "acmedns.json"
     accounts.write_text(
         json.dumps(
