@@ -34,8 +34,9 @@ if str(ROOT) not in sys.path:
 
 from lib.acme.cli import main  # noqa: E402
 from lib.passwd import PasswordFile  # noqa: E402
-from tests.acme.pebble_rig import start_pebble, write_tls_files  # noqa: E402
 from tests.gateway.procs import running_gateway  # noqa: E402
+from tests.servers.certs import make_tls_files  # noqa: E402
+from tests.servers.pebble import running_pebble  # noqa: E402
 from tests.system import free_port  # noqa: E402
 
 PASSWORD = "bench password"
@@ -67,7 +68,7 @@ def main_bench(runs: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         dns_port, gw_port = free_port(), free_port()
-        tls = write_tls_files(folder / "gw-tls")
+        tls = make_tls_files(folder / "gw-tls", ca_name="acmegw acme test CA")
         PasswordFile(folder / "acmepasswd").set_user("bench", PASSWORD)
         password = folder / "pw"
         password.write_text(PASSWORD)
@@ -79,8 +80,8 @@ def main_bench(runs: int) -> None:
                     "PASSWD_FILE": str(folder / "acmepasswd"),
                     "STATE_DIR": str(folder / "gw-state")}
         inproc_port = free_port()
-        with start_pebble(folder / "pebble", f"127.0.0.1:{dns_port}",
-                          extra_env=NO_REUSE) as pebble, \
+        with running_pebble(folder / "pebble", f"127.0.0.1:{dns_port}", reject_nonces=True,
+                            extra_env=NO_REUSE) as pebble, \
                 running_gateway(folder, settings):
             common = ["issue", "-d", "example.test", "-d", "*.example.test", "--force",
                       "--json", "--server", pebble.url, "--ca-file", str(pebble.ca_file),
@@ -94,8 +95,8 @@ def main_bench(runs: int) -> None:
                 results["gateway"].append(_issue(gateway_argv))
                 print(f"gateway    run {n + 1}: {_fmt(results['gateway'][-1])}")
         # pebble asks one DNS server: a second pebble for the in-process builtin's port.
-        with start_pebble(folder / "pebble2", f"127.0.0.1:{inproc_port}",
-                          extra_env=NO_REUSE) as pebble:
+        with running_pebble(folder / "pebble2", f"127.0.0.1:{inproc_port}", reject_nonces=True,
+                            extra_env=NO_REUSE) as pebble:
             os.environ["BUILTIN_LISTEN"] = f"127.0.0.1:{inproc_port}"
             os.environ["BUILTIN_NS"] = "ns.example.test"
             argv = ["issue", "-d", "example.test", "-d", "*.example.test", "--force", "--json",

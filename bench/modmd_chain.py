@@ -44,7 +44,6 @@ if str(ROOT) not in sys.path:
 
 import pytest  # noqa: E402
 
-from tests.e2e_hook.pebble_rig import Pebble, start_pebble  # noqa: E402
 from tests.e2e_hook.rig import (  # noqa: E402
     Apache,
     apache_env,
@@ -56,6 +55,7 @@ from tests.e2e_hook.rig import (  # noqa: E402
     write_hook_conf,
 )
 from tests.servers.bind import BindServer, start_primary  # noqa: E402
+from tests.servers.pebble import Pebble, start_pebble  # noqa: E402
 from tests.system import need_program  # noqa: E402
 
 SETUP_DONE = r"AH10059: The Managed Domain example\.test has been setup"
@@ -107,7 +107,7 @@ def rig(work: Path, shared: Path) -> Iterator[tuple[BindServer, Pebble, Path, Pa
     """BIND, pebble (CA copied where www-data reads it), a gateway and its hook.conf."""
     bind = start_primary(work / "bind")
     try:
-        pebble = start_pebble(work / "pebble", bind.port)
+        pebble = start_pebble(work / "pebble", f"127.0.0.1:{bind.port}")
         try:
             pebble_ca = shared / "pebble-ca.pem"
             shutil.copy(pebble.ca_file, pebble_ca)

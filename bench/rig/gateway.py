@@ -4,7 +4,7 @@ Shared by ``bench/gateway_load.py``, ``bench/auth_flood.py`` and
 ``bench/startup_memory.py`` (this folder is not a bench itself, so ``make
 bench`` does not run it). The gateway runs as ``python -m gateway`` in a
 temporary folder with a clean environment (``tests/gateway/procs.py``), a
-throw-away CA and server certificate (``tests/e2e_hook/certs.py``), a password
+throw-away CA and server certificate (``tests/servers/certs.py``), a password
 file with one user, and ``PROVIDER=builtin`` on a free loopback port. With the
 builtin provider and no ``PROPAGATION_NAMESERVERS`` the gateway serves the
 value itself and does not poll DNS, so a setup costs what the gateway costs.
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib.passwd import PasswordFile
-from tests.e2e_hook.certs import TLSFiles, make_tls_files
 from tests.gateway.procs import GatewayProcess
+from tests.servers.certs import TLSFiles, make_tls_files
 from tests.system import free_port
 
 USER, PASSWORD = "bench", "bench-password: not a secret"
