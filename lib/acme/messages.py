@@ -15,7 +15,6 @@ from typing import Any
 from lib.acme.errors import ProblemError, Subproblem, TransportError
 
 REQUIRED_RESOURCES = ("newNonce", "newAccount", "newOrder")
-OPTIONAL_RESOURCES = ("revokeCert", "keyChange", "renewalInfo", "newAuthz")
 
 
 def _text(data: Mapping[str, Any], key: str, what: str, required: bool = True) -> str | None:
