@@ -78,10 +78,6 @@ class CertificateInfo:
                    not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
                    issuer=common_name(cert.issuer), ari_id=ari_cert_id(cert))
 
-    @property
-    def lifetime(self) -> datetime.timedelta:
-        return self.not_after - self.not_before
-
 
 def chain_top_issuer(chain: Sequence[x509.Certificate]) -> str:
     """The issuer CN of the chain's topmost certificate: the root it leads to."""
