@@ -183,7 +183,7 @@ class AccountStore:
         return account, key
 
 
-def load_accounts_file(path: Path, zone: str | None, delegations: dict[str, str]) -> list[Account]:
+def load_accounts_file(path: Path, delegations: dict[str, str]) -> list[Account]:
     """Parse pre-registered accounts; raises AccountError naming the entry."""
     try:
         data: Any = json.loads(path.read_text(encoding="utf-8"))

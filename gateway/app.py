@@ -23,7 +23,7 @@ from gateway.acmedns import (
 )
 from gateway.auth import Authenticator, PasswordStore
 from gateway.config import Config
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+from gateway.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
 from gateway.janitor import Janitor
 from gateway.journal import Journal
 from gateway.keys import (
@@ -48,10 +48,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(exc: GatewayError) -> web.Response:
-    response = web.json_response(
+    return web.json_response(
         {"error": exc.code, "message": exc.message}, status=exc.status, headers=exc.headers
     )
-    return response
 
 
 # Which API a handler serves, for the request counter.
@@ -84,8 +83,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPNotFound:
         response = error_response(NotFound("no such resource"))
     except web.HTTPRequestEntityTooLarge:
-        response = error_response(GatewayError("body too large"))
-        response.set_status(413)
+        response = error_response(PayloadTooLarge("body too large"))
     except web.HTTPException as exc:
         response = web.json_response(
             {"error": exc.reason.lower().replace(" ", "_"), "message": exc.reason},
@@ -112,8 +110,6 @@ def create_app(
     config: Config,
     provider: Provider,
     passwords: PasswordStore | None = None,
-    *,
-    dns_visible: bool | None = None,
 ) -> web.Application:
     """The gateway application. *passwords* may be pre-loaded by the caller."""
     app = web.Application(
@@ -122,14 +118,13 @@ def create_app(
     journal = Journal.in_dir(config.state_dir)
     if passwords is None and config.auth.passwd_file is not None:
         passwords = PasswordStore(config.auth.passwd_file, config.auth.cache_ttl)
-    visible = provider.dns_visible if dns_visible is None else dns_visible
     service = ChallengeService(
         provider,
         journal,
         config.managed_domains,
         config.propagation,
         config.provider_timeout,
-        dns_visible=bool(visible),
+        dns_visible=provider.dns_visible,
         delegations=config.delegations,
     )
     app[CONFIG] = config
@@ -146,7 +141,7 @@ def create_app(
     app[AUTHENTICATOR] = authenticator
     app[JANITOR] = Janitor(service, config.record_max_age, config.janitor_interval)
     app[ACCOUNTS] = AccountStore(config.state_dir / "acmedns.sqlite3")
-    app.cleanup_ctx.append(_resources(passwords))
+    app.cleanup_ctx.append(_resources)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", api_admin.metrics)
     app.router.add_get("/records", api_admin.records)
@@ -163,34 +158,30 @@ def create_app(
     return app
 
 
-def _resources(
-    passwords: PasswordStore | None,
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def resources(app: web.Application) -> AsyncIterator[None]:
-        journal, provider, janitor = app[JOURNAL], app[PROVIDER], app[JANITOR]
-        if passwords is not None and passwords.file.stamp() is not None:
-            passwords.load()
-        journal.open()
-        accounts = app[ACCOUNTS]
-        accounts.open()
-        accounts.add_static(load_static_accounts(app[CONFIG]))
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    # The password file needs no opening: the store reads it on first use and
+    # whenever it changes.
+    journal, provider, janitor, accounts = app[JOURNAL], app[PROVIDER], app[JANITOR], app[ACCOUNTS]
+    journal.open()
+    accounts.open()
+    accounts.add_static(load_static_accounts(app[CONFIG]))
+    try:
+        await provider.open()
         try:
-            await provider.open()
-            try:
-                if provider.volatile:
-                    await _replay(journal, provider)
-                janitor.start()
-                yield
-            finally:
-                await janitor.stop()
-                await provider.aclose()
+            if provider.volatile:
+                await _replay(journal, provider)
+            janitor.start()
+            yield
         finally:
-            accounts.close()
-            journal.close()
-            if passwords is not None:
-                passwords.close()
-
-    return resources
+            await janitor.stop()
+            await provider.aclose()
+    finally:
+        accounts.close()
+        journal.close()
+        # The store in use now: a reload may have replaced the one we started with.
+        passwords = app[AUTHENTICATOR].passwords
+        if passwords is not None:
+            passwords.close()
 
 
 async def _replay(journal: Journal, provider: Provider) -> None:
@@ -210,7 +201,7 @@ def load_static_accounts(config: Config) -> list[Account]:
     acme = config.acmedns
     if acme.accounts_file is None:
         return []
-    accounts = load_accounts_file(acme.accounts_file, acme.zone, dict(config.delegations))
+    accounts = load_accounts_file(acme.accounts_file, dict(config.delegations))
     targets = [t for _, t in config.delegations]
     for account in accounts:
         if not account_name_allowed(account.fqdn, acme.zone, config.managed_domains, targets):

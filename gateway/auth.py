@@ -209,13 +209,15 @@ class PasswordStore:
 
     def load(self) -> None:
         """Read the file now; raises PasswdFileError."""
-        stamp = self.file.stamp()
-        self._users = self.file.load()
-        self._stamp = stamp
-        self._cache.clear()
         self._checked = self._clock()
+        self._adopt(self.file.stamp(), self.file.load())
+
+    def _adopt(self, stamp: tuple[int, int, int] | None, users: dict[str, UserEntry]) -> None:
+        self._users, self._stamp = users, stamp
+        self._cache.clear()
 
     def _refresh(self) -> None:
+        """Pick up a changed file, looking at it at most once a second."""
         now = self._clock()
         if now - self._checked < 1.0:
             return
@@ -230,8 +232,7 @@ class PasswordStore:
             log.error("password file not reloaded: %s", exc)
             self._stamp = stamp
             return
-        self._users, self._stamp = users, stamp
-        self._cache.clear()
+        self._adopt(stamp, users)
         log.info("password file reloaded: %d users", len(users))
 
     def _digest(self, user: str, password: str) -> bytes:
@@ -256,9 +257,7 @@ class PasswordStore:
         return entry
 
     async def verify(self, user: str, password: str) -> UserEntry | None:
-        hit = self.cached(user, password)
-        if hit is not None:
-            return hit
+        """Check the password with the slow hash (callers look in :meth:`cached` first)."""
         users = self._users
         loop = asyncio.get_running_loop()
         try:

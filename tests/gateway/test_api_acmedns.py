@@ -255,7 +255,7 @@ def test_accounts_file_errors(tmp_path: Path) -> None:
     ]:
         path.write_text(content)
         with pytest.raises(AccountError) as info:
-            load_accounts_file(path, None, {})
+            load_accounts_file(path, {})
         assert needle in str(info.value)
         assert '"p"' not in str(info.value)
 
