@@ -297,8 +297,10 @@ def _reason(text: str) -> int:
         number = int(text)
         if number in REVOCATION_REASONS.values():
             return number
-    elif text.lower() in REVOCATION_REASONS:
-        return REVOCATION_REASONS[text.lower()]
+    else:
+        by_name = {name.lower(): number for name, number in REVOCATION_REASONS.items()}
+        if text.lower() in by_name:
+            return by_name[text.lower()]
     raise UsageError(f"--reason {text!r} is not a revocation reason "
                      "(unspecified, keyCompromise, affiliationChanged, superseded, "
                      "cessationOfOperation)")

@@ -40,8 +40,8 @@ PEM_CHAIN = "application/pem-certificate-chain"
 
 # RFC 5280 section 5.3.1 reason codes ACME accepts (7 is unused; 8, removeFromCRL, is not allowed).
 REVOCATION_REASONS = {
-    "unspecified": 0, "keycompromise": 1, "affiliationchanged": 3, "superseded": 4,
-    "cessationofoperation": 5, "certificatehold": 6, "privilegewithdrawn": 9,
+    "unspecified": 0, "keyCompromise": 1, "affiliationChanged": 3, "superseded": 4,
+    "cessationOfOperation": 5, "certificateHold": 6, "privilegeWithdrawn": 9,
 }
 
 

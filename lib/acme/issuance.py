@@ -44,7 +44,12 @@ from lib.acme.certificates import (
     select_chain,
     to_pem,
 )
-from lib.acme.client import AcmeClient, ExternalAccount, check_order_usable
+from lib.acme.client import (
+    REVOCATION_REASONS,
+    AcmeClient,
+    ExternalAccount,
+    check_order_usable,
+)
 from lib.acme.dns01 import (
     GatewaySolver,
     Solver,
@@ -681,7 +686,6 @@ def _problems(authz: Authorization) -> str:
 
 
 def _reason_name(reason: int | None) -> str:
-    names = {0: "unspecified", 1: "keyCompromise", 3: "affiliationChanged", 4: "superseded",
-             5: "cessationOfOperation", 6: "certificateHold", 9: "privilegeWithdrawn"}
+    names = {number: name for name, number in REVOCATION_REASONS.items()}
     return names.get(reason if reason is not None else 0, str(reason))
 
