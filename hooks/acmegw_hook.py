@@ -108,7 +108,6 @@ DEHYDRATED_EVENTS = frozenset(
 
 _VALUE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-_TRUE = {"1", "true", "yes", "on"}
 
 USAGE = f"""\
 usage: {PROG} setup DOMAIN VALUE | teardown DOMAIN [VALUE]       (Apache mod_md)
