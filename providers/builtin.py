@@ -266,10 +266,6 @@ class BuiltinProvider(Provider):
                 return name[start:]
         return None
 
-    def serves(self, fqdn: str) -> bool:
-        """True if the server answers authoritatively for normalised *fqdn*."""
-        return self.zone_of(_labels(fqdn)) is not None
-
     def values(self, fqdn: str) -> list[str]:
         return list(self.records.get(_labels(fqdn), []))
 
