@@ -98,9 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "prefer --eab-hmac-key-file or ACMEGW_EAB_HMAC_KEY)")
     account_opts.add_argument("--eab-hmac-key-file", type=Path, help="file holding the MAC key")
     account_opts.add_argument("--eab-alg", choices=EAB_ALGORITHMS, default="HS256")
-    account_opts.add_argument("--account-key-type", choices=("ec256", "ec384", "rsa2048",
-                                                             "rsa3072", "rsa4096"),
-                              default="ec256", help="type of a new account key (default ec256)")
+    account_opts.add_argument("--account-key-type", choices=KEY_TYPES, default=DEFAULT_KEY_TYPE,
+                              help=f"type of a new account key (default {DEFAULT_KEY_TYPE})")
 
     servers = ", ".join(KNOWN_CAS)
     parser = _Parser(prog=PROG, description="An ACME client for dns-01 through acmegw.",
@@ -235,7 +234,7 @@ def _contact(args: argparse.Namespace) -> tuple[str, ...]:
 def _options(args: argparse.Namespace) -> Options:
     return Options(
         ca_file=args.ca_file,
-        account_key_type=getattr(args, "account_key_type", "ec256"),
+        account_key_type=getattr(args, "account_key_type", DEFAULT_KEY_TYPE),
         contact=_contact(args),
         agree_tos=getattr(args, "agree_tos", False),
         eab=_eab(args) if hasattr(args, "eab_kid") else None,

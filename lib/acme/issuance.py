@@ -68,7 +68,14 @@ from lib.acme.errors import (
     TransportError,
     UsageError,
 )
-from lib.acme.keys import generate_key, key_type_of, load_private_key, make_csr, private_pem
+from lib.acme.keys import (
+    DEFAULT_KEY_TYPE,
+    generate_key,
+    key_type_of,
+    load_private_key,
+    make_csr,
+    private_pem,
+)
 from lib.acme.messages import Account, Authorization, Challenge, Order
 from lib.acme.progress import Progress
 from lib.acme.renewal import Decision, ari_check_due, by_lifetime, by_window, remember_window
@@ -90,7 +97,7 @@ class Options:
     """How the driver behaves, whatever the certificate."""
 
     ca_file: str | None = None
-    account_key_type: str = "ec256"
+    account_key_type: str = DEFAULT_KEY_TYPE
     contact: tuple[str, ...] = ()
     agree_tos: bool = False
     eab: ExternalAccount | None = None
