@@ -79,6 +79,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from lib.names import InvalidValue, validate_value
 from lib.settings import Settings
 
 log = logging.getLogger("acmegw.hook")
@@ -106,7 +107,6 @@ DEHYDRATED_EVENTS = frozenset(
      "unchanged_cert", "invalid_challenge", "request_failure"}
 )
 
-_VALUE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 USAGE = f"""\
@@ -170,9 +170,11 @@ def value_tag(value: str) -> str:
 
 
 def _check_value(value: str, what: str) -> str:
-    if not _VALUE.match(value):
-        raise UsageError(f"{what}: not a dns-01 TXT value (43 base64url characters expected)")
-    return value
+    try:
+        return validate_value(value)
+    except InvalidValue:
+        raise UsageError(
+            f"{what}: not a dns-01 TXT value (43 base64url characters expected)") from None
 
 
 def _triples(client: str, setup: bool, args: Sequence[str]) -> tuple[Change, ...]:
