@@ -63,7 +63,6 @@ from lib.names import InvalidName, normalize_name
 
 PROG = "acmegw-acme"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
-EAB_ALGORITHMS = ("HS256", "HS384", "HS512")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                               help="EAB MAC key, base64url (visible in the process list: "
                                    "prefer --eab-hmac-key-file or ACMEGW_EAB_HMAC_KEY)")
     account_opts.add_argument("--eab-hmac-key-file", type=Path, help="file holding the MAC key")
-    account_opts.add_argument("--eab-alg", choices=EAB_ALGORITHMS, default="HS256")
+    account_opts.add_argument("--eab-alg", choices=jws.EAB_ALGORITHMS, default="HS256")
     account_opts.add_argument("--account-key-type", choices=KEY_TYPES, default=DEFAULT_KEY_TYPE,
                               help=f"type of a new account key (default {DEFAULT_KEY_TYPE})")
 

@@ -28,6 +28,7 @@ _EC_ALGORITHMS: dict[str, tuple[str, str, int, type[hashes.HashAlgorithm]]] = {
     "secp384r1": ("ES384", "P-384", 48, hashes.SHA384),
 }
 _HMAC = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
+EAB_ALGORITHMS = tuple(_HMAC)
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
