@@ -71,6 +71,7 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TXT
 import dns.rrset
 
+from lib.dnscheck import format_server
 from lib.names import CHALLENGE_LABEL, InvalidName, normalize_name
 from lib.settings import Settings
 from providers.base import Provider, ProviderContext
@@ -333,7 +334,7 @@ class BuiltinProvider(Provider):
         loop = asyncio.get_running_loop()
         try:
             for host, port in self.settings.listen:
-                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                where = format_server(host, port)
                 try:
                     self._tcp.append(
                         await asyncio.start_server(self._serve_tcp, host, port, reuse_address=True)
