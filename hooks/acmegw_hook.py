@@ -444,7 +444,12 @@ def load_settings(environ: Mapping[str, str]) -> HookSettings:
         verify = ca_file
     else:
         verify = _system_trust()
-    nameservers = tuple(settings.items("ACMEGW_PROPAGATION_NAMESERVERS"))
+    nameservers: tuple[str, ...] = ()
+    if settings.has("ACMEGW_PROPAGATION_NAMESERVERS"):
+        # Imported only when needed: dnspython costs a hook run some 70 ms to load.
+        from lib.dnscheck import nameservers_from_settings
+
+        nameservers = nameservers_from_settings(settings, "ACMEGW_PROPAGATION_NAMESERVERS")
     result = HookSettings(
         url=url,
         user=user,
@@ -456,14 +461,6 @@ def load_settings(environ: Mapping[str, str]) -> HookSettings:
         propagation_wait=settings.boolean("ACMEGW_PROPAGATION_WAIT") or bool(nameservers),
         propagation_nameservers=nameservers,
     )
-    if nameservers:
-        from lib.dnscheck import parse_server
-
-        for server in nameservers:
-            try:
-                parse_server(server)
-            except ValueError as exc:
-                settings.problem(f"ACMEGW_PROPAGATION_NAMESERVERS: {exc}")
     if settings.problems:
         raise SettingsError("; ".join(settings.problems))
     return result
