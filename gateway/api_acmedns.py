@@ -19,7 +19,7 @@ from aiohttp import web
 from gateway.acmedns import Account, account_name_allowed
 from gateway.auth import Identity, client_address
 from gateway.bodies import read_json_object
-from gateway.errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized
+from gateway.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from gateway.keys import ACCOUNTS, AUTHENTICATOR, LIVE, SERVICE
 from lib.names import InvalidValue, validate_value
 
@@ -40,14 +40,10 @@ async def update(request: web.Request) -> web.Response:
     key = request.headers.get("X-Api-Key", "")
     if not user or not key or len(user) > _MAX_FIELD or len(key) > _MAX_FIELD:
         raise Unauthorized("X-Api-User and X-Api-Key are required")
-    wait = auth.limiter.retry_after(addr)
-    if wait:
-        raise TooManyRequests(wait)
+    auth.check_limit(addr)
     account = request.app[ACCOUNTS].verify(user, key)
     if account is None:
-        auth.limiter.failed(addr)
-        log.warning("acme-dns authentication failed from %s", addr)
-        raise Unauthorized("invalid X-Api-User or X-Api-Key")
+        auth.wrong_secret(addr, "invalid X-Api-User or X-Api-Key")
     if account.allowfrom and not any(addr in net for net in account.allowfrom):
         raise Unauthorized(f"client address {addr} is not in this account's allowfrom")
     body = await read_json_object(request, config.max_body)

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from aiohttp import web
 
@@ -320,16 +321,24 @@ class Authenticator:
         entry = self.passwords.cached(user, password)
         if entry is not None:
             return entry
+        self.check_limit(addr)
+        entry = await self.passwords.verify(user, password)
+        if entry is None:
+            self.wrong_secret(addr, "invalid user name or password")
+        return entry
+
+    def check_limit(self, addr: IPAddress) -> None:
+        """429 while *addr* is over its failed-attempt limit; call before any secret check."""
         wait = self.limiter.retry_after(addr)
         if wait:
             self.on_failure("rate_limited")
             raise TooManyRequests(wait)
-        entry = await self.passwords.verify(user, password)
-        if entry is None:
-            self.limiter.failed(addr)
-            self._refuse(addr, "bad credentials")
-            raise Unauthorized("invalid user name or password")
-        return entry
+
+    def wrong_secret(self, addr: IPAddress, message: str) -> NoReturn:
+        """Count a failed secret check against *addr* and answer 401."""
+        self.limiter.failed(addr)
+        self._refuse(addr, "bad credentials")
+        raise Unauthorized(message)
 
     def _refuse(self, addr: IPAddress, reason: str) -> None:
         log.warning("authentication failed from %s: %s", addr, reason)

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -224,8 +224,10 @@ class ChallengeService:
         await self.call_provider(self.provider.remove_txt, fqdn, value)
         self.journal.commit_remove(fqdn, value)
 
-    async def call_provider(self, method: object, fqdn: str, value: str) -> None:
-        assert callable(method)
+    async def call_provider(
+        self, method: Callable[[str, str], Awaitable[None]], fqdn: str, value: str
+    ) -> None:
+        """One provider call under the deadline, its failures turned into 502/504."""
         started = time.monotonic()
         result = "error"
         try:
