@@ -304,12 +304,6 @@ def _reason(text: str) -> int:
                      "cessationOfOperation)")
 
 
-def _outcome_json(outcome: Outcome) -> dict[str, Any]:
-    return {"name": outcome.name, "action": outcome.action, "detail": outcome.detail,
-            "error": outcome.error, "directory": outcome.directory, "serial": outcome.serial,
-            "not_after": outcome.not_after, "files": outcome.files}
-
-
 def _outcome_text(outcome: Outcome) -> str:
     if outcome.action in ("issued", "renewed"):
         text = (f"{outcome.name}: {outcome.action}, serial {outcome.serial}, valid until "
@@ -351,7 +345,7 @@ def _run_outcomes(command: str, outcomes: list[Outcome], out: _Output) -> int:
             sys.stderr.write(f"{PROG}: error: {_outcome_text(outcome)}\n")
     out.result([_outcome_text(o) for o in outcomes] or ["no certificates"],
                {"command": command, "ok": not failed,
-                "certificates": [_outcome_json(o) for o in outcomes]})
+                "certificates": [dataclasses.asdict(o) for o in outcomes]})
     return EXIT_FAILED if failed else EXIT_OK
 
 
