@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -369,13 +368,10 @@ def build(settings: Settings, args: argparse.Namespace, config_dir: Path | None)
     hosts = _networks(settings, "ALLOWED_HOSTS")
     proxies = _networks(settings, "ALLOWED_PROXIES")
     header = settings.get("PROXY_XFF")
-    if header and header.lower() in ("1", "yes", "true", "on"):
+    if header is None or header.lower() in ("1", "yes", "true", "on"):
         header = "X-Forwarded-For"
-    if proxies and not header:
-        header = "X-Forwarded-For"
-    if header and not proxies:
-        logging.getLogger(__name__).debug("PROXY_XFF ignored: no ALLOWED_PROXIES")
-        header = None
+    if not proxies:
+        header = None  # nobody is trusted to set it
     auth = AuthConfig(
         mode=mode,
         allowed_hosts=hosts,

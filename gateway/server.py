@@ -153,7 +153,7 @@ def summary(config: Config, provider: Provider) -> str:
         f"auth:        BASIC_AUTH={config.auth.mode.value}, "
         f"{len(config.auth.allowed_hosts)} allowed host networks",
         f"domains:     {', '.join(config.managed_domains)}",
-        f"provider:    {provider.name}",
+        f"provider:    {provider.label}",
         f"state:       {config.state_dir}",
         f"propagation: {'authoritative' if config.propagation.check else 'off'}",
     ]
@@ -174,12 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.check_only:
         print("configuration OK\n" + summary(config, provider))
         return 0
-    log.info("starting: %s", describe_provider(provider))
+    log.info("starting: provider %s", provider.label)
     return asyncio.run(serve(config, provider, passwords, tls, argv))
-
-
-def describe_provider(provider: Provider) -> str:
-    return f"provider {provider.name}"
 
 
 if __name__ == "__main__":
