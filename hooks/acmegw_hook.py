@@ -287,17 +287,21 @@ def _read_private(path: Path, what: str) -> str:
         raise SettingsError(f"{what}: cannot read {path}: {exc.strerror}"
                             f"{_as_whom(exc)}") from None
     with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        if mode & (stat.S_IRGRP | stat.S_IROTH):
-            who = " and ".join(w for w, bit in (("group", stat.S_IRGRP), ("others", stat.S_IROTH))
-                               if mode & bit)
-            raise SettingsError(f"{what}: {path} holds a password but {who} may read it "
-                                f"(mode {stat.S_IMODE(mode):o}) — run `chmod 600 {path}`")
+        _refuse_shared(path, os.fstat(handle.fileno()).st_mode, f"{what}: ")
         data = handle.read(1 << 16)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise SettingsError(f"{what}: {path} is not UTF-8 text") from None
+
+
+def _refuse_shared(path: Path, mode: int, prefix: str = "") -> None:
+    """Refuse a file that holds a password if group or others may read it."""
+    readers = [who for who, bit in (("group", stat.S_IRGRP), ("others", stat.S_IROTH))
+               if mode & bit]
+    if readers:
+        raise SettingsError(f"{prefix}{path} holds a password but {' and '.join(readers)} may "
+                            f"read it (mode {stat.S_IMODE(mode):o}) — run `chmod 600 {path}`")
 
 
 def _as_whom(exc: OSError) -> str:
@@ -340,9 +344,8 @@ def read_conf(path: Path, required: bool) -> dict[str, str]:
         raise SettingsError(f"{path}{where} cannot be parsed — write KEY=value, and quote a "
                             "value holding quotes or spaces ('...' or \"...\")")
     values = {k.upper(): v for k, v in parsed.items() if v is not None}
-    if _first(values, PASSWORD_KEYS) and mode & (stat.S_IRGRP | stat.S_IROTH):
-        raise SettingsError(f"{path} holds a password but group or others may read it "
-                            f"(mode {stat.S_IMODE(mode):o}) — run `chmod 600 {path}`")
+    if _first(values, PASSWORD_KEYS):
+        _refuse_shared(path, mode)
     return values
 
 
