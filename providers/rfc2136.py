@@ -66,7 +66,7 @@ from dns import asyncquery
 
 from lib.names import InvalidName, normalize_name
 from lib.settings import Settings
-from providers._dns import ZoneCache
+from providers._dns import ZoneCache, parent_names, walk_up
 from providers.base import Provider, ProviderContext, ProviderTimeout
 
 log = logging.getLogger(__name__)
@@ -245,38 +245,42 @@ class Rfc2136Provider(Provider):
                     hint="unset RFC2136_ZONE to find each name's zone from its SOA",
                 )
             return zone
-        return await self._zones.get(fqdn, lambda: self._find_zone(name))
+        return await self._zones.get(fqdn, lambda: self._find_zone(fqdn))
 
-    async def _find_zone(self, name: dns.name.Name) -> dns.name.Name:
-        """The zone holding *name*, from the SOA the server returns, walking up the labels."""
-        candidate = name
-        while len(candidate) > 1:  # the root label counts as one
-            query = dns.message.make_query(candidate, dns.rdatatype.SOA)
-            query.flags &= ~dns.flags.RD
-            if self._key is not None:
-                query.use_tsig(self._key)
-            response = await self._exchange(
-                query, f"find the zone of {name.to_text(omit_final_dot=True)}")
-            for rrset in response.answer:
-                if rrset.name == candidate and rrset.rdtype == dns.rdatatype.CNAME:
-                    target = rrset[0].target.to_text(omit_final_dot=True)
-                    raise self.error(
-                        f"{candidate.to_text(omit_final_dot=True)} is a CNAME to {target}; "
-                        f"a TXT update there would be ignored",
-                        hint=f"change {target} instead (or remove the CNAME)",
-                    )
-                if rrset.name == candidate and rrset.rdtype == dns.rdatatype.SOA:
-                    return candidate
-            if response.flags & dns.flags.AA:
-                for rrset in response.authority:
-                    if rrset.rdtype == dns.rdatatype.SOA and candidate.is_subdomain(rrset.name):
-                        return rrset.name
-            candidate = candidate.parent()
-        raise self.error(
-            f"{self.settings.server} is not authoritative for any zone holding "
-            f"{name.to_text(omit_final_dot=True)}",
-            hint="check RFC2136_SERVER, or set RFC2136_ZONE",
+    async def _find_zone(self, fqdn: str) -> dns.name.Name:
+        """The zone holding *fqdn*: the first of its parent names the server has a SOA for."""
+        found = await walk_up(
+            parent_names(fqdn, every_label=True), lambda candidate: self._soa_zone(candidate, fqdn)
         )
+        if found is None:
+            raise self.error(
+                f"{self.settings.server} is not authoritative for any zone holding {fqdn}",
+                hint="check RFC2136_SERVER, or set RFC2136_ZONE",
+            )
+        return found[1]
+
+    async def _soa_zone(self, candidate: str, fqdn: str) -> dns.name.Name | None:
+        """The zone the server's answer to a SOA query at *candidate* names, if any."""
+        name = dns.name.from_text(candidate)
+        query = dns.message.make_query(name, dns.rdatatype.SOA)
+        query.flags &= ~dns.flags.RD
+        if self._key is not None:
+            query.use_tsig(self._key)
+        response = await self._exchange(query, f"find the zone of {fqdn}")
+        for rrset in response.answer:
+            if rrset.name == name and rrset.rdtype == dns.rdatatype.CNAME:
+                target = rrset[0].target.to_text(omit_final_dot=True)
+                raise self.error(
+                    f"{candidate} is a CNAME to {target}; a TXT update there would be ignored",
+                    hint=f"change {target} instead (or remove the CNAME)",
+                )
+            if rrset.name == name and rrset.rdtype == dns.rdatatype.SOA:
+                return name
+        if response.flags & dns.flags.AA:
+            for rrset in response.authority:
+                if rrset.rdtype == dns.rdatatype.SOA and name.is_subdomain(rrset.name):
+                    return rrset.name
+        return None
 
     async def _server_address(self) -> str:
         if self._address is not None:
