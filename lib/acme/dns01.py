@@ -141,7 +141,8 @@ class GatewaySolver(Solver):
         report(f"the gateway published {len(records)} value(s) (it answers once every "
                "authoritative nameserver serves them)")
         if self.propagation is not None and self.propagation.nameservers:
-            _wait_everywhere(records, self.propagation, report)
+            servers = asyncio.run(_served_by(records, self.propagation))
+            report(f"every value is served by {', '.join(servers)}")
 
     def teardown(self, records: Sequence[TxtRecord]) -> list[str]:
         problems: list[str] = []
@@ -192,17 +193,14 @@ def _in_parallel(calls: Sequence[Callable[[], None]]) -> None:
         raise first
 
 
-def _wait_everywhere(records: Sequence[TxtRecord], settings: PropagationSettings,
-                     report: Report) -> None:
-    async def wait_all() -> list[list[str]]:
-        return await asyncio.gather(*(wait_for_txt(r.fqdn, r.value, settings) for r in records))
-
+async def _served_by(records: Sequence[TxtRecord], settings: PropagationSettings) -> list[str]:
+    """Wait until every record is served where *settings* say; the servers that serve them."""
     try:
-        served = asyncio.run(wait_all())
+        served = await asyncio.gather(*(wait_for_txt(r.fqdn, r.value, settings)
+                                        for r in records))
     except PropagationError as exc:
         raise SolverError(f"propagation: {exc}") from None
-    servers = sorted({s for group in served for s in group})
-    report(f"every value is served by {', '.join(servers)}")
+    return sorted({s for group in served for s in group})
 
 
 class _LoopThread:
@@ -284,16 +282,8 @@ class ProviderSolver(Solver):
         report(f"{self.provider.name} published {len(records)} value(s)")
         if not self.wait:
             return
-
-        async def wait_all() -> list[list[str]]:
-            return await asyncio.gather(
-                *(wait_for_txt(r.fqdn, r.value, self.propagation) for r in records))
-
-        try:
-            served = self._loop.run(wait_all(), self.propagation.timeout + 10)
-        except PropagationError as exc:
-            raise SolverError(f"propagation: {exc}") from None
-        servers = sorted({s for group in served for s in group})
+        servers = self._loop.run(_served_by(records, self.propagation),
+                                 self.propagation.timeout + 10)
         report(f"every value is served by {', '.join(servers)}")
 
     def teardown(self, records: Sequence[TxtRecord]) -> list[str]:
