@@ -84,16 +84,15 @@ def chain_top_issuer(chain: Sequence[x509.Certificate]) -> str:
     return common_name(chain[-1].issuer) if chain else ""
 
 
-def select_chain(chains: Sequence[str], preferred: str | None) -> int:
+def select_chain(chains: Sequence[Sequence[x509.Certificate]], preferred: str | None) -> int:
     """The index of the chain to use among *chains* (the CA's default first)."""
     if not preferred or len(chains) < 2:
         return 0
     wanted = preferred.strip().casefold()
-    parsed = [load_chain(c) for c in chains]
-    for index, chain in enumerate(parsed):
+    for index, chain in enumerate(chains):
         if chain_top_issuer(chain).casefold() == wanted:
             return index
-    for index, chain in enumerate(parsed):
+    for index, chain in enumerate(chains):
         if any(common_name(c.issuer).casefold() == wanted for c in chain):
             return index
     return 0

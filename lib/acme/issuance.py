@@ -549,9 +549,9 @@ class Driver:
     def _download(self, client: AcmeClient, order: Order, key: jws.PrivateKey,
                   lineage: Lineage) -> Issued:
         assert order.certificate is not None
-        chains = client.certificates(order.certificate)
-        tops = [chain_top_issuer(load_chain(c.pem)) for c in chains]
-        index = select_chain([c.pem for c in chains], lineage.preferred_chain)
+        chains = [load_chain(c.pem) for c in client.certificates(order.certificate)]
+        tops = [chain_top_issuer(chain) for chain in chains]
+        index = select_chain(chains, lineage.preferred_chain)
         if len(chains) > 1:
             self.step(f"Certificate {order.certificate}: {len(chains)} chains, to "
                       + ", ".join(f'"{t}"' for t in tops) + f"; using \"{tops[index]}\"")
@@ -561,7 +561,7 @@ class Driver:
                 lineage.preferred_chain.strip().casefold():
             self.progress.warn(f"no chain leads to \"{lineage.preferred_chain}\"; "
                                "using the CA's default")
-        certs = load_chain(chains[index].pem)
+        certs = chains[index]
         leaf = certs[0]
         public = serialization.PublicFormat.SubjectPublicKeyInfo
         if leaf.public_key().public_bytes(serialization.Encoding.DER, public) != \
