@@ -64,7 +64,7 @@ import dns.tsig
 import dns.update
 from dns import asyncquery
 
-from lib.names import InvalidName, normalize_name
+from lib.names import InvalidName, is_within, normalize_name
 from lib.settings import Settings
 from providers._dns import ZoneCache, parent_names, walk_up
 from providers.base import Provider, ProviderContext, ProviderTimeout
@@ -236,15 +236,13 @@ class Rfc2136Provider(Provider):
         )
 
     async def _zone_of(self, fqdn: str) -> dns.name.Name:
-        name = dns.name.from_text(fqdn)
         if self.settings.zone is not None:
-            zone = dns.name.from_text(self.settings.zone)
-            if not name.is_subdomain(zone):
+            if not is_within(fqdn, self.settings.zone):
                 raise self.error(
                     f"{fqdn} is not in RFC2136_ZONE={self.settings.zone}",
                     hint="unset RFC2136_ZONE to find each name's zone from its SOA",
                 )
-            return zone
+            return dns.name.from_text(self.settings.zone)
         return await self._zones.get(fqdn, lambda: self._find_zone(fqdn))
 
     async def _find_zone(self, fqdn: str) -> dns.name.Name:
