@@ -168,10 +168,12 @@ class Driver:
                 if server:
                     self._ca_files.setdefault(server, lineage.ca_file)
 
-    def _transport(self, directory_url: str, key: jws.AccountKey | None) -> Transport:
+    def _new_client(self, directory_url: str, key: jws.AccountKey | None) -> AcmeClient:
+        """A client for *directory_url* signing with *key*; the caller closes it."""
         ca_file = self.options.ca_file or self._ca_files.get(directory_url)
-        return Transport(directory_url, key, ca_file=ca_file,
-                         timeout=self.options.http_timeout, sleep=self.options.sleep)
+        transport = Transport(directory_url, key, ca_file=ca_file,
+                              timeout=self.options.http_timeout, sleep=self.options.sleep)
+        return AcmeClient(transport, sleep=self.options.sleep)
 
     def describe_directory(self, client: AcmeClient) -> None:
         d = client.directory
@@ -195,7 +197,7 @@ class Driver:
                 raise UsageError(f"no account for {directory_url} in {self.store.root}; "
                                  "run: acmegw-acme account register")
             key = jws.AccountKey(generate_key(self.options.account_key_type))
-        client = AcmeClient(self._transport(directory_url, key), sleep=self.options.sleep)
+        client = self._new_client(directory_url, key)
         try:
             self.describe_directory(client)
             if stored is not None and stored.pending_key_pem is not None:
@@ -249,8 +251,7 @@ class Driver:
         """A rollover was interrupted: keep whichever key the CA now knows."""
         assert stored.pending_key_pem is not None
         pending = jws.AccountKey(self._load_key(stored.pending_key_pem, "next account key"))
-        probe = AcmeClient(self._transport(client.directory.url, pending),
-                           sleep=self.options.sleep)
+        probe = self._new_client(client.directory.url, pending)
         try:
             found = probe.find()
         finally:
@@ -328,8 +329,8 @@ class Driver:
         if lineage.ari_id and lineage.issuer_directory:
             try:
                 if ari_check_due(lineage, now):
-                    client = self._clients.get(lineage.issuer_directory) or AcmeClient(
-                        self._transport(lineage.issuer_directory, None), sleep=self.options.sleep)
+                    client = (self._clients.get(lineage.issuer_directory)
+                              or self._new_client(lineage.issuer_directory, None))
                     try:
                         if client.directory.renewal_info:
                             info = client.renewal_info(lineage.ari_id)
@@ -621,7 +622,7 @@ class Driver:
         der = leaf.public_bytes(serialization.Encoding.DER)
         self.step(f"Revoking serial {serial} ({', '.join(dns_names(leaf))}) at {server}")
         if cert_key_pem is not None:
-            client = AcmeClient(self._transport(server, None), sleep=self.options.sleep)
+            client = self._new_client(server, None)
             try:
                 self.describe_directory(client)
                 client.revoke(der, reason, cert_key=jws.AccountKey(
