@@ -81,17 +81,6 @@ class CloudflareSettings:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
 
 
-class _ApiError(ProviderError):
-    """Cloudflare answered ``success: false``; ``codes`` holds its error codes."""
-
-    def __init__(
-        self, message: str, *, status: int, codes: frozenset[int], hint: str | None = None
-    ) -> None:
-        super().__init__(NAME, message, hint=hint)
-        self.status = status
-        self.codes = codes
-
-
 def _quoted(value: str) -> str:
     # dns-01 values are base64url: no quote or backslash needs escaping.
     return f'"{value}"'
@@ -165,7 +154,7 @@ class _Client:
         elif not isinstance(data, dict):
             message += f": {reply.one_line()}"
         hint = PERMISSION_HINT if status in (401, 403) or codes & AUTH_CODES else None
-        raise _ApiError(message, status=status, codes=codes, hint=hint)
+        raise ProviderError(NAME, message, hint=hint)
 
     async def find_zone(self, name: str) -> str | None:
         answer = await self.call("GET", "/zones", params={"name": name})
