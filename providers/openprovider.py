@@ -103,13 +103,10 @@ class _Zone:
 
 
 class _ApiError(ProviderError):
-    """The API answered with an error; ``status`` and ``code`` say which."""
+    """The API answered with an error; ``code`` is OpenProvider's error code, if any."""
 
-    def __init__(
-        self, message: str, *, status: int, code: int | None, hint: str | None = None
-    ) -> None:
+    def __init__(self, message: str, *, code: int | None, hint: str | None = None) -> None:
         super().__init__(NAME, message, hint=hint)
-        self.status = status
         self.code = code
 
 
@@ -174,7 +171,7 @@ class _Client:
         if desc:
             message += f": {desc}"
         hint = CREDENTIALS_HINT if status in (401, 403) or code == CODE_AUTH_FAILED else None
-        raise _ApiError(message, status=status, code=code, hint=hint)
+        raise _ApiError(message, code=code, hint=hint)
 
     async def _login(self) -> str:
         body = {
