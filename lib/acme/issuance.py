@@ -28,8 +28,8 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -390,7 +390,7 @@ class Driver:
         self.remember_ca_file(lineage)
         attempts = max(1, self.options.attempts)
         failures: list[str] = []
-        with self._solver(lineage) as solver:
+        with closing(_LazySolver(lambda: self.make_solver(lineage))) as solver:
             for index, server in enumerate(lineage.servers):
                 for attempt in range(1, attempts + 1):
                     try:
@@ -410,14 +410,6 @@ class Driver:
         if len(failures) == 1:
             raise OrderFailed(failures[0])
         raise OrderFailed(f"no CA issued the certificate: {' | '.join(failures)}")
-
-    @contextmanager
-    def _solver(self, lineage: Lineage) -> Iterator[_LazySolver]:
-        lazy = _LazySolver(lambda: self.make_solver(lineage))
-        try:
-            yield lazy
-        finally:
-            lazy.close()
 
     def make_solver(self, lineage: Lineage) -> Solver:
         config = lineage.solver
