@@ -128,15 +128,16 @@ class LegacyProvider(Provider):
         except Exception as exc:
             log.warning("%s.acme_challenge raised %s", self._label, type(exc).__name__)
             # Not chained: the original exception's text may hold the password.
-            raise self._error(f"{action} failed: {type(exc).__name__}: {exc}") from None
+            raise self.error(f"{action} failed: {type(exc).__name__}: {exc}") from None
         status, message = _unpack(result)
         if status is None or not 200 <= status < 300:
             lines = [] if message is None else str(message).splitlines()
             shown = f": {lines[0][:200]}" if lines else ""
-            raise self._error(f"{action} answered status {status}{shown}")
+            raise self.error(f"{action} answered status {status}{shown}")
 
-    def _error(self, message: str) -> ProviderError:
-        return ProviderError(self._label, redact(message, self._secrets))
+    def error(self, message: str, *, hint: str | None = None) -> ProviderError:
+        """A :class:`ProviderError` naming the wrapped class, with its password scrubbed."""
+        return ProviderError(self._label, redact(message, self._secrets), hint=hint)
 
     async def add_txt(self, fqdn: str, value: str) -> None:
         await self._call("setup", fqdn, value)
