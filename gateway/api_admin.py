@@ -15,7 +15,7 @@ from gateway.errors import Forbidden
 from gateway.keys import AUTHENTICATOR, JOURNAL, METRICS
 from gateway.metrics import CONTENT_TYPE
 from gateway.openapi import document
-from gateway.service import value_tag
+from lib.names import value_tag
 
 
 async def metrics(request: web.Request) -> web.Response:

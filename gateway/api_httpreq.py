@@ -15,23 +15,14 @@ per-name lock, the journal and the propagation wait are the native API's.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-
 from aiohttp import web
 
 from gateway.bodies import read_json_object
 from gateway.errors import BadRequest
 from gateway.keys import AUTHENTICATOR, LIVE, SERVICE
-from lib.names import InvalidValue, validate_value
+from lib.names import InvalidValue, txt_value, validate_value
 
 _MAX_KEY_AUTH = 512
-
-
-def key_authorization_digest(key_auth: str) -> str:
-    """The dns-01 TXT value for a key authorization (RFC 8555 section 8.4)."""
-    digest = hashlib.sha256(key_auth.encode("utf-8")).digest()
-    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
 async def present(request: web.Request) -> web.Response:
@@ -55,7 +46,7 @@ async def _change(request: web.Request, *, setup: bool) -> web.Response:
         if "domain" not in body:
             raise BadRequest("domain", "missing")
         fqdn = service.challenge_fqdn(identity, body["domain"], field="domain")
-        value = key_authorization_digest(key_auth)
+        value = txt_value(key_auth)
     else:
         if "fqdn" not in body:
             raise BadRequest("fqdn", "missing")

@@ -15,7 +15,8 @@ import contextlib
 import logging
 
 from gateway.errors import GatewayError
-from gateway.service import ChallengeService, value_tag
+from gateway.service import ChallengeService
+from lib.names import value_tag
 
 log = logging.getLogger(__name__)
 

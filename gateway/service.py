@@ -11,7 +11,6 @@ duration — never the value itself or a secret.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 import weakref
@@ -25,18 +24,20 @@ from gateway.errors import BadRequest, Forbidden, GatewayError, UpstreamFailed, 
 from gateway.journal import Journal
 from gateway.metrics import Metrics
 from lib.dnscheck import PropagationError, PropagationSettings, PropagationTimeout, wait_for_txt
-from lib.names import InvalidName, base_name, challenge_name, is_within, normalize_name
+from lib.names import (
+    InvalidName,
+    base_name,
+    challenge_name,
+    is_within,
+    normalize_name,
+    value_tag,
+)
 from providers.base import Provider, ProviderError, ProviderTimeout
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("acmegw.audit")
 
 MAX_NAME = 253  # characters in a DNS name in text form, without the final dot
-
-
-def value_tag(value: str) -> str:
-    """A short, one-way tag that lets logs correlate a value without revealing it."""
-    return hashlib.sha256(value.encode()).hexdigest()[:10]
 
 
 class NameLocks:

@@ -62,9 +62,7 @@ challenge type was declined, 2 bad usage or settings.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import io
 import ipaddress
 import logging
@@ -79,7 +77,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from lib.names import InvalidValue, validate_value
+from lib.names import InvalidValue, txt_value, validate_value, value_tag
 from lib.settings import Settings
 
 log = logging.getLogger("acmegw.hook")
@@ -164,11 +162,6 @@ class Invocation:
     declined: str | None = None
 
 
-def value_tag(value: str) -> str:
-    """A short one-way tag of a value; the same as the gateway's audit log shows."""
-    return hashlib.sha256(value.encode()).hexdigest()[:10]
-
-
 def _check_value(value: str, what: str) -> str:
     try:
         return validate_value(value)
@@ -185,11 +178,6 @@ def _triples(client: str, setup: bool, args: Sequence[str]) -> tuple[Change, ...
         Change(setup, args[i], _check_value(args[i + 2], f"{client} {args[i]}"))
         for i in range(0, len(args), 3)
     )
-
-
-def _raw_value(key_authorization: str) -> str:
-    digest = hashlib.sha256(key_authorization.encode()).digest()
-    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def parse_invocation(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
@@ -227,7 +215,7 @@ def parse_invocation(argv: Sequence[str], environ: Mapping[str, str]) -> Invocat
         setup = verb == "present"
         if len(args) == 4 and args[0] == "--":
             # EXEC_MODE=RAW: DOMAIN TOKEN KEY_AUTH; the TXT value is derived from KEY_AUTH.
-            return Invocation("lego", (Change(setup, args[1], _raw_value(args[3])),))
+            return Invocation("lego", (Change(setup, args[1], txt_value(args[3])),))
         if len(args) not in (2, 3):
             raise UsageError(f"lego exec: usage: {verb} FQDN VALUE")
         return Invocation("lego", (Change(setup, args[0],

@@ -8,6 +8,8 @@ handled once, and compares them on label boundaries with :func:`is_within`:
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 
 CHALLENGE_LABEL = "_acme-challenge"
@@ -87,3 +89,19 @@ def validate_value(value: object) -> str:
     if not isinstance(value, str) or not _VALUE.match(value):
         raise InvalidValue("must be exactly 43 base64url characters")
     return value
+
+
+def txt_value(key_authorization: str) -> str:
+    """The dns-01 TXT value for a key authorization: base64url(SHA-256), no padding
+    (RFC 8555 section 8.4)."""
+    digest = hashlib.sha256(key_authorization.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+def value_tag(value: str) -> str:
+    """A short, one-way tag that lets logs correlate a value without revealing it.
+
+    The gateway's audit log and the hook's log both show it, so the two can be
+    matched up.
+    """
+    return hashlib.sha256(value.encode()).hexdigest()[:10]

@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from lib.names import txt_value
+
 _EC_ALGORITHMS: dict[str, tuple[str, str, int, type[hashes.HashAlgorithm]]] = {
     # curve name: (JWS alg, JWK crv, coordinate bytes, hash)
     "secp256r1": ("ES256", "P-256", 32, hashes.SHA256),
@@ -156,4 +158,4 @@ def key_authorization(token: str, key: AccountKey) -> str:
 
 def dns01_value(token: str, key: AccountKey) -> str:
     """The TXT value for a dns-01 challenge: base64url(SHA-256(key authorization))."""
-    return b64url(hashlib.sha256(key_authorization(token, key).encode("ascii")).digest())
+    return txt_value(key_authorization(token, key))
