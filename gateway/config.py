@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from lib.dnscheck import nameservers_from_settings
+from lib.dnscheck import PropagationSettings
 from lib.names import InvalidName, normalize_name
 from lib.settings import ConfigError, Settings
 
@@ -96,10 +96,22 @@ class AuthConfig:
 
 @dataclass(frozen=True)
 class PropagationConfig:
+    """``PROPAGATION_CHECK`` and how to wait (``PROPAGATION_*``, ``DNS_DELAY``)."""
+
     check: bool
-    nameservers: tuple[str, ...]
-    timeout: float
-    delay: float
+    wait: PropagationSettings
+
+    @property
+    def nameservers(self) -> tuple[str, ...]:
+        return self.wait.nameservers
+
+    @property
+    def timeout(self) -> float:
+        return self.wait.timeout
+
+    @property
+    def delay(self) -> float:
+        return self.wait.delay
 
 
 @dataclass(frozen=True)
@@ -401,9 +413,7 @@ def build(settings: Settings, args: argparse.Namespace, config_dir: Path | None)
         check=settings.choice(
             "PROPAGATION_CHECK", {"authoritative": True, "off": False, "none": False}, True
         ),
-        nameservers=nameservers_from_settings(settings),
-        timeout=settings.duration("PROPAGATION_TIMEOUT", 120.0, 1.0, 3600.0),
-        delay=settings.duration("DNS_DELAY", 0.0, 0.0, 3600.0),
+        wait=PropagationSettings.from_settings(settings),
     )
     log_level = (settings.get("LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

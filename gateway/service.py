@@ -23,7 +23,7 @@ from gateway.config import PropagationConfig
 from gateway.errors import BadRequest, Forbidden, GatewayError, UpstreamFailed, UpstreamTimeout
 from gateway.journal import Journal
 from gateway.metrics import Metrics
-from lib.dnscheck import PropagationError, PropagationSettings, PropagationTimeout, wait_for_txt
+from lib.dnscheck import PropagationError, PropagationTimeout, wait_for_txt
 from lib.names import (
     InvalidName,
     base_name,
@@ -259,15 +259,10 @@ class ChallengeService:
                 )
 
     async def _wait_served(self, fqdn: str, value: str) -> None:
-        settings = PropagationSettings(
-            nameservers=self.propagation.nameservers,
-            timeout=self.propagation.timeout,
-            delay=self.propagation.delay,
-        )
         started = time.monotonic()
         result = "error"
         try:
-            await wait_for_txt(fqdn, value, settings)
+            await wait_for_txt(fqdn, value, self.propagation.wait)
             result = "ok"
         except PropagationTimeout as exc:
             result = "timeout"

@@ -13,6 +13,7 @@ from gateway.errors import Unavailable
 from gateway.janitor import Janitor
 from gateway.journal import Journal
 from gateway.service import ChallengeService
+from lib.dnscheck import PropagationSettings
 from providers.memory import MemoryProvider, MemorySettings
 from tests.conftest import make_value
 from tests.gateway.conftest import PASSWORDS, GatewayFactory, basic
@@ -149,7 +150,11 @@ def make_service(tmp_path: Path, clock: Clock, provider: MemoryProvider) -> Chal
     journal = Journal(tmp_path / "j.sqlite3", clock=clock)
     journal.open()
     return ChallengeService(
-        provider, journal, ("example.test",), PropagationConfig(False, (), 1.0, 0.0), 5.0
+        provider,
+        journal,
+        ("example.test",),
+        PropagationConfig(False, PropagationSettings(timeout=1.0)),
+        5.0,
     )
 
 
