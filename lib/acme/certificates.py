@@ -93,6 +93,12 @@ def select_chain(chains: Sequence[Sequence[x509.Certificate]], preferred: str | 
         if chain_top_issuer(chain).casefold() == wanted:
             return index
     for index, chain in enumerate(chains):
-        if any(common_name(c.issuer).casefold() == wanted for c in chain):
+        if passes_through(chain, preferred):
             return index
     return 0
+
+
+def passes_through(chain: Sequence[x509.Certificate], issuer: str) -> bool:
+    """True if some certificate in *chain* was issued by *issuer* (a CN)."""
+    wanted = issuer.strip().casefold()
+    return any(common_name(c.issuer).casefold() == wanted for c in chain)

@@ -41,6 +41,7 @@ from lib.acme.certificates import (
     chain_top_issuer,
     dns_names,
     load_chain,
+    passes_through,
     select_chain,
     to_pem,
 )
@@ -550,8 +551,9 @@ class Driver:
                       + ", ".join(f'"{t}"' for t in tops) + f"; using \"{tops[index]}\"")
         else:
             self.step(f"Certificate {order.certificate}: chain to \"{tops[0]}\"")
-        if lineage.preferred_chain and tops[index].casefold() != \
-                lineage.preferred_chain.strip().casefold():
+        # select_chain also takes a chain that passes through the preferred
+        # issuer without ending there; only warn when none does.
+        if lineage.preferred_chain and not passes_through(chains[index], lineage.preferred_chain):
             self.progress.warn(f"no chain leads to \"{lineage.preferred_chain}\"; "
                                "using the CA's default")
         certs = chains[index]
