@@ -101,4 +101,4 @@ class Provider(abc.ABC):
 
     def error(self, message: str, *, hint: str | None = None) -> ProviderError:
         """A :class:`ProviderError` that names this provider."""
-        return ProviderError(self.name, message, hint=hint)
+        return ProviderError(self.label, message, hint=hint)
