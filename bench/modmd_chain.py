@@ -23,7 +23,7 @@ costs about 0.02 s; there are four calls per certificate (two setups, two teardo
 
 Run: ``python bench/modmd_chain.py [--runs 5]``. Needs root and the Debian
 packages of the system tests (apache2-bin, bind9, bind9-dnsutils, pebble,
-python3-venv, python3-requests, python3-dotenv).
+python3-venv, python3-dotenv).
 """
 
 from __future__ import annotations

@@ -53,8 +53,12 @@ hook.conf that holds a password, that group or others may read is refused ("chmo
 Behaviour the clients rely on: no child processes (a child keeping stderr open blocks
 mod_md), stdin never read, closed standard descriptors tolerated, no ``PATH`` needed;
 connection failures and 5xx answers are retried with back-off, 4xx are not; the whole run
-never takes longer than ``ACMEGW_TIMEOUT``. ``HTTPS_PROXY``/``NO_PROXY`` in the environment
-are honoured, as requests does.
+never takes longer than ``ACMEGW_TIMEOUT``. ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` and
+``NO_PROXY`` in the environment are honoured as curl and requests read them (an ``http://``
+proxy; the connection to an https gateway is tunnelled through it with CONNECT).
+
+HTTP comes from the standard library (:mod:`hooks.transport`), not requests: the hook is a
+new process for every call, and importing requests was most of what a call cost.
 
 Exit status: 0 confirmed (or an event that needs nothing), 1 the change failed or a
 challenge type was declined, 2 bad usage or settings.
@@ -64,26 +68,36 @@ from __future__ import annotations
 
 import contextlib
 import io
-import ipaddress
+import json
 import logging
 import os
 import re
+import ssl
 import stat
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import NamedTuple, NoReturn
 from urllib.parse import urlsplit
 
+from hooks.transport import (
+    NoAnswer,
+    Proxy,
+    Reply,
+    TLSFailure,
+    TransportError,
+    basic_authorization,
+    exchange,
+    proxy_for,
+    tls_context,
+)
 from lib.names import InvalidValue, txt_value, validate_value, value_tag
 from lib.settings import Settings
 
 log = logging.getLogger("acmegw.hook")
 
 PROG = "acmegw-hook"
-DEFAULT_CONF = Path("/etc/acmegw/hook.conf")
+DEFAULT_CONF = "/etc/acmegw/hook.conf"
 DEFAULT_TIMEOUT = 150.0
 # The most a single wait between attempts may be; the total is bounded by the timeout.
 MAX_BACKOFF = 10.0
@@ -139,8 +153,7 @@ class SettingsError(HookError):
 # -- what the client asked for ------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     """One value to publish or remove; ``value`` None removes every value we set there."""
 
     setup: bool
@@ -152,8 +165,7 @@ class Change:
         return "setup" if self.setup else "teardown"
 
 
-@dataclass(frozen=True)
-class Invocation:
+class Invocation(NamedTuple):
     """What a call means: changes to make, or an event to acknowledge, or a decline."""
 
     client: str
@@ -231,17 +243,22 @@ def parse_invocation(argv: Sequence[str], environ: Mapping[str, str]) -> Invocat
 # -- settings -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HookSettings:
+class HookSettings(NamedTuple):
     url: str
     user: str | None = None
-    password: str | None = field(default=None, repr=False)
-    verify: str | bool = True
+    password: str | None = None
+    ca_file: str | None = None  # None: the system's trust store
+    proxy: Proxy | None = None
     timeout: float = DEFAULT_TIMEOUT
     log_file: str | None = None
     dns_delay: float = 0.0
     propagation_wait: bool = False
     propagation_nameservers: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:  # never the password
+        shown = ", ".join(f"{name}={value!r}" for name, value in self._asdict().items()
+                          if name != "password")
+        return f"HookSettings({shown})"
 
 
 # Each setting and the original hook's name for it.
@@ -267,7 +284,7 @@ def _first(layer: Mapping[str, str], keys: Sequence[str]) -> str | None:
     return None
 
 
-def _read_private(path: Path, what: str) -> str:
+def _read_private(path: str, what: str) -> str:
     """Read a file that holds a secret, refusing it if group or others may read it."""
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -283,7 +300,7 @@ def _read_private(path: Path, what: str) -> str:
         raise SettingsError(f"{what}: {path} is not UTF-8 text") from None
 
 
-def _refuse_shared(path: Path, mode: int, prefix: str = "") -> None:
+def _refuse_shared(path: str, mode: int, prefix: str = "") -> None:
     """Refuse a file that holds a password if group or others may read it."""
     readers = [who for who, bit in (("group", stat.S_IRGRP), ("others", stat.S_IROTH))
                if mode & bit]
@@ -307,7 +324,7 @@ def _user_name() -> str:
         return f"uid {os.geteuid()}"
 
 
-def read_conf(path: Path, required: bool) -> dict[str, str]:
+def read_conf(path: str, required: bool) -> dict[str, str]:
     """The settings in a dotenv-style file (keys upper-cased); {} if absent and optional."""
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -372,7 +389,7 @@ def _password(layers: Sequence[tuple[str, Mapping[str, str]]]) -> str | None:
         if direct is not None:
             return direct
         if file_name is not None:
-            text = _read_private(Path(file_name.strip()), "ACMEGW_PASSWORD_FILE")
+            text = _read_private(file_name.strip(), "ACMEGW_PASSWORD_FILE")
             # As the gateway's <KEY>_FILE: the trailing newline is not part of the secret.
             text = text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
             if not text:
@@ -384,6 +401,8 @@ def _password(layers: Sequence[tuple[str, Mapping[str, str]]]) -> str | None:
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
+    import ipaddress
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -393,7 +412,7 @@ def _is_loopback(host: str) -> bool:
 def load_settings(environ: Mapping[str, str]) -> HookSettings:
     """Settings from *environ* over the hook.conf file; :class:`SettingsError` if unusable."""
     named = environ.get("ACMEGW_HOOK_CONF", "").strip()
-    conf_path = Path(named) if named else DEFAULT_CONF
+    conf_path = named or DEFAULT_CONF
     conf = read_conf(conf_path, required=bool(named))
     layers: list[tuple[str, Mapping[str, str]]] = [("the environment", environ),
                                                    (str(conf_path), conf)]
@@ -427,14 +446,14 @@ def load_settings(environ: Mapping[str, str]) -> HookSettings:
             and not insecure):
         raise SettingsError(f"ACMEGW_URL={url} would send the password in plaintext; "
                             "use https:// (or set ACMEGW_INSECURE_HTTP=1 if a tunnel protects it)")
-    verify: str | bool = True
     ca_file = settings.get("ACMEGW_CA_FILE")
-    if ca_file is not None:
-        if not os.access(ca_file, os.R_OK):
-            raise SettingsError(f"ACMEGW_CA_FILE: cannot read {ca_file} as {_user_name()}")
-        verify = ca_file
-    else:
-        verify = _system_trust()
+    if ca_file is not None and not os.access(ca_file, os.R_OK):
+        raise SettingsError(f"ACMEGW_CA_FILE: cannot read {ca_file} as {_user_name()}")
+    try:
+        proxy = proxy_for(parts, environ)
+    except ValueError as exc:
+        raise SettingsError(f"the proxy for {url} (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY in "
+                            f"the environment): {exc}") from None
     nameservers: tuple[str, ...] = ()
     if settings.has("ACMEGW_PROPAGATION_NAMESERVERS"):
         # Imported only when needed: dnspython costs a hook run some 70 ms to load.
@@ -445,7 +464,8 @@ def load_settings(environ: Mapping[str, str]) -> HookSettings:
         url=url,
         user=user,
         password=password,
-        verify=verify,
+        ca_file=ca_file,
+        proxy=proxy,
         timeout=settings.duration("ACMEGW_TIMEOUT", DEFAULT_TIMEOUT, 1.0, 3600.0),
         log_file=settings.get("ACMEGW_LOG"),
         dns_delay=settings.duration("ACMEGW_DNS_DELAY", 0.0, 0.0, 3600.0),
@@ -455,14 +475,6 @@ def load_settings(environ: Mapping[str, str]) -> HookSettings:
     if settings.problems:
         raise SettingsError("; ".join(settings.problems))
     return result
-
-
-def _system_trust() -> str | bool:
-    """The system's CA bundle: requests would otherwise use its own copy (certifi)."""
-    import ssl
-
-    paths = ssl.get_default_verify_paths()
-    return paths.cafile or paths.capath or True
 
 
 # -- talking to the gateway ---------------------------------------------------------
@@ -487,7 +499,7 @@ def _one_line(text: str) -> str:
     return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 3] + "..."
 
 
-def _message(response: Any) -> str:
+def _message(response: Reply) -> str:
     """The gateway's ``message`` (or the body's start) as one short line."""
     try:
         body = response.json()
@@ -522,13 +534,12 @@ def _hint(status: int, message: str, settings: HookSettings) -> str:
     return "check the gateway's log"
 
 
-@dataclass
-class Confirmed:
+class Confirmed(NamedTuple):
     fqdn: str
     attempts: int
 
 
-def _confirmation(change: Change, response: Any, settings: HookSettings) -> str:
+def _confirmation(change: Change, response: Reply, settings: HookSettings) -> str:
     """The fqdn from a 2xx answer that really is the gateway's, else :class:`HookError`."""
     try:
         body = response.json()
@@ -538,7 +549,7 @@ def _confirmation(change: Change, response: Any, settings: HookSettings) -> str:
     if ok and change.value is not None:
         ok = body.get("value") == change.value
     if not ok:
-        raise HookError(f"{change.action} {change.domain}: HTTP {response.status_code} but "
+        raise HookError(f"{change.action} {change.domain}: HTTP {response.status} but "
                         "not the answer an acmegw gateway gives — check ACMEGW_URL="
                         f"{settings.url}")
     return str(body["fqdn"])
@@ -548,29 +559,40 @@ class GatewayClient:
     """Sends changes to the gateway, retrying what may succeed on a later try."""
 
     def __init__(self, settings: HookSettings, deadline: Deadline,
-                 session: Any = None, sleep: Any = time.sleep) -> None:
-        import requests
-
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = settings
         self.deadline = deadline
-        self.session = session if session is not None else requests.Session()
         self._sleep = sleep
-        self._requests = requests
+        self._url = urlsplit(settings.url)
+        self._context: ssl.SSLContext | None = None
+        self._headers = {}
+        if settings.user is not None and settings.password is not None:
+            self._headers["Authorization"] = basic_authorization(settings.user,
+                                                                 settings.password)
 
-    def close(self) -> None:
-        self.session.close()
+    def _tls(self) -> ssl.SSLContext | None:
+        if self._url.scheme != "https":
+            return None
+        if self._context is None:
+            try:
+                self._context = tls_context(self.settings.ca_file)
+            except (OSError, ValueError) as exc:
+                # ssl.SSLError is an OSError: a CA file that holds no certificate.
+                raise HookError(f"ACMEGW_CA_FILE: {self.settings.ca_file} holds no usable CA "
+                                f"certificate ({_one_line(str(exc))[:120]}) — give the PEM "
+                                "file of the CA that signed the gateway's certificate") from None
+        return self._context
 
     def send(self, change: Change, client: str) -> Confirmed:
-        requests = self._requests
         what = f"{change.action} {change.domain}"
-        body: dict[str, str] = {"argument": change.action, "domain_name": change.domain}
+        fields: dict[str, str] = {"argument": change.action, "domain_name": change.domain}
         if change.value is not None:
-            body["challenge_content"] = change.value
+            fields["challenge_content"] = change.value
+        body = json.dumps(fields).encode()
         method = "POST" if change.setup else "DELETE"
         expected = 201 if change.setup else 200
-        auth = None
-        if self.settings.user is not None and self.settings.password is not None:
-            auth = (self.settings.user, self.settings.password)
+        headers = {**self._headers, "User-Agent": f"{PROG} ({client})"}
+        context = self._tls()
         backoff = FIRST_BACKOFF
         attempts = 0
         while True:
@@ -579,27 +601,28 @@ class GatewayClient:
             problem: str
             status: int | None = None
             try:
-                response = self.session.request(
-                    method, self.settings.url, json=body, auth=auth,
-                    verify=self.settings.verify, allow_redirects=False,
-                    # Never 0: urllib3 would take that as "do not wait at all".
-                    timeout=(max(min(CONNECT_TIMEOUT, remaining), 0.1), max(remaining, 0.1)),
-                    headers={"User-Agent": f"{PROG} ({client})"},
-                )
-            except requests.exceptions.SSLError as exc:
-                raise HookError(f"{what}: TLS with {self.settings.url} failed: "
-                                f"{_tls_reason(exc)} — check ACMEGW_CA_FILE (the CA that "
-                                "signed the gateway's certificate) and the host name in "
-                                "ACMEGW_URL") from None
-            except requests.exceptions.Timeout:
-                problem = f"no answer from {self.settings.url}"
-            except requests.exceptions.ConnectionError as exc:
-                problem = f"cannot reach {self.settings.url} ({_connection_reason(exc)})"
-            except requests.exceptions.RequestException as exc:
-                raise HookError(f"{what}: {type(exc).__name__}: {_one_line(str(exc))} — "
-                                f"check ACMEGW_URL={self.settings.url}") from None
+                # Never 0: a socket timeout of 0 would mean "do not wait at all".
+                response = exchange(method, self._url, body, headers, context=context,
+                                    proxy=self.settings.proxy,
+                                    connect_timeout=max(min(CONNECT_TIMEOUT, remaining), 0.1),
+                                    read_timeout=max(remaining, 0.1))
+            except TransportError as exc:
+                reason = _one_line(str(exc))
+                if isinstance(exc, TLSFailure):
+                    raise HookError(f"{what}: TLS with {self.settings.url} failed: {reason} — "
+                                    "check ACMEGW_CA_FILE (the CA that signed the gateway's "
+                                    "certificate) and the host name in ACMEGW_URL") from None
+                if not exc.retry:
+                    raise HookError(f"{what}: {self.settings.url} did not answer in HTTP "
+                                    f"({reason}) — check ACMEGW_URL={self.settings.url}") from None
+                if isinstance(exc, NoAnswer):
+                    problem = f"no answer from {self.settings.url}"
+                else:
+                    proxy = self.settings.proxy
+                    via = f" through the proxy {proxy.host}:{proxy.port}" if proxy else ""
+                    problem = f"cannot reach {self.settings.url}{via} ({reason})"
             else:
-                status = response.status_code
+                status = response.status
                 if status == expected:
                     return Confirmed(_confirmation(change, response, self.settings), attempts)
                 message = _message(response)
@@ -620,25 +643,6 @@ class GatewayClient:
                         wait)
             self._sleep(wait)
             backoff = min(backoff * 2, MAX_BACKOFF)
-
-
-def _tls_reason(exc: BaseException) -> str:
-    text = str(exc)
-    match = re.search(r"certificate verify failed: ([^(')\]]+)", text)
-    if match:
-        return "certificate verify failed: " + match.group(1).strip()
-    return _one_line(text.split("(Caused by", 1)[-1])[:120]
-
-
-def _connection_reason(exc: BaseException) -> str:
-    text = str(exc)
-    for known in ("Connection refused", "Name or service not known",
-                  "Temporary failure in name resolution", "No route to host",
-                  "Network is unreachable", "Connection reset by peer",
-                  "RemoteDisconnected"):
-        if known in text:
-            return known.lower() if known != "RemoteDisconnected" else "connection closed"
-    return "connection failed"
 
 
 # -- the run ----------------------------------------------------------------
@@ -788,8 +792,6 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         except HookError as exc:
             _say(f"{PROG}: {exc}")
             return exc.status
-        finally:
-            client.close()
     return EXIT_OK
 
 
@@ -804,5 +806,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def console() -> NoReturn:
+    """The ``acmegw-hook`` command: :func:`main`, then exit without tearing the interpreter
+    down. A run is short and mod_md starts four per certificate while the order waits;
+    the teardown of the modules it loaded cost about 5 ms of each. Output is flushed
+    first, and the log was closed by :func:`run`."""
+    status = main()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

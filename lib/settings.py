@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -68,7 +67,8 @@ class Settings:
         if file_name is None:
             return direct
         try:
-            text = Path(file_name).read_text(encoding="utf-8")
+            with open(file_name, encoding="utf-8") as handle:
+                text = handle.read()
         except OSError as exc:
             self.problem(f"{key}_FILE: cannot read {file_name}: {exc.strerror}")
             return None

@@ -2,8 +2,8 @@
 
 * :func:`build_hook_venv` installs this checkout into a virtual environment made
   from Debian's own ``/usr/bin/python3`` (package ``python3-venv``) with
-  ``--system-site-packages``, so ``requests``, ``python-dotenv`` and ``dnspython``
-  come from Debian (``python3-requests`` ...); only the build backend comes from the
+  ``--system-site-packages``, so ``python-dotenv`` and ``dnspython`` come from
+  Debian (``python3-dotenv`` ...); only the build backend comes from the
   package index. It lives in
   a fresh ``/tmp/acmegw-hook-venv-*`` that ``www-data`` can read: the machine's
   default Python sits in root's home, which the httpd user cannot enter.
@@ -50,7 +50,7 @@ GATEWAY_USER = "webserver"
 GATEWAY_PASSWORD = "web server password: with a colon & spaces"
 CHALLENGE = "_acme-challenge.example.test"
 # What the hook installation needs from Debian, for the skip message.
-VENV_PACKAGES = "python3-venv python3-requests python3-dotenv python3-dnspython"
+VENV_PACKAGES = "python3-venv python3-dotenv python3-dnspython"
 
 
 def httpd_ids() -> tuple[int, int]:
@@ -86,7 +86,7 @@ def build_hook_venv(directory: Path) -> Path:
     """Install this checkout into a venv at *directory*/venv; returns ``bin/acmegw-hook``."""
     if not Path(DEBIAN_PYTHON).is_file():
         unavailable(f"{DEBIAN_PYTHON} missing (Debian package python3)")
-    probe = subprocess.run([DEBIAN_PYTHON, "-c", "import ensurepip, venv, requests, dotenv"],
+    probe = subprocess.run([DEBIAN_PYTHON, "-c", "import ensurepip, venv, dotenv"],
                            capture_output=True, text=True, timeout=30, check=False)
     if probe.returncode != 0:
         unavailable(f"Debian's python3 lacks venv or a library ({VENV_PACKAGES}): "

@@ -1,6 +1,7 @@
-"""Fixtures for the hook's tests: a real gateway (in-process, memory provider) on a port.
+"""Fixtures for the hook's tests: a real gateway (in-process, memory provider) on a port,
+and a scripted stand-in for answers the real one rarely gives (``stub``).
 
-The hook is synchronous (requests), so tests run it in a worker thread
+The hook is synchronous (http.client), so tests run it in a worker thread
 (:func:`call`) while the gateway answers on the test's event loop.
 """
 
@@ -9,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app
@@ -22,6 +26,7 @@ from hooks import acmegw_hook
 from providers.base import Provider
 from providers.memory import MemoryProvider
 from tests.passwords import copy_passwd_file, write_passwd_template
+from tests.system import free_port
 
 PASSWORDS = {"alice": "alice: correct horse battery", "bob": "bob-s3cret-pässword"}
 
@@ -117,7 +122,7 @@ def call_sync(argv: Sequence[str], env: Mapping[str, str]) -> Result:
 def no_default_conf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Point the default /etc/acmegw/hook.conf somewhere this test controls (absent)."""
     path = tmp_path / "etc-hook.conf"
-    monkeypatch.setattr(acmegw_hook, "DEFAULT_CONF", path)
+    monkeypatch.setattr(acmegw_hook, "DEFAULT_CONF", str(path))
     return path
 
 
@@ -127,3 +132,66 @@ def one_line(text: str) -> str:
     assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
     return lines[0]
 
+
+# -- a scripted stand-in for the gateway ------------------------------------------------
+
+
+Reply = Callable[[dict[str, Any]], Awaitable[web.StreamResponse]]
+
+
+def gateway_like(status: int) -> Reply:
+    """What the gateway answers: ``{"fqdn", "value"}`` echoing the request."""
+    async def reply(body: dict[str, Any]) -> web.StreamResponse:
+        return web.json_response({"fqdn": "_acme-challenge." + body["domain_name"],
+                                  "value": body.get("challenge_content")}, status=status)
+    return reply
+
+
+def error(status: int, message: str, **headers: str) -> Reply:
+    async def reply(body: dict[str, Any]) -> web.StreamResponse:
+        return web.json_response({"error": "x", "message": message}, status=status,
+                                 headers=headers)
+    return reply
+
+
+@dataclass
+class Stub:
+    script: list[Reply]
+    url: str = ""
+    requests: list[tuple[str, dict[str, Any], str | None]] = field(default_factory=list)
+    # Set when the test ends: lets a handler that never answers finish.
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        assert request.method in ("POST", "DELETE"), request.method
+        assert set(body) <= {"argument", "domain_name", "challenge_content"}, body
+        assert body["argument"] == ("setup" if request.method == "POST" else "teardown"), body
+        self.requests.append((request.method, body, request.headers.get("Authorization")))
+        assert self.script, f"unexpected request {request.method} {body}"
+        return await self.script.pop(0)(body)
+
+
+@pytest.fixture
+async def stub() -> AsyncIterator[Callable[..., Awaitable[Stub]]]:
+    runners: list[tuple[web.AppRunner, Stub]] = []
+
+    async def start(*script: Reply, tls: ssl.SSLContext | None = None) -> Stub:
+        state = Stub(list(script))
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", state.handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        runners.append((runner, state))
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
+        state.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/acme"
+        return state
+
+    yield start
+    for runner, state in runners:
+        state.release.set()
+        await runner.cleanup()
+
+
+StubFactory = Callable[..., Awaitable[Stub]]

@@ -1,8 +1,8 @@
 """Failures the real gateway rarely produces, forced with a scripted stand-in.
 
-The stand-in is an aiohttp server on loopback that answers from a script and
-records every request (method, JSON body, whether credentials came); it fails
-the test on a request it did not expect. It checks what the hook sends and how
+The stand-in (``stub`` in conftest) is an aiohttp server on loopback that answers
+from a script and records every request (method, JSON body, whether credentials
+came); it fails the test on a request it did not expect. It checks what the hook sends and how
 the hook copes: retries of 5xx and connection failures inside ACMEGW_TIMEOUT,
 no retry of 4xx, no redirect following, answers that are not the gateway's,
 slow servers, and TLS verification.
@@ -10,12 +10,9 @@ slow servers, and TLS verification.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,69 +20,17 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import make_value
-from tests.hooks.conftest import PASSWORDS, call, hook_env, one_line
+from tests.hooks.conftest import (
+    PASSWORDS,
+    StubFactory,
+    call,
+    error,
+    gateway_like,
+    hook_env,
+    one_line,
+)
 from tests.servers.certs import make_tls_files
 from tests.system import free_port
-
-Reply = Callable[[dict[str, Any]], Awaitable[web.StreamResponse]]
-
-
-def gateway_like(status: int) -> Reply:
-    """What the gateway answers: ``{"fqdn", "value"}`` echoing the request."""
-    async def reply(body: dict[str, Any]) -> web.StreamResponse:
-        return web.json_response({"fqdn": "_acme-challenge." + body["domain_name"],
-                                  "value": body.get("challenge_content")}, status=status)
-    return reply
-
-
-def error(status: int, message: str, **headers: str) -> Reply:
-    async def reply(body: dict[str, Any]) -> web.StreamResponse:
-        return web.json_response({"error": "x", "message": message}, status=status,
-                                 headers=headers)
-    return reply
-
-
-@dataclass
-class Stub:
-    script: list[Reply]
-    url: str = ""
-    requests: list[tuple[str, dict[str, Any], str | None]] = field(default_factory=list)
-    # Set when the test ends: lets a handler that never answers finish.
-    release: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        assert request.method in ("POST", "DELETE"), request.method
-        assert set(body) <= {"argument", "domain_name", "challenge_content"}, body
-        assert body["argument"] == ("setup" if request.method == "POST" else "teardown"), body
-        self.requests.append((request.method, body, request.headers.get("Authorization")))
-        assert self.script, f"unexpected request {request.method} {body}"
-        return await self.script.pop(0)(body)
-
-
-@pytest.fixture
-async def stub() -> AsyncIterator[Callable[..., Awaitable[Stub]]]:
-    runners: list[tuple[web.AppRunner, Stub]] = []
-
-    async def start(*script: Reply, tls: ssl.SSLContext | None = None) -> Stub:
-        state = Stub(list(script))
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", state.handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        runners.append((runner, state))
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
-        state.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/acme"
-        return state
-
-    yield start
-    for runner, state in runners:
-        state.release.set()
-        await runner.cleanup()
-
-
-StubFactory = Callable[..., Awaitable[Stub]]
 
 
 async def test_what_the_hook_sends(stub: StubFactory) -> None:
@@ -247,9 +192,9 @@ async def test_an_unverifiable_certificate_is_a_failure_not_a_fallback(
 ) -> None:
     context, _ = tls
     server = await stub(tls=context)  # no answer is scripted: none may be asked for
-    # requests would otherwise take a bundle from the environment.
-    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
-    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    # OpenSSL would otherwise take the system store from these.
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     result = await call(["setup", "example.test", make_value()], hook_env(server.url))
     assert result.status == 1
     line = one_line(result.stderr)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
+import ssl
 from pathlib import Path
 
 import pytest
 
 from hooks.acmegw_hook import SettingsError, load_settings
+from hooks.transport import tls_context
 from tests.hooks.conftest import call_sync, one_line
+from tests.servers.certs import make_tls_files
 
 
 def write(path: Path, text: str, mode: int = 0o600) -> Path:
@@ -135,11 +137,16 @@ def test_plain_http_is_fine_on_loopback_or_with_an_explicit_opt_in() -> None:
 
 
 def test_tls_verification_uses_the_ca_file_or_the_system_store(tmp_path: Path) -> None:
-    ca = write(tmp_path / "ca.pem", "-----BEGIN CERTIFICATE-----\n", 0o644)
-    assert load_settings({"ACMEGW_URL": "https://gw/", "ACMEGW_CA_FILE": str(ca)}).verify == str(ca)
-    system = load_settings({"ACMEGW_URL": "https://gw/"}).verify
-    # Never off: the system bundle (not requests' own copy), or requests' default.
-    assert system is True or (isinstance(system, str) and os.path.exists(system))
+    files = make_tls_files(tmp_path / "tls")
+    settings = load_settings({"ACMEGW_URL": "https://gw/", "ACMEGW_CA_FILE": str(files.ca)})
+    assert settings.ca_file == str(files.ca)
+    only = tls_context(settings.ca_file)
+    assert only.cert_store_stats()["x509_ca"] == 1  # that CA and nothing else
+    assert load_settings({"ACMEGW_URL": "https://gw/"}).ca_file is None
+    system = tls_context(None)
+    assert system.cert_store_stats()["x509_ca"] > 1  # Debian's ca-certificates
+    for context in (only, system):  # never off
+        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
 
 
 def test_propagation_settings() -> None:
