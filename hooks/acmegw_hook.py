@@ -69,7 +69,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import os
 import re
 import ssl
@@ -77,7 +76,7 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import NamedTuple, NoReturn
+from typing import NamedTuple, NoReturn, TextIO
 from urllib.parse import urlsplit
 
 from hooks.transport import (
@@ -93,8 +92,6 @@ from hooks.transport import (
 )
 from lib.names import InvalidValue, txt_value, validate_value, value_tag
 from lib.settings import Settings
-
-log = logging.getLogger("acmegw.hook")
 
 PROG = "acmegw-hook"
 DEFAULT_CONF = "/etc/acmegw/hook.conf"
@@ -337,45 +334,80 @@ def read_conf(path: str, required: bool) -> dict[str, str]:
     with os.fdopen(fd, "rb") as handle:
         mode = os.fstat(handle.fileno()).st_mode
         text = handle.read(1 << 20).decode("utf-8", errors="replace")
-    from dotenv import dotenv_values
-
-    with _dotenv_complaints() as complaints:
-        # No ${VAR} expansion: a password is taken as written.
-        parsed = dotenv_values(stream=io.StringIO(text), interpolate=False)
-    if complaints:
-        # python-dotenv would print this on stderr and go on without the line.
-        line = re.search(r"line (\d+)", complaints[0])
-        where = f" line {line.group(1)}" if line else ""
-        raise SettingsError(f"{path}{where} cannot be parsed — write KEY=value, and quote a "
-                            "value holding quotes or spaces ('...' or \"...\")")
-    values = {k.upper(): v for k, v in parsed.items() if v is not None}
+    parsed = _plain_dotenv(text)
+    if parsed is None:
+        parsed = _python_dotenv(text, path)
+    values = {k.upper(): v for k, v in parsed.items()}
     if _first(values, PASSWORD_KEYS):
         _refuse_shared(path, mode)
     return values
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[str] = []
+# A hook.conf line that every python-dotenv version reads one way only: blank, a comment,
+# or [export ]KEY=VALUE where VALUE is printable ASCII without spaces, quotes, "#" or
+# backslashes, or is quoted ('...' or "...") without backslashes, before an optional
+# comment. "export " is taken whenever it is there (?+), as python-dotenv takes it, so
+# "export = x" is not read as a key named export. tests/hooks/test_conf.py checks all
+# this against python-dotenv itself.
+_PLAIN_LINE = re.compile(
+    r"[ \t]*(?:#.*)?"
+    r"|[ \t]*(?:export[ \t]+)?+([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*"
+    r"(?:([!$-&(-\[\]-~]*)[ \t]*"
+    r"|'([^'\\\r\n]*)'[ \t]*(?:#.*)?"
+    r"|\"([^\"\\\r\n]*)\"[ \t]*(?:#.*)?)"
+)
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
+
+def _plain_dotenv(text: str) -> dict[str, str] | None:
+    """*text* parsed as python-dotenv would, if every line is plain; else None.
+
+    Loading python-dotenv costs each run some 5 ms (it brings logging, shutil and
+    tempfile along), and mod_md makes four runs per certificate while it waits. A
+    hook.conf as the README shows it is plain; anything else goes to python-dotenv.
+    """
+    if "\r" in text:
+        return None
+    values: dict[str, str] = {}
+    for line in text.split("\n"):
+        match = _PLAIN_LINE.fullmatch(line)
+        if match is None:
+            return None
+        key, plain, single, double = match.groups()
+        if key is not None:
+            values[key] = next(v for v in (plain, single, double) if v is not None)
+    return values
 
 
-@contextlib.contextmanager
-def _dotenv_complaints() -> Iterator[list[str]]:
-    """Collect python-dotenv's warnings about lines it cannot parse, instead of printing them."""
+def _python_dotenv(text: str, path: str) -> dict[str, str]:
+    """*text* parsed by python-dotenv; :class:`SettingsError` naming a line it cannot parse."""
+    import logging
+
+    from dotenv import dotenv_values
+
+    complaints: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            complaints.append(record.getMessage())
+
+    # python-dotenv would print its complaint on stderr and go on without the line.
     logger = logging.getLogger("dotenv.main")
-    collect = _Collect()
+    collect = Collect()
     old = logger.propagate
     logger.addHandler(collect)
     logger.propagate = False
     try:
-        yield collect.messages
+        # No ${VAR} expansion: a password is taken as written.
+        parsed = dotenv_values(stream=io.StringIO(text), interpolate=False)
     finally:
         logger.removeHandler(collect)
         logger.propagate = old
+    if complaints:
+        line = re.search(r"line (\d+)", complaints[0])
+        where = f" line {line.group(1)}" if line else ""
+        raise SettingsError(f"{path}{where} cannot be parsed — write KEY=value, and quote a "
+                            "value holding quotes or spaces ('...' or \"...\")")
+    return {k: v for k, v in parsed.items() if v is not None}
 
 
 def _password(layers: Sequence[tuple[str, Mapping[str, str]]]) -> str | None:
@@ -558,10 +590,11 @@ def _confirmation(change: Change, response: Reply, settings: HookSettings) -> st
 class GatewayClient:
     """Sends changes to the gateway, retrying what may succeed on a later try."""
 
-    def __init__(self, settings: HookSettings, deadline: Deadline,
+    def __init__(self, settings: HookSettings, deadline: Deadline, log: RunLog | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = settings
         self.deadline = deadline
+        self.log = log or RunLog()
         self._sleep = sleep
         self._url = urlsplit(settings.url)
         self._context: ssl.SSLContext | None = None
@@ -639,8 +672,8 @@ class GatewayClient:
                     f"{what}: {problem}; gave up after {attempts} attempt(s) in "
                     f"{self.deadline.elapsed():.0f}s (ACMEGW_TIMEOUT="
                     f"{self.settings.timeout:g}s) — {hint}")
-            log.warning("%s: %s; attempt %d, trying again in %.1fs", what, problem, attempts,
-                        wait)
+            self.log.warning("%s: %s; attempt %d, trying again in %.1fs", what, problem,
+                             attempts, wait)
             self._sleep(wait)
             backoff = min(backoff * 2, MAX_BACKOFF)
 
@@ -648,11 +681,25 @@ class GatewayClient:
 # -- the run ----------------------------------------------------------------
 
 
-def _wait_served(fqdn: str, value: str, settings: HookSettings, deadline: Deadline) -> None:
+def _wait_served(fqdn: str, value: str, settings: HookSettings, deadline: Deadline,
+                 log: RunLog) -> None:
     """Check from here that every authoritative nameserver serves *value*."""
     import asyncio
+    import logging
 
     from lib.dnscheck import PropagationError, PropagationSettings, wait_for_txt
+
+    class ToRunLog(logging.Handler):
+        """What lib.dnscheck logs (it serves the gateway too) goes to this run's log."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            log.write(record.levelname, record.getMessage())
+
+    checker = logging.getLogger("lib.dnscheck")
+    forward = ToRunLog(logging.INFO)
+    checker.addHandler(forward)
+    old_level = checker.level
+    checker.setLevel(logging.INFO)
 
     remaining = deadline.remaining()
     if remaining <= 0:
@@ -666,9 +713,13 @@ def _wait_served(fqdn: str, value: str, settings: HookSettings, deadline: Deadli
         raise HookError(f"setup {fqdn}: the gateway confirmed, but from here {exc} — check "
                         "ACMEGW_PROPAGATION_NAMESERVERS and that this host reaches the "
                         "zone's nameservers") from None
+    finally:
+        checker.removeHandler(forward)
+        checker.setLevel(old_level)
 
 
-def perform(invocation: Invocation, settings: HookSettings, client: GatewayClient) -> None:
+def perform(invocation: Invocation, settings: HookSettings, client: GatewayClient,
+            log: RunLog) -> None:
     """Make every change in *invocation*; raise :class:`HookError` on the first failure.
 
     Setups stop at the first failure (the client will not validate anyway);
@@ -683,7 +734,7 @@ def perform(invocation: Invocation, settings: HookSettings, client: GatewayClien
         try:
             confirmed = client.send(change, invocation.client)
             if change.setup and settings.propagation_wait and change.value is not None:
-                _wait_served(confirmed.fqdn, change.value, settings, deadline)
+                _wait_served(confirmed.fqdn, change.value, settings, deadline, log)
         except HookError as exc:
             log.error("%s", exc)
             if change.setup:
@@ -702,36 +753,61 @@ def perform(invocation: Invocation, settings: HookSettings, client: GatewayClien
         time.sleep(delay)
 
 
+class RunLog:
+    """This run's log: lines appended to ``ACMEGW_LOG``, or nowhere (never stderr).
+
+    Not the logging module: a run is a short process of its own with one place to
+    write, and loading logging cost some 5 ms of each of mod_md's four calls per
+    certificate. The lines look as a ``logging`` file handler would write them.
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        self.problem: str | None = None
+        self._file: TextIO | None = None
+        if path:
+            try:
+                self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - close()
+            except OSError as exc:
+                self.problem = (f"{PROG}: cannot write the log {path}: {exc.strerror}; "
+                                "going on without it")
+
+    def info(self, message: str, *args: object) -> None:
+        self.write("INFO", message % args if args else message)
+
+    def warning(self, message: str, *args: object) -> None:
+        self.write("WARNING", message % args if args else message)
+
+    def error(self, message: str, *args: object) -> None:
+        self.write("ERROR", message % args if args else message)
+
+    def write(self, level: str, text: str) -> None:
+        if self._file is None:
+            return
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        with contextlib.suppress(OSError, ValueError):
+            self._file.write(f"{stamp},{int(now % 1 * 1000):03d} {PROG}[{os.getpid()}] "
+                             f"{level} {text}\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+
+
 @contextlib.contextmanager
-def _logging_to(path: str | None) -> Iterator[None]:
-    """Log to *path* for this run; without one, log nowhere (never to stderr)."""
-    handler: logging.Handler
-    problem = None
-    if path:
-        try:
-            handler = logging.FileHandler(path, encoding="utf-8", delay=False)
-        except OSError as exc:
-            handler = logging.NullHandler()
-            problem = f"{PROG}: cannot write the log {path}: {exc.strerror}; going on without it"
-        else:
-            handler.setFormatter(logging.Formatter(
-                f"%(asctime)s {PROG}[%(process)d] %(levelname)s %(message)s"))
-    else:
-        handler = logging.NullHandler()
-    handler.setLevel(logging.INFO)
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
-    if problem:
-        _say(problem)
+def _log_to(path: str | None) -> Iterator[RunLog]:
+    """This run's :class:`RunLog`, closed at the end; a log that cannot be opened is
+    said once on stderr, and the run goes on without it."""
+    log = RunLog(path)
+    if log.problem:
+        _say(log.problem)
     try:
-        yield
+        yield log
     finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
-        handler.close()
+        log.close()
 
 
 def _say(line: str) -> None:
@@ -774,7 +850,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
             log_file = load_settings(environ).log_file
         except HookError:
             log_file = None
-        with _logging_to(log_file):
+        with _log_to(log_file) as log:
             if invocation.event is not None:
                 log.info("%s event %s: nothing to do", invocation.client, invocation.event)
                 return EXIT_OK
@@ -785,10 +861,10 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     except HookError as exc:
         _say(f"{PROG}: {exc}")
         return exc.status
-    with _logging_to(settings.log_file):
-        client = GatewayClient(settings, Deadline(settings.timeout))
+    with _log_to(settings.log_file) as log:
+        client = GatewayClient(settings, Deadline(settings.timeout), log)
         try:
-            perform(invocation, settings, client)
+            perform(invocation, settings, client, log)
         except HookError as exc:
             _say(f"{PROG}: {exc}")
             return exc.status
