@@ -221,6 +221,7 @@ class Apache:
     http_port: int = field(default_factory=free_port)
     https_port: int = field(default_factory=free_port)
     server: Server | None = None
+    launched: float = 0.0  # time.time() when httpd was started (after `apache2 -t`)
 
     @property
     def error_log(self) -> Path:
@@ -286,6 +287,7 @@ MDomain example.test *.example.test
         check = subprocess.run([apache2, "-t", "-f", str(self.conf)], capture_output=True,
                                text=True, timeout=30, env=dict(self.env), check=False)
         assert check.returncode == 0, f"apache2 -t: {check.stdout}{check.stderr}"
+        self.launched = time.time()
         self.server = Server([apache2, "-f", str(self.conf), "-DFOREGROUND"],
                              self.conf_dir / "apache2.out", env=dict(self.env),
                              cwd=self.conf_dir)

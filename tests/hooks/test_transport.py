@@ -433,6 +433,14 @@ async def test_answers_that_are_cut_or_not_http(raw: bytes, error: type[Exceptio
         await answer_to(raw)
 
 
+@pytest.mark.parametrize("host", ["gw.invalid", "bücher.invalid"])
+async def test_a_name_that_does_not_resolve(host: str) -> None:
+    url = urlsplit(f"http://{host}:8000/")
+    with pytest.raises(Unreachable):
+        await asyncio.to_thread(exchange, "POST", url, b"{}", {}, context=None, proxy=None,
+                                connect_timeout=2, read_timeout=2)
+
+
 async def test_a_gateway_on_ipv6_loopback(tmp_path: Path) -> None:
     seen: list[dict[str, Any]] = []
 
