@@ -26,6 +26,7 @@ from hooks import acmegw_hook
 from providers.base import Provider
 from providers.memory import MemoryProvider
 from tests.passwords import copy_passwd_file, write_passwd_template
+from tests.servers.certs import TLSFiles, make_tls_files
 from tests.system import free_port
 
 PASSWORDS = {"alice": "alice: correct horse battery", "bob": "bob-s3cret-pässword"}
@@ -195,3 +196,13 @@ async def stub() -> AsyncIterator[Callable[..., Awaitable[Stub]]]:
 
 
 StubFactory = Callable[..., Awaitable[Stub]]
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> tuple[ssl.SSLContext, TLSFiles]:
+    """A server TLS context for ``stub(tls=...)``: a certificate for localhost and
+    127.0.0.1 from a throw-away CA (``files.ca``)."""
+    files = make_tls_files(tmp_path / "tls")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(files.cert, files.key)
+    return context, files

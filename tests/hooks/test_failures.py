@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import ssl
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +28,7 @@ from tests.hooks.conftest import (
     hook_env,
     one_line,
 )
-from tests.servers.certs import make_tls_files
+from tests.servers.certs import TLSFiles
 from tests.system import free_port
 
 
@@ -171,24 +170,16 @@ async def test_dns_delay_is_bounded_by_the_timeout(stub: StubFactory) -> None:
     assert 0.8 < time.monotonic() - started < 2.0
 
 
-@pytest.fixture
-def tls(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
-    files = make_tls_files(tmp_path / "tls")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(files.cert, files.key)
-    return context, files.ca
-
-
 async def test_tls_is_verified_with_the_ca_file(stub: StubFactory,
-                                               tls: tuple[ssl.SSLContext, Path]) -> None:
-    context, ca = tls
+                                               tls: tuple[ssl.SSLContext, TLSFiles]) -> None:
+    context, files = tls
     server = await stub(gateway_like(201), tls=context)
-    env = hook_env(server.url, ACMEGW_CA_FILE=str(ca))
+    env = hook_env(server.url, ACMEGW_CA_FILE=str(files.ca))
     assert (await call(["setup", "example.test", make_value()], env)).status == 0
 
 
 async def test_an_unverifiable_certificate_is_a_failure_not_a_fallback(
-    stub: StubFactory, tls: tuple[ssl.SSLContext, Path], monkeypatch: pytest.MonkeyPatch
+    stub: StubFactory, tls: tuple[ssl.SSLContext, TLSFiles], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     context, _ = tls
     server = await stub(tls=context)  # no answer is scripted: none may be asked for

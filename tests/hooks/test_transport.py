@@ -202,14 +202,6 @@ async def connect_proxy() -> AsyncIterator[Callable[..., Awaitable[ConnectProxy]
         await proxy.close()
 
 
-@pytest.fixture
-def tls(tmp_path: Path) -> tuple[ssl.SSLContext, TLSFiles]:
-    files = make_tls_files(tmp_path / "tls")  # localhost and 127.0.0.1
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(files.cert, files.key)
-    return context, files
-
-
 async def test_https_through_a_connect_proxy_with_credentials(
     stub: StubFactory, connect_proxy: Callable[..., Awaitable[ConnectProxy]],
     tls: tuple[ssl.SSLContext, TLSFiles],
