@@ -460,7 +460,14 @@ def load_settings(environ: Mapping[str, str]) -> HookSettings:
     if url is None:
         raise SettingsError(f"ACMEGW_URL is not set (in the environment or {conf_path}); "
                             "set it to the gateway's address, e.g. https://gw.example.net:8000/")
-    parts = urlsplit(url)
+    url = url.strip()
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise SettingsError(f"ACMEGW_URL={url!r} holds spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise SettingsError(f"ACMEGW_URL={url!r} is not a usable URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(f"ACMEGW_URL={url!r} is not an http:// or https:// URL")
     if parts.username is not None or parts.password is not None:
