@@ -122,6 +122,20 @@ def hook_runs(hook_log: str, client: str, action: str) -> list[tuple[str, str]]:
                       r"\(value (\w+)\)", hook_log)
 
 
+def two_values_set_and_removed(hook_log: str, client: str) -> tuple[list[tuple[str, str]],
+                                                                    list[tuple[str, str]]]:
+    """The hook's (pid, value tag) setups and teardowns for *client*, checked: the
+    wildcard's authorization is for example.test too, so two values at one name, each
+    set up once and torn down once."""
+    setups = hook_runs(hook_log, client, "setup")
+    teardowns = hook_runs(hook_log, client, "teardown")
+    assert len(setups) == 2, hook_log
+    assert len(teardowns) == 2, hook_log
+    assert {tag for _, tag in setups} == {tag for _, tag in teardowns}, hook_log
+    assert len({tag for _, tag in setups}) == 2, hook_log
+    return setups, teardowns
+
+
 def write_dehydrated_config(tmp_path: Path, hook: Path, pebble: Pebble, chain: bool) -> Path:
     config = tmp_path / "dehydrated/config"
     config.parent.mkdir()
@@ -156,13 +170,7 @@ def test_dehydrated_hook(tmp_path: Path, shared: Path, hook_program: Path,
         chain_pem = (tmp_path / "dehydrated/certs/example.test/fullchain.pem").read_bytes()
         assert sans(x509.load_pem_x509_certificates(chain_pem)[0]) == NAMES
         hook_log = (tmp_path / "hook.log").read_text()
-        # The wildcard's authorization is for example.test too: two values at one name.
-        setups = hook_runs(hook_log, "dehydrated", "setup")
-        teardowns = hook_runs(hook_log, "dehydrated", "teardown")
-        assert len(setups) == 2, hook_log
-        assert len(teardowns) == 2, hook_log
-        assert {tag for _, tag in setups} == {tag for _, tag in teardowns}, hook_log
-        assert len({tag for _, tag in setups}) == 2, hook_log
+        setups, teardowns = two_values_set_and_removed(hook_log, "dehydrated")
         # HOOK_CHAIN=yes hands both values to one run of the hook, else one run each.
         runs = 1 if chain else 2
         assert len({pid for pid, _ in setups}) == runs, hook_log
@@ -215,12 +223,7 @@ def test_uacme_hook(tmp_path: Path, shared: Path, hook_program: Path,
         chain_pem = (confdir / "example.test/cert.pem").read_bytes()
         assert sans(x509.load_pem_x509_certificates(chain_pem)[0]) == NAMES
         hook_log = (tmp_path / "hook.log").read_text()
-        setups = hook_runs(hook_log, "uacme", "setup")
-        teardowns = hook_runs(hook_log, "uacme", "teardown")
-        assert len(setups) == 2, hook_log
-        assert len(teardowns) == 2, hook_log
-        assert {tag for _, tag in setups} == {tag for _, tag in teardowns}, hook_log
-        assert len({tag for _, tag in setups}) == 2, hook_log
+        two_values_set_and_removed(hook_log, "uacme")
         # uacme offers example.test's challenges in pebble's order until one is taken;
         # whatever came before dns-01 the hook declined, and uacme saw the decline.
         offered = re.findall(r"acmegw-hook begin (\S+) example\.test ", output)
