@@ -603,6 +603,19 @@ def test_key_and_key_file_together_is_a_problem(tmp_path: Path) -> None:
     ]
 
 
+def test_the_zone_setting_is_normalised_like_every_name() -> None:
+    base = {"POWERDNS_API_URL": "http://127.0.0.1:8081", "POWERDNS_API_KEY": "k"}
+    settings = Settings({**base, "POWERDNS_ZONE": "Bücher.Example."})
+    provider = PowerDnsProvider.from_settings(settings, ProviderContext())
+    assert settings.problems == []
+    assert provider.settings.zone == "xn--bcher-kva.example"
+    for bad in ("*.example.test", "a..example.test", "exa mple.test"):
+        settings = Settings({**base, "POWERDNS_ZONE": bad})
+        PowerDnsProvider.from_settings(settings, ProviderContext())
+        assert len(settings.problems) == 1, settings.problems
+        assert settings.problems[0].startswith(f"POWERDNS_ZONE={bad!r} is not a zone name: ")
+
+
 def test_registry_finds_the_provider() -> None:
     settings = Settings(
         {
