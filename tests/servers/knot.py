@@ -1,0 +1,222 @@
+"""A real Knot DNS primary for tests: TSIG-signed updates of TXT at ``_acme-challenge`` names.
+
+:func:`start_knot` runs ``knotd`` in the foreground from its own folder (config,
+rundir, storage, journal, control socket all inside it; no root paths) on a free
+port of 127.0.0.1, serving ``example.test`` and ``example.org``. One hmac-sha256
+key may change **only TXT records at the listed ``_acme-challenge`` names**
+(an ``acl`` with ``action: update``, ``update-type: [TXT]`` and
+``update-owner: name`` / ``update-owner-match: equal``, the tight policy a
+careful Knot admin writes); anything else is denied.
+
+Zone content (for each zone ``Z``; ``ns1`` lives in the first zone)::
+
+    Z        SOA  ns1.<first>. hostmaster.<first>. 1 3600 600 86400 60
+    Z        NS   ns1.<first>.
+    Z        A    127.0.0.1
+    www.Z    A    127.0.0.1
+    ns1      A    127.0.0.1          (first zone only)
+
+The :func:`knot_primary` fixture is shared by a module and stopped by pid in a
+``finally``; modules using it mark themselves ``pytest.mark.system``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from tests.servers.bind import TsigKey, make_key
+from tests.system import Server, free_port, need_program
+
+ZONES = ("example.test", "example.org")
+# Relative owner names (under each zone) at which the key may change TXT.
+CHALLENGE_LABELS = ("_acme-challenge", "_acme-challenge.www", "_acme-challenge.nothing-here",
+                    "_acme-challenge.sub")
+HOST = "127.0.0.1"
+
+
+@dataclass
+class KnotServer:
+    """A running ``knotd``: where it listens, its key and zones, and how to stop it."""
+
+    port: int
+    directory: Path
+    zones: tuple[str, ...]
+    key: TsigKey
+    update_names: tuple[str, ...]
+    process: Server
+    _stopped: bool = field(default=False, repr=False)
+
+    host: str = HOST
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def rfc2136_settings(self) -> dict[str, str]:
+        """The gateway's ``PROVIDER=rfc2136`` settings that update this server with :attr:`key`."""
+        return {
+            "PROVIDER": "rfc2136",
+            "RFC2136_SERVER": self.host,
+            "RFC2136_PORT": str(self.port),
+            "RFC2136_TSIG_KEY_NAME": self.key.name,
+            "RFC2136_TSIG_SECRET": self.key.secret,
+            "RFC2136_TSIG_ALGORITHM": self.key.algorithm,
+        }
+
+    def output(self) -> str:
+        return self.process.output()
+
+    def stop(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            self.process.stop()
+
+    def query(self, name: str, rdtype: str = "TXT", timeout: float = 2.0) -> dns.message.Message:
+        """A non-recursive query straight to this server (UDP, TCP when truncated)."""
+        q = dns.message.make_query(name, rdtype)
+        q.flags &= ~dns.flags.RD
+        response, _ = dns.query.udp_with_fallback(q, self.host, timeout=timeout, port=self.port)
+        return response
+
+    def txt(self, name: str) -> set[str]:
+        """The TXT values this server serves at *name* right now."""
+        response = self.query(name, "TXT")
+        qname = response.question[0].name
+        values: set[str] = set()
+        for rrset in response.answer:
+            if rrset.rdtype == dns.rdatatype.TXT and rrset.name == qname:
+                values.update(b"".join(r.strings).decode() for r in rrset)
+        return values
+
+    def serial(self, zone: str) -> int | None:
+        """The SOA serial served for *zone*, or None while the zone is not loaded."""
+        with contextlib.suppress(dns.exception.DNSException, OSError):
+            response = self.query(zone, "SOA", timeout=1.0)
+            if response.rcode() == dns.rcode.NOERROR and response.flags & dns.flags.AA:
+                for rrset in response.answer:
+                    if rrset.rdtype == dns.rdatatype.SOA:
+                        return int(rrset[0].serial)
+        return None
+
+
+def _zone_text(zone: str, zones: Sequence[str]) -> str:
+    first = zones[0]
+    lines = [
+        "$TTL 60",
+        f"@ IN SOA ns1.{first}. hostmaster.{first}. 1 3600 600 86400 60",
+        f"@ IN NS ns1.{first}.",
+        f"@ IN A {HOST}",
+        f"www IN A {HOST}",
+    ]
+    if zone == first:
+        lines.append(f"ns1 IN A {HOST}")
+    return "\n".join(lines) + "\n"
+
+
+def _config(directory: Path, port: int, key: TsigKey, zones: Sequence[str],
+            labels: Sequence[str]) -> str:
+    d = str(directory)
+    owners = ", ".join(labels)  # relative: Knot appends each zone's name
+    zone_list = "".join(f"  - domain: {zone}\n" for zone in zones)
+    # No `user`: knotd runs as whoever starts it. zonefile-sync -1 keeps updates
+    # in the journal only, so the zone files stay as written.
+    return f"""server:
+    rundir: "{d}/run"
+    listen: {HOST}@{port}
+
+log:
+  - target: stderr
+    any: info
+
+database:
+    storage: "{d}/db"
+
+control:
+    listen: "{d}/run/knot.sock"
+
+key:
+  - id: {key.name}
+    algorithm: {key.algorithm}
+    secret: {key.secret}
+
+acl:
+  - id: acme_txt
+    key: {key.name}
+    action: update
+    update-type: [TXT]
+    update-owner: name
+    update-owner-match: equal
+    update-owner-name: [{owners}]
+
+template:
+  - id: default
+    storage: "{d}"
+    file: "%s.zone"
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: changes
+    acl: acme_txt
+
+zone:
+{zone_list}"""
+
+
+def _wait_ready(server: KnotServer, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if server.process.proc.poll() is not None:
+                raise RuntimeError(f"knotd exited with status {server.process.proc.returncode}")
+            missing = [zone for zone in server.zones if server.serial(zone) is None]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"knotd does not serve {missing} after {timeout}s")
+            time.sleep(0.05)
+    except BaseException as exc:
+        log = server.output()
+        server.stop()
+        raise RuntimeError(f"knotd did not start: {exc}\n{log[-3000:]}") from exc
+
+
+def start_knot(directory: Path, *, zones: Sequence[str] = ZONES,
+               challenge_labels: Sequence[str] = CHALLENGE_LABELS,
+               port: int | None = None) -> KnotServer:
+    """Start ``knotd`` in *directory* and wait until it serves every zone."""
+    knotd = need_program("knotd", "knot")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "run").mkdir(exist_ok=True)
+    (directory / "db").mkdir(exist_ok=True)
+    port = port or free_port()
+    key = make_key("hmac-sha256", "acme-knot.")
+    for zone in zones:
+        (directory / f"{zone}.zone").write_text(_zone_text(zone, zones))
+    conf = directory / "knot.conf"
+    conf.write_text(_config(directory, port, key, zones, challenge_labels))
+    update_names = tuple(f"{label}.{zone}" for zone in zones for label in challenge_labels)
+    server = KnotServer(port, directory, tuple(zones), key, update_names,
+                        Server([knotd, "-c", str(conf)], directory / "knotd.log", cwd=directory))
+    _wait_ready(server)
+    return server
+
+
+@pytest.fixture(scope="module")
+def knot_primary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KnotServer]:
+    """A Knot primary shared by a module, with one hmac-sha256 key."""
+    server = start_knot(tmp_path_factory.mktemp("knot"))
+    try:
+        yield server
+    finally:
+        server.stop()
