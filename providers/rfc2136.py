@@ -37,7 +37,8 @@ Quirks:
   server (RFC 2136 §3.4.2.2); we refuse such names up front, naming the target.
 * TXT values longer than 255 bytes are split into several character-strings.
 * NOTAUTH/REFUSED usually mean the update-policy does not cover the name;
-  BADKEY/BADSIG mean a wrong key name, secret or algorithm.
+  BADKEY/BADSIG mean a wrong key name, secret or algorithm, except that Knot DNS
+  answers NOTAUTH with BADKEY also when its ACL refuses a known key the change.
 """
 
 from __future__ import annotations
@@ -351,9 +352,13 @@ class Rfc2136Provider(Provider):
         try:
             return await call()
         except dns.tsig.PeerBadKey:
+            # BIND says BADKEY for a key it does not know; Knot also for a known key its
+            # ACL does not let make this change (BIND says REFUSED there).
             raise self.error(
-                f"{self.settings.server} does not know the TSIG key (BADKEY) used to {what}",
-                hint=_KEY_HINT,
+                f"{self.settings.server} refused the TSIG key (BADKEY) used to {what}",
+                hint=f"{_KEY_HINT}; on Knot DNS, BADKEY also means its ACL does not let the "
+                "key make this change: does an acl with action: update, update-type: [TXT] "
+                "and this name in update-owner cover it?",
             ) from None
         except dns.tsig.PeerBadSignature:
             raise self.error(
