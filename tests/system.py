@@ -89,7 +89,9 @@ class Server:
         return self.proc.pid
 
     def output(self) -> str:
-        self._logfile.flush()
+        """What the process wrote so far, also after :meth:`stop` (a failing test reads it)."""
+        if not self._logfile.closed:
+            self._logfile.flush()
         return self.log.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
