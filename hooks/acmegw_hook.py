@@ -34,8 +34,9 @@ setting                           alias       meaning
 ``ACMEGW_USER``                   API_USER    basic-auth user (unset: no credentials sent)
 ``ACMEGW_PASSWORD``               API_PASSWD  its password ...
 ``ACMEGW_PASSWORD_FILE``                      ... or a file holding it (mode 600)
-``ACMEGW_CA_FILE``                            CA bundle for the gateway's TLS certificate
-                                              (default: the system's trust store)
+``ACMEGW_CA_FILE``                            CA bundle for the gateway's TLS certificate, or
+                                              a c_rehash directory (default: the system's
+                                              trust store)
 ``ACMEGW_TIMEOUT``                            bound on the whole run (default 150s)
 ``ACMEGW_LOG``                    LOGFILE     append a log of each run to this file
 ``ACMEGW_DNS_DELAY``              DNS_DELAY   extra sleep after a confirmed setup (bounded by

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import socket
 import ssl
@@ -187,8 +188,11 @@ def parse_proxy(text: str) -> Proxy:
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """Verify the gateway against *ca_file* alone, or else the system's trust store."""
-    # With a cafile, create_default_context() loads that file and nothing else.
+    """Verify the gateway against *ca_file* alone (a PEM file, or a directory of them
+    named by hash as ``c_rehash`` makes it), or else the system's trust store."""
+    # Given a cafile or capath, create_default_context() loads that and nothing else.
+    if ca_file is not None and os.path.isdir(ca_file):
+        return ssl.create_default_context(capath=ca_file)
     return ssl.create_default_context(cafile=ca_file)
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import shutil
 import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -299,6 +301,28 @@ async def test_a_certificate_for_another_name_is_refused(
     line = one_line(result.stderr)
     assert "certificate verify failed" in line and "127.0.0.1" in line
     assert server.requests == []
+
+
+async def test_a_directory_of_hashed_cas_works_as_the_ca_file(
+    stub: StubFactory, tls: tuple[ssl.SSLContext, TLSFiles], tmp_path: Path,
+) -> None:
+    # What requests accepted as "verify", and what c_rehash / openssl rehash make.
+    context, files = tls
+    server = await stub(gateway_like(201), tls=context)
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    subject_hash = subprocess.run(["openssl", "x509", "-noout", "-subject_hash", "-in",
+                                   str(files.ca)], capture_output=True, text=True,
+                                  check=True).stdout.strip()
+    shutil.copy(files.ca, certs / f"{subject_hash}.0")
+    env = hook_env(server.url, ACMEGW_CA_FILE=str(certs))
+    assert (await call(["setup", "example.test", make_value()], env)).status == 0
+    # An empty directory trusts nothing.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = await call(["setup", "example.test", make_value()],
+                        hook_env(server.url, ACMEGW_CA_FILE=str(empty)))
+    assert result.status == 1 and "certificate verify failed" in one_line(result.stderr)
 
 
 async def test_a_ca_file_that_holds_no_certificate(tmp_path: Path) -> None:
