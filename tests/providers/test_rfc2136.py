@@ -50,16 +50,6 @@ def make_provider(server: BindServer, algorithm: str = "hmac-sha256",
     return provider
 
 
-async def query_txt(server: BindServer, fqdn: str) -> set[str]:
-    q = dns.message.make_query(fqdn, dns.rdatatype.TXT)
-    q.flags &= ~dns.flags.RD
-    response = await dns.asyncquery.udp(q, server.host, timeout=2.0, port=server.port)
-    name = dns.name.from_text(fqdn)
-    return {b"".join(r.strings).decode()
-            for rrset in response.answer if rrset.name == name
-            and rrset.rdtype == dns.rdatatype.TXT for r in rrset}
-
-
 @pytest.fixture
 async def provider(bind_primary: BindServer) -> AsyncIterator[Rfc2136Provider]:  # noqa: F811
     p = make_provider(bind_primary)
@@ -72,10 +62,7 @@ async def provider(bind_primary: BindServer) -> AsyncIterator[Rfc2136Provider]: 
 
 @pytest.fixture
 def served(bind_primary: BindServer) -> Served:  # noqa: F811
-    async def read(fqdn: str) -> set[str]:
-        return await query_txt(bind_primary, fqdn)
-
-    return read
+    return bind_primary.query_txt
 
 
 @pytest.fixture
@@ -106,9 +93,9 @@ async def test_each_tsig_algorithm(bind_primary: BindServer, algorithm: str) -> 
     provider = make_provider(bind_primary, algorithm)
     name, value = "_acme-challenge.sub.example.org", make_value()
     await provider.add_txt(name, value)
-    assert value in await query_txt(bind_primary, name)
+    assert value in await bind_primary.query_txt(name)
     await provider.remove_txt(name, value)
-    assert value not in await query_txt(bind_primary, name)
+    assert value not in await bind_primary.query_txt(name)
 
 
 @system
@@ -170,7 +157,7 @@ async def test_configured_zone_is_used_as_given(bind_primary: BindServer) -> Non
     name, value = "_acme-challenge.www.example.test", make_value()
     provider = make_provider(bind_primary, RFC2136_ZONE="example.test")
     await provider.add_txt(name, value)
-    assert value in await query_txt(bind_primary, name)
+    assert value in await bind_primary.query_txt(name)
     await provider.remove_txt(name, value)
     with pytest.raises(ProviderError, match="not in RFC2136_ZONE"):
         await provider.add_txt("_acme-challenge.example.org", value)
@@ -199,9 +186,9 @@ async def test_long_value_is_split_and_removed_exactly(bind_primary: BindServer)
     provider = make_provider(bind_primary)
     name, value = "_acme-challenge.sub.example.test", 'a "quoted" value; ' + "x" * 300
     await provider.add_txt(name, value)
-    assert value in await query_txt(bind_primary, name)
+    assert value in await bind_primary.query_txt(name)
     await provider.remove_txt(name, value)
-    assert value not in await query_txt(bind_primary, name)
+    assert value not in await bind_primary.query_txt(name)
 
 
 @system

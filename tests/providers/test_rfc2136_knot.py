@@ -11,11 +11,6 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 
-import dns.asyncquery
-import dns.flags
-import dns.message
-import dns.name
-import dns.rdatatype
 import pytest
 
 from lib.settings import Settings
@@ -51,17 +46,7 @@ async def provider(knot_primary: KnotServer) -> AsyncIterator[Rfc2136Provider]: 
 
 @pytest.fixture
 def served(knot_primary: KnotServer) -> Served:  # noqa: F811
-    async def read(fqdn: str) -> set[str]:
-        q = dns.message.make_query(fqdn, dns.rdatatype.TXT)
-        q.flags &= ~dns.flags.RD
-        response = await dns.asyncquery.udp(q, knot_primary.host, timeout=2.0,
-                                            port=knot_primary.port)
-        name = dns.name.from_text(fqdn)
-        return {b"".join(r.strings).decode()
-                for rrset in response.answer if rrset.name == name
-                and rrset.rdtype == dns.rdatatype.TXT for r in rrset}
-
-    return read
+    return knot_primary.query_txt
 
 
 @pytest.fixture

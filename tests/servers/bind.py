@@ -51,6 +51,7 @@ import dns.tsig
 import dns.update
 import pytest
 
+from tests.servers.authoritative import Authoritative
 from tests.system import Server, free_port, need_program, wait_for_port
 
 ZONES = ("example.test", "example.org")
@@ -82,7 +83,7 @@ def make_key(algorithm: str = "hmac-sha256", name: str | None = None) -> TsigKey
 
 
 @dataclass
-class BindServer:
+class BindServer(Authoritative):
     """A running ``named``: where it listens, its keys and zones, and how to stop it."""
 
     role: str
@@ -99,51 +100,6 @@ class BindServer:
     _stopped: bool = field(default=False, repr=False)
 
     host: str = HOST
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def address(self) -> str:
-        """``127.0.0.1:<port>``, the form lib.dnscheck takes and reports."""
-        return f"{self.host}:{self.port}"
-
-    def rfc2136_settings(self) -> dict[str, str]:
-        """The gateway's ``PROVIDER=rfc2136`` settings that update this server with :attr:`key`."""
-        return {
-            "PROVIDER": "rfc2136",
-            "RFC2136_SERVER": self.host,
-            "RFC2136_PORT": str(self.port),
-            "RFC2136_TSIG_KEY_NAME": self.key.name,
-            "RFC2136_TSIG_SECRET": self.key.secret,
-            "RFC2136_TSIG_ALGORITHM": self.key.algorithm,
-        }
-
-    def output(self) -> str:
-        return self.process.output()
-
-    def stop(self) -> None:
-        if not self._stopped:
-            self._stopped = True
-            self.process.stop()
-
-    def query(self, name: str, rdtype: str = "TXT", timeout: float = 2.0) -> dns.message.Message:
-        """A non-recursive query straight to this server (UDP, TCP when truncated)."""
-        q = dns.message.make_query(name, rdtype)
-        q.flags &= ~dns.flags.RD
-        response, _ = dns.query.udp_with_fallback(q, self.host, timeout=timeout, port=self.port)
-        return response
-
-    def txt(self, name: str) -> set[str]:
-        """The TXT values this server serves at *name* right now."""
-        response = self.query(name, "TXT")
-        qname = response.question[0].name
-        values: set[str] = set()
-        for rrset in response.answer:
-            if rrset.rdtype == dns.rdatatype.TXT and rrset.name == qname:
-                values.update(b"".join(r.strings).decode() for r in rrset)
-        return values
 
     def update_txt(self, name: str, value: str, *, add: bool = True, zone: str | None = None,
                    timeout: float = 5.0) -> None:

@@ -36,6 +36,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+from tests.servers.authoritative import Authoritative
 from tests.servers.bind import TsigKey, make_key
 from tests.system import Server, free_port, need_program
 
@@ -47,7 +48,7 @@ HOST = "127.0.0.1"
 
 
 @dataclass
-class KnotServer:
+class KnotServer(Authoritative):
     """A running ``knotd``: where it listens, its key and zones, and how to stop it."""
 
     port: int
@@ -59,46 +60,6 @@ class KnotServer:
     _stopped: bool = field(default=False, repr=False)
 
     host: str = HOST
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def rfc2136_settings(self) -> dict[str, str]:
-        """The gateway's ``PROVIDER=rfc2136`` settings that update this server with :attr:`key`."""
-        return {
-            "PROVIDER": "rfc2136",
-            "RFC2136_SERVER": self.host,
-            "RFC2136_PORT": str(self.port),
-            "RFC2136_TSIG_KEY_NAME": self.key.name,
-            "RFC2136_TSIG_SECRET": self.key.secret,
-            "RFC2136_TSIG_ALGORITHM": self.key.algorithm,
-        }
-
-    def output(self) -> str:
-        return self.process.output()
-
-    def stop(self) -> None:
-        if not self._stopped:
-            self._stopped = True
-            self.process.stop()
-
-    def query(self, name: str, rdtype: str = "TXT", timeout: float = 2.0) -> dns.message.Message:
-        """A non-recursive query straight to this server (UDP, TCP when truncated)."""
-        q = dns.message.make_query(name, rdtype)
-        q.flags &= ~dns.flags.RD
-        response, _ = dns.query.udp_with_fallback(q, self.host, timeout=timeout, port=self.port)
-        return response
-
-    def txt(self, name: str) -> set[str]:
-        """The TXT values this server serves at *name* right now."""
-        response = self.query(name, "TXT")
-        qname = response.question[0].name
-        values: set[str] = set()
-        for rrset in response.answer:
-            if rrset.rdtype == dns.rdatatype.TXT and rrset.name == qname:
-                values.update(b"".join(r.strings).decode() for r in rrset)
-        return values
 
     def serial(self, zone: str) -> int | None:
         """The SOA serial served for *zone*, or None while the zone is not loaded."""
