@@ -8,13 +8,16 @@ and ``_stopped`` fields.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import dns.asyncquery
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
 import dns.query
+import dns.rcode
 import dns.rdatatype
 
 if TYPE_CHECKING:
@@ -67,6 +70,16 @@ class Authoritative:
     def txt(self, name: str) -> set[str]:
         """The TXT values this server serves at *name* right now."""
         return _txt_values(self.query(name, "TXT"))
+
+    def serial(self, zone: str) -> int | None:
+        """The SOA serial served for *zone*, or None while the zone is not loaded."""
+        with contextlib.suppress(dns.exception.DNSException, OSError):
+            response = self.query(zone, "SOA", timeout=1.0)
+            if response.rcode() == dns.rcode.NOERROR and response.flags & dns.flags.AA:
+                for rrset in response.answer:
+                    if rrset.rdtype == dns.rdatatype.SOA:
+                        return int(rrset[0].serial)
+        return None
 
     async def query_txt(self, name: str) -> set[str]:
         """:meth:`txt` for async tests: what a resolver asking this server sees (UDP)."""

@@ -123,16 +123,6 @@ class BindServer(Authoritative):
         if response.rcode() != dns.rcode.NOERROR:
             raise RuntimeError(f"update of {name} failed: {dns.rcode.to_text(response.rcode())}")
 
-    def serial(self, zone: str) -> int | None:
-        """The SOA serial served for *zone*, or None while the zone is not loaded."""
-        with contextlib.suppress(dns.exception.DNSException, OSError):
-            response = self.query(zone, "SOA", timeout=1.0)
-            if response.rcode() == dns.rcode.NOERROR and response.flags & dns.flags.AA:
-                for rrset in response.answer:
-                    if rrset.rdtype == dns.rdatatype.SOA:
-                        return int(rrset[0].serial)
-        return None
-
     def rndc(self, *args: str, timeout: float = 10.0) -> str:
         rndc = need_program("rndc", "bind9")
         done = subprocess.run(

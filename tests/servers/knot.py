@@ -22,18 +22,11 @@ The :func:`knot_primary` fixture is shared by a module and stopped by pid in a
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.query
-import dns.rcode
-import dns.rdatatype
 import pytest
 
 from tests.servers.authoritative import Authoritative
@@ -60,16 +53,6 @@ class KnotServer(Authoritative):
     _stopped: bool = field(default=False, repr=False)
 
     host: str = HOST
-
-    def serial(self, zone: str) -> int | None:
-        """The SOA serial served for *zone*, or None while the zone is not loaded."""
-        with contextlib.suppress(dns.exception.DNSException, OSError):
-            response = self.query(zone, "SOA", timeout=1.0)
-            if response.rcode() == dns.rcode.NOERROR and response.flags & dns.flags.AA:
-                for rrset in response.answer:
-                    if rrset.rdtype == dns.rdatatype.SOA:
-                        return int(rrset[0].serial)
-        return None
 
 
 def _zone_text(zone: str, zones: Sequence[str]) -> str:
