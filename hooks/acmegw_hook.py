@@ -541,12 +541,9 @@ def _one_line(text: str) -> str:
 
 def _message(response: Reply) -> str:
     """The gateway's ``message`` (or the body's start) as one short line."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return _one_line(body["message"])
+    message = (response.json_object() or {}).get("message")
+    if isinstance(message, str):
+        return _one_line(message)
     return _one_line(response.text[:MAX_MESSAGE] or response.reason or "")
 
 
@@ -581,18 +578,14 @@ class Confirmed(NamedTuple):
 
 def _confirmation(change: Change, response: Reply, settings: HookSettings) -> str:
     """The fqdn from a 2xx answer that really is the gateway's, else :class:`HookError`."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    ok = isinstance(body, dict) and isinstance(body.get("fqdn"), str)
-    if ok and change.value is not None:
-        ok = body.get("value") == change.value
-    if not ok:
+    body = response.json_object() or {}
+    fqdn = body.get("fqdn")
+    if not isinstance(fqdn, str) or (change.value is not None
+                                     and body.get("value") != change.value):
         raise HookError(f"{change.action} {change.domain}: HTTP {response.status} but "
                         "not the answer an acmegw gateway gives — check ACMEGW_URL="
                         f"{settings.url}")
-    return str(body["fqdn"])
+    return fqdn
 
 
 class GatewayClient:
@@ -726,14 +719,13 @@ def _wait_served(fqdn: str, value: str, settings: HookSettings, deadline: Deadli
         checker.setLevel(old_level)
 
 
-def perform(invocation: Invocation, settings: HookSettings, client: GatewayClient,
-            log: RunLog) -> None:
+def perform(invocation: Invocation, settings: HookSettings, client: GatewayClient) -> None:
     """Make every change in *invocation*; raise :class:`HookError` on the first failure.
 
     Setups stop at the first failure (the client will not validate anyway);
     teardowns are all tried, so one failure leaves no other record behind.
     """
-    deadline = client.deadline
+    deadline, log = client.deadline, client.log
     failures: list[HookError] = []
     for change in invocation.changes:
         tag = value_tag(change.value) if change.value else "all"
@@ -872,7 +864,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     with _log_to(settings.log_file) as log:
         client = GatewayClient(settings, Deadline(settings.timeout), log)
         try:
-            perform(invocation, settings, client, log)
+            perform(invocation, settings, client)
         except HookError as exc:
             _say(f"{PROG}: {exc}")
             return exc.status

@@ -66,9 +66,13 @@ class Reply(NamedTuple):
     reason: str
     body: bytes
 
-    def json(self) -> Any:
-        """The body as JSON; :class:`ValueError` if it is not."""
-        return json.loads(self.body)
+    def json_object(self) -> dict[str, Any] | None:
+        """The body as a JSON object, or None when it is not one."""
+        try:
+            value = json.loads(self.body)
+        except ValueError:  # UnicodeDecodeError included
+            return None
+        return value if isinstance(value, dict) else None
 
     @property
     def text(self) -> str:
