@@ -119,8 +119,7 @@ def proxy_for(url: SplitResult, environ: Mapping[str, str]) -> Proxy | None:
     chosen = found.get(f"{url.scheme}_proxy") or found.get("all_proxy")
     if chosen is None:
         return None
-    port = url.port or (443 if url.scheme == "https" else 80)
-    if "no_proxy" in found and bypasses_proxy(url.hostname or "", port, found["no_proxy"]):
+    if "no_proxy" in found and bypasses_proxy(url.hostname or "", _port(url), found["no_proxy"]):
         return None
     return parse_proxy(chosen)
 
@@ -206,7 +205,7 @@ def exchange(method: str, url: SplitResult, body: bytes, headers: Mapping[str, s
     """Send one request on a connection of its own and read the answer; never follows
     a redirect. Raises a :class:`TransportError` subclass when no HTTP answer came."""
     host = url.hostname or ""
-    port = url.port or (443 if url.scheme == "https" else 80)
+    port = _port(url)
     authority = url.netloc  # host[:port] as written; ACMEGW_URL holds no credentials
     target = (url.path or "/") + (f"?{url.query}" if url.query else "")
     fields = {"Host": authority, "Content-Type": "application/json",
@@ -386,6 +385,10 @@ def _connect(host: str, port: int, timeout: float) -> socket.socket:
         else:
             return sock
     raise problem
+
+
+def _port(url: SplitResult) -> int:
+    return url.port or (443 if url.scheme == "https" else 80)
 
 
 def _bracketed(host: str) -> str:
