@@ -128,17 +128,26 @@ def reset_store(store: Path, keep_account: bool) -> None:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
-def make_account(work: Path, shared: Path, hook: Path, hook_conf: Path, pebble: Pebble,
-                 pebble_ca: Path, extra: str) -> None:
-    """Obtain one certificate and activate it (a graceful restart): mod_md then files
-    the account it made under ``accounts/``, where the next managed domain finds it."""
-    conf_dir = work / "apache-account"
+def start_apache(conf_dir: Path, shared: Path, hook: Path, hook_conf: Path, pebble: Pebble,
+                 pebble_ca: Path, extra: str, keep_account: bool) -> Apache:
+    """httpd with mod_md calling *hook*, on a store reset for a new certificate.
+    ``Apache.start`` checks the configuration with ``apache2 -t`` first; the clock of a
+    run starts after that, at ``Apache.launched``."""
     conf_dir.mkdir()
-    reset_store(shared / "md", keep_account=False)
+    reset_store(shared / "md", keep_account)
     apache = Apache(conf_dir=conf_dir, shared=shared, hook=hook, pebble_url=pebble.url,
                     pebble_ca=pebble_ca, env=apache_env(hook_conf), message_cmd=False,
                     extra=extra)
     apache.start()
+    return apache
+
+
+def make_account(work: Path, shared: Path, hook: Path, hook_conf: Path, pebble: Pebble,
+                 pebble_ca: Path, extra: str) -> None:
+    """Obtain one certificate and activate it (a graceful restart): mod_md then files
+    the account it made under ``accounts/``, where the next managed domain finds it."""
+    apache = start_apache(work / "apache-account", shared, hook, hook_conf, pebble, pebble_ca,
+                          extra, keep_account=False)
     try:
         apache.wait_for_log(SETUP_DONE, TIMEOUT, fail_on="AH10056")
         apache.graceful()
@@ -172,12 +181,8 @@ def one_run(work: Path, shared: Path, hook: Path, hook_conf: Path, pebble: Pebbl
 
 def timed_run(conf_dir: Path, shared: Path, hook: Path, hook_conf: Path, pebble: Pebble,
               pebble_ca: Path, extra: str, keep_account: bool) -> tuple[float, float, int]:
-    conf_dir.mkdir()
-    reset_store(shared / "md", keep_account)
-    apache = Apache(conf_dir=conf_dir, shared=shared, hook=hook, pebble_url=pebble.url,
-                    pebble_ca=pebble_ca, env=apache_env(hook_conf), message_cmd=False,
-                    extra=extra)
-    apache.start()  # checks the configuration with `apache2 -t` first; not timed
+    apache = start_apache(conf_dir, shared, hook, hook_conf, pebble, pebble_ca, extra,
+                          keep_account)
     try:
         apache.wait_for_log(SETUP_DONE, TIMEOUT, fail_on="AH10056")
     finally:
@@ -195,7 +200,7 @@ def rig(work: Path, shared: Path) -> Iterator[tuple[BindServer, Pebble, Path, Pa
     try:
         # Every order needs its challenges: pebble would otherwise reuse half of the
         # valid authorizations of an existing account, and skip the hooks.
-        pebble = start_pebble(work / "pebble", f"127.0.0.1:{bind.port}",
+        pebble = start_pebble(work / "pebble", bind.address,
                               extra_env={"PEBBLE_AUTHZREUSE": "0"})
         try:
             pebble_ca = shared / "pebble-ca.pem"
