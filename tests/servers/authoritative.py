@@ -9,6 +9,8 @@ and ``_stopped`` fields.
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import dns.asyncquery
@@ -20,6 +22,8 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
+from tests.system import wait_for_port
+
 if TYPE_CHECKING:
     from tests.servers.bind import TsigKey
     from tests.system import Server
@@ -28,9 +32,15 @@ if TYPE_CHECKING:
 class Authoritative:
     host: str
     port: int
+    zones: tuple[str, ...]
     key: TsigKey
     process: Server
     _stopped: bool
+
+    @property
+    def title(self) -> str:
+        """What error messages call this server."""
+        return type(self).__name__
 
     @property
     def pid(self) -> int:
@@ -80,6 +90,31 @@ class Authoritative:
                     if rrset.rdtype == dns.rdatatype.SOA:
                         return int(rrset[0].serial)
         return None
+
+    def wait_for_serials(self, wanted: Mapping[str, int | None], timeout: float = 10.0) -> None:
+        """Until every zone in *wanted* is served, with that serial where one is given."""
+        deadline = time.monotonic() + timeout
+        while True:
+            now = {zone: self.serial(zone) for zone in wanted}
+            if all(now[z] is not None and (wanted[z] is None or now[z] == wanted[z])
+                   for z in wanted):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.title} serves serials {now}, wanted {dict(wanted)}\n"
+                                   + self.output()[-3000:])
+            time.sleep(0.02)
+
+    def wait_ready(self, timeout: float = 20.0,
+                   wanted: Mapping[str, int | None] | None = None) -> None:
+        """Until it listens and serves every zone (*wanted* serials, if given); a server
+        that does not get there is stopped, and its log is in the error."""
+        try:
+            wait_for_port(self.port, self.host, timeout, proc=self.process.proc)
+            self.wait_for_serials(wanted or dict.fromkeys(self.zones), timeout)
+        except BaseException as exc:
+            log = self.output()
+            self.stop()
+            raise RuntimeError(f"{self.title} did not start: {exc}\n{log[-3000:]}") from exc
 
     async def query_txt(self, name: str) -> set[str]:
         """:meth:`txt` for async tests: what a resolver asking this server sees (UDP)."""

@@ -35,7 +35,6 @@ import base64
 import contextlib
 import secrets
 import subprocess
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +51,7 @@ import dns.update
 import pytest
 
 from tests.servers.authoritative import Authoritative
-from tests.system import Server, free_port, need_program, wait_for_port
+from tests.system import Server, free_port, need_program
 
 ZONES = ("example.test", "example.org")
 ALGORITHMS = ("hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha1")
@@ -101,6 +100,10 @@ class BindServer(Authoritative):
 
     host: str = HOST
 
+    @property
+    def title(self) -> str:
+        return f"{self.role} named"
+
     def update_txt(self, name: str, value: str, *, add: bool = True, zone: str | None = None,
                    timeout: float = 5.0) -> None:
         """Add (or delete) one TXT value with the main key, as a test's own writer.
@@ -142,17 +145,6 @@ class BindServer(Authoritative):
             self.rndc("retransfer", zone)
         self.wait_for_serials(wanted, timeout)
 
-    def wait_for_serials(self, wanted: Mapping[str, int | None], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            now = {zone: self.serial(zone) for zone in wanted}
-            if all(now[z] is not None and (wanted[z] is None or now[z] == wanted[z])
-                   for z in wanted):
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.role} serves serials {now}, wanted {dict(wanted)}\n"
-                                   + self.output()[-3000:])
-            time.sleep(0.02)
 
 
 def _zone_text(zone: str, zones: Sequence[str], extra: Sequence[str]) -> str:
@@ -213,17 +205,6 @@ def _launch(role: str, directory: Path, conf: str, port: int) -> Server:
                   directory / "named.log", cwd=directory)
 
 
-def _wait_ready(server: BindServer, timeout: float = 20.0,
-                wanted: Mapping[str, int | None] | None = None) -> None:
-    try:
-        wait_for_port(server.port, HOST, timeout, proc=server.process.proc)
-        server.wait_for_serials(wanted or dict.fromkeys(server.zones), timeout)
-    except BaseException as exc:
-        log = server.output()
-        server.stop()
-        raise RuntimeError(f"{server.role} named did not start: {exc}\n{log[-3000:]}") from exc
-
-
 def start_primary(directory: Path, *, algorithm: str = "hmac-sha256",
                   extra_algorithms: Sequence[str] = (), zones: Sequence[str] = ZONES,
                   challenge_labels: Sequence[str] = CHALLENGE_LABELS,
@@ -262,7 +243,7 @@ def start_primary(directory: Path, *, algorithm: str = "hmac-sha256",
     server = BindServer("primary", port, control_port, directory, tuple(zones),
                         keys[algorithm], keys, update_names, cnames,
                         _launch("primary", directory, conf, port))
-    _wait_ready(server)
+    server.wait_ready()
     return server
 
 
@@ -282,7 +263,7 @@ def start_secondary(directory: Path, primary: BindServer, *, port: int | None = 
     server = BindServer("secondary", port, control_port, directory, primary.zones,
                         primary.key, primary.keys, primary.update_names, primary.cnames,
                         _launch("secondary", directory, conf, port), primary=primary)
-    _wait_ready(server, wanted={z: primary.serial(z) for z in primary.zones})
+    server.wait_ready(wanted={z: primary.serial(z) for z in primary.zones})
     return server
 
 

@@ -22,7 +22,6 @@ The :func:`knot_primary` fixture is shared by a module and stopped by pid in a
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +52,7 @@ class KnotServer(Authoritative):
     _stopped: bool = field(default=False, repr=False)
 
     host: str = HOST
+    title = "knotd"
 
 
 def _zone_text(zone: str, zones: Sequence[str]) -> str:
@@ -117,24 +117,6 @@ zone:
 {zone_list}"""
 
 
-def _wait_ready(server: KnotServer, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            if server.process.proc.poll() is not None:
-                raise RuntimeError(f"knotd exited with status {server.process.proc.returncode}")
-            missing = [zone for zone in server.zones if server.serial(zone) is None]
-            if not missing:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"knotd does not serve {missing} after {timeout}s")
-            time.sleep(0.05)
-    except BaseException as exc:
-        log = server.output()
-        server.stop()
-        raise RuntimeError(f"knotd did not start: {exc}\n{log[-3000:]}") from exc
-
-
 def start_knot(directory: Path, *, zones: Sequence[str] = ZONES,
                challenge_labels: Sequence[str] = CHALLENGE_LABELS,
                port: int | None = None) -> KnotServer:
@@ -152,7 +134,7 @@ def start_knot(directory: Path, *, zones: Sequence[str] = ZONES,
     update_names = tuple(f"{label}.{zone}" for zone in zones for label in challenge_labels)
     server = KnotServer(port, directory, tuple(zones), key, update_names,
                         Server([knotd, "-c", str(conf)], directory / "knotd.log", cwd=directory))
-    _wait_ready(server)
+    server.wait_ready()
     return server
 
 
