@@ -74,6 +74,7 @@ import dns.rrset
 from lib.dnscheck import format_server
 from lib.names import CHALLENGE_LABEL, InvalidName, normalize_name
 from lib.settings import Settings
+from providers._dns import zone_setting
 from providers.base import Provider, ProviderContext
 
 log = logging.getLogger(__name__)
@@ -217,20 +218,14 @@ class BuiltinProvider(Provider):
                     f"BUILTIN_LISTEN: {item!r} is not host:port or [v6]:port "
                     f"with an IP address ({exc})"
                 )
-        zone = None
         raw_zone = settings.get("BUILTIN_ZONE")
-        if raw_zone is not None:
-            try:
-                zone = normalize_name(raw_zone)
-            except InvalidName as exc:
-                settings.problem(f"BUILTIN_ZONE={raw_zone!r} {exc}")
-            else:
-                if "." not in zone:
-                    settings.problem(
-                        f"BUILTIN_ZONE={raw_zone!r} is a top-level domain; "
-                        "use a zone delegated to the gateway"
-                    )
-                    zone = None
+        zone = zone_setting(settings, "BUILTIN_ZONE")
+        if zone is not None and "." not in zone:
+            settings.problem(
+                f"BUILTIN_ZONE={raw_zone!r} is a top-level domain; "
+                "use a zone delegated to the gateway"
+            )
+            zone = None
         nameservers: list[str] = []
         for item in settings.items("BUILTIN_NS"):
             try:

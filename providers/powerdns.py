@@ -56,9 +56,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 from urllib.parse import quote
 
-from lib.names import InvalidName, is_within, normalize_name
+from lib.names import is_within
 from lib.settings import Settings
-from providers._dns import parent_names, walk_up
+from providers._dns import parent_names, walk_up, zone_setting
 from providers._http import (
     MAX_ERROR_TEXT,
     ApiSession,
@@ -142,17 +142,7 @@ class PowerDnsProvider(Provider):
             if api_url.endswith("/api/v1"):
                 api_url = api_url[: -len("/api/v1")]
         api_key = secret_setting(settings, "POWERDNS_API_KEY")
-        zone = settings.get("POWERDNS_ZONE")
-        if zone is not None:
-            try:
-                if zone.startswith("*"):
-                    raise InvalidName("a zone is not a wildcard")
-                # As every name the gateway handles: lower case, IDNA, no trailing dot,
-                # so a zone written in Unicode still contains the names it should.
-                zone = normalize_name(zone)
-            except InvalidName as exc:
-                settings.problem(f"POWERDNS_ZONE={zone!r} is not a zone name: {exc}")
-                zone = None
+        zone = zone_setting(settings, "POWERDNS_ZONE")
         return cls(
             PowerDnsSettings(
                 api_url=api_url,

@@ -644,6 +644,13 @@ def test_top_level_zone_is_a_problem() -> None:
     assert any("BUILTIN_ZONE='net' is a top-level domain" in p for p in settings.problems)
 
 
+def test_wildcard_zone_is_a_problem() -> None:
+    settings = Settings({"BUILTIN_ZONE": "*.acme.example.test"})
+    BuiltinProvider.from_settings(settings, _context())
+    assert settings.problems == [
+        "BUILTIN_ZONE='*.acme.example.test' is not a zone name: it is a wildcard"]
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

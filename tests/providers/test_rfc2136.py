@@ -269,6 +269,8 @@ def test_every_settings_problem_is_listed_at_once() -> None:
     ({"RFC2136_TSIG_SECRET": "c2VjcmV0"}, "RFC2136_TSIG_KEY_NAME is not"),
     ({"RFC2136_TSIG_KEY_NAME": "k.", "RFC2136_TSIG_SECRET": "===="}, "not valid base64"),
     ({"RFC2136_SERVER": "not a host!"}, "neither an IP address nor a host name"),
+    # normalize_name would drop "*." (a certificate identifier's), leaving example.test.
+    ({"RFC2136_ZONE": "*.example.test"}, "RFC2136_ZONE='*.example.test' is not a zone name"),
 ])
 def test_single_settings_problems(values: dict[str, str], expected: str) -> None:
     settings = Settings({"RFC2136_SERVER": "192.0.2.1", **values})
