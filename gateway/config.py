@@ -310,13 +310,7 @@ def _delegations(settings: Settings) -> tuple[tuple[str, str], ...]:
 
 
 def _acmedns(settings: Settings) -> AcmeDnsConfig:
-    zone_text = settings.get("ACMEDNS_ZONE") or settings.get("BUILTIN_ZONE")
-    zone = None
-    if zone_text:
-        try:
-            zone = normalize_name(zone_text)
-        except InvalidName as exc:
-            settings.problem(f"ACMEDNS_ZONE: {zone_text!r} {exc}")
+    zone = settings.zone("ACMEDNS_ZONE" if settings.has("ACMEDNS_ZONE") else "BUILTIN_ZONE")
     register = settings.boolean("ACMEDNS_REGISTER", False)
     if register and zone is None:
         settings.problem(

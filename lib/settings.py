@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
+from lib.names import InvalidName, normalize_name
+
 T = TypeVar("T")
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -36,8 +38,10 @@ class Settings:
         self.problems: list[str] = []
 
     def problem(self, message: str) -> None:
-        """Record a problem to report at the end of configuration."""
-        self.problems.append(message)
+        """Record a problem to report at the end of configuration (once: the gateway
+        and its provider may read the same setting)."""
+        if message not in self.problems:
+            self.problems.append(message)
 
     def raise_problems(self) -> None:
         if self.problems:
@@ -131,6 +135,23 @@ class Settings:
             self.problem(f"{key}={value} is out of range ({minimum:g}s to {maximum:g}s)")
             return default
         return seconds
+
+    def zone(self, key: str) -> str | None:
+        """The zone *key* names, written as the gateway writes every name (lower case,
+        IDNA, no trailing dot) so that names under it are found to be under it; None
+        when unset, or with a problem recorded when it is no zone name (a wildcard, say)."""
+        raw = self.get(key)
+        if raw is None:
+            return None
+        try:
+            if raw.startswith("*"):
+                # normalize_name drops a leading "*." (a certificate identifier's): a
+                # zone written that way is a mistake, not the zone under it.
+                raise InvalidName("is a wildcard")
+            return normalize_name(raw)
+        except InvalidName as exc:
+            self.problem(f"{key}={raw!r} is not a zone name: it {exc}")
+            return None
 
     def choice(self, key: str, choices: Mapping[str, T], default: T) -> T:
         """Map a case-insensitive word to a value; unknown words are a problem."""

@@ -11,28 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-from lib.names import InvalidName, normalize_name
-from lib.settings import Settings
-
 Z = TypeVar("Z")
-
-
-def zone_setting(settings: Settings, key: str) -> str | None:
-    """The zone setting *key* names, written as the gateway writes every name (lower
-    case, IDNA, no trailing dot), so names under it are found to be under it; None
-    when unset, or with a problem recorded when it is no zone name (a wildcard, say)."""
-    raw = settings.get(key)
-    if raw is None:
-        return None
-    try:
-        if raw.startswith("*"):
-            # normalize_name drops a leading "*." (a certificate's identifier): a
-            # zone written that way is a mistake, not example.com.
-            raise InvalidName("is a wildcard")
-        return normalize_name(raw)
-    except InvalidName as exc:
-        settings.problem(f"{key}={raw!r} is not a zone name: it {exc}")
-        return None
 
 
 def parent_names(fqdn: str, *, every_label: bool = False) -> list[str]:

@@ -74,7 +74,6 @@ import dns.rrset
 from lib.dnscheck import format_server
 from lib.names import CHALLENGE_LABEL, InvalidName, normalize_name
 from lib.settings import Settings
-from providers._dns import zone_setting
 from providers.base import Provider, ProviderContext
 
 log = logging.getLogger(__name__)
@@ -219,7 +218,7 @@ class BuiltinProvider(Provider):
                     f"with an IP address ({exc})"
                 )
         raw_zone = settings.get("BUILTIN_ZONE")
-        zone = zone_setting(settings, "BUILTIN_ZONE")
+        zone = settings.zone("BUILTIN_ZONE")
         if zone is not None and "." not in zone:
             settings.problem(
                 f"BUILTIN_ZONE={raw_zone!r} is a top-level domain; "

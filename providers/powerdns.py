@@ -58,7 +58,7 @@ from urllib.parse import quote
 
 from lib.names import is_within
 from lib.settings import Settings
-from providers._dns import parent_names, walk_up, zone_setting
+from providers._dns import parent_names, walk_up
 from providers._http import (
     MAX_ERROR_TEXT,
     ApiSession,
@@ -142,7 +142,7 @@ class PowerDnsProvider(Provider):
             if api_url.endswith("/api/v1"):
                 api_url = api_url[: -len("/api/v1")]
         api_key = secret_setting(settings, "POWERDNS_API_KEY")
-        zone = zone_setting(settings, "POWERDNS_ZONE")
+        zone = settings.zone("POWERDNS_ZONE")
         return cls(
             PowerDnsSettings(
                 api_url=api_url,

@@ -67,7 +67,7 @@ from dns import asyncquery
 
 from lib.names import InvalidName, is_within, normalize_name
 from lib.settings import Settings
-from providers._dns import ZoneCache, parent_names, walk_up, zone_setting
+from providers._dns import ZoneCache, parent_names, walk_up
 from providers.base import Provider, ProviderContext, ProviderTimeout
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ class Rfc2136Provider(Provider):
                 )
         port = settings.integer("RFC2136_PORT", 53, 1, 65535)
         tsig = _tsig_settings(settings)
-        zone = zone_setting(settings, "RFC2136_ZONE")
+        zone = settings.zone("RFC2136_ZONE")
         return cls(
             Rfc2136Settings(
                 server=server,

@@ -80,3 +80,34 @@ def test_secret_empty_file_is_a_problem(tmp_path: Path) -> None:
 
 def test_choice_is_case_insensitive() -> None:
     assert Settings({"M": "SuFFicient"}).choice("M", {"sufficient": 1}, 0) == 1
+
+
+@pytest.mark.parametrize(("text", "zone"), [
+    ("Example.Test.", "example.test"),
+    ("Bücher.Example", "xn--bcher-kva.example"),
+])
+def test_zone_is_written_as_every_name(text: str, zone: str) -> None:
+    settings = Settings({"Z": text})
+    assert settings.zone("Z") == zone
+    assert settings.problems == []
+    assert Settings({}).zone("Z") is None
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("*.example.test", "is a wildcard"),
+    ("a..example.test", "empty label"),
+])
+def test_a_zone_that_is_no_zone_name_is_a_problem(text: str, why: str) -> None:
+    settings = Settings({"Z": text})
+    assert settings.zone("Z") is None
+    assert len(settings.problems) == 1
+    assert settings.problems[0].startswith(f"Z={text!r} is not a zone name: it ")
+    assert why in settings.problems[0]
+
+
+def test_the_same_problem_is_listed_once() -> None:
+    # The gateway's acme-dns settings and the builtin provider both read BUILTIN_ZONE.
+    settings = Settings({"BUILTIN_ZONE": "*.acme.example.test"})
+    settings.zone("BUILTIN_ZONE")
+    settings.zone("BUILTIN_ZONE")
+    assert len(settings.problems) == 1
