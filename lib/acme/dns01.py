@@ -40,7 +40,7 @@ import requests
 
 from lib.acme.errors import SolverError, UsageError
 from lib.dnscheck import PropagationError, PropagationSettings, wait_for_txt
-from lib.names import CHALLENGE_LABEL
+from lib.names import challenge_name
 from lib.settings import Settings
 from providers.base import Provider, ProviderContext, ProviderError
 from providers.registry import create_provider
@@ -64,7 +64,7 @@ class TxtRecord:
 
     @property
     def fqdn(self) -> str:
-        return f"{CHALLENGE_LABEL}.{self.domain}"
+        return challenge_name(self.domain)
 
 
 class Solver(abc.ABC):
