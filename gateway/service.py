@@ -110,12 +110,7 @@ class ChallengeService:
 
     def challenge_fqdn(self, identity: Identity, name: object, field: str = "domain_name") -> str:
         """The ``_acme-challenge`` name for *name*, if *identity* may change it."""
-        if not isinstance(name, str):
-            raise BadRequest(field, "must be a string")
-        try:
-            base = normalize_name(name)
-        except InvalidName as exc:
-            raise BadRequest(field, f"invalid name: {exc}") from None
+        base = _requested_name(name, field)
         fqdn = challenge_name(base)
         if len(fqdn) > MAX_NAME:
             # The base name fits, but not once "_acme-challenge." is put in front.
@@ -127,13 +122,8 @@ class ChallengeService:
     def record_fqdn(self, identity: Identity, name: object, field: str = "fqdn") -> str:
         """A full record name as a client sends it (lego httpreq): an ``_acme-challenge``
         name, or the configured delegation target of a name *identity* may change."""
-        if not isinstance(name, str):
-            raise BadRequest(field, "must be a string")
-        try:
-            fqdn = normalize_name(name)
-        except InvalidName as exc:
-            raise BadRequest(field, f"invalid name: {exc}") from None
-        if name.lstrip().startswith("*"):
+        fqdn = _requested_name(name, field)
+        if isinstance(name, str) and name.lstrip().startswith("*"):
             raise BadRequest(field, "a record name has no wildcard")
         source = self.delegated_from.get(fqdn)
         if source is not None:
@@ -304,6 +294,16 @@ class ChallengeService:
                 }
             },
         )
+
+
+def _requested_name(name: object, field: str) -> str:
+    """*name* from a request body, normalised; :class:`BadRequest` naming *field* if unusable."""
+    if not isinstance(name, str):
+        raise BadRequest(field, "must be a string")
+    try:
+        return normalize_name(name)
+    except InvalidName as exc:
+        raise BadRequest(field, f"invalid name: {exc}") from None
 
 
 def _one_line(text: str) -> str:
