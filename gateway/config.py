@@ -22,7 +22,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from lib.dnscheck import PropagationSettings
-from lib.names import InvalidName, normalize_name
+from lib.names import InvalidName, is_loopback_host, normalize_name
 from lib.settings import ConfigError, Settings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -62,14 +62,7 @@ class Listener:
 
     @property
     def is_loopback(self) -> bool:
-        if self.host is None:
-            return False
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return self.host is not None and is_loopback_host(self.host)
 
     def __str__(self) -> str:
         host = self.host or "*"

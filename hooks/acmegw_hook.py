@@ -91,7 +91,7 @@ from hooks.transport import (
     proxy_for,
     tls_context,
 )
-from lib.names import InvalidValue, txt_value, validate_value, value_tag
+from lib.names import InvalidValue, is_loopback_host, txt_value, validate_value, value_tag
 from lib.settings import Settings
 
 PROG = "acmegw-hook"
@@ -431,17 +431,6 @@ def _password(layers: Sequence[tuple[str, Mapping[str, str]]]) -> str | None:
     return None
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def load_settings(environ: Mapping[str, str]) -> HookSettings:
     """Settings from *environ* over the hook.conf file; :class:`SettingsError` if unusable."""
     named = environ.get("ACMEGW_HOOK_CONF", "").strip()
@@ -482,7 +471,7 @@ def load_settings(environ: Mapping[str, str]) -> HookSettings:
         raise SettingsError(f"ACMEGW_USER={user} has no password; set ACMEGW_PASSWORD_FILE "
                             "(a file only this user can read)")
     insecure = settings.boolean("ACMEGW_INSECURE_HTTP")
-    if (parts.scheme == "http" and password is not None and not _is_loopback(parts.hostname)
+    if (parts.scheme == "http" and password is not None and not is_loopback_host(parts.hostname)
             and not insecure):
         raise SettingsError(f"ACMEGW_URL={url} would send the password in plaintext; "
                             "use https:// (or set ACMEGW_INSECURE_HTTP=1 if a tunnel protects it)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import re
 
 CHALLENGE_LABEL = "_acme-challenge"
@@ -69,6 +70,17 @@ def normalize_name(name: str) -> str:
 def is_within(name: str, domain: str) -> bool:
     """True if normalised *name* equals *domain* or lies below it (label boundary)."""
     return name == domain or name.endswith("." + domain)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether *host* (a name or an address, no brackets) is this machine: ``localhost``
+    or a loopback address, where a password may travel without TLS."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def challenge_name(name: str) -> str:

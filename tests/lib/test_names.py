@@ -13,6 +13,7 @@ from lib.names import (
     InvalidValue,
     base_name,
     challenge_name,
+    is_loopback_host,
     is_within,
     normalize_name,
     validate_value,
@@ -149,3 +150,12 @@ def test_suffix_without_boundary_is_never_within(labels: list[str], prefix: str)
     domain = ".".join(labels)
     assert not is_within(prefix + domain, domain)
     assert is_within(prefix + "." + domain, domain)
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("localhost", True), ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True),
+    ("10.0.0.1", False), ("::ffff:10.0.0.1", False), ("localhost.example.com", False),
+    ("gw.example.net", False), ("[::1]", False),
+])
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback
