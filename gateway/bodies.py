@@ -16,11 +16,7 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
     The Content-Type is not checked: the original gateway's documented curl
     wrapper sends JSON as ``application/x-www-form-urlencoded``.
     """
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"body is larger than {limit} bytes")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise PayloadTooLarge(f"body is larger than {limit} bytes")
+    raw = await read_body(request, limit)
     if not raw.strip():
         raise BadRequest("body", "empty; expected a JSON object")
     try:
@@ -33,6 +29,21 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("body", "expected a JSON object")
     return data
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, however many segments or chunks it came in; 413 past *limit*."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"body is larger than {limit} bytes")
+    # One read() returns what has arrived so far, which may be part of the body.
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(limit + 1 - size):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is larger than {limit} bytes")
+    return b"".join(parts)
 
 
 def _short(exc: Exception) -> str:
