@@ -451,6 +451,13 @@ def load_settings(environ: Mapping[str, str]) -> HookSettings:
         raise SettingsError(f"ACMEGW_URL is not set (in the environment or {conf_path}); "
                             "set it to the gateway's address, e.g. https://gw.example.net:8000/")
     url = url.strip()
+    if "@" in url:
+        # Checked first, on the raw text: every later message shows the URL (mod_md logs
+        # them), and a password holding "/", "?" or "#" would fool a URL parser into
+        # showing part of it. A gateway's URL has no other use for "@".
+        raise SettingsError("ACMEGW_URL holds a user name or password (user:password@host); "
+                            "take it out: the user belongs in ACMEGW_USER and the password "
+                            "in the file named by ACMEGW_PASSWORD_FILE (mode 600)")
     if any(ch.isspace() or not ch.isprintable() for ch in url):
         raise SettingsError(f"ACMEGW_URL={url!r} holds spaces or control characters")
     try:
@@ -460,9 +467,6 @@ def load_settings(environ: Mapping[str, str]) -> HookSettings:
         raise SettingsError(f"ACMEGW_URL={url!r} is not a usable URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(f"ACMEGW_URL={url!r} is not an http:// or https:// URL")
-    if parts.username is not None or parts.password is not None:
-        raise SettingsError("ACMEGW_URL must not contain credentials; "
-                            "use ACMEGW_USER and ACMEGW_PASSWORD_FILE")
     user = settings.get("ACMEGW_USER")
     password = _password(layers)
     if user is None and password is not None:

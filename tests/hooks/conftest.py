@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import io
 import ssl
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from tests.passwords import copy_passwd_file, write_passwd_template
 from tests.servers.certs import TLSFiles, make_tls_files
 from tests.system import free_port
 
+REPO = Path(__file__).resolve().parents[2]
 PASSWORDS = {"alice": "alice: correct horse battery", "bob": "bob-s3cret-pässword"}
 
 
@@ -132,6 +134,43 @@ def one_line(text: str) -> str:
     lines = text.splitlines()
     assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
     return lines[0]
+
+
+# -- the hook as a process of its own, as the clients run it -------------------------------
+
+# Run through sh only to close descriptors the way a daemon may leave them.
+CLOSE_STDIN = 'exec "$0" "$@" <&-'
+CLOSE_ALL = 'exec "$0" "$@" <&- >&- 2>&-'
+
+
+def bare_env(**settings: str) -> dict[str, str]:
+    """No PATH, no HOME: only what the hook needs."""
+    return {"PYTHONPATH": str(REPO), "ACMEGW_HOOK_CONF": "", **settings}
+
+
+@pytest.fixture
+def no_etc_conf() -> None:
+    """Skips a test of the hook as a process on a machine with a real hook.conf, which
+    the process would read."""
+    if Path("/etc/acmegw/hook.conf").exists():
+        pytest.skip("this machine has an /etc/acmegw/hook.conf the subprocess would read")
+
+
+async def spawn(args: list[str], env: dict[str, str], shell: str = CLOSE_STDIN,
+                timeout: float = 20.0) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh", "-c", shell, sys.executable, *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    # communicate() returns only at EOF on both pipes: a child left holding stderr
+    # would make this time out, as it would block mod_md.
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"the hook was still running after {timeout:g}s") from None
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 # -- a scripted stand-in for the gateway ------------------------------------------------

@@ -8,42 +8,14 @@ against an in-process gateway.
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import make_value
-from tests.hooks.conftest import PASSWORDS, GatewayFactory
+from tests.hooks.conftest import CLOSE_ALL, PASSWORDS, GatewayFactory, bare_env, spawn
 
-REPO = Path(__file__).resolve().parents[2]
-# Run through sh only to close descriptors the way a daemon may leave them.
-CLOSE_STDIN = 'exec "$0" "$@" <&-'
-CLOSE_ALL = 'exec "$0" "$@" <&- >&- 2>&-'
-
-
-def bare_env(**settings: str) -> dict[str, str]:
-    """No PATH, no HOME: only what the hook needs."""
-    return {"PYTHONPATH": str(REPO), "ACMEGW_HOOK_CONF": "", **settings}
-
-
-async def spawn(args: list[str], env: dict[str, str], shell: str = CLOSE_STDIN,
-                timeout: float = 20.0) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        "/bin/sh", "-c", shell, sys.executable, *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    # communicate() returns only at EOF on both pipes: a child left holding stderr
-    # would make this time out, as it would block mod_md.
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
-@pytest.fixture(autouse=True)
-def _no_etc_conf() -> None:
-    if Path("/etc/acmegw/hook.conf").exists():
-        pytest.skip("this machine has an /etc/acmegw/hook.conf the subprocess would read")
+pytestmark = pytest.mark.usefixtures("no_etc_conf")
 
 
 @pytest.mark.parametrize("module", ["hooks.acmegw_hook", "hooks"])
