@@ -367,7 +367,11 @@ def _tunnel(sock: socket.socket, authority: str, proxy: Proxy) -> None:
 def _name(host: str) -> bytes:
     """*host* as getaddrinfo and TLS want it. Handed a str, both load the idna codec
     (2 ms of a run), even for an address or a name that is ASCII already."""
-    return host.encode("ascii") if host.isascii() else host.encode("idna")
+    if host.isascii():
+        return host.encode("ascii")
+    import idna  # IDNA 2008 after UTS #46, as CAs and browsers; loaded only for such a host
+
+    return idna.encode(host, uts46=True)
 
 
 def _connect(host: str, port: int, timeout: float) -> socket.socket:

@@ -4,6 +4,13 @@ Every entry point (native API, hooks, future protocols) funnels names through
 :func:`normalize_name` so that case, trailing dots, IDNA and ``*.`` prefixes are
 handled once, and compares them on label boundaries with :func:`is_within`:
 ``evilexample.com`` is not inside ``example.com``.
+
+Internationalised names are mapped as CAs and browsers map them: UTS #46 (case
+folding, full-width forms, ideographic full stops), then IDNA 2008, with the
+``idna`` package. ``straße`` becomes ``xn--strae-oqa``, not IDNA 2003's
+``strasse``: a record written under the 2003 form is where no CA looks. ``idna``
+is imported only for a name that needs it (a non-ASCII label or an ``xn--``
+label), because the hook, a new process per call, imports this module.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ CHALLENGE_LABEL = "_acme-challenge"
 _LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 _VALUE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _MAX_NAME = 253
+_ACE_PREFIX = "xn--"
+_QUOTED = re.compile(r" (?:of|in) '.*'")
 
 
 class InvalidName(ValueError):
@@ -34,13 +43,17 @@ def normalize_name(name: str) -> str:
     """Return *name* lower-cased, IDNA-encoded, without trailing dot or ``*.``.
 
     Raises :class:`InvalidName` for anything that is not a plain DNS name, such
-    as a wildcard in the middle, empty labels, spaces or over-long labels.
+    as a wildcard in the middle, empty labels, spaces, over-long labels, or a
+    label that is not valid IDNA 2008.
     """
     if not isinstance(name, str):
         raise InvalidName("must be a string")
     text = name.strip()
     if text != name or not text:
         raise InvalidName("must be a non-empty name without surrounding spaces")
+    if not text.isascii():
+        # Before splitting: the mapping turns U+3002 and its kin into ".".
+        text = _uts46_map(text)
     if text.endswith("."):
         text = text[:-1]
     # An identifier for a wildcard certificate arrives as "*.example.com" from
@@ -52,12 +65,9 @@ def normalize_name(name: str) -> str:
     for label in labels:
         if not label:
             raise InvalidName("has an empty label")
-        if not label.isascii():
-            try:
-                label = label.encode("idna").decode("ascii")
-            except UnicodeError as exc:
-                raise InvalidName("has a label that is not valid IDNA") from exc
-        label = label.lower()
+        label = _a_label(label) if not label.isascii() else label.lower()
+        if label.startswith(_ACE_PREFIX):
+            _check_a_label(label)
         if not _LABEL.match(label):
             raise InvalidName(f"has an invalid label {label[:63]!r}")
         out.append(label)
@@ -65,6 +75,46 @@ def normalize_name(name: str) -> str:
     if len(result) > _MAX_NAME:
         raise InvalidName("is longer than 253 characters")
     return result
+
+
+def _uts46_map(text: str) -> str:
+    import idna  # only here: see the module docstring
+
+    try:
+        # std3_rules off: "_" (in _acme-challenge) is for _LABEL to judge, not UTS #46.
+        mapped: str = idna.uts46_remap(text, std3_rules=False, transitional=False)
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise InvalidName(f"is not valid IDNA 2008: {_reason(exc)}") from None
+    return mapped
+
+
+def _a_label(label: str) -> str:
+    """The A-label (``xn--...``) of a mapped, non-ASCII *label* under IDNA 2008."""
+    import idna
+
+    try:
+        return bytes(idna.alabel(label)).decode("ascii")
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise InvalidName(f"has a label that is not valid IDNA 2008 ({_reason(exc)})") from None
+
+
+def _check_a_label(label: str) -> None:
+    """An ``xn--`` label must be what IDNA 2008 makes of the name it stands for."""
+    import idna
+
+    try:
+        unicode = idna.ulabel(label)
+        if bytes(idna.alabel(unicode)).decode("ascii") != label:
+            raise idna.IDNAError("not the canonical A-label")
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise InvalidName(f"has a label {label[:63]!r} that is not valid IDNA 2008 "
+                          f"({_reason(exc)})") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """idna's message without the text it quotes (the caller's bytes do not go back out)."""
+    text = _QUOTED.sub("", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return text[:120]
 
 
 def is_within(name: str, domain: str) -> bool:

@@ -188,3 +188,18 @@ def test_issue_renew_rollover_revoke(site: Site) -> None:
     rows = json.loads(out)["certificates"]
     assert status == 0
     assert [(r["name"], r["state"]) for r in rows] == [("example.test", "revoked (keyCompromise)")]
+
+
+def test_an_idn_is_ordered_as_its_idna_2008_name(site: Site) -> None:
+    """``-d straße.example.test`` is ``xn--strae-oqa`` for the CA, not IDNA 2003's ``strasse``."""
+    args = site.issue_args()
+    args[args.index("example.test"):args.index("*.example.test") + 1] = [
+        "straße.example.test", "-d", "*.STRASSE.example.test"]
+    status, _, err = site.run(*args)
+    assert status == 0, f"{err}\n--- gateway\n{site.gateway.stderr[-3000:]}"
+    files = site.files("xn--strae-oqa.example.test")
+    leaf = x509.load_pem_x509_certificate((files / "cert.pem").read_bytes())
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(sans.get_values_for_type(x509.DNSName)) == {"xn--strae-oqa.example.test",
+                                                           "*.strasse.example.test"}
+    assert "_acme-challenge.xn--strae-oqa.example.test" in site.gateway.stderr

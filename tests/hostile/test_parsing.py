@@ -5,8 +5,8 @@ to the gateway app (:class:`tests.hostile.conftest.SyncGateway`, the in-memory
 provider) on every API: the native API, lego httpreq in its default and RAW
 modes, and acme-dns ``/update`` and ``/register``. Each answer is checked
 against a small model of the rules in README "The API" (names case-insensitive,
-trailing dot optional, IDNA, ``*.`` stripped, label boundaries, values exactly
-43 base64url characters), written here independently of ``lib/names.py``:
+trailing dot optional, UTS #46 then IDNA 2008, ``*.`` stripped, label boundaries,
+values exactly 43 base64url characters), written here independently of ``lib/names.py``:
 
 * never a 5xx, whatever the input;
 * a 2xx only for valid input, and then the provider got exactly the expected
@@ -24,6 +24,7 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
+import idna
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -63,6 +64,13 @@ def model_name(text: object) -> str | None:
     """The normalised name, or None if the README's rules reject *text*."""
     if not isinstance(text, str) or not text or text != text.strip():
         return None
+    if not text.isascii():
+        # UTS #46 mapping, then IDNA 2008 (what CAs and browsers use): "straße" is
+        # xn--strae-oqa, and U+3002 is a dot.
+        try:
+            text = idna.uts46_remap(text, std3_rules=False, transitional=False)
+        except UnicodeError:  # idna.IDNAError included
+            return None
     if text.endswith("."):
         text = text[:-1]
     if text.startswith("*."):
@@ -71,12 +79,12 @@ def model_name(text: object) -> str | None:
     for label in text.split("."):
         if not label:
             return None
-        if not label.isascii():
+        label = label.lower()
+        if not label.isascii() or label.startswith("xn--"):
             try:
-                label = label.encode("idna").decode("ascii")
+                label = idna.alabel(label).decode("ascii")
             except UnicodeError:
                 return None
-        label = label.lower()
         if not _LABEL.fullmatch(label):
             return None
         labels.append(label)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import string
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -19,6 +22,8 @@ from lib.names import (
     validate_value,
 )
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 
 @pytest.mark.parametrize(
     ("raw", "norm"),
@@ -30,6 +35,15 @@ from lib.names import (
         ("_acme-challenge.example.com", "_acme-challenge.example.com"),
         ("bücher.example", "xn--bcher-kva.example"),
         ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        # IDNA 2008 keeps ß (IDNA 2003 made it "ss"), as CAs and browsers do.
+        ("straße.example.com", "xn--strae-oqa.example.com"),
+        ("*.Straße.Example.COM.", "xn--strae-oqa.example.com"),
+        ("XN--STRAE-OQA.example.com", "xn--strae-oqa.example.com"),
+        ("_acme-challenge.straße.example.com", "_acme-challenge.xn--strae-oqa.example.com"),
+        # UTS #46 mapping: full-width letters and the ideographic full stop.
+        ("\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com", "example.com"),
+        ("bücher\u3002example", "xn--bcher-kva.example"),
+        ("WWW.BÜCHER.example", "www.xn--bcher-kva.example"),
         ("a-b.c_d.example", "a-b.c_d.example"),
     ],
 )
@@ -61,11 +75,38 @@ def test_normalize(raw: str, norm: str) -> None:
         "example.com\x00",
         "*.",
         "*",
+        # Valid in IDNA 2003, not in IDNA 2008: no CA issues for these.
+        "\u2603.example",
+        "xn--n3h.example",
+        "a\u200db.example",
+        # An A-label that decodes to nothing, or is not the canonical form.
+        "xn--a.example",
+        "xn--ss-.example",
+        "a\ud800.example",
+        "\u00df" * 60 + ".example",
     ],
 )
 def test_reject(raw: str) -> None:
     with pytest.raises(InvalidName):
         normalize_name(raw)
+
+
+def test_idna_errors_do_not_echo_the_name() -> None:
+    with pytest.raises(InvalidName, match="not valid IDNA 2008") as caught:
+        normalize_name("\u2603\x1b[2J.example")
+    assert "\u2603" not in str(caught.value) and "\x1b" not in str(caught.value)
+
+
+def test_ascii_names_do_not_load_idna() -> None:
+    """The hook imports this module in a new process per call: idna only when needed."""
+    code = ("import sys; from lib.names import normalize_name; "
+            "normalize_name('_acme-challenge.Example.COM.'); "
+            "assert 'idna' not in sys.modules; "
+            "assert normalize_name('stra\u00dfe.test') == 'xn--strae-oqa.test'; "
+            "assert 'idna' in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
 
 
 def test_reject_non_string() -> None:
