@@ -9,7 +9,11 @@ fixtures:
   state for hosted APIs);
 * ``names``: at least two challenge names in *different* zones the provider
   may change (e.g. ``_acme-challenge.example.test``, ``_acme-challenge.example.org``);
-* ``broken_provider``: a provider whose changes must fail (server down, bad key).
+* ``broken_provider``: a provider whose changes must fail (server down, bad key);
+* ``twin_provider``: a second, separately built provider on the same DNS data
+  as ``provider`` (another gateway writing to the same zone). Without one (the
+  builtin server serves its own records only) the two-gateway case is skipped
+  by the default in ``tests/providers/conftest.py``.
 
 The gateway serialises calls per name with a lock, so the concurrency test does
 the same; what it checks is that changes to different names proceed side by side
@@ -19,7 +23,9 @@ and that every value ends up exactly where it should.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 
@@ -27,6 +33,28 @@ from providers.base import Provider, ProviderError
 from tests.conftest import make_value
 
 Served = Callable[[str], Awaitable[set[str]]]
+P = TypeVar("P", bound=Provider)
+
+
+@contextlib.asynccontextmanager
+async def opened(provider: P) -> AsyncIterator[P]:
+    """*provider*, opened, and closed again afterwards (for the ``provider`` fixtures)."""
+    await provider.open()
+    try:
+        yield provider
+    finally:
+        await provider.aclose()
+
+
+def awkward_values() -> list[str]:
+    """Valid dns-01 values made of the characters that trip up zone files and command
+    lines: a leading ``-`` (an option, to a program that takes its arguments), a
+    leading ``_``, and ``--``/``-_`` runs. Each is 43 base64url characters."""
+    return [
+        "-" + make_value()[1:],
+        "_" + make_value()[1:-2] + "-_",
+        "--" + make_value()[2:-2] + "__",
+    ]
 
 
 class ProviderContract:
@@ -112,6 +140,44 @@ class ProviderContract:
             assert not others & await served(name)
         for name, v in values.items():
             await provider.remove_txt(name, v)
+
+    async def test_values_with_dashes_and_underscores(self, provider: Provider, served: Served,
+                                                      names: list[str]) -> None:
+        name = names[0]
+        values = awkward_values()
+        for v in values:
+            await provider.add_txt(name, v)
+        assert set(values) <= await served(name)
+        await provider.add_txt(name, values[0])  # present already: no change
+        await provider.remove_txt(name, values[0])
+        now = await served(name)
+        assert values[0] not in now
+        assert set(values[1:]) <= now
+        for v in values[1:]:
+            await provider.remove_txt(name, v)
+        assert not set(values) & await served(name)
+
+    async def test_two_gateways_at_one_name(self, provider: Provider, twin_provider: Provider,
+                                            served: Served, names: list[str]) -> None:
+        # Two gateways (or a gateway and its replacement after a restart) on one
+        # zone: each removes only what it wrote, whatever order things happen in.
+        name = names[0]
+        mine, theirs, again = make_value(), make_value(), make_value()
+        await provider.add_txt(name, mine)
+        await twin_provider.add_txt(name, theirs)
+        assert {mine, theirs} <= await served(name)
+        await provider.remove_txt(name, mine)
+        now = await served(name)
+        assert theirs in now
+        assert mine not in now
+        await provider.add_txt(name, again)
+        await twin_provider.remove_txt(name, theirs)
+        await twin_provider.remove_txt(name, theirs)  # twice: still only its own
+        now = await served(name)
+        assert again in now
+        assert theirs not in now
+        await provider.remove_txt(name, again)
+        assert not {mine, theirs, again} & await served(name)
 
     async def test_failure_is_provider_error(self, broken_provider: Provider,
                                              names: list[str]) -> None:

@@ -23,7 +23,7 @@ from providers.base import ProviderContext, ProviderError, ProviderTimeout
 from providers.cloudflare import CloudflareProvider
 from providers.registry import create_provider
 from tests.conftest import make_value
-from tests.providers.contract import ProviderContract, Served
+from tests.providers.contract import ProviderContract, Served, opened
 from tests.providers.fake_cloudflare import FakeCloudflare
 from tests.providers.forward_proxy import ForwardProxy
 
@@ -50,12 +50,8 @@ def build(fake: FakeCloudflare, **extra: str) -> CloudflareProvider:
 
 @pytest.fixture
 async def provider(fake: FakeCloudflare) -> AsyncIterator[CloudflareProvider]:
-    p = build(fake)
-    await p.open()
-    try:
+    async with opened(build(fake)) as p:
         yield p
-    finally:
-        await p.aclose()
 
 
 @pytest.fixture
@@ -78,6 +74,12 @@ async def broken_provider(fake: FakeCloudflare) -> AsyncIterator[CloudflareProvi
         yield p
     finally:
         await p.aclose()
+
+
+@pytest.fixture
+async def twin_provider(fake: FakeCloudflare) -> AsyncIterator[CloudflareProvider]:
+    async with opened(build(fake)) as p:
+        yield p
 
 
 class TestCloudflareContract(ProviderContract):

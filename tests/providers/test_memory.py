@@ -32,6 +32,14 @@ def names() -> list[str]:
 
 
 @pytest.fixture
+def twin_provider(provider: MemoryProvider) -> MemoryProvider:
+    # Another instance over the same store: the memory provider's stand-in for a zone.
+    twin = MemoryProvider()
+    twin.records = provider.records
+    return twin
+
+
+@pytest.fixture
 def broken_provider() -> MemoryProvider:
     return MemoryProvider(MemorySettings(fail="the DNS API is down"))
 

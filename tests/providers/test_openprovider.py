@@ -24,7 +24,7 @@ from providers.base import Provider, ProviderContext, ProviderError, ProviderTim
 from providers.openprovider import OpenProvider
 from providers.registry import create_provider
 from tests.conftest import make_value
-from tests.providers.contract import ProviderContract, Served
+from tests.providers.contract import ProviderContract, Served, opened
 from tests.providers.fake_openprovider import FakeOpenProvider
 from tests.providers.forward_proxy import ForwardProxy
 
@@ -60,12 +60,8 @@ def build(fake: FakeOpenProvider, **extra: str) -> OpenProvider:
 
 @pytest.fixture
 async def provider(fake: FakeOpenProvider) -> AsyncIterator[OpenProvider]:
-    p = build(fake)
-    await p.open()
-    try:
+    async with opened(build(fake)) as p:
         yield p
-    finally:
-        await p.aclose()
 
 
 @pytest.fixture
@@ -88,6 +84,12 @@ async def broken_provider(fake: FakeOpenProvider) -> AsyncIterator[OpenProvider]
         yield p
     finally:
         await p.aclose()
+
+
+@pytest.fixture
+async def twin_provider(fake: FakeOpenProvider) -> AsyncIterator[OpenProvider]:
+    async with opened(build(fake)) as p:
+        yield p
 
 
 class TestOpenProviderContract(ProviderContract):

@@ -26,7 +26,7 @@ from providers.base import ProviderContext, ProviderError, ProviderTimeout
 from providers.powerdns import PowerDnsProvider, quote_txt, unquote_txt
 from providers.registry import create_provider
 from tests.conftest import make_value
-from tests.providers.contract import ProviderContract, Served
+from tests.providers.contract import ProviderContract, Served, opened
 from tests.servers.pdns import PowerDns, running_pdns
 from tests.system import free_port
 
@@ -54,12 +54,8 @@ def pdns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PowerDns]:
 
 @pytest.fixture
 async def provider(pdns: PowerDns) -> AsyncIterator[PowerDnsProvider]:
-    p = provider_for(pdns)
-    await p.open()
-    try:
+    async with opened(provider_for(pdns)) as p:
         yield p
-    finally:
-        await p.aclose()
 
 
 @pytest.fixture
@@ -80,6 +76,12 @@ async def broken_provider(pdns: PowerDns) -> AsyncIterator[PowerDnsProvider]:
         yield p
     finally:
         await p.aclose()
+
+
+@pytest.fixture
+async def twin_provider(pdns: PowerDns) -> AsyncIterator[PowerDnsProvider]:
+    async with opened(provider_for(pdns)) as p:
+        yield p
 
 
 @pytest.mark.system

@@ -25,7 +25,7 @@ from lib.settings import Settings
 from providers.base import ProviderContext, ProviderError, ProviderTimeout
 from providers.rfc2136 import Rfc2136Provider
 from tests.conftest import make_value
-from tests.providers.contract import ProviderContract, Served
+from tests.providers.contract import ProviderContract, Served, opened
 from tests.servers.bind import ALGORITHMS, BindServer, bind_primary  # noqa: F401
 from tests.system import free_port, need_program
 
@@ -52,12 +52,8 @@ def make_provider(server: BindServer, algorithm: str = "hmac-sha256",
 
 @pytest.fixture
 async def provider(bind_primary: BindServer) -> AsyncIterator[Rfc2136Provider]:  # noqa: F811
-    p = make_provider(bind_primary)
-    await p.open()
-    try:
+    async with opened(make_provider(bind_primary)) as p:
         yield p
-    finally:
-        await p.aclose()
 
 
 @pytest.fixture
@@ -80,6 +76,12 @@ def wrong_secret(secret: str) -> str:
 def broken_provider(bind_primary: BindServer) -> Rfc2136Provider:  # noqa: F811
     return make_provider(bind_primary,
                          RFC2136_TSIG_SECRET=wrong_secret(bind_primary.key.secret))
+
+
+@pytest.fixture
+async def twin_provider(bind_primary: BindServer) -> AsyncIterator[Rfc2136Provider]:  # noqa: F811
+    async with opened(make_provider(bind_primary)) as p:
+        yield p
 
 
 @system

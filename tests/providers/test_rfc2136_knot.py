@@ -17,7 +17,7 @@ from lib.settings import Settings
 from providers.base import ProviderContext, ProviderError
 from providers.rfc2136 import Rfc2136Provider
 from tests.conftest import make_value
-from tests.providers.contract import ProviderContract, Served
+from tests.providers.contract import ProviderContract, Served, opened
 from tests.servers.knot import KnotServer, knot_primary  # noqa: F401
 
 pytestmark = pytest.mark.system
@@ -36,12 +36,8 @@ def make_provider(server: KnotServer, **overrides: str) -> Rfc2136Provider:
 
 @pytest.fixture
 async def provider(knot_primary: KnotServer) -> AsyncIterator[Rfc2136Provider]:  # noqa: F811
-    p = make_provider(knot_primary)
-    await p.open()
-    try:
+    async with opened(make_provider(knot_primary)) as p:
         yield p
-    finally:
-        await p.aclose()
 
 
 @pytest.fixture
@@ -59,6 +55,12 @@ def broken_provider(knot_primary: KnotServer) -> Rfc2136Provider:  # noqa: F811
     raw = bytearray(base64.b64decode(knot_primary.key.secret))
     raw[0] ^= 0xFF
     return make_provider(knot_primary, RFC2136_TSIG_SECRET=base64.b64encode(bytes(raw)).decode())
+
+
+@pytest.fixture
+async def twin_provider(knot_primary: KnotServer) -> AsyncIterator[Rfc2136Provider]:  # noqa: F811
+    async with opened(make_provider(knot_primary)) as p:
+        yield p
 
 
 class TestRfc2136KnotContract(ProviderContract):
