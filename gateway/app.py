@@ -126,6 +126,7 @@ def create_app(
         config.provider_timeout,
         dns_visible=provider.dns_visible,
         delegations=config.delegations,
+        max_records=config.max_records_per_user,
     )
     app[CONFIG] = config
     app[LIVE] = Live(config)
@@ -236,6 +237,7 @@ def apply_reload(
     service.set_delegations(live.delegations)
     service.propagation = live.propagation
     service.provider_timeout = live.provider_timeout
+    service.max_records = live.max_records_per_user
     service.update_propagation()
     janitor = app[JANITOR]
     janitor.max_age = live.record_max_age

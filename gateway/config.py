@@ -139,6 +139,8 @@ class Config:
     delegations: tuple[tuple[str, str], ...] = ()
     httpreq_prefix: str = ""
     acmedns: AcmeDnsConfig = AcmeDnsConfig(False, None, 2, None)
+    # Values one user (acme-dns account, allowed host) may have published at once; 0: no cap.
+    max_records_per_user: int = 1000
 
 
 def parser() -> argparse.ArgumentParser:
@@ -402,6 +404,7 @@ def build(settings: Settings, args: argparse.Namespace, config_dir: Path | None)
         ),
         wait=PropagationSettings.from_settings(settings),
     )
+    acmedns = _acmedns(settings)
     log_level = (settings.get("LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         settings.problem(f"LOG_LEVEL={log_level!r} is not DEBUG, INFO, WARNING or ERROR")
@@ -427,8 +430,20 @@ def build(settings: Settings, args: argparse.Namespace, config_dir: Path | None)
         check_only=bool(args.check_config),
         delegations=_delegations(settings),
         httpreq_prefix=_prefix(settings),
-        acmedns=_acmedns(settings),
+        acmedns=acmedns,
+        max_records_per_user=_max_records(settings, acmedns),
     )
+
+
+def _max_records(settings: Settings, acmedns: AcmeDnsConfig) -> int:
+    cap = settings.integer("MAX_RECORDS_PER_USER", 1000, 0, 10_000_000)
+    if 0 < cap <= acmedns.keep:
+        # An acme-dns account adds its new value before the oldest ones go.
+        settings.problem(
+            f"MAX_RECORDS_PER_USER={cap} leaves acme-dns accounts no room to update: "
+            f"use 0 (no cap) or more than ACMEDNS_KEEP ({acmedns.keep})"
+        )
+    return cap
 
 
 def _prefix(settings: Settings) -> str:

@@ -95,6 +95,13 @@ class TooManyRequests(GatewayError):
         )
 
 
+class TooManyRecords(GatewayError):
+    """The caller has as many values published as ``MAX_RECORDS_PER_USER`` allows."""
+
+    status = 429
+    code = "too_many_records"
+
+
 class UpstreamFailed(GatewayError):
     """The DNS provider failed to make the change."""
 

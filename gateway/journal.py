@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS records (
     PRIMARY KEY (fqdn, value)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS records_created ON records (created);
+CREATE INDEX IF NOT EXISTS records_owner ON records (owner);
 """
 
 
@@ -79,16 +80,27 @@ class Journal:
             # rather than make one we could not clean up later.
             raise Unavailable(f"journal cannot be written: {exc}") from exc
 
-    def begin_add(self, fqdn: str, value: str, owner: str) -> None:
+    def begin_add(self, fqdn: str, value: str, owner: str, limit: int = 0) -> bool:
+        """Journal *value* at *fqdn* as being added by *owner*.
+
+        With a *limit*, a value *owner* has not journaled yet is only taken
+        while *owner* has fewer than *limit* values; otherwise nothing is
+        written and the answer is False. One statement checks and writes, so
+        setups racing each other cannot pass the limit together.
+        """
         now = self._clock()
         with self._write() as db:
             # A repeated setup restarts the record's clock: the client still needs it.
-            db.execute(
-                "INSERT INTO records VALUES (?, ?, ?, 'adding', ?, ?) "
+            written = db.execute(
+                "INSERT INTO records SELECT ?, ?, ?, 'adding', ?, ? "
+                "WHERE ? = 0 "
+                "OR EXISTS (SELECT 1 FROM records WHERE fqdn=? AND value=? AND owner=?) "
+                "OR (SELECT count(*) FROM records WHERE owner=?) < ? "
                 "ON CONFLICT (fqdn, value) DO UPDATE SET owner=excluded.owner, "
                 "state='adding', created=excluded.created, updated=excluded.updated",
-                (fqdn, value, owner, now, now),
-            )
+                (fqdn, value, owner, now, now, limit, fqdn, value, owner, owner, limit),
+            ).rowcount
+        return written > 0
 
     def commit_add(self, fqdn: str, value: str) -> None:
         with self._write() as db:

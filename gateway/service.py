@@ -20,7 +20,14 @@ from dataclasses import dataclass
 
 from gateway.auth import Identity
 from gateway.config import PropagationConfig
-from gateway.errors import BadRequest, Forbidden, GatewayError, UpstreamFailed, UpstreamTimeout
+from gateway.errors import (
+    BadRequest,
+    Forbidden,
+    GatewayError,
+    TooManyRecords,
+    UpstreamFailed,
+    UpstreamTimeout,
+)
 from gateway.journal import Journal
 from gateway.metrics import Metrics
 from lib.dnscheck import PropagationError, PropagationTimeout, wait_for_txt
@@ -79,8 +86,10 @@ class ChallengeService:
         provider_timeout: float,
         dns_visible: bool = True,
         delegations: tuple[tuple[str, str], ...] = (),
+        max_records: int = 0,
     ) -> None:
         self.provider = provider
+        self.max_records = max_records
         self.set_delegations(delegations)
         self.journal = journal
         self.managed_domains = managed_domains
@@ -150,7 +159,12 @@ class ChallengeService:
     async def add(self, identity: Identity, fqdn: str, value: str) -> Change:
         async with self._audited(identity, "add", fqdn, [value]):
             async with self.locks.hold(fqdn):
-                self.journal.begin_add(fqdn, value, identity.label)
+                if not self.journal.begin_add(fqdn, value, identity.label, self.max_records):
+                    raise TooManyRecords(
+                        f"{identity.label} already has {self.max_records} values published, "
+                        "as many as MAX_RECORDS_PER_USER allows; tear down the ones no "
+                        "longer needed first"
+                    )
                 await self.call_provider(self.provider.add_txt, fqdn, value)
                 self.journal.commit_add(fqdn, value)
             if self.check_propagation:

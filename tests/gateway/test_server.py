@@ -2,10 +2,9 @@
 
 The gateway runs as ``python -m gateway`` in ``tmp_path`` (tests.gateway.procs).
 Providers are original-gateway classes written into ``tmp_path`` by the test:
-one whose setup is slow (to have a request in flight at SIGTERM), and one that
-keeps its records in a JSON file, updated under a file lock with an atomic
-rename, so it remembers what was written across a ``kill -9`` of the gateway
-exactly as a real DNS server would.
+one whose setup is slow (to have a request in flight at SIGTERM), and
+tests.gateway.filedns, which keeps its records in a JSON file and so remembers
+what was written across a ``kill -9`` of the gateway.
 """
 
 from __future__ import annotations
@@ -13,20 +12,20 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import sqlite3
 import textwrap
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
+from tests.gateway import filedns
+from tests.gateway.filedns import JournalFile, Zone
 from tests.gateway.procs import GatewayProcess, run_gateway, running_gateway
 from tests.system import free_port
 
@@ -64,57 +63,6 @@ class HungDNS:
         time.sleep(120)  # a DNS API call without a timeout, as the original's urlopen
         return 200, "OK"
 """
-
-FILE_DNS_PROVIDER = '''
-"""A "DNS server" whose zone is a JSON file: {{fqdn: [values]}}."""
-import fcntl
-import json
-import os
-import time
-
-STORE = {store!r}
-DELAY = {delay!r}
-
-
-class FileDNS:
-    def __init__(self, username, password):
-        pass
-
-    def _update(self, change):
-        with open(STORE + ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                with open(STORE) as f:
-                    zone = json.load(f)
-            except FileNotFoundError:
-                zone = {{}}
-            change(zone)
-            with open(STORE + ".tmp", "w") as f:
-                json.dump(zone, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(STORE + ".tmp", STORE)
-
-    def acme_challenge(self, action, fqdn, token):
-        time.sleep(DELAY)
-
-        def add(zone):
-            values = zone.setdefault(fqdn, [])
-            if token not in values:
-                values.append(token)
-
-        def remove(zone):
-            values = zone.get(fqdn, [])
-            if token in values:
-                values.remove(token)
-            if not values:
-                zone.pop(fqdn, None)
-
-        self._update(add if action == "setup" else remove)
-        # Like a real API: the change is made before the answer comes back.
-        time.sleep(DELAY)
-        return 200, "OK"
-'''
 
 
 def write_provider(path: Path, source: str, **values: object) -> Path:
@@ -289,51 +237,6 @@ def test_a_hung_provider_call_does_not_hold_up_the_exit(tmp_path: Path) -> None:
 # --- kill -9 during a burst, then the janitor ------------------------------------------
 
 
-class Zone:
-    """The JSON file the FileDNS provider keeps its records in."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def values(self) -> set[tuple[str, str]]:
-        if not self.path.exists():
-            return set()
-        zone: dict[str, list[str]] = json.loads(self.path.read_text())
-        return {(fqdn, value) for fqdn, values in zone.items() for value in values}
-
-
-class JournalFile:
-    """The gateway's sqlite journal, read (and aged) from outside."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        db = sqlite3.connect(self.path, timeout=5)
-        try:
-            with db:
-                return db.execute(sql, args).fetchall()
-        finally:
-            db.close()
-
-    def records(self) -> dict[tuple[str, str], str]:
-        """``{(fqdn, value): state}``"""
-        rows = self._query("SELECT fqdn, value, state FROM records")
-        return {(fqdn, value): state for fqdn, value, state in rows}
-
-    def age(self, keys: set[tuple[str, str]], seconds: float) -> None:
-        for fqdn, value in keys:
-            self._query(
-                "UPDATE records SET created = created - ?, updated = updated - ? "
-                "WHERE fqdn = ? AND value = ?",
-                (seconds, seconds, fqdn, value),
-            )
-
-    def older_than(self, seconds: float) -> int:
-        cutoff = time.time() - seconds
-        return int(self._query("SELECT count(*) FROM records WHERE created < ?", (cutoff,))[0][0])
-
-
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -353,9 +256,7 @@ def test_kill_9_during_a_burst_loses_nothing_and_the_janitor_leaves_nothing_stal
     tmp_path: Path,
 ) -> None:
     zone = Zone(tmp_path / "zone.json")
-    provider = write_provider(
-        tmp_path / "filedns.py", FILE_DNS_PROVIDER, store=str(zone.path), delay=0.03
-    )
+    provider = filedns.write_provider(tmp_path / "filedns.py", zone.path, delay=0.03)
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     settings = base_settings(tmp_path, port, DNSAPI_MODULE=str(provider), DNSAPI_CLASS="FileDNS")
