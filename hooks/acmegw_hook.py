@@ -56,7 +56,8 @@ mod_md), stdin never read, closed standard descriptors tolerated, no ``PATH`` ne
 connection failures and 5xx answers are retried with back-off, 4xx are not; the whole run
 never takes longer than ``ACMEGW_TIMEOUT``. ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` and
 ``NO_PROXY`` in the environment are honoured as curl and requests read them (an ``http://``
-proxy; the connection to an https gateway is tunnelled through it with CONNECT).
+proxy; the connection to an https gateway is tunnelled through it with CONNECT), except that
+a loopback gateway is never proxied and a password never goes through a proxy in plaintext.
 
 HTTP comes from the standard library (:mod:`hooks.transport`), not requests: the hook is a
 new process for every call, and importing requests was most of what a call cost.
@@ -487,6 +488,11 @@ def load_settings(environ: Mapping[str, str]) -> HookSettings:
     except ValueError as exc:
         raise SettingsError(f"the proxy for {url} (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY in "
                             f"the environment): {exc}") from None
+    if proxy is not None and parts.scheme == "http" and password is not None:
+        # ACMEGW_INSECURE_HTTP vouches for the path to the gateway, not for a proxy.
+        raise SettingsError(f"ACMEGW_URL={url} would hand the password to the proxy "
+                            f"{proxy.host}:{proxy.port} in plaintext; use https:// (tunnelled "
+                            "through the proxy with CONNECT) or name the host in NO_PROXY")
     nameservers: tuple[str, ...] = ()
     if settings.has("ACMEGW_PROPAGATION_NAMESERVERS"):
         # Imported only when needed: dnspython costs a hook run some 70 ms to load.

@@ -27,6 +27,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import SplitResult, unquote, urlsplit
 
+from lib.names import is_loopback_host
+
 if TYPE_CHECKING:
     from ipaddress import IPv4Network, IPv6Network
 
@@ -105,7 +107,13 @@ def proxy_for(url: SplitResult, environ: Mapping[str, str]) -> Proxy | None:
     ``HTTP_PROXY`` is ignored when ``REQUEST_METHOD`` is set (a CGI environment, where
     a client's ``Proxy:`` header would arrive as ``HTTP_PROXY``). :class:`ValueError`
     for a proxy that is not ``http://``.
+
+    A loopback gateway is always reached directly, whatever the environment says: a
+    proxy cannot reach this machine's loopback anyway, and plain http with a password
+    is allowed only there, so a proxy in between would be handed the password.
     """
+    if is_loopback_host(url.hostname or ""):
+        return None
     found: dict[str, str] = {}
     for key, value in environ.items():
         lower = key.lower()

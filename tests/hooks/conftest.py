@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
@@ -31,6 +32,9 @@ from tests.servers.certs import TLSFiles, make_tls_files
 from tests.system import free_port
 
 REPO = Path(__file__).resolve().parents[2]
+# A gateway's name that is not loopback (loopback is never proxied), which the tests'
+# proxies take for 127.0.0.1. It does not resolve: only a proxy can reach it.
+PROXIED_NAME = "gw.example.test"
 PASSWORDS = {"alice": "alice: correct horse battery", "bob": "bob-s3cret-pässword"}
 
 
@@ -173,6 +177,69 @@ async def spawn(args: list[str], env: dict[str, str], shell: str = CLOSE_STDIN,
     return proc.returncode, out.decode(), err.decode()
 
 
+# -- a proxy that records what it is handed -----------------------------------------------
+
+
+@dataclass
+class Seen:
+    """One request a :class:`RecordingProxy` received: its first line and header fields."""
+
+    line: str
+    fields: dict[str, str]  # names lower-cased
+
+
+class RecordingProxy:
+    """A forward proxy on loopback that records every connection and request it gets and
+    answers an absolute-form request as the gateway behind it would (201 to a setup,
+    200 to a teardown, the JSON echo); it refuses CONNECT."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.requests: list[Seen] = []
+        self.server: asyncio.Server | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self.url
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            fields = {name.lower(): value.strip() for name, _, value in
+                      (line.partition(":") for line in head[1:] if line)}
+            self.requests.append(Seen(head[0], fields))
+            if head[0].startswith("CONNECT "):
+                writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            else:
+                body = json.loads(await reader.readexactly(int(fields["content-length"])))
+                answer = json.dumps({"fqdn": "_acme-challenge." + body["domain_name"],
+                                     "value": body.get("challenge_content")}).encode()
+                status = b"201 Created" if head[0].startswith("POST ") else b"200 OK"
+                writer.write(b"HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (status, len(answer), answer))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def recording_proxy() -> AsyncIterator[RecordingProxy]:
+    proxy = RecordingProxy()
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
 # -- a scripted stand-in for the gateway ------------------------------------------------
 
 
@@ -239,9 +306,9 @@ StubFactory = Callable[..., Awaitable[Stub]]
 
 @pytest.fixture
 def tls(tmp_path: Path) -> tuple[ssl.SSLContext, TLSFiles]:
-    """A server TLS context for ``stub(tls=...)``: a certificate for localhost and
-    127.0.0.1 from a throw-away CA (``files.ca``)."""
-    files = make_tls_files(tmp_path / "tls")
+    """A server TLS context for ``stub(tls=...)``: a certificate for localhost,
+    127.0.0.1 and :data:`PROXIED_NAME` from a throw-away CA (``files.ca``)."""
+    files = make_tls_files(tmp_path / "tls", names=("localhost", PROXIED_NAME))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(files.cert, files.key)
     return context, files

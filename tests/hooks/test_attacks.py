@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_value
-from tests.hooks.conftest import bare_env, one_line, spawn
+from tests.hooks.conftest import (
+    PASSWORDS,
+    GatewayFactory,
+    RecordingProxy,
+    bare_env,
+    one_line,
+    spawn,
+)
 
 pytestmark = pytest.mark.usefixtures("no_etc_conf")
 
@@ -57,3 +64,36 @@ async def test_a_url_with_credentials_is_refused_without_showing_them(
     assert "ACMEGW_URL holds a user name or password" in line
     assert "the password in the file named by ACMEGW_PASSWORD_FILE" in line
     assert not log.exists() or "Pw-1X9q" not in log.read_text()
+
+
+# -- item 7: a password never passes a proxy in plaintext ---------------------------
+
+
+@pytest.mark.parametrize("variable", ["http_proxy", "HTTP_PROXY", "all_proxy"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_a_loopback_gateway_is_never_reached_through_a_proxy(
+    gateway: GatewayFactory, recording_proxy: RecordingProxy, variable: str, host: str,
+) -> None:
+    gw = await gateway()
+    url = gw.url.replace("127.0.0.1", host)
+    value = make_value()
+    status, err = await run_hook("setup", "example.test", value, ACMEGW_URL=url,
+                                 ACMEGW_USER="alice", ACMEGW_PASSWORD=PASSWORDS["alice"],
+                                 **{variable: recording_proxy.url})
+    assert (status, err) == (0, "")
+    assert recording_proxy.connections == 0, recording_proxy.requests
+    assert gw.provider.values("_acme-challenge.example.test") == [value]
+
+
+async def test_plain_http_with_a_password_is_not_handed_to_a_proxy(
+    recording_proxy: RecordingProxy,
+) -> None:
+    # ACMEGW_INSECURE_HTTP=1 says the path to the gateway is protected; the proxy is not.
+    status, err = await run_hook(*setup_args(), ACMEGW_URL="http://gw.example.test/",
+                                 ACMEGW_INSECURE_HTTP="1", ACMEGW_USER="alice",
+                                 ACMEGW_PASSWORD="Pw-1X9q", HTTP_PROXY=recording_proxy.url)
+    assert status == 2
+    line = one_line(err)
+    assert "would hand the password to the proxy" in line and "NO_PROXY" in line
+    assert "Pw-1X9q" not in line
+    assert recording_proxy.connections == 0, recording_proxy.requests
