@@ -36,7 +36,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -44,12 +44,13 @@ from lib.acme import jws
 from lib.acme.cas import DEFAULT_CA, KNOWN_CAS, directory_url
 from lib.acme.client import REVOCATION_REASONS, ExternalAccount
 from lib.acme.dns01 import environment, read_password_file
-from lib.acme.errors import AcmeError, LockBusy, UsageError
+from lib.acme.errors import AcmeError, LockBusy, StateError, UsageError
 from lib.acme.issuance import Driver, Options, Outcome
 from lib.acme.keys import DEFAULT_KEY_TYPE, KEY_TYPES, key_type_of
 from lib.acme.progress import Progress
 from lib.acme.renewal import by_lifetime, by_window
 from lib.acme.store import (
+    PROPAGATION_TIMEOUT,
     Lineage,
     Store,
     check_lineage_name,
@@ -69,7 +70,27 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so main() decides the exit status."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
+        # This parser's own usage: a mistake in `renew` shows how to call `renew`.
+        raise UsageError(message, usage=self.format_usage())
+
+
+def _number(kind: type[float] | type[int], low: float, high: float,
+            unit: str = "seconds") -> Callable[[str], float]:
+    """An argparse type: a finite number from *low* to *high*; anything else is exit 2."""
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:  # NaN fails this too
+            raise argparse.ArgumentTypeError(f"{text} is not from {low:g} to {high:g} {unit}")
+        return value
+    return convert
+
+
+SECONDS_TIMEOUT = _number(float, 1, 86400)
+ATTEMPTS = _number(int, 1, 10, "tries")
+RETRY_DELAY = _number(float, 0, 3600)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,9 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     common.add_argument("--json", action="store_true", help="print the result as JSON")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    common.add_argument("--lock-timeout", type=float, default=60.0,
+    common.add_argument("--lock-timeout", type=_number(float, 0, 86400), default=60.0,
                         help="how long to wait for another run to finish (seconds, default 60)")
-    common.add_argument("--timeout", type=float, default=300.0,
+    common.add_argument("--timeout", type=SECONDS_TIMEOUT, default=300.0,
                         help="deadline for validation and for the order (seconds, default 300)")
 
     account_opts = _Parser(add_help=False)
@@ -126,21 +147,22 @@ def build_parser() -> argparse.ArgumentParser:
                             "(its settings from the environment, as for the gateway)")
     issue.add_argument("--propagation-nameservers", action="append", default=[],
                        help="also wait until these servers (IP[:port]) serve every value")
-    issue.add_argument("--propagation-timeout", type=float, default=120.0)
+    issue.add_argument("--propagation-timeout", type=_number(float, *PROPAGATION_TIMEOUT),
+                       default=120.0, help="bound on waiting for the DNS (seconds, default 120)")
     issue.add_argument("--out", type=Path, help="folder for the certificate files")
     issue.add_argument("--deploy-hook", help="shell command run after each new certificate")
     issue.add_argument("--profile", help="certificate profile, when the CA offers profiles")
     issue.add_argument("--preferred-chain", help="issuer common name of the chain to prefer")
     issue.add_argument("--force", action="store_true", help="issue even when not due")
-    issue.add_argument("--attempts", type=int, default=2, help="tries per CA (default 2)")
-    issue.add_argument("--retry-delay", type=float, default=5.0)
+    issue.add_argument("--attempts", type=ATTEMPTS, default=2, help="tries per CA (default 2)")
+    issue.add_argument("--retry-delay", type=RETRY_DELAY, default=5.0)
 
     renew = sub.add_parser("renew", parents=[common],
                            help="renew every certificate that is due (for cron and timers)")
     renew.add_argument("--name", action="append", default=[], help="only this certificate")
     renew.add_argument("--force", action="store_true", help="renew even when not due")
-    renew.add_argument("--attempts", type=int, default=2, help="tries per CA (default 2)")
-    renew.add_argument("--retry-delay", type=float, default=5.0)
+    renew.add_argument("--attempts", type=ATTEMPTS, default=2, help="tries per CA (default 2)")
+    renew.add_argument("--retry-delay", type=RETRY_DELAY, default=5.0)
 
     revoke = sub.add_parser("revoke", parents=[common], help="revoke a certificate")
     revoke.add_argument("--cert", type=Path, required=True, help="the certificate (PEM)")
@@ -280,7 +302,7 @@ def _lineage(args: argparse.Namespace) -> Lineage:
     name = check_lineage_name(args.name or lineage_name_for(domains))
     servers = [directory_url(s) for s in (args.server or [DEFAULT_CA])]
     solver = _solver_config(args)
-    return Lineage(
+    lineage = Lineage(
         name=name, domains=domains, servers=list(dict.fromkeys(servers)),
         key_type=args.key_type, reuse_key=args.reuse_key,
         ca_file=str(Path(args.ca_file).resolve()) if args.ca_file else None,
@@ -288,6 +310,11 @@ def _lineage(args: argparse.Namespace) -> Lineage:
         propagation_timeout=args.propagation_timeout, deploy_hook=args.deploy_hook,
         profile=args.profile, preferred_chain=args.preferred_chain,
         out=str(args.out.resolve()) if args.out else None)
+    # What is saved must load again: never store a lineage that renew would refuse.
+    problems = lineage.problems()
+    if problems:
+        raise UsageError("; ".join(problems))
+    return lineage
 
 
 def _reason(text: str) -> int:
@@ -352,8 +379,17 @@ def _run_outcomes(command: str, outcomes: list[Outcome], out: _Output) -> int:
 def _list(store: Store, out: _Output) -> int:
     now = now_utc()
     rows: list[dict[str, Any]] = []
+    broken = False
     for name in store.lineage_names():
-        lineage = store.load_lineage(name)
+        try:
+            lineage = store.load_lineage(name)
+        except StateError as exc:
+            # One damaged certificate is reported with the others, not instead of them.
+            broken = True
+            rows.append({"name": name, "domains": [], "state": f"unreadable: {exc}",
+                         "not_after": None, "serial": None, "directory": None, "key_type": None,
+                         "files": None, "chain_issuer": None})
+            continue
         if lineage is None:
             continue
         if lineage.revoked:
@@ -369,10 +405,12 @@ def _list(store: Store, out: _Output) -> int:
                      "not_after": lineage.not_after, "serial": lineage.serial,
                      "directory": lineage.issuer_directory, "key_type": lineage.key_type,
                      "files": str(store.files_dir(lineage)), "chain_issuer": lineage.chain_issuer})
-    lines = [f"{r['name']}: {r['state']}, until {r['not_after']}, {' '.join(r['domains'])}, "
+    lines = [f"{r['name']}: {r['state']}" if r["serial"] is None and r["files"] is None else
+             f"{r['name']}: {r['state']}, until {r['not_after']}, {' '.join(r['domains'])}, "
              f"{r['key_type']}, from {r['directory']}, files in {r['files']}" for r in rows]
-    out.result(lines or ["no certificates"], {"command": "list", "ok": True, "certificates": rows})
-    return EXIT_OK
+    out.result(lines or ["no certificates"],
+               {"command": "list", "ok": not broken, "certificates": rows})
+    return EXIT_FAILED if broken else EXIT_OK
 
 
 def _account(args: argparse.Namespace, driver: Driver, out: _Output) -> int:
@@ -468,11 +506,15 @@ def _redact(text: str, argv: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments = list(sys.argv[1:] if argv is None else argv)
+    wants_json = "--json" in arguments
     try:
         args = parser.parse_args(arguments)
     except UsageError as exc:
-        parser.print_usage(sys.stderr)
-        sys.stderr.write(f"{PROG}: error: {_redact(str(exc), arguments)}\n")
+        sys.stderr.write(exc.usage or parser.format_usage())
+        message = _redact(str(exc), arguments)
+        sys.stderr.write(f"{PROG}: error: {message}\n")
+        if wants_json:
+            _failure_document(_command_of(arguments), EXIT_USAGE, message)
         return EXIT_USAGE
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
@@ -480,19 +522,41 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format=f"{PROG}: %(levelname)s %(name)s: %(message)s")
     progress = Progress(quiet=args.quiet)
     out = _Output(args, progress)
+    command = args.command + (f" {args.action}" if args.command == "account" else "")
+    status, message = EXIT_FAILED, ""
     try:
         return _dispatch(args, progress, out)
     except LockBusy as exc:
+        status, message = EXIT_BUSY, str(exc)
         sys.stderr.write(f"{PROG}: {exc}\n")
-        return EXIT_BUSY
     except UsageError as exc:
+        status, message = EXIT_USAGE, str(exc)
         sys.stderr.write(f"{PROG}: error: {exc}\n")
-        return EXIT_USAGE
     except AcmeError as exc:
+        message = str(exc)
         sys.stderr.write(f"{PROG}: error: {exc}\n")
-        if args.json:
-            out.result([], {"command": args.command, "ok": False, "error": str(exc)})
-        return EXIT_FAILED
     except KeyboardInterrupt:
+        status, message = 130, "interrupted"
         sys.stderr.write(f"{PROG}: interrupted\n")
-        return 130
+    except Exception as exc:
+        # A bug of ours: one line (the traceback with -v), and the exit status says so.
+        logging.getLogger(__name__).debug("internal error", exc_info=True)
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        sys.stderr.write(f"{PROG}: {message} (run with -v for the traceback)\n")
+    if args.json:
+        _failure_document(command, status, message, progress.steps)
+    return status
+
+
+def _command_of(arguments: Sequence[str]) -> str:
+    commands = ("issue", "renew", "revoke", "account", "list")
+    return next((a for a in arguments if a in commands), "")
+
+
+def _failure_document(command: str, status: int, message: str,
+                      steps: Sequence[dict[str, object]] = ()) -> None:
+    """--json: a run that ends without a result still prints one document."""
+    document = {"command": command, "ok": False, "exit_status": status, "error": message,
+                "steps": list(steps)}
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()

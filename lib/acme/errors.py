@@ -21,6 +21,11 @@ class AcmeError(Exception):
 class UsageError(AcmeError):
     """The request cannot be carried out as given: fix the command line or settings."""
 
+    def __init__(self, message: str, *, usage: str | None = None) -> None:
+        super().__init__(message)
+        # The usage line of the (sub)command that was misused, when argparse found it.
+        self.usage = usage
+
 
 class TransportError(AcmeError):
     """The CA could not be reached, or answered something that is not ACME."""

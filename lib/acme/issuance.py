@@ -280,7 +280,12 @@ class Driver:
         A certificate that is kept still takes the settings given now (servers, hook,
         key type, ...), so the next renewal uses them.
         """
-        previous = self.store.load_lineage(lineage.name)
+        try:
+            previous = self.store.load_lineage(lineage.name)
+        except StateError as exc:
+            # Issuing again is how to repair it: the new metadata replaces the damaged one.
+            self.progress.warn(f"{lineage.name}: {exc}; issuing anew")
+            previous = None
         if previous is not None and previous.serial and not force and not previous.revoked \
                 and sorted(previous.domains) == sorted(lineage.domains) \
                 and previous.out == lineage.out:
@@ -301,25 +306,36 @@ class Driver:
         """Renew every certificate that is due (or every one, with *force*)."""
         outcomes: list[Outcome] = []
         for name in names or self.store.lineage_names():
-            lineage = self.store.load_lineage(name)
-            if lineage is None:
-                outcomes.append(Outcome(name, "failed", error=f"no certificate named {name!r}"))
-                continue
-            if lineage.revoked and not force:
-                self.step(f"Certificate {name}: skipped, revoked ({lineage.revoked}); "
-                          "issue it again to replace it")
-                outcomes.append(Outcome(name, "skipped", f"revoked ({lineage.revoked})"))
-                continue
-            decision = Decision(True, "--force") if force else self.decide(lineage)
-            if not decision.due:
-                self.step(f"Certificate {name}: not due, {decision.reason}")
-                outcomes.append(Outcome(name, "kept", decision.reason, serial=lineage.serial,
-                                        not_after=lineage.not_after,
-                                        directory=lineage.issuer_directory))
-                continue
-            self.step(f"Certificate {name}: due, {decision.reason}")
-            outcomes.append(self._issue_and_store(lineage, lineage, "renewed"))
+            # Whatever goes wrong with one certificate (its metadata, its CA, its hook,
+            # a bug of ours) is its outcome; the run goes on to the next one.
+            try:
+                outcome = self._renew_one(name, force)
+            except AcmeError as exc:
+                outcome = Outcome(name, "failed", error=str(exc))
+            except Exception as exc:
+                log.debug("renewing %s", name, exc_info=True)
+                outcome = Outcome(name, "failed",
+                                  error=f"internal error: {type(exc).__name__}: {exc}")
+            if outcome.failed and outcome.action == "failed":
+                self.progress.warn(f"{name}: {outcome.error}")
+            outcomes.append(outcome)
         return outcomes
+
+    def _renew_one(self, name: str, force: bool) -> Outcome:
+        lineage = self.store.load_lineage(name)
+        if lineage is None:
+            return Outcome(name, "failed", error=f"no certificate named {name!r}")
+        if lineage.revoked and not force:
+            self.step(f"Certificate {name}: skipped, revoked ({lineage.revoked}); "
+                      "issue it again to replace it")
+            return Outcome(name, "skipped", f"revoked ({lineage.revoked})")
+        decision = Decision(True, "--force") if force else self.decide(lineage)
+        if not decision.due:
+            self.step(f"Certificate {name}: not due, {decision.reason}")
+            return Outcome(name, "kept", decision.reason, serial=lineage.serial,
+                           not_after=lineage.not_after, directory=lineage.issuer_directory)
+        self.step(f"Certificate {name}: due, {decision.reason}")
+        return self._issue_and_store(lineage, lineage, "renewed", warned=True)
 
     def decide(self, lineage: Lineage) -> Decision:
         """Whether *lineage* is due: ARI when its CA offers it, else its lifetime."""
@@ -348,7 +364,7 @@ class Driver:
         return by_lifetime(lineage, now)
 
     def _issue_and_store(self, lineage: Lineage, previous: Lineage | None, action: str, *,
-                         raise_usage: bool = False) -> Outcome:
+                         raise_usage: bool = False, warned: bool = False) -> Outcome:
         """Obtain, store, deploy. Failures become the outcome, except usage errors when
         *raise_usage* (one certificate asked for on the command line: exit status 2)."""
         try:
@@ -356,7 +372,8 @@ class Driver:
         except AcmeError as exc:
             if raise_usage and isinstance(exc, UsageError):
                 raise
-            self.progress.warn(f"{lineage.name}: {exc}")
+            if not warned:
+                self.progress.warn(f"{lineage.name}: {exc}")
             return Outcome(lineage.name, "failed", error=str(exc))
         lineage.issuer_directory = issued.directory
         lineage.account_url = issued.account_url

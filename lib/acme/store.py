@@ -42,9 +42,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from lib.acme.errors import LockBusy, StateError, UsageError
+from lib.acme.keys import KEY_TYPES
+from lib.dnscheck import parse_server
 
 CERT_FILES = ("privkey.pem", "cert.pem", "chain.pem", "fullchain.pem")
 _NAME = re.compile(r"^[a-z0-9_][a-z0-9._-]{0,250}$")
+# Bounds on what a lineage may ask for: the command line checks them, and so does loading
+# meta.json, so that one bad value fails its certificate and never the run.
+PROPAGATION_TIMEOUT = (1.0, 3600.0)
 
 
 def default_state_dir() -> Path:
@@ -182,11 +187,73 @@ class Lineage:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Lineage:
+        """A lineage from meta.json; :class:`StateError` listing every field that is wrong."""
+        if not isinstance(data, Mapping):
+            raise StateError("certificate metadata is not a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
         try:
-            return cls(**{k: v for k, v in data.items() if k in known})
+            lineage = cls(**{k: v for k, v in data.items() if k in known})
         except TypeError as exc:
             raise StateError(f"certificate metadata is incomplete: {exc}") from None
+        problems = lineage.problems()
+        if problems:
+            raise StateError(f"certificate metadata: {'; '.join(problems)}")
+        return lineage
+
+    def problems(self) -> list[str]:
+        """What is wrong with the fields (a hand-edited or damaged meta.json), if anything."""
+        found: list[str] = []
+
+        def text_list(name: str, value: object, empty: bool) -> None:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value) \
+                    or (not empty and not value):
+                found.append(f"{name} must be a list of names")
+
+        if not isinstance(self.name, str) or not _NAME.match(self.name) or ".." in self.name:
+            found.append(f"name {self.name!r} is not a usable certificate name")
+        text_list("domains", self.domains, empty=False)
+        text_list("servers", self.servers, empty=False)
+        if isinstance(self.servers, list) and not all(
+                isinstance(s, str) and s.startswith("https://") for s in self.servers):
+            found.append("servers must be https:// directory URLs")
+        text_list("propagation_nameservers", self.propagation_nameservers, empty=True)
+        if not isinstance(self.solver, dict):
+            found.append("solver must be an object")
+        timeout = self.propagation_timeout
+        low, high = PROPAGATION_TIMEOUT
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
+                or not low <= timeout <= high:
+            found.append(f"propagation_timeout {timeout!r} is not {low:g} to {high:g} seconds")
+        if not isinstance(self.reuse_key, bool):
+            found.append("reuse_key must be true or false")
+        if self.key_type not in KEY_TYPES:
+            found.append(f"key_type {self.key_type!r} is not one of {', '.join(KEY_TYPES)}")
+        for server in self.propagation_nameservers if isinstance(
+                self.propagation_nameservers, list) else ():
+            try:
+                parse_server(server)
+            except (TypeError, ValueError) as exc:
+                found.append(f"propagation_nameservers: {exc}")
+        for name in ("ca_file", "deploy_hook", "profile", "preferred_chain", "out",
+                     "issuer_directory", "account_url", "order_url", "serial", "not_before",
+                     "not_after", "ari_id", "chain_issuer", "issued", "revoked", "ari_chosen",
+                     "ari_next_check"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                found.append(f"{name} must be text or null")
+        for name in ("not_before", "not_after", "ari_chosen", "ari_next_check"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    parse_iso(value)
+                except ValueError:
+                    found.append(f"{name} {value!r} is not a time")
+        window = self.ari_window
+        if window is not None and not (isinstance(window, dict)
+                                       and all(isinstance(window.get(k), str)
+                                               for k in ("start", "end"))):
+            found.append("ari_window must be null or {start, end}")
+        return found
 
 
 class Store:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lib.acme.cli import EXIT_BUSY, EXIT_OK, EXIT_USAGE, main
-from lib.acme.store import Store
+from lib.acme.store import Lineage, Store
 from tests.gateway.procs import REPO_ROOT
 
 SECRET = "c2VjcmV0LW1hYy1rZXktdGhhdC1tdXN0LW5ldmVyLXNob3c"
@@ -129,3 +129,85 @@ def test_runs_as_a_module_with_help(tmp_path: Path) -> None:
     for option in ("--gateway-password-file", "--preferred-chain", "--profile", "--eab-kid",
                    "--deploy-hook", "--propagation-nameservers", "--key-type"):
         assert option in done.stdout
+
+
+@pytest.mark.parametrize(("option", "value", "command"), [
+    ("--propagation-timeout", "-1", "issue"), ("--propagation-timeout", "0", "issue"),
+    ("--propagation-timeout", "nan", "issue"), ("--timeout", "-5", "issue"),
+    ("--timeout", "inf", "renew"), ("--attempts", "0", "renew"),
+    ("--retry-delay", "-1", "renew"), ("--lock-timeout", "-1", "list"),
+])
+def test_numbers_out_of_range_are_usage_errors_with_the_subcommands_usage(
+        state: Path, capsys: pytest.CaptureFixture[str], option: str, value: str,
+        command: str) -> None:
+    extra = ["-d", "example.test", "--gateway-url", "https://gw/"] if command == "issue" else []
+    status, out, err = run(capsys, command, *extra, f"{option}={value}", "--state-dir",
+                           str(state))
+    assert status == EXIT_USAGE, err
+    assert err.startswith(f"usage: acmegw-acme {command} "), err
+    assert f"argument {option}" in err and "Traceback" not in err
+    assert out == "" and not state.exists()
+
+
+def _lineage_meta(store: Store, name: str, **changes: object) -> None:
+    """A lineage issued long ago that is not due for years (no CA needed to decide)."""
+    lineage = Lineage(name=name, domains=[name], servers=["https://ca.invalid/dir"],
+                      serial="1f", not_before="2020-01-01T00:00:00Z",
+                      not_after="2999-01-01T00:00:00Z",
+                      solver={"kind": "gateway", "url": "https://gw.invalid/"})
+    store.save_meta(lineage)
+    if changes:
+        meta = store.lineage_dir(name) / "meta.json"
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), **changes}))
+
+
+def test_one_damaged_certificate_does_not_stop_renew_or_list(
+        state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = Store(state)
+    _lineage_meta(store, "a.example.test")
+    _lineage_meta(store, "b.example.test", propagation_timeout=-1)
+    _lineage_meta(store, "c.example.test")
+    (store.lineage_dir("c.example.test") / "meta.json").write_text("{not json")
+    _lineage_meta(store, "d.example.test")
+
+    status, out, err = run(capsys, "renew", "--json", "--state-dir", str(state))
+    assert status == 1, err
+    outcomes = {c["name"]: c for c in json.loads(out)["certificates"]}
+    assert [outcomes[n]["action"] for n in sorted(outcomes)] == ["kept", "failed", "failed",
+                                                                 "kept"]
+    assert "propagation_timeout -1 is not 1 to 3600 seconds" in outcomes["b.example.test"]["error"]
+    assert "meta.json" in outcomes["c.example.test"]["error"]
+    assert "Traceback" not in err
+
+    status, out, _ = run(capsys, "list", "--state-dir", str(state))
+    assert status == 1
+    lines = out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["a.example.test", "b.example.test",
+                                                      "c.example.test", "d.example.test"]
+    assert lines[0].startswith("a.example.test: valid, until 2999-01-01")
+    assert lines[2].startswith("c.example.test: unreadable: cannot read")
+
+
+def test_json_reports_usage_errors_busy_runs_and_internal_errors(
+        state: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    status, out, _ = run(capsys, "renew", "--json", "--bogus", "--state-dir", str(state))
+    assert status == EXIT_USAGE
+    doc = json.loads(out)
+    assert doc["ok"] is False and doc["exit_status"] == 2 and doc["command"] == "renew"
+    assert "--bogus" in doc["error"]
+
+    with Store(state).locked():
+        status, out, _ = run(capsys, "renew", "--json", "--lock-timeout", "0",
+                             "--state-dir", str(state))
+    assert status == EXIT_BUSY
+    assert json.loads(out)["exit_status"] == 3
+
+    def broken(*_: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("lib.acme.cli._list", broken)
+    status, out, err = run(capsys, "list", "--json", "--state-dir", str(state))
+    assert status == 1
+    assert json.loads(out)["error"] == "internal error: RuntimeError: a bug"
+    assert err == "acmegw-acme: internal error: RuntimeError: a bug (run with -v for the " \
+                  "traceback)\n"
