@@ -131,7 +131,7 @@ def create_app(
     app[CONFIG] = config
     app[LIVE] = Live(config)
     metrics = Metrics()
-    metrics.watch_journal(journal.count)
+    metrics.watch_journal(journal.count, journal.oldest_age)
     app[METRICS] = metrics
     service.metrics = metrics
     app[PROVIDER] = provider
@@ -140,7 +140,8 @@ def create_app(
     authenticator = Authenticator(config.auth, passwords)
     authenticator.on_failure = lambda reason: metrics.auth_failures.labels(reason).inc()
     app[AUTHENTICATOR] = authenticator
-    app[JANITOR] = Janitor(service, config.record_max_age, config.janitor_interval)
+    janitor = app[JANITOR] = Janitor(service, config.record_max_age, config.janitor_interval)
+    metrics.watch_janitor(lambda: janitor.max_age, lambda: janitor.interval)
     app[ACCOUNTS] = AccountStore(config.state_dir / "acmedns.sqlite3")
     app.cleanup_ctx.append(_resources)
     app.router.add_get("/healthz", healthz)

@@ -37,6 +37,7 @@ class Janitor:
             due = service.journal.due(self.max_age)
         except GatewayError as exc:
             log.error("janitor: %s", exc.message)
+            self._count_failure()
             return 0
         removed = 0
         for record in due:
@@ -53,7 +54,7 @@ class Janitor:
                     )
                     service.journal.commit_remove(record.fqdn, record.value)
                 except GatewayError as exc:
-                    self.failed += 1
+                    self._count_failure()
                     log.warning(
                         "janitor: could not remove %s (value %s): %s",
                         record.fqdn,
@@ -72,6 +73,11 @@ class Janitor:
             )
         self.removed += removed
         return removed
+
+    def _count_failure(self) -> None:
+        self.failed += 1
+        if self.service.metrics is not None:
+            self.service.metrics.janitor_failures.inc()
 
     async def _run(self) -> None:
         while True:

@@ -152,3 +152,10 @@ class Journal:
         if self._db is None:
             return 0
         return int(self._db.execute("SELECT count(*) FROM records").fetchone()[0])
+
+    def oldest_age(self) -> float:
+        """Seconds since the oldest record was written; 0 when there is none (or it is closed)."""
+        if self._db is None:
+            return 0.0
+        oldest = self._db.execute("SELECT min(created) FROM records").fetchone()[0]
+        return 0.0 if oldest is None else max(0.0, self._clock() - float(oldest))

@@ -2,7 +2,11 @@
 
 Served at ``/metrics`` to authenticated callers or allowed hosts: requests by
 API and result, authentication failures, provider call latency, propagation
-wait time, journal size and janitor removals.
+wait time, the journal's size and oldest record, the janitor's removals and
+failures, and the validity of the gateway's own TLS certificate.
+``contrib/prometheus/`` holds alerting and recording rules built on these
+names; ``tests/contrib/test_prometheus.py`` checks them against a running
+gateway's ``/metrics``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# The label values the service uses. Each series is exported (at zero) from the
+# start: a series that first appears with the value 1 shows no increase() to
+# Prometheus, so an alert on the first provider failure would never fire.
+PROVIDER_OPERATIONS = ("add_txt", "remove_txt")
+RESULTS = ("ok", "error", "timeout")
 
 
 class Metrics:
@@ -46,9 +56,19 @@ class Metrics:
             buckets=_LATENCY,
             registry=self.registry,
         )
+        for result in RESULTS:
+            self.propagation_seconds.labels(result)
+            for operation in PROVIDER_OPERATIONS:
+                self.provider_seconds.labels(operation, result)
         self.janitor_removals = Counter(
             "acmegw_janitor_removals",
             "Stale records removed by the janitor.",
+            registry=self.registry,
+        )
+        self.janitor_failures = Counter(
+            "acmegw_janitor_failures",
+            "Stale records the janitor failed to remove (tried again next round), "
+            "and rounds that could not read the journal.",
             registry=self.registry,
         )
         self.journal_records = Gauge(
@@ -56,9 +76,44 @@ class Metrics:
             "Records in the journal (published, not torn down).",
             registry=self.registry,
         )
+        self.journal_oldest_age = Gauge(
+            "acmegw_journal_oldest_record_age_seconds",
+            "Age of the oldest journaled record (0 when the journal is empty).",
+            registry=self.registry,
+        )
+        self.record_max_age = Gauge(
+            "acmegw_record_max_age_seconds",
+            "RECORD_MAX_AGE: records older than this are removed by the janitor.",
+            registry=self.registry,
+        )
+        self.janitor_interval = Gauge(
+            "acmegw_janitor_interval_seconds",
+            "JANITOR_INTERVAL: time between the janitor's rounds.",
+            registry=self.registry,
+        )
 
-    def watch_journal(self, count: Callable[[], int]) -> None:
+    def watch_journal(self, count: Callable[[], int], oldest_age: Callable[[], float]) -> None:
         self.journal_records.set_function(lambda: float(count()))
+        self.journal_oldest_age.set_function(oldest_age)
+
+    def watch_janitor(self, max_age: Callable[[], float], interval: Callable[[], float]) -> None:
+        self.record_max_age.set_function(max_age)
+        self.janitor_interval.set_function(interval)
+
+    def watch_certificate(
+        self, not_before: Callable[[], float], not_after: Callable[[], float]
+    ) -> None:
+        """Export the served certificate's validity (only with TLS on: no zero to alert on)."""
+        Gauge(
+            "acmegw_tls_certificate_not_before_timestamp_seconds",
+            "Start of the served TLS certificate's validity (notBefore), in Unix time.",
+            registry=self.registry,
+        ).set_function(not_before)
+        Gauge(
+            "acmegw_tls_certificate_not_after_timestamp_seconds",
+            "When the served TLS certificate expires (notAfter), in Unix time.",
+            registry=self.registry,
+        ).set_function(not_after)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

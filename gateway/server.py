@@ -22,7 +22,7 @@ from gateway.app import apply_reload, create_app, load_static_accounts
 from gateway.auth import PasswordStore
 from gateway.config import Config, build, gather
 from gateway.errors import GatewayError
-from gateway.keys import PROVIDER
+from gateway.keys import METRICS, PROVIDER
 from gateway.tls import ReloadingTLS, TLSFilesError
 from lib.passwd import PasswdFileError
 from lib.settings import ConfigError
@@ -77,6 +77,10 @@ async def serve(
     argv: Sequence[str] | None = None,
 ) -> int:
     app = create_app(config, provider, passwords)
+    if tls is not None:
+        app[METRICS].watch_certificate(
+            lambda: tls.validity.not_before, lambda: tls.validity.not_after
+        )
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE
     )

@@ -10,14 +10,23 @@ the old key) is logged and the old pair keeps serving — loading a pair into a
 context that is in use would leave it with a certificate and no matching key.
 There is never a fallback to plaintext: a pair that cannot be loaded at
 start-up stops the start, with a message naming the file at fault.
+
+The validity of the certificate in use is kept (for ``/metrics``), and the log
+says when it is in the last fifth of its lifetime or expired: at start, after
+each reload, and once a day while it lasts. A fifth is past the point where
+ACME clients renew (a third left), so the warning means a renewal failed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
 import logging
 import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from gateway.config import TLSFiles
 
@@ -26,8 +35,72 @@ log = logging.getLogger(__name__)
 Stamp = tuple[tuple[int, int, int], tuple[int, int, int]]
 
 
+# Say "expires soon" when less than this share of the lifetime is left.
+EXPIRY_WARNING_SHARE = 0.2
+EXPIRY_REPEAT = 86400.0
+
+
 class TLSFilesError(Exception):
     """A certificate/key pair cannot be used; the message names the file at fault."""
+
+
+@dataclass(frozen=True)
+class Validity:
+    """A certificate's notBefore and notAfter, in Unix time."""
+
+    not_before: float
+    not_after: float
+
+
+def _der_element(der: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, start, end) of the contents of the DER element at *pos*."""
+    tag, length = der[pos], der[pos + 1]
+    pos += 2
+    if length & 0x80:
+        size = length & 0x7F
+        length = int.from_bytes(der[pos : pos + size], "big")
+        pos += size
+    if pos + length > len(der):
+        raise ValueError("truncated DER element")
+    return tag, pos, pos + length
+
+
+def _der_time(tag: int, text: bytes) -> float:
+    # RFC 5280 4.1.2.5: UTCTime YYMMDDHHMMSSZ (YY < 50 is 20YY), GeneralizedTime YYYYMMDDHHMMSSZ.
+    digits = text.decode("ascii").removesuffix("Z")
+    if tag == 0x17:
+        year = int(digits[:2])
+        digits = str(year + (2000 if year < 50 else 1900)) + digits[2:]
+    elif tag != 0x18:
+        raise ValueError(f"not a time (tag {tag:#x})")
+    fields = [int(digits[i : i + 2]) for i in range(4, 14, 2)]
+    return float(calendar.timegm((int(digits[:4]), *fields, 0, 0, 0)))
+
+
+def certificate_validity(pem: str) -> Validity:
+    """notBefore and notAfter of the first certificate in *pem*; ValueError if there is none.
+
+    Read from the DER structure (Certificate > TBSCertificate > Validity)
+    rather than with ``cryptography``, which is imported only on error paths
+    (it costs about 8 MiB of resident memory; README "Performance").
+    """
+    begin = pem.find(ssl.PEM_HEADER)
+    end = pem.find(ssl.PEM_FOOTER, begin)
+    if begin < 0 or end < 0:
+        raise ValueError("no PEM certificate")
+    der = ssl.PEM_cert_to_DER_cert(pem[begin : end + len(ssl.PEM_FOOTER)])
+    _, tbs, _ = _der_element(der, 0)
+    _, pos, _ = _der_element(der, tbs)
+    tag, _, after = _der_element(der, pos)
+    if tag == 0xA0:  # [0] version; then serialNumber, signature, issuer
+        pos = after
+    for _ in range(3):
+        pos = _der_element(der, pos)[2]
+    _, pos, _ = _der_element(der, pos)  # validity
+    tag, start, end = _der_element(der, pos)
+    not_before = _der_time(tag, der[start:end])
+    tag, start, end = _der_element(der, end)
+    return Validity(not_before, _der_time(tag, der[start:end]))
 
 
 def _stamp(files: TLSFiles) -> Stamp | None:
@@ -84,15 +157,33 @@ def _diagnose(files: TLSFiles, exc: Exception) -> str:
     return f"SSL_CERT/SSL_KEY: cannot use {files.cert} with {files.key}: {exc}"
 
 
+def _validity(files: TLSFiles) -> Validity:
+    try:
+        return certificate_validity(files.cert.read_text(errors="replace"))
+    except (OSError, ValueError, IndexError) as exc:
+        raise TLSFilesError(f"SSL_CERT: cannot read the validity of {files.cert}: {exc}") from None
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.0f} hours"
+    return f"{max(seconds, 0) / 60:.0f} minutes"
+
+
 class ReloadingTLS:
-    def __init__(self, files: TLSFiles) -> None:
+    def __init__(self, files: TLSFiles, clock: Callable[[], float] = time.time) -> None:
         self.files = files
+        self._clock = clock
         self._stamp = _stamp(files)
         self._failed: Stamp | None = None
         self._current = load_context(files)  # raises TLSFilesError: no start without TLS
+        self.validity = _validity(files)
         self.context = load_context(files)
         self.context.sni_callback = self._select
         self._task: asyncio.Task[None] | None = None
+        self._expiry_said: tuple[float, float] | None = None  # (notAfter, when)
         self.reloads = 0
 
     def _select(self, conn: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
@@ -105,6 +196,7 @@ class ReloadingTLS:
             return False
         try:
             context = load_context(self.files)
+            validity = _validity(self.files)
         except TLSFilesError as exc:
             # Often a renewal caught halfway: try again next round, but say so once.
             if stamp != self._failed:
@@ -112,18 +204,50 @@ class ReloadingTLS:
                 self._failed = stamp
             return False
         self._current = context
+        self.validity = validity
         self._stamp = stamp
         self._failed = None
         self.reloads += 1
         log.info("TLS certificate reloaded from %s", self.files.cert)
+        self.check_expiry()
         return True
+
+    def check_expiry(self) -> None:
+        """Log when the certificate in use is expired or close to it (once a day at most)."""
+        now, validity = self._clock(), self.validity
+        left = validity.not_after - now
+        if left > (validity.not_after - validity.not_before) * EXPIRY_WARNING_SHARE:
+            return
+        said = self._expiry_said
+        if said is not None and said[0] == validity.not_after and now - said[1] < EXPIRY_REPEAT:
+            return
+        self._expiry_said = (validity.not_after, now)
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(validity.not_after))
+        if left <= 0:
+            log.error(
+                "TLS certificate %s expired %s ago (%s): clients refuse the gateway until "
+                "it is renewed",
+                self.files.cert,
+                _duration(-left),
+                until,
+            )
+        else:
+            log.warning(
+                "TLS certificate %s expires in %s (%s): renew it (the renewed files are "
+                "picked up without a restart)",
+                self.files.cert,
+                _duration(left),
+                until,
+            )
 
     async def _watch(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
             self.check()
+            self.check_expiry()
 
     def start(self, interval: float) -> None:
+        self.check_expiry()
         self._task = asyncio.create_task(self._watch(interval), name="tls-reload")
 
     async def stop(self) -> None:

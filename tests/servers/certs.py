@@ -4,7 +4,8 @@ Debian ships pebble without its test certificate, and the gateway's HTTPS tests
 need a certificate that only a CA file the test names can verify. Both are made
 here with ``cryptography``: an ECDSA P-256 CA (``keyCertSign``, path length 0)
 valid for a day, and a ``serverAuth`` certificate for ``localhost`` and
-``127.0.0.1`` (or the names given) that it signs.
+``127.0.0.1`` (or the names given) that it signs: ECDSA P-256 (or RSA 2048)
+and valid for a day, or for the period given.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
@@ -29,8 +30,13 @@ class TLSFiles:
 
 def make_tls_files(directory: Path, names: tuple[str, ...] = ("localhost",),
                    addresses: tuple[str, ...] = ("127.0.0.1",),
-                   ca_name: str = "acmegw test CA") -> TLSFiles:
-    """Write ``ca.pem``, ``cert.pem`` and ``key.pem`` (mode 600) into *directory*."""
+                   ca_name: str = "acmegw test CA",
+                   valid: tuple[datetime.datetime, datetime.datetime] | None = None,
+                   rsa_key: bool = False) -> TLSFiles:
+    """Write ``ca.pem``, ``cert.pem`` and ``key.pem`` (mode 600) into *directory*.
+
+    *valid* is the server certificate's (notBefore, notAfter).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -55,7 +61,11 @@ def make_tls_files(directory: Path, names: tuple[str, ...] = ("localhost",),
                        critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    key = ec.generate_private_key(ec.SECP256R1())
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    key = rsa.generate_private_key(65537, 2048) if rsa_key else ec.generate_private_key(
+        ec.SECP256R1())
+    not_before, not_after = valid or (now - datetime.timedelta(minutes=5),
+                                      now + datetime.timedelta(days=1))
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
     sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
     cert = (
@@ -64,8 +74,8 @@ def make_tls_files(directory: Path, names: tuple[str, ...] = ("localhost",),
         .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
