@@ -141,6 +141,9 @@ class Config:
     acmedns: AcmeDnsConfig = AcmeDnsConfig(False, None, 2, None)
     # Values one user (acme-dns account, allowed host) may have published at once; 0: no cap.
     max_records_per_user: int = 1000
+    # Said at start-up, not fatal (gateway.checks): unknown settings, users outside
+    # DNSAPI_DOMAINS, a password file others may read.
+    warnings: tuple[str, ...] = ()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -186,6 +189,7 @@ def gather(
         Path(environ["DOTENV"]) if environ.get("DOTENV") else None
     )
     merged: dict[str, str] = {}
+    from_file: dict[str, str] = {}
     if dotenv_path is not None and not dotenv_path.is_file():
         problems.append(f"dotenv file {dotenv_path} does not exist")
     elif dotenv_path is None and DEFAULT_DOTENV.is_file():
@@ -199,6 +203,7 @@ def gather(
             # The original upper-cased dotenv keys; "last entry wins" as before.
             for key, value in values.items():
                 merged[key.strip().upper()] = "" if value is None else value
+                from_file[key.strip().upper()] = str(dotenv_path)
     merged.update(environ)
     cli = {
         "DNSAPI_MODULE": args.dnsapi_module,
@@ -210,6 +215,7 @@ def gather(
     merged.update({k: v for k, v in cli.items() if v is not None})
     settings = Settings(merged)
     settings.problems.extend(problems)
+    settings.file_keys = from_file
     config_dir = dotenv_path.resolve().parent if dotenv_path is not None else None
     return settings, args, config_dir
 

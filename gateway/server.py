@@ -13,10 +13,11 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from aiohttp import web
 
-from gateway import logsetup
+from gateway import checks, logsetup
 from gateway.acmedns import AccountError
 from gateway.app import apply_reload, create_app, load_static_accounts
 from gateway.auth import PasswordStore
@@ -24,7 +25,7 @@ from gateway.config import Config, build, gather
 from gateway.errors import GatewayError
 from gateway.keys import METRICS, PROVIDER
 from gateway.tls import ReloadingTLS, TLSFilesError
-from lib.passwd import PasswdFileError
+from lib.passwd import PasswdFileError, UserEntry
 from lib.settings import ConfigError
 from providers.base import Provider, ProviderContext, ProviderError
 from providers.registry import create_provider
@@ -48,10 +49,12 @@ def prepare(
     )
     provider = create_provider(settings, context)
     passwords = None
+    users: list[UserEntry] = []
     if config.auth.passwd_file is not None and config.auth.passwd_file.is_file():
         passwords = PasswordStore(config.auth.passwd_file, config.auth.cache_ttl)
         try:
             passwords.load()
+            users = list(passwords.file.load().values())
         except PasswdFileError as exc:
             settings.problem(f"PASSWD_FILE: {exc}")
     try:
@@ -64,9 +67,10 @@ def prepare(
             tls = ReloadingTLS(config.tls)
         except TLSFilesError as exc:
             settings.problem(str(exc))
+    checks.run(settings, config, users)
     if settings.problems or provider is None:
         raise ConfigError(settings.problems or ["no provider"])
-    return config, provider, passwords, tls
+    return replace(config, warnings=tuple(settings.warnings)), provider, passwords, tls
 
 
 async def serve(
@@ -139,6 +143,8 @@ def reload(app: web.Application, argv: Sequence[str] | None, tls: ReloadingTLS |
     except ConfigError as exc:
         log.error("reload refused, keeping the running configuration: %s", "; ".join(exc.problems))
         return
+    for warning in config.warnings:
+        log.warning("%s", warning)
     pending = apply_reload(app, config, passwords)
     if new_provider.label != app[PROVIDER].label:
         pending.append("provider")
@@ -177,7 +183,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logsetup.configure(config.log_level, config.log_format)
     if config.check_only:
         print("configuration OK\n" + summary(config, provider))
+        for warning in config.warnings:
+            print(f"acmegw-server: warning: {warning}", file=sys.stderr)
         return 0
+    for warning in config.warnings:
+        log.warning("%s", warning)
     log.info("starting: provider %s", provider.label)
     return asyncio.run(serve(config, provider, passwords, tls, argv))
 

@@ -50,6 +50,8 @@ setting                           alias       meaning
 
 Secrets: never taken from the command line and never logged; a password file, or a
 hook.conf that holds a password, that group or others may read is refused ("chmod 600").
+A key in hook.conf that the hook does not read (a misspelling) is a warning line on stderr,
+with the closest known name.
 
 Behaviour the clients rely on: no child processes (a child keeping stderr open blocks
 mod_md), stdin never read, closed standard descriptors tolerated, no ``PATH`` needed;
@@ -93,7 +95,7 @@ from hooks.transport import (
     tls_context,
 )
 from lib.names import InvalidValue, is_loopback_host, txt_value, validate_value, value_tag
-from lib.settings import Settings
+from lib.settings import Settings, unknown_keys, unknown_message
 
 PROG = "acmegw-hook"
 DEFAULT_CONF = "/etc/acmegw/hook.conf"
@@ -273,6 +275,9 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "ACMEGW_INSECURE_HTTP": (),
 }
 PASSWORD_KEYS = ("ACMEGW_PASSWORD", "API_PASSWD")
+# Every key hook.conf may hold: the ones read above.
+CONF_KEYS = frozenset((*ALIASES, *(a for names in ALIASES.values() for a in names),
+                       *PASSWORD_KEYS, "ACMEGW_PASSWORD_FILE"))
 
 
 def _first(layer: Mapping[str, str], keys: Sequence[str]) -> str | None:
@@ -432,11 +437,19 @@ def _password(layers: Sequence[tuple[str, Mapping[str, str]]]) -> str | None:
     return None
 
 
-def load_settings(environ: Mapping[str, str]) -> HookSettings:
-    """Settings from *environ* over the hook.conf file; :class:`SettingsError` if unusable."""
+def load_settings(environ: Mapping[str, str],
+                  warn: Callable[[str], None] | None = None) -> HookSettings:
+    """Settings from *environ* over the hook.conf file; :class:`SettingsError` if unusable.
+
+    *warn* is told of each key in hook.conf that the hook does not read, before any
+    error: a misspelled key often explains it.
+    """
     named = environ.get("ACMEGW_HOOK_CONF", "").strip()
     conf_path = named or DEFAULT_CONF
     conf = read_conf(conf_path, required=bool(named))
+    if warn is not None:
+        for key, close in unknown_keys([key for key in conf if key not in CONF_KEYS], CONF_KEYS):
+            warn(unknown_message(key, close, conf_path))
     layers: list[tuple[str, Mapping[str, str]]] = [("the environment", environ),
                                                    (str(conf_path), conf)]
     merged: dict[str, str] = {}
@@ -856,7 +869,7 @@ def run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
             log.info("%s: declining %s", invocation.client, invocation.declined)
             return EXIT_FAILED
     try:
-        settings = load_settings(environ)
+        settings = load_settings(environ, warn=lambda text: _say(f"{PROG}: warning: {text}"))
     except HookError as exc:
         _say(f"{PROG}: {exc}")
         return exc.status

@@ -4,12 +4,17 @@ The gateway and each provider read their settings through :class:`Settings`,
 which merges command line > environment > dotenv file (the caller decides the
 layers), supports ``<KEY>_FILE`` for secrets and records problems instead of
 stopping at the first one, so start-up can report every mistake in one message.
+
+A :class:`Settings` also records every key asked of it (``asked``), so the keys
+that code reads are known from the code itself: :func:`unknown_keys` names the
+keys of a settings file that nothing reads, with the closest known name
+("unknown setting BUILTIN_NSS: did you mean BUILTIN_NS?").
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import TypeVar
 
 from lib.names import InvalidName, normalize_name
@@ -36,6 +41,14 @@ class Settings:
     def __init__(self, values: Mapping[str, str]) -> None:
         self._values = dict(values)
         self.problems: list[str] = []
+        # Not errors, but worth saying at start-up (and errors under --check-config
+        # where the caller decides so).
+        self.warnings: list[str] = []
+        # Every key asked for, set or not: what the code reading these settings knows.
+        self.asked: set[str] = set()
+        # The keys that came from a settings file, and which one: those, unlike the
+        # environment (which holds everything), can be checked for unknown keys.
+        self.file_keys: dict[str, str] = {}
 
     def problem(self, message: str) -> None:
         """Record a problem to report at the end of configuration (once: the gateway
@@ -43,16 +56,25 @@ class Settings:
         if message not in self.problems:
             self.problems.append(message)
 
+    def warn(self, message: str) -> None:
+        """Record something to say at start-up that does not stop it (once)."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+
     def raise_problems(self) -> None:
         if self.problems:
             raise ConfigError(self.problems)
 
+    def _raw(self, key: str) -> str | None:
+        self.asked.add(key)
+        return self._values.get(key)
+
     def has(self, key: str) -> bool:
-        return bool(self._values.get(key, "").strip())
+        return bool((self._raw(key) or "").strip())
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """The value of *key* with surrounding blanks removed; empty counts as unset."""
-        value = self._values.get(key)
+        value = self._raw(key)
         if value is None or not value.strip():
             return default
         return value.strip()
@@ -63,7 +85,7 @@ class Settings:
         The file's trailing newline is dropped; other whitespace is kept, since
         it may be part of the secret.
         """
-        direct = self._values.get(key) or None
+        direct = self._raw(key) or None
         file_name = self.get(f"{key}_FILE")
         if direct is not None and file_name is not None:
             self.problem(f"{key} and {key}_FILE are both set; keep one")
@@ -96,7 +118,7 @@ class Settings:
         return value
 
     def boolean(self, key: str, default: bool = False) -> bool:
-        value = self._values.get(key)
+        value = self._raw(key)
         if value is None:
             return default
         text = value.strip().lower()
@@ -171,3 +193,28 @@ class Settings:
         if value is None:
             return []
         return [item for item in re.split(r"[\s,]+", value) if item]
+
+
+def unknown_keys(
+    keys: Iterable[str], known: Collection[str], prefixes: Iterable[str] = ()
+) -> list[tuple[str, str | None]]:
+    """The *keys* that are neither *known* nor start with one of *prefixes*, each with the
+    closest known name (None when nothing is close): a misspelled setting is otherwise
+    silently ignored."""
+    starts = tuple(prefixes)
+    unknown = [k for k in keys if k not in known and not (starts and k.startswith(starts))]
+    if not unknown:
+        return []
+    import difflib  # only when there is something to report: the hook starts for each call
+
+    result: list[tuple[str, str | None]] = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+        result.append((key, close[0] if close else None))
+    return result
+
+
+def unknown_message(key: str, suggestion: str | None, where: str) -> str:
+    """How to report one of :func:`unknown_keys`'s results found in the file *where*."""
+    hint = f"did you mean {suggestion}?" if suggestion else "nothing reads it"
+    return f"unknown setting {key} in {where}: {hint}"

@@ -23,6 +23,12 @@ import aiohttp
 from lib.settings import Settings
 from providers.base import ProviderContext, ProviderError, ProviderTimeout
 
+# The settings this module reads (providers.registry.declared_settings finds them unimported).
+SETTINGS = (
+    "ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY",
+    "all_proxy", "https_proxy", "http_proxy", "no_proxy",
+)
+
 # Error texts are shown to operators; a misbehaving server must not flood a log line.
 MAX_ERROR_TEXT = 200
 

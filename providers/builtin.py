@@ -78,6 +78,9 @@ from providers.base import Provider, ProviderContext
 
 log = logging.getLogger(__name__)
 
+# The settings this module reads (providers.registry.declared_settings finds them unimported).
+SETTINGS = ("BUILTIN_LISTEN", "BUILTIN_ZONE", "BUILTIN_NS", "BUILTIN_TTL")
+
 DEFAULT_LISTEN = "127.0.0.1:5353"
 # The EDNS payload recommended since DNS Flag Day 2020: answers this size are
 # not fragmented on ordinary paths.

@@ -57,6 +57,12 @@ from providers.base import Provider, ProviderContext, ProviderError
 
 log = logging.getLogger(__name__)
 
+# The settings this module reads (providers.registry.declared_settings finds them unimported).
+SETTINGS = (
+    "CLOUDFLARE_API_TOKEN", "CLOUDFLARE_API_TOKEN_FILE", "CLOUDFLARE_ZONE_ID",
+    "CLOUDFLARE_API_URL", "CLOUDFLARE_TTL", "CLOUDFLARE_TIMEOUT",
+)
+
 NAME = "cloudflare"
 DEFAULT_API_URL = "https://api.cloudflare.com/client/v4"
 DEFAULT_TTL = 60

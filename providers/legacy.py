@@ -36,6 +36,9 @@ from providers.base import Provider, ProviderContext, ProviderError, ProviderTim
 
 log = logging.getLogger(__name__)
 
+# The settings this module reads (providers.registry.declared_settings finds them unimported).
+SETTINGS = ("DNSAPI_USERNAME", "DNSAPI_PASSWORD", "DNSAPI_PASSWORD_FILE")
+
 
 class LegacyProvider(Provider):
     """Adapter around an original-gateway provider object."""

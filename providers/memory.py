@@ -13,6 +13,9 @@ from typing import ClassVar, Self
 from lib.settings import Settings
 from providers.base import Provider, ProviderContext
 
+# The settings this module reads (providers.registry.declared_settings finds them unimported).
+SETTINGS = ("MEMORY_FAIL",)
+
 
 @dataclass(frozen=True)
 class MemorySettings:

@@ -67,6 +67,12 @@ from providers.base import Provider, ProviderContext, ProviderError
 
 log = logging.getLogger(__name__)
 
+# The settings this module reads (providers.registry.declared_settings finds them unimported).
+SETTINGS = (
+    "DNSAPI_USERNAME", "DNSAPI_PASSWORD", "DNSAPI_PASSWORD_FILE", "OPENPROVIDER_API_URL",
+    "OPENPROVIDER_TTL", "OPENPROVIDER_TIMEOUT",
+)
+
 NAME = "openprovider"
 DEFAULT_API_URL = "https://api.openprovider.eu/v1beta"
 DEFAULT_TTL = 900

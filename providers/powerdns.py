@@ -71,6 +71,12 @@ from providers.base import Provider, ProviderContext, ProviderError, ProviderTim
 
 log = logging.getLogger(__name__)
 
+# The settings this module reads (providers.registry.declared_settings finds them unimported).
+SETTINGS = (
+    "POWERDNS_API_URL", "POWERDNS_API_KEY", "POWERDNS_API_KEY_FILE", "POWERDNS_ZONE",
+    "POWERDNS_SERVER_ID", "POWERDNS_TTL", "POWERDNS_TIMEOUT",
+)
+
 _KEY_HINT = "check POWERDNS_API_KEY and api=yes / api-key in pdns.conf"
 # Server errors are retried (see _request); bounded so a broken server fails fast.
 _ATTEMPTS = 3

@@ -5,10 +5,16 @@
 by a ``.py`` file path. A class on :class:`providers.base.Provider` is built
 from its settings; any other class is treated as an original-gateway provider
 and run through :class:`providers.legacy.LegacyProvider`.
+
+Each module of this package that reads settings lists them in a module-level
+``SETTINGS`` tuple; :func:`declared_settings` reads those lists from the source,
+so a provider that is not selected makes its settings known (not "unknown
+setting") without being imported, optional dependencies and all.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import pkgutil
@@ -21,6 +27,8 @@ from providers.legacy import LegacyProvider
 
 # Modules of this package that are not providers.
 _NOT_PROVIDERS = frozenset({"base", "registry", "legacy"})
+# dns-lexicon reads LEXICON_<PROVIDER>_<OPTION> for each of its many providers itself.
+SETTING_PREFIXES = ("LEXICON_",)
 
 
 def known_providers() -> list[str]:
@@ -36,6 +44,33 @@ def known_providers() -> list[str]:
         for m in pkgutil.iter_modules(providers.__path__)
         if m.name not in _NOT_PROVIDERS and not m.name.startswith("_")
     )
+
+
+def declared_settings() -> frozenset[str]:
+    """Every key that a module of this package lists in its ``SETTINGS``, read from
+    the source (packages included) without importing anything."""
+    import providers
+
+    keys: set[str] = set()
+    for folder in providers.__path__:
+        for path in sorted(Path(folder).rglob("*.py")):
+            keys.update(_settings_in(path))
+    return frozenset(keys)
+
+
+def _settings_in(path: Path) -> tuple[str, ...]:
+    """The literal ``SETTINGS = (...)`` of the module at *path*, or ()."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == "SETTINGS" for t in targets):
+            return tuple(ast.literal_eval(value))
+    return ()
 
 
 def _provider_class(module: str, short: str) -> type:

@@ -72,6 +72,13 @@ from providers.base import Provider, ProviderContext, ProviderTimeout
 
 log = logging.getLogger(__name__)
 
+# The settings this module reads (providers.registry.declared_settings finds them unimported).
+SETTINGS = (
+    "RFC2136_SERVER", "RFC2136_PORT", "RFC2136_ZONE", "RFC2136_TTL", "RFC2136_TIMEOUT",
+    "RFC2136_TSIG_KEY_NAME", "RFC2136_TSIG_SECRET", "RFC2136_TSIG_SECRET_FILE",
+    "RFC2136_TSIG_ALGORITHM",
+)
+
 ALGORITHMS: dict[str, dns.name.Name] = {
     "hmac-sha256": dns.tsig.HMAC_SHA256,
     "hmac-sha384": dns.tsig.HMAC_SHA384,
