@@ -1,12 +1,14 @@
 """The acme-dns protocol: ``POST /update``, ``POST /register``, ``GET /health``.
 
 Spoken by lego's ``acme-dns`` provider, acme.sh ``dns_acmedns``, cert-manager,
-Caddy, Posh-ACME and win-acme. ``/update`` authenticates with ``X-Api-User``
-and ``X-Api-Key`` (an account from :mod:`gateway.acmedns`), checks the
-account's ``allowfrom``, and publishes ``{"txt"}`` at the account's one name;
-acme-dns has no delete, so the newest ``ACMEDNS_KEEP`` values stay and older
-ones are removed (and the janitor expires the rest by age). ``/register`` is off
-unless ``ACMEDNS_REGISTER=1``, and then only for admin users or allowed hosts.
+Caddy, Posh-ACME and win-acme. ``/update`` is for an acme-dns account
+(``X-Api-User``/``X-Api-Key``, within its ``allowfrom``; the access middleware
+checks them with the host rule every API has), and publishes ``{"txt"}`` at the
+account's one name, if the configuration in force still lets accounts write
+there; acme-dns has no delete, so the newest ``ACMEDNS_KEEP`` values stay and
+older ones are removed (and the janitor expires the rest by age). ``/register``
+is off unless ``ACMEDNS_REGISTER=1``, and then only for admin users or allowed
+hosts.
 """
 
 from __future__ import annotations
@@ -17,15 +19,13 @@ import logging
 from aiohttp import web
 
 from gateway.acmedns import Account, account_name_allowed
-from gateway.auth import Identity, client_address
+from gateway.auth import caller
 from gateway.bodies import read_json_object
-from gateway.errors import BadRequest, Forbidden, NotFound, Unauthorized
-from gateway.keys import ACCOUNTS, AUTHENTICATOR, LIVE, SERVICE
+from gateway.errors import BadRequest, Forbidden, NotFound
+from gateway.keys import ACCOUNTS, LIVE, SERVICE
 from lib.names import InvalidValue, validate_value
 
 log = logging.getLogger(__name__)
-
-_MAX_FIELD = 256
 
 
 async def health(request: web.Request) -> web.Response:
@@ -34,18 +34,9 @@ async def health(request: web.Request) -> web.Response:
 
 async def update(request: web.Request) -> web.Response:
     config = request.app[LIVE].config
-    auth = request.app[AUTHENTICATOR]
-    addr = client_address(request, config.auth)
-    user = request.headers.get("X-Api-User", "")
-    key = request.headers.get("X-Api-Key", "")
-    if not user or not key or len(user) > _MAX_FIELD or len(key) > _MAX_FIELD:
-        raise Unauthorized("X-Api-User and X-Api-Key are required")
-    auth.check_limit(addr)
-    account = request.app[ACCOUNTS].verify(user, key)
-    if account is None:
-        auth.wrong_secret(addr, "invalid X-Api-User or X-Api-Key")
-    if account.allowfrom and not any(addr in net for net in account.allowfrom):
-        raise Unauthorized(f"client address {addr} is not in this account's allowfrom")
+    identity = caller(request)
+    account = identity.account
+    assert account is not None  # Access.ACCOUNT
     body = await read_json_object(request, config.max_body)
     if body.get("subdomain") != account.subdomain:
         raise BadRequest("subdomain", "does not belong to this account")
@@ -54,7 +45,6 @@ async def update(request: web.Request) -> web.Response:
     except InvalidValue as exc:
         raise BadRequest("txt", str(exc)) from None
     service = request.app[SERVICE]
-    identity = Identity(addr, account.label, None)
     await service.add(identity, account.fqdn, value)
     await service.trim(identity, account.fqdn, config.acmedns.keep)
     return web.json_response({"txt": value})
@@ -64,9 +54,7 @@ async def register(request: web.Request) -> web.Response:
     config = request.app[LIVE].config
     if not config.acmedns.register:
         raise NotFound("registration is disabled (ACMEDNS_REGISTER)")
-    identity = await request.app[AUTHENTICATOR].authenticate(request)
-    if not _may_register(identity):
-        raise Forbidden("only admin users or allowed hosts may register accounts")
+    identity = caller(request)
     body = await _optional_body(request, config.max_body)
     allowfrom_raw = body.get("allowfrom", [])
     if not isinstance(allowfrom_raw, list) or not all(isinstance(a, str) for a in allowfrom_raw):
@@ -101,10 +89,6 @@ async def register(request: web.Request) -> web.Response:
         },
         status=201,
     )
-
-
-def _may_register(identity: Identity) -> bool:
-    return identity.admin or identity.user is None
 
 
 async def _optional_body(request: web.Request, limit: int) -> dict[str, object]:

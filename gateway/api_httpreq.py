@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.auth import caller
 from gateway.bodies import read_json_object
 from gateway.errors import BadRequest
-from gateway.keys import AUTHENTICATOR, LIVE, SERVICE
+from gateway.keys import LIVE, SERVICE
 from lib.names import InvalidValue, txt_value, validate_value
 
 _MAX_KEY_AUTH = 512
@@ -34,7 +35,7 @@ async def cleanup(request: web.Request) -> web.Response:
 
 
 async def _change(request: web.Request, *, setup: bool) -> web.Response:
-    identity = await request.app[AUTHENTICATOR].authenticate(request)
+    identity = caller(request)
     service = request.app[SERVICE]
     body = await read_json_object(request, request.app[LIVE].config.max_body)
     if "keyAuth" in body or ("domain" in body and "fqdn" not in body):

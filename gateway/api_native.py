@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.auth import caller
 from gateway.bodies import read_json_object
 from gateway.errors import BadRequest, MethodNotAllowed
-from gateway.keys import AUTHENTICATOR, LIVE, SERVICE
+from gateway.keys import LIVE, SERVICE
 from lib.names import InvalidValue, validate_value
 
 METHODS = ["POST", "PUT", "DELETE"]
@@ -30,7 +31,7 @@ _TEARDOWN = {"teardown", "remove"}
 async def handle(request: web.Request) -> web.Response:
     if request.method not in METHODS:
         raise MethodNotAllowed(METHODS)
-    identity = await request.app[AUTHENTICATOR].authenticate(request)
+    identity = caller(request)
     service = request.app[SERVICE]
     body = await read_json_object(request, request.app[LIVE].config.max_body)
 

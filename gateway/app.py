@@ -2,8 +2,10 @@
 
 Resources (journal, provider connections or servers, janitor) are opened and
 closed in ``cleanup_ctx``; state lives on the app under typed keys
-(:mod:`gateway.keys`). Handlers raise :class:`gateway.errors.GatewayError`;
-:func:`error_middleware` is the only place that turns errors into answers.
+(:mod:`gateway.keys`). The endpoints and who may call each are one table
+(:mod:`gateway.routes`), applied by one middleware. Handlers raise
+:class:`gateway.errors.GatewayError`; :func:`error_middleware` is the only
+place that turns errors into answers.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from gateway import api_acmedns, api_admin, api_httpreq, api_native
 from gateway.acmedns import (
     Account,
     AccountError,
@@ -39,6 +40,7 @@ from gateway.keys import (
 )
 from gateway.live import Live
 from gateway.metrics import Metrics
+from gateway.routes import access_middleware, add_routes, endpoint_of, endpoints
 from gateway.service import ChallengeService
 from providers.base import Provider
 
@@ -53,22 +55,12 @@ def error_response(exc: GatewayError) -> web.Response:
     )
 
 
-# Which API a handler serves, for the request counter.
-_API = {
-    api_native.handle: "native",
-    api_httpreq.present: "httpreq",
-    api_httpreq.cleanup: "httpreq",
-    api_acmedns.update: "acmedns",
-    api_acmedns.register: "acmedns",
-}
-
-
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)  # errors are answers by now (inner middleware)
-    api = _API.get(getattr(request.match_info, "handler", None))  # type: ignore[arg-type]
-    if api is not None:
-        request.app[METRICS].requests.labels(api, str(response.status)).inc()
+    endpoint = endpoint_of(request)
+    if endpoint is not None and endpoint.api is not None:
+        request.app[METRICS].requests.labels(endpoint.api, str(response.status)).inc()
     return response
 
 
@@ -100,12 +92,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """Liveness without authentication; says nothing about users or names."""
-    request.app[JOURNAL].count()
-    return web.json_response({"status": "ok"})
-
-
 def create_app(
     config: Config,
     provider: Provider,
@@ -113,7 +99,8 @@ def create_app(
 ) -> web.Application:
     """The gateway application. *passwords* may be pre-loaded by the caller."""
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware], client_max_size=config.max_body
+        middlewares=[metrics_middleware, error_middleware, access_middleware],
+        client_max_size=config.max_body,
     )
     journal = Journal.in_dir(config.state_dir)
     if passwords is None and config.auth.passwd_file is not None:
@@ -137,26 +124,15 @@ def create_app(
     app[PROVIDER] = provider
     app[JOURNAL] = journal
     app[SERVICE] = service
-    authenticator = Authenticator(config.auth, passwords)
+    accounts = AccountStore(config.state_dir / "acmedns.sqlite3")
+    app[ACCOUNTS] = accounts
+    authenticator = Authenticator(config.auth, passwords, accounts=accounts)
     authenticator.on_failure = lambda reason: metrics.auth_failures.labels(reason).inc()
     app[AUTHENTICATOR] = authenticator
     janitor = app[JANITOR] = Janitor(service, config.record_max_age, config.janitor_interval)
     metrics.watch_janitor(lambda: janitor.max_age, lambda: janitor.interval)
-    app[ACCOUNTS] = AccountStore(config.state_dir / "acmedns.sqlite3")
     app.cleanup_ctx.append(_resources)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", api_admin.metrics)
-    app.router.add_get("/records", api_admin.records)
-    app.router.add_get("/openapi.json", api_admin.openapi)
-    prefix = config.httpreq_prefix
-    app.router.add_post(f"{prefix}/present", api_httpreq.present)
-    app.router.add_post(f"{prefix}/cleanup", api_httpreq.cleanup)
-    app.router.add_post("/update", api_acmedns.update)
-    app.router.add_post("/register", api_acmedns.register)
-    app.router.add_get("/health", api_acmedns.health)
-    # The original accepted its API on any path: keep that, after every other route.
-    app.router.add_route("*", "/", api_native.handle)
-    app.router.add_route("*", "/{tail:.*}", api_native.handle)
+    add_routes(app, endpoints(config))
     return app
 
 

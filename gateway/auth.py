@@ -1,6 +1,8 @@
 """Who is calling: client address, host allowlist, basic auth and failure limits.
 
-Rules (README "Security model"):
+Every route declares an :class:`Access` (``gateway.routes``), and one
+middleware applies it through :meth:`Authenticator.admit` before any handler
+runs: no handler checks callers itself. Rules (README "Security model"):
 
 * The client address is the TCP peer, unless the peer is one of
   ``ALLOWED_PROXIES``: then it is the right-most address in the ``PROXY_XFF``
@@ -11,6 +13,13 @@ Rules (README "Security model"):
   when hosts are set, an allowed host. Credentials that are sent are always
   checked: a wrong password is refused even from an allowed host, so a
   per-user domain restriction can never be bypassed by sending bad ones.
+* acme-dns ``/update`` passes the same host rule; its credential is the
+  account's ``X-Api-User``/``X-Api-Key`` (in every mode, since the key says
+  which name may be written), which plays the password's part: ``sufficient``
+  admits a valid key from any address, ``required`` a valid key from an
+  allowed host, ``off`` a valid key from an allowed host. An account's
+  ``allowfrom`` then narrows that further; it never admits a host the rule
+  refused.
 * Failed password checks are counted per client address; past the limit that
   address gets 429 with ``Retry-After`` until its window ends. The check is
   made before any hashing, so a flood costs us almost nothing, and other
@@ -36,11 +45,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import NoReturn
 
 from aiohttp import web
 
+from gateway.acmedns import Account, AccountStore
 from gateway.config import AuthConfig, AuthMode, IPNetwork
 from gateway.errors import BadRequest, Forbidden, TooManyRequests, Unauthorized, Unavailable
 from lib.passwd import PasswdFileError, PasswordFile, UserEntry
@@ -50,6 +61,17 @@ log = logging.getLogger(__name__)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _MAX_HEADER = 4096
+_MAX_API_FIELD = 256  # X-Api-User / X-Api-Key
+
+
+
+class Access(Enum):
+    """Who may call an endpoint; every route declares one."""
+
+    PUBLIC = "public"  # anyone: liveness and the API's description, nothing else
+    CALLER = "caller"  # the host rule and basic auth (BASIC_AUTH, ALLOWED_HOSTS)
+    ADMIN = "admin"  # CALLER, then an admin user or a caller admitted by its address
+    ACCOUNT = "account"  # the host rule and an acme-dns account's key, within its allowfrom
 
 
 @dataclass(frozen=True)
@@ -60,10 +82,25 @@ class Identity:
     user: str | None  # None: admitted by host allowlist alone
     domains: tuple[str, ...] | None  # None: every managed domain
     admin: bool = False
+    account: Account | None = None  # the acme-dns account, for Access.ACCOUNT
 
     @property
     def label(self) -> str:
+        if self.account is not None:
+            return self.account.label
         return self.user if self.user is not None else f"host:{self.client}"
+
+
+# Where the access middleware (gateway.routes) leaves the admitted caller on a request.
+CALLER = web.RequestKey("caller", Identity)
+
+
+def caller(request: web.Request) -> Identity:
+    """The caller the access middleware admitted (endpoints that are not public)."""
+    try:
+        return request[CALLER]
+    except KeyError:
+        raise RuntimeError(f"{request.method} {request.path}: no caller; is it public?") from None
 
 
 def _contains(nets: tuple[IPNetwork, ...], addr: IPAddress) -> bool:
@@ -284,27 +321,51 @@ class Authenticator:
         config: AuthConfig,
         passwords: PasswordStore | None,
         limiter: FailureLimiter | None = None,
+        accounts: AccountStore | None = None,
     ) -> None:
         self.config = config
         self.passwords = passwords
+        self.accounts = accounts
         self.limiter = limiter or FailureLimiter(config.max_failures, config.failure_window)
         self.on_failure: Callable[[str], None] = lambda reason: None
 
     def host_allowed(self, addr: IPAddress) -> bool:
         return _contains(self.config.allowed_hosts, addr)
 
-    async def authenticate(self, request: web.Request) -> Identity:
-        cfg = self.config
-        addr = client_address(request, cfg)
+    async def admit(self, request: web.Request, access: Access) -> Identity | None:
+        """The caller of *request* if *access* lets it in (None for a public endpoint);
+        otherwise 401, 403 or 429."""
+        if access is Access.PUBLIC:
+            return None
+        addr = client_address(request, self.config)
         host_ok = self.host_allowed(addr)
-        if cfg.mode is AuthMode.OFF:
-            if not host_ok:
-                self._refuse(addr, "host not allowed")
-                raise Forbidden(f"client address {addr} is not allowed")
-            return Identity(addr, None, None)
-        if cfg.mode is AuthMode.REQUIRED and cfg.allowed_hosts and not host_ok:
+        self._host_rule(addr, host_ok)
+        if access is Access.ACCOUNT:
+            return self._account(request, addr)
+        identity = await self._basic(request, addr, host_ok)
+        if access is Access.ADMIN and not (identity.admin or identity.user is None):
+            raise Forbidden("this needs an admin user or an allowed host")
+        return identity
+
+    async def authenticate(self, request: web.Request) -> Identity:
+        """The caller as the native API sees it (:attr:`Access.CALLER`)."""
+        identity = await self.admit(request, Access.CALLER)
+        assert identity is not None
+        return identity
+
+    def _host_rule(self, addr: IPAddress, host_ok: bool) -> None:
+        """The part of the rules that depends on the address alone, the same for every API."""
+        cfg = self.config
+        if not host_ok and (
+            cfg.mode is AuthMode.OFF or (cfg.mode is AuthMode.REQUIRED and cfg.allowed_hosts)
+        ):
             self._refuse(addr, "host not allowed")
             raise Forbidden(f"client address {addr} is not allowed")
+
+    async def _basic(self, request: web.Request, addr: IPAddress, host_ok: bool) -> Identity:
+        cfg = self.config
+        if cfg.mode is AuthMode.OFF:
+            return Identity(addr, None, None)
         creds = parse_basic(request)
         if creds is None:
             if cfg.mode is AuthMode.SUFFICIENT and host_ok:
@@ -314,8 +375,25 @@ class Authenticator:
         entry = await self._check(addr, user, password)
         return Identity(addr, entry.name, entry.domains or None, entry.is_admin)
 
+    def _account(self, request: web.Request, addr: IPAddress) -> Identity:
+        user = request.headers.get("X-Api-User", "")
+        key = request.headers.get("X-Api-Key", "")
+        if not user or not key or len(user) > _MAX_API_FIELD or len(key) > _MAX_API_FIELD:
+            raise Unauthorized("X-Api-User and X-Api-Key are required")
+        if self.accounts is None:
+            raise Unauthorized("no acme-dns accounts")
+        self.check_limit(addr)
+        account = self.accounts.verify(user, key)
+        if account is None:
+            self.wrong_secret(addr, "invalid X-Api-User or X-Api-Key")
+        if account.allowfrom and not _contains(account.allowfrom, addr):
+            self._refuse(addr, "host not in allowfrom")
+            raise Forbidden(f"client address {addr} is not in this account's allowfrom")
+        return Identity(addr, account.label, None, account=account)
+
     async def _check(self, addr: IPAddress, user: str, password: str) -> UserEntry:
-        assert self.passwords is not None
+        if self.passwords is None:
+            raise Unauthorized("no password file")
         # A cached success proves the caller knows the password already; let it
         # through even while its address is locked out by someone else's flood.
         entry = self.passwords.cached(user, password)

@@ -135,7 +135,7 @@ async def test_allowfrom_enforced(gateway: GatewayFactory, tmp_path: Path) -> No
     )
     body = {"subdomain": SUB, "txt": make_value()}
     r = await client.post("/update", json=body, headers=creds())
-    assert r.status == 401  # the test client is 127.0.0.1
+    assert r.status == 403  # the test client is 127.0.0.1: an address refused, as everywhere
     assert provider.calls == []
     r = await client.post("/update", json=body, headers={**creds(), "X-Forwarded-For": "192.0.2.5"})
     assert r.status == 200

@@ -1,0 +1,86 @@
+"""Every endpoint of the gateway and who may call it, in one table.
+
+Each :class:`Endpoint` declares its :class:`gateway.auth.Access`; :func:`add_routes`
+puts the table into the router, and :func:`access_middleware` applies the
+declared access to every request before its handler runs. A route the table
+did not declare is answered with an error, never served: a new endpoint cannot
+forget the host and password rules, because no handler applies them itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.web_urldispatcher import AbstractRoute
+
+from gateway import api_acmedns, api_admin, api_httpreq, api_native
+from gateway.auth import CALLER, Access
+from gateway.config import Config
+from gateway.keys import AUTHENTICATOR
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str  # "*": every method (the original's API)
+    path: str
+    handler: Handler
+    access: Access
+    api: str | None = None  # the request counter's ``api`` label
+
+
+ENDPOINTS = web.AppKey("endpoints", dict[AbstractRoute, Endpoint])
+
+
+def endpoints(config: Config) -> tuple[Endpoint, ...]:
+    """The gateway's endpoints, in the order the router tries them."""
+    prefix = config.httpreq_prefix
+    return (
+        Endpoint("GET", "/healthz", api_admin.healthz, Access.PUBLIC),
+        Endpoint("GET", "/openapi.json", api_admin.openapi, Access.PUBLIC),
+        Endpoint("GET", "/metrics", api_admin.metrics, Access.CALLER),
+        Endpoint("GET", "/records", api_admin.records, Access.ADMIN),
+        Endpoint("POST", f"{prefix}/present", api_httpreq.present, Access.CALLER, "httpreq"),
+        Endpoint("POST", f"{prefix}/cleanup", api_httpreq.cleanup, Access.CALLER, "httpreq"),
+        Endpoint("POST", "/update", api_acmedns.update, Access.ACCOUNT, "acmedns"),
+        Endpoint("POST", "/register", api_acmedns.register, Access.ADMIN, "acmedns"),
+        Endpoint("GET", "/health", api_acmedns.health, Access.PUBLIC),
+        # The original accepted its API on any path: keep that, after every other route.
+        Endpoint("*", "/", api_native.handle, Access.CALLER, "native"),
+        Endpoint("*", "/{tail:.*}", api_native.handle, Access.CALLER, "native"),
+    )
+
+
+def add_routes(app: web.Application, table: tuple[Endpoint, ...]) -> None:
+    """Register *table* with *app*'s router, HEAD with each GET, each route with its endpoint."""
+    declared: dict[AbstractRoute, Endpoint] = {}
+    for endpoint in table:
+        methods = ["GET", "HEAD"] if endpoint.method == "GET" else [endpoint.method]
+        for method in methods:
+            route = app.router.add_route(method, endpoint.path, endpoint.handler)
+            declared[route] = endpoint
+    app[ENDPOINTS] = declared
+
+
+def endpoint_of(request: web.Request) -> Endpoint | None:
+    """The declared endpoint *request* was routed to (None: no route, a 404 or 405)."""
+    return request.app[ENDPOINTS].get(request.match_info.route)
+
+
+@web.middleware
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Apply the access the request's route declared, before its handler runs."""
+    endpoint = endpoint_of(request)
+    if endpoint is None:
+        if request.match_info.http_exception is not None:
+            return await handler(request)  # 404 or 405: nothing is served
+        raise RuntimeError(f"{request.method} {request.path}: route without declared access")
+    identity = await request.app[AUTHENTICATOR].admit(request, endpoint.access)
+    if identity is not None:
+        request[CALLER] = identity
+    return await handler(request)
