@@ -538,6 +538,7 @@ class Deadline:
     def __init__(self, seconds: float) -> None:
         self.total = seconds
         self.start = time.monotonic()
+        self.end = self.start + seconds
 
     def remaining(self) -> float:
         return max(0.0, self.start + self.total - time.monotonic())
@@ -643,15 +644,12 @@ class GatewayClient:
         attempts = 0
         while True:
             attempts += 1
-            remaining = self.deadline.remaining()
             problem: str
             status: int | None = None
             try:
-                # Never 0: a socket timeout of 0 would mean "do not wait at all".
                 response = exchange(method, self._url, body, headers, context=context,
-                                    proxy=self.settings.proxy,
-                                    connect_timeout=max(min(CONNECT_TIMEOUT, remaining), 0.1),
-                                    read_timeout=max(remaining, 0.1))
+                                    proxy=self.settings.proxy, deadline=self.deadline.end,
+                                    connect_timeout=CONNECT_TIMEOUT)
             except TransportError as exc:
                 reason = _one_line(str(exc))
                 if isinstance(exc, TLSFailure):
@@ -662,7 +660,7 @@ class GatewayClient:
                     raise HookError(f"{what}: {self.settings.url} did not answer in HTTP "
                                     f"({reason}) — check ACMEGW_URL={self.settings.url}") from None
                 if isinstance(exc, NoAnswer):
-                    problem = f"no answer from {self.settings.url}"
+                    problem = f"no answer from {self.settings.url} ({reason})"
                 else:
                     proxy = self.settings.proxy
                     via = f" through the proxy {proxy.host}:{proxy.port}" if proxy else ""
@@ -778,7 +776,10 @@ class RunLog:
         self._file: TextIO | None = None
         if path:
             try:
-                self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - close()
+                # O_NONBLOCK: a FIFO nobody reads would block the open, and each write.
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK,
+                             0o666)
+                self._file = open(fd, "a", encoding="utf-8")  # noqa: SIM115 - close()
             except OSError as exc:
                 self.problem = (f"{PROG}: cannot write the log {path}: {exc.strerror}; "
                                 "going on without it")

@@ -10,6 +10,11 @@ needs of HTTP is small, and all of it is here: one request per connection
 the connection, no redirects, TLS verified against one CA file or the system's
 trust store, and a forward proxy from the environment (CONNECT for https).
 
+The exchange as a whole is bounded by one deadline: resolving the name, connecting, the
+proxy's CONNECT, the TLS handshake, sending and every read take what is left of it, so a
+server that drips its answer a byte at a time cannot stretch a run (a socket timeout
+alone bounds only each read).
+
 Failures are sorted by what the caller should do about them: :class:`Unreachable`
 and :class:`NoAnswer` may pass (the gateway restarting, a network blip) and are worth
 another try; :class:`TLSFailure` and :class:`NotHTTP` will not change by trying again.
@@ -17,12 +22,14 @@ another try; :class:`TLSFailure` and :class:`NotHTTP` will not change by trying 
 
 from __future__ import annotations
 
+import _thread
 import base64
 import json
 import os
 import re
 import socket
 import ssl
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import SplitResult, unquote, urlsplit
@@ -34,6 +41,9 @@ if TYPE_CHECKING:
 
 # The gateway's answers are a few hundred bytes; more than this is not a gateway.
 MAX_REPLY = 1 << 16
+# Interim (1xx) answers before the real one: a gateway sends none (the hook never asks for
+# 100 Continue); a few are tolerated, an endless stream of them is not an HTTP server.
+MAX_INTERIM = 5
 PROXY_KEYS = ("https_proxy", "http_proxy", "all_proxy", "no_proxy")
 
 
@@ -208,10 +218,14 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
 
 
 def exchange(method: str, url: SplitResult, body: bytes, headers: Mapping[str, str], *,
-             context: ssl.SSLContext | None, proxy: Proxy | None, connect_timeout: float,
-             read_timeout: float) -> Reply:
+             context: ssl.SSLContext | None, proxy: Proxy | None, deadline: float,
+             connect_timeout: float) -> Reply:
     """Send one request on a connection of its own and read the answer; never follows
-    a redirect. Raises a :class:`TransportError` subclass when no HTTP answer came."""
+    a redirect. Raises a :class:`TransportError` subclass when no HTTP answer came.
+
+    Everything ends by *deadline* (on :func:`time.monotonic`), an attempt to connect to
+    one of the host's addresses after *connect_timeout* at most.
+    """
     host = url.hostname or ""
     port = _port(url)
     authority = url.netloc  # host[:port] as written; ACMEGW_URL holds no credentials
@@ -226,22 +240,26 @@ def exchange(method: str, url: SplitResult, body: bytes, headers: Mapping[str, s
     sock: socket.socket | None = None
     try:
         try:
-            sock = (_connect(proxy.host, proxy.port, connect_timeout) if proxy is not None
-                    else _connect(host, port, connect_timeout))
+            sock = (_connect(proxy.host, proxy.port, deadline, connect_timeout)
+                    if proxy is not None else _connect(host, port, deadline, connect_timeout))
             if url.scheme == "https":
                 assert context is not None
                 if proxy is not None:
-                    _tunnel(sock, f"{_bracketed(host)}:{port}", proxy)
-                # The handshake, certificate check included, is part of connecting.
+                    _tunnel(sock, f"{_bracketed(host)}:{port}", proxy, deadline)
+                # The handshake, certificate check included, is part of connecting; CPython
+                # bounds the whole handshake by the socket's timeout, not each read of it.
+                sock.settimeout(_left(deadline))
                 sock = context.wrap_socket(sock, server_hostname=_name(host))
+        except _SlowResolver as exc:
+            raise NoAnswer(str(exc)) from None
         except TimeoutError:
             raise NoAnswer("connecting timed out") from None
         # The gateway answers a setup only once every nameserver serves the value:
         # the answer may take as long as the run has left.
-        sock.settimeout(read_timeout)
         head = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+        sock.settimeout(_left(deadline))  # for all of sendall, not each send
         sock.sendall(f"{method} {target} HTTP/1.1\r\n{head}\r\n".encode() + body)
-        return _read_reply(_Reader(sock))
+        return _read_reply(_Reader(sock, deadline))
     except ssl.SSLCertVerificationError as exc:
         raise TLSFailure(f"certificate verify failed: {exc.verify_message}") from None
     except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
@@ -262,10 +280,12 @@ def exchange(method: str, url: SplitResult, body: bytes, headers: Mapping[str, s
 
 
 class _Reader:
-    """Buffered reads from a socket, bounded: nothing a gateway says is large."""
+    """Buffered reads from a socket, bounded in size (nothing a gateway says is large)
+    and in time (each read gets what is left until the deadline)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = sock
+        self.deadline = deadline
         self.buffer = b""
         self.closed = False
 
@@ -273,6 +293,7 @@ class _Reader:
         """Read more; False once the peer closed."""
         if self.closed:
             return False
+        self.sock.settimeout(_left(self.deadline))
         data = self.sock.recv(65536)
         if not data:
             self.closed = True
@@ -331,7 +352,11 @@ def _read_head(reader: _Reader) -> tuple[int, str, dict[str, str]]:
 
 def _read_reply(reader: _Reader) -> Reply:
     status, reason, fields = _read_head(reader)
+    interim = 0
     while 100 <= status < 200:  # an interim answer: the real one follows
+        interim += 1
+        if interim > MAX_INTERIM:
+            raise NotHTTP(f"more than {MAX_INTERIM} interim (1xx) answers")
         status, reason, fields = _read_head(reader)
     if "chunked" in fields.get("transfer-encoding", "").lower():
         body = b""
@@ -360,11 +385,12 @@ def _read_reply(reader: _Reader) -> Reply:
     return Reply(status, reason, body)
 
 
-def _tunnel(sock: socket.socket, authority: str, proxy: Proxy) -> None:
+def _tunnel(sock: socket.socket, authority: str, proxy: Proxy, deadline: float) -> None:
     """Ask the proxy for a tunnel to *authority* (RFC 9110 CONNECT)."""
     auth = f"Proxy-Authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
+    sock.settimeout(_left(deadline))
     sock.sendall(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{auth}\r\n".encode())
-    reader = _Reader(sock)
+    reader = _Reader(sock, deadline)
     status, reason, _ = _read_head(reader)
     if not 200 <= status < 300:
         raise Unreachable(f"the proxy refused the tunnel: {status} {reason}".strip())
@@ -382,14 +408,60 @@ def _name(host: str) -> bytes:
     return idna.encode(host, uts46=True)
 
 
-def _connect(host: str, port: int, timeout: float) -> socket.socket:
-    """What ``socket.create_connection`` does, with the host as bytes (:func:`_name`)."""
+class _SlowResolver(TimeoutError):
+    """The name was not resolved in the time left."""
+
+
+def _left(deadline: float) -> float:
+    """The seconds left until *deadline*; :class:`TimeoutError` when there are none."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("no answer in time")
+    return left
+
+
+def _addresses(host: str, port: int, deadline: float) -> list[Any]:
+    """``getaddrinfo`` for *host*, ended by *deadline*.
+
+    getaddrinfo has no timeout of its own, and a resolver that does not answer keeps it
+    for its timeout times its attempts times its servers (30 s and more). A name is
+    therefore resolved in a thread of its own, left behind when time is up (the run is
+    over then: the process exits). An address needs no thread.
+    """
+    name = _name(host)
+    try:
+        return socket.getaddrinfo(name, port, type=socket.SOCK_STREAM,
+                                  flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        pass  # a name
+    outcome: list[Any] = []
+    done = _thread.allocate_lock()
+    done.acquire()
+
+    def resolve() -> None:
+        try:
+            outcome.append(socket.getaddrinfo(name, port, type=socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the caller below
+            outcome.append(exc)
+        finally:
+            done.release()
+
+    _thread.start_new_thread(resolve, ())
+    if not done.acquire(timeout=_left(deadline)):
+        raise _SlowResolver(f"resolving {host} took longer than the time left")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]  # type: ignore[no-any-return]
+
+
+def _connect(host: str, port: int, deadline: float, timeout: float) -> socket.socket:
+    """What ``socket.create_connection`` does, with the host as bytes (:func:`_name`),
+    each address tried for *timeout* at most, all of it ended by *deadline*."""
     problem: OSError = OSError(f"no address for {host}")
-    for family, kind, proto, _, address in socket.getaddrinfo(_name(host), port,
-                                                               type=socket.SOCK_STREAM):
+    for family, kind, proto, _, address in _addresses(host, port, deadline):
         sock = socket.socket(family, kind, proto)
         try:
-            sock.settimeout(timeout)
+            sock.settimeout(min(timeout, _left(deadline)))
             sock.connect(address)
         except OSError as exc:
             sock.close()

@@ -161,9 +161,11 @@ def no_etc_conf() -> None:
 
 
 async def spawn(args: list[str], env: dict[str, str], shell: str = CLOSE_STDIN,
-                timeout: float = 20.0) -> tuple[int, str, str]:
+                timeout: float = 20.0, wrapper: Sequence[str] = ()) -> tuple[int, str, str]:
+    """Run ``python ARGS`` through ``sh -c SHELL`` (after *wrapper*, such as ``unshare``);
+    its status, stdout and stderr. A hook still running after *timeout* fails the test."""
     proc = await asyncio.create_subprocess_exec(
-        "/bin/sh", "-c", shell, sys.executable, *args, env=env,
+        *wrapper, "/bin/sh", "-c", shell, sys.executable, *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     # communicate() returns only at EOF on both pipes: a child left holding stderr
     # would make this time out, as it would block mod_md.

@@ -15,6 +15,7 @@ import contextlib
 import shutil
 import ssl
 import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -417,7 +418,7 @@ async def answer_to(raw: bytes) -> tuple[Reply, bytes]:
     try:
         reply = await asyncio.to_thread(
             exchange, "POST", url, b'{"a": 1}', {"User-Agent": "test"}, context=None,
-            proxy=None, connect_timeout=5, read_timeout=5)
+            proxy=None, deadline=time.monotonic() + 5, connect_timeout=5)
     finally:
         server.close()
         await server.wait_closed()
@@ -479,7 +480,7 @@ async def test_a_name_that_does_not_resolve(host: str) -> None:
     url = urlsplit(f"http://{host}:8000/")
     with pytest.raises(Unreachable):
         await asyncio.to_thread(exchange, "POST", url, b"{}", {}, context=None, proxy=None,
-                                connect_timeout=2, read_timeout=2)
+                                deadline=time.monotonic() + 2, connect_timeout=2)
 
 
 async def test_a_gateway_on_ipv6_loopback(tmp_path: Path) -> None:
