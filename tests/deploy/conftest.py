@@ -1,7 +1,8 @@
 """Fixtures for the deployment tests: rootful podman and the gateway's image.
 
-The image is built once per test session from ``Containerfile`` on the Debian
-base of :mod:`tests.deploy.debian_base`, and removed at the end.
+The image is built once per test session by ``make image`` (the wheelhouse on
+the host, then ``podman build --network=none --pull=never``) on the Debian base
+of :mod:`tests.deploy.debian_base`, and removed at the end.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,8 +18,6 @@ from tests.deploy.debian_base import NoDebianMirror, ensure_base_image
 from tests.deploy.podman import Image, Podman
 from tests.gateway.procs import REPO_ROOT
 from tests.system import need_program, unavailable
-
-CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 @pytest.fixture(scope="session")
@@ -39,24 +37,18 @@ def debootstrap() -> str:
 
 @pytest.fixture(scope="session")
 def image(podman: Podman, debootstrap: str) -> Iterator[Image]:
+    """``make image`` on the Debian base: from the wheelhouse, with no network and no registry."""
     try:
         base = ensure_base_image(podman.program, debootstrap)
     except NoDebianMirror as exc:
         unavailable(f"cannot make the Debian base image: {exc}")
         raise
     tag = f"localhost/acmegw-test:{secrets.token_hex(4)}"
-    build_args = {"BASE": base.name}
-    mounts = []
-    if CA_BUNDLE.is_file():
-        # pip in the build trusts what this machine trusts (a TLS-inspecting
-        # proxy's CA, say), without baking the bundle into the image.
-        mounts.append(f"{CA_BUNDLE}:{CA_BUNDLE}:ro")
-        build_args["PIP_CERT"] = str(CA_BUNDLE)
     started = time.monotonic()
-    podman.build(REPO_ROOT, tag, build_args, mounts)
+    built = podman.make_image(REPO_ROOT, tag, base.name)
     build_seconds = time.monotonic() - started
     try:
         size = int(podman("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip())
-        yield Image(tag, size, base.seconds, base.built, build_seconds)
+        yield Image(tag, base.name, size, base.seconds, base.built, build_seconds, built.stdout)
     finally:
         podman("rmi", "--force", tag, check=False)

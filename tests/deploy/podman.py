@@ -13,6 +13,7 @@ Two things differ from podman's defaults here, and both are harmless elsewhere:
 from __future__ import annotations
 
 import resource
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -29,10 +30,12 @@ class Image:
     """An image a test built, with what it cost."""
 
     tag: str
+    base: str
     size: int
     base_seconds: float
     base_built: bool
     build_seconds: float
+    build_log: str
 
 
 class Podman:
@@ -96,6 +99,32 @@ class Podman:
         for mount in mounts:
             args += ["-v", mount]
         return self(*args, str(context), timeout=timeout)
+
+    def make_image(
+        self, repo: Path, tag: str, base: str, timeout: float = 900.0
+    ) -> subprocess.CompletedProcess[str]:
+        """``make image`` in *repo*: the wheelhouse, then the build with no network.
+
+        ``--pull=never`` on top, so the build cannot reach a registry for the
+        base either: *base* must be in podman's store.
+        """
+        build_flags = ["--pull=never", "--layers=false", *self.limits]
+        done = subprocess.run(
+            [
+                "make", "--no-print-directory", "-C", str(repo), "image",
+                f"BASE={base}", f"IMAGE={tag}",
+                f"PODMAN={shlex.join([self.program, *self.global_args])}",
+                f"PODMAN_BUILD_FLAGS={shlex.join(build_flags)}",
+            ],
+            capture_output=True, text=True, timeout=timeout, check=False,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise AssertionError(
+                f"make image failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
+                f"{done.stderr[-3000:]}"
+            )
+        return done
 
     def run_detached(self, *args: str) -> str:
         """``podman run -d`` with this machine's limits; the container's id."""

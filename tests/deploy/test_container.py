@@ -1,12 +1,16 @@
 """The container image, built from ``Containerfile`` and run as the README says (system test).
 
-The image is built on a Debian base that debootstrap makes from this machine's
-own Debian mirror (:mod:`tests.deploy.debian_base`; cached between runs), and
-run by rootful podman with every hardening flag the README recommends:
-``--read-only`` without podman's writable tmpfs mounts, ``--ipc=none`` (no
-``/dev/shm``), ``--cap-drop=all``, ``no-new-privileges``, the configuration
-mounted read-only, the journal on a named volume, and the API and the builtin
-DNS server published on loopback ports only. Port 53 is bound without any
+The image is built by ``make image``, as the README says for a host without
+a registry: on a Debian base that debootstrap makes from this machine's own
+Debian mirror (:mod:`tests.deploy.debian_base`; cached between runs), from a
+wheelhouse that the host's pip fills, with ``podman build --network=none
+--pull=never``; the same build without the wheelhouse must fail for want of
+PyPI (so the network really was off). The image is run by rootful podman
+with every hardening flag the README recommends: ``--read-only`` without
+podman's writable tmpfs mounts, ``--ipc=none`` (no ``/dev/shm``),
+``--cap-drop=all``, ``no-new-privileges``, the configuration mounted
+read-only, the journal on a named volume, and the API and the builtin DNS
+server published on loopback ports only. Port 53 is bound without any
 capability: ``--sysctl net.ipv4.ip_unprivileged_port_start=53`` lowers the
 privileged-port floor inside the container's own network namespace (file
 capabilities would not work: no-new-privileges ignores them).
@@ -19,8 +23,9 @@ state volume is the only writable place, and prints the image size and the
 time from ``podman run`` to the first passing HEALTHCHECK.
 
 Measured on the 2-core test machine: debootstrap of the base about 50 s (only
-when it is not cached), the image build 15 to 30 s (pip fetches the
-dependencies from PyPI each time), ``podman run`` to healthy about 1 s. All of
+when it is not cached), the wheelhouse about 20 s (only when pyproject.toml or
+the Containerfile changed), the image build about 17 s, ``podman run`` to
+healthy about 1 s. All of
 tests/deploy takes about 2.5 minutes cold (two debootstraps: this base and
 test_service's systemd one) and under a minute once the bases are cached.
 """
@@ -29,8 +34,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -48,6 +55,7 @@ from tests.deploy.usage import (
     served,
     write_passwd,
 )
+from tests.gateway.procs import REPO_ROOT
 from tests.system import free_port
 
 pytestmark = pytest.mark.system
@@ -236,6 +244,58 @@ def test_read_only_non_root_container_serves_setup_and_teardown(
             f"{image.base_seconds:.1f} s; build {image.build_seconds:.1f} s; "
             f"podman run to healthy {to_healthy:.2f} s"
         )
+
+
+def image_extras() -> list[str]:
+    """The extras the Containerfile's ``ARG EXTRAS=`` line names."""
+    text = (REPO_ROOT / "Containerfile").read_text()
+    (line,) = re.findall(r"^ARG EXTRAS=(.*)$", text, re.MULTILINE)
+    return [e.strip() for e in line.split(",") if e.strip()]
+
+
+def test_the_image_is_built_from_the_wheelhouse_without_network(
+    podman: Podman, image: Image
+) -> None:
+    log = image.build_log
+    command = next(line for line in log.splitlines() if " build " in line)
+    assert "--network=none" in command and "--pull=never" in command, command
+    assert "--build-arg WHEELS=wheelhouse" in log
+    assert "Looking in links: /src/wheelhouse" in log
+    assert "Downloading" not in log
+    wheels = {p.name.split("-")[0].lower() for p in (REPO_ROOT / "wheelhouse").glob("*.whl")}
+    assert {"aiohttp", "cryptography", "setuptools"} <= wheels
+    assert not any(w.startswith("acme_dns01_gateway") for w in wheels)  # built from the sources
+
+    # Every extra the Containerfile names is installed, with its requirements.
+    with (REPO_ROOT / "pyproject.toml").open("rb") as f:
+        optional = tomllib.load(f)["project"].get("optional-dependencies", {})
+    wanted = ["acme-dns01-gateway"]
+    for extra in image_extras():
+        wanted += [re.split(r"[\s<>=!~;\[]", req, maxsplit=1)[0] for req in optional[extra]]
+    check = "import importlib.metadata as m, sys; print(*(m.version(d) for d in sys.argv[1:]))"
+    done = podman(
+        "run", "--rm", *podman.limits, "--network=none", "--entrypoint", "python3", image.tag,
+        "-c", check, *wanted, timeout=120,
+    )  # fmt: skip
+    assert len(done.stdout.split()) == len(wanted), done.stdout
+
+
+def test_without_a_wheelhouse_the_offline_build_fails_for_want_of_pypi(
+    podman: Podman, image: Image
+) -> None:
+    tag = f"localhost/acmegw-test-offline:{secrets.token_hex(4)}"
+    try:
+        done = podman(
+            "build", "--network=none", "--pull=never", "--layers=false", *podman.limits,
+            "--build-arg", f"BASE={image.base}", "-t", tag, str(REPO_ROOT),
+            check=False, timeout=600,
+        )  # fmt: skip
+    finally:
+        podman("rmi", "--force", tag, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output[-3000:]
+    assert "cannot fetch the dependencies from PyPI" in output, output[-3000:]
+    assert "make image" in output
 
 
 def test_https_container_passes_its_healthcheck_and_serves_over_tls(
