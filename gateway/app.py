@@ -152,6 +152,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             yield
         finally:
             await janitor.stop()
+            await app[SERVICE].aclose()
             await provider.aclose()
     finally:
         accounts.close()

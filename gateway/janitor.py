@@ -5,7 +5,9 @@ fails; clients crash; so the gateway cleans up itself. At start-up (after a
 crash or restart too) and every ``JANITOR_INTERVAL`` it removes, through the
 provider and under the same per-name lock as the API, every journaled value
 older than ``RECORD_MAX_AGE``, and finishes removals that were interrupted. A
-failed removal stays journaled and is tried again next round.
+failed removal stays journaled and is tried again next round. A value whose
+provider call is still running past its deadline is left to the end of that
+call (:class:`gateway.service.LateCalls`).
 """
 
 from __future__ import annotations
@@ -42,17 +44,14 @@ class Janitor:
         removed = 0
         for record in due:
             async with service.locks.hold(record.fqdn):
+                if (record.fqdn, record.value) in service.late:
+                    continue  # a call that may still write it is running; its end removes it
                 # Re-read: a teardown may have removed it, or a setup renewed it, meanwhile.
-                current = {r.value: r for r in service.journal.values(record.fqdn)}
-                now = current.get(record.value)
+                now = service.journal.record(record.fqdn, record.value)
                 if now is None or (now.state != "removing" and now.created != record.created):
                     continue
                 try:
-                    service.journal.begin_remove(record.fqdn, record.value)
-                    await service.call_provider(
-                        service.provider.remove_txt, record.fqdn, record.value
-                    )
-                    service.journal.commit_remove(record.fqdn, record.value)
+                    await service.remove_locked(record.fqdn, record.value, settle=False)
                 except GatewayError as exc:
                     self._count_failure()
                     log.warning(

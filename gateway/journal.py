@@ -140,6 +140,10 @@ class Journal:
             return self._select("WHERE fqdn=?", (fqdn,))
         return self._select("WHERE fqdn=? AND owner=?", (fqdn, owner))
 
+    def record(self, fqdn: str, value: str) -> Record | None:
+        found = self._select("WHERE fqdn=? AND value=?", (fqdn, value))
+        return found[0] if found else None
+
     def all(self) -> list[Record]:
         return self._select()
 

@@ -14,9 +14,10 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 from gateway.auth import Identity
 from gateway.config import PropagationConfig
@@ -66,6 +67,55 @@ class NameLocks:
         return len(self._locks)
 
 
+class LateCalls:
+    """Provider calls the gateway stopped waiting for, per (fqdn, value), until they end.
+
+    Such a call may still write: a thread cannot be stopped, and a cancelled
+    request may already be on the wire. While one runs, its value stays
+    journaled; when the last one for a value ends, *on_end* is told whether any
+    of them was a removal.
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[tuple[str, str], set[asyncio.Task[None]]] = {}
+        self._removals: set[tuple[str, str]] = set()
+
+    def track(
+        self,
+        fqdn: str,
+        value: str,
+        task: asyncio.Task[None],
+        removal: bool,
+        on_end: Callable[[str, str, bool], None] | None,
+    ) -> None:
+        key = (fqdn, value)
+        self._calls.setdefault(key, set()).add(task)
+        if removal:
+            self._removals.add(key)
+
+        def ended(task: asyncio.Task[None]) -> None:
+            calls = self._calls[key]
+            calls.discard(task)
+            if calls:
+                return
+            del self._calls[key]
+            any_removal = key in self._removals
+            self._removals.discard(key)
+            if on_end is not None:
+                on_end(fqdn, value, any_removal)
+
+        task.add_done_callback(ended)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._calls
+
+    def stop_waiting(self) -> None:
+        """Shutdown: give up on them; their values stay journaled for the janitor."""
+        for calls in self._calls.values():
+            for task in calls:
+                task.cancel()
+
+
 @dataclass(frozen=True)
 class Change:
     """The outcome of a change, for the API's answer."""
@@ -98,6 +148,9 @@ class ChallengeService:
         self.dns_visible = dns_visible
         self.update_propagation()
         self.locks = NameLocks()
+        self.late = LateCalls()
+        self._settling: set[asyncio.Task[None]] = set()
+        self._closing = False
         self.metrics: Metrics | None = None
 
     def set_delegations(self, delegations: tuple[tuple[str, str], ...]) -> None:
@@ -165,7 +218,7 @@ class ChallengeService:
                         "as many as MAX_RECORDS_PER_USER allows; tear down the ones no "
                         "longer needed first"
                     )
-                await self.call_provider(self.provider.add_txt, fqdn, value)
+                await self.call_provider("add", fqdn, value)
                 self.journal.commit_add(fqdn, value)
             if self.check_propagation:
                 await self._wait_served(fqdn, value)
@@ -175,7 +228,7 @@ class ChallengeService:
 
     async def remove(self, identity: Identity, fqdn: str, value: str) -> Change:
         async with self._audited(identity, "remove", fqdn, [value]), self.locks.hold(fqdn):
-            await self._remove_locked(fqdn, value)
+            await self.remove_locked(fqdn, value)
         return Change(fqdn, (value,))
 
     async def remove_own(self, identity: Identity, fqdn: str) -> Change:
@@ -183,7 +236,7 @@ class ChallengeService:
         removed: list[str] = []
         async with self._audited(identity, "remove-own", fqdn, removed), self.locks.hold(fqdn):
             for record in self.journal.values(fqdn, identity.label):
-                await self._remove_locked(fqdn, record.value)
+                await self.remove_locked(fqdn, record.value)
                 removed.append(record.value)
         return Change(fqdn, tuple(removed))
 
@@ -217,32 +270,45 @@ class ChallengeService:
         async with self.locks.hold(fqdn):
             records = sorted(self.journal.values(fqdn, identity.label), key=lambda r: r.created)
             for record in records[: max(0, len(records) - keep)]:
-                await self._remove_locked(fqdn, record.value)
+                await self.remove_locked(fqdn, record.value)
                 removed.append(record.value)
         if removed:
             tags = ",".join(value_tag(v) for v in removed)
             self._audit(identity, "expire", fqdn, tags, "ok", time.monotonic())
         return removed
 
-    async def _remove_locked(self, fqdn: str, value: str) -> None:
+    async def remove_locked(self, fqdn: str, value: str, *, settle: bool = True) -> None:
+        """Withdraw *value* and forget it; the caller holds *fqdn*'s lock."""
         self.journal.begin_remove(fqdn, value)
-        await self.call_provider(self.provider.remove_txt, fqdn, value)
+        await self.call_provider("remove", fqdn, value, settle=settle)
+        if (fqdn, value) in self.late:
+            # An earlier call may still write the value: it stays journaled
+            # ("removing") until that call ends, and is removed again then.
+            return
         self.journal.commit_remove(fqdn, value)
 
     async def call_provider(
-        self, method: Callable[[str, str], Awaitable[None]], fqdn: str, value: str
+        self, action: Literal["add", "remove"], fqdn: str, value: str, *, settle: bool = True
     ) -> None:
-        """One provider call under the deadline, its failures turned into 502/504."""
+        """One provider call under the deadline, its failures turned into 502/504.
+
+        Past the deadline the call is cancelled, but it may still write (see
+        :class:`LateCalls`); with *settle*, its value is put right as soon as
+        it ends, else the janitor's next round does it.
+        """
+        method = self.provider.add_txt if action == "add" else self.provider.remove_txt
         started = time.monotonic()
         result = "error"
+        task = asyncio.create_task(method(fqdn, value), name=f"provider {action} {fqdn}")
         try:
-            await asyncio.wait_for(method(fqdn, value), self.provider_timeout)
+            done, _ = await asyncio.wait({task}, timeout=self.provider_timeout)
+            if not done:
+                result = "timeout"
+                raise UpstreamTimeout(
+                    f"{self.provider.label}: no answer within {self.provider_timeout:g}s"
+                )
+            task.result()
             result = "ok"
-        except TimeoutError:
-            result = "timeout"
-            raise UpstreamTimeout(
-                f"{self.provider.label}: no answer within {self.provider_timeout:g}s"
-            ) from None
         except ProviderTimeout as exc:
             result = "timeout"
             raise UpstreamTimeout(_one_line(str(exc))) from None
@@ -256,11 +322,53 @@ class ChallengeService:
                 f"{self.provider.label}: unexpected {type(exc).__name__}"
             ) from None
         finally:
+            if not task.done():  # past the deadline, or the request itself was cancelled
+                task.cancel()
+                on_end = self._settle_later if settle and not self._closing else None
+                self.late.track(fqdn, value, task, action == "remove", on_end)
             if self.metrics is not None:
-                operation = getattr(method, "__name__", "call")
-                self.metrics.provider_seconds.labels(operation, result).observe(
+                self.metrics.provider_seconds.labels(method.__name__, result).observe(
                     time.monotonic() - started
                 )
+
+    def _settle_later(self, fqdn: str, value: str, removal: bool) -> None:
+        if self._closing:
+            return
+        task = asyncio.create_task(self._settle(fqdn, value, removal), name=f"settle {fqdn}")
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, fqdn: str, value: str, removal: bool) -> None:
+        """The last late call for *value* ended: make DNS agree with the journal."""
+        async with self.locks.hold(fqdn):
+            if (fqdn, value) in self.late:
+                return  # a newer late call settles it when it ends
+            record = self.journal.record(fqdn, value)
+            try:
+                if record is not None and record.state == "present":
+                    if removal:  # a late removal may have taken a value wanted again
+                        await self.call_provider("add", fqdn, value, settle=False)
+                    return
+                # Its setup was never confirmed (it timed out), or its teardown came.
+                await self.remove_locked(fqdn, value, settle=False)
+            except GatewayError as exc:
+                log.warning(
+                    "could not put %s (value %s) right after a late provider call: %s; "
+                    "the janitor tries again",
+                    fqdn,
+                    value_tag(value),
+                    exc.message,
+                )
+                return
+        log.info("removed %s (value %s) after a late provider call ended", fqdn, value_tag(value))
+
+    async def aclose(self) -> None:
+        """Stop waiting for late calls (their values stay journaled) and settling them."""
+        self._closing = True
+        self.late.stop_waiting()
+        for task in list(self._settling):
+            task.cancel()
+        await asyncio.gather(*self._settling, return_exceptions=True)
 
     async def _wait_served(self, fqdn: str, value: str) -> None:
         started = time.monotonic()

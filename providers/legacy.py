@@ -4,11 +4,15 @@ Such a class is built as ``cls(DNSAPI_USERNAME, DNSAPI_PASSWORD)`` and offers a
 blocking ``acme_challenge(action, fqdn, token) -> (status, message)`` with
 ``action`` ``"setup"`` or ``"teardown"`` and ``fqdn`` starting with
 ``_acme-challenge.``. We call it in a worker thread so a slow DNS API never
-stalls other requests, bound each call by the provider timeout, and turn every
-status outside 2xx (or an exception) into a :class:`ProviderError` (HTTP 502).
+stalls other requests, and turn every status outside 2xx (or an exception)
+into a :class:`ProviderError` (HTTP 502). The gateway bounds each call
+(``PROVIDER_TIMEOUT``) by cancelling it.
 
 A call that overruns its deadline cannot be stopped (Python threads cannot be
-killed), so the worker threads are daemon threads: a DNS API that never
+killed), and it may still write when it wakes. So a cancelled call ends only
+when its thread does: until then the gateway knows a late write may land, and
+it removes the value once the call is over. A second cancellation (shutdown)
+stops the wait. The worker threads are daemon threads: a DNS API that never
 answers must not keep the gateway from exiting on SIGTERM, as the joined
 workers of a ``ThreadPoolExecutor`` would. At most *workers* calls run at once;
 an overrunning call keeps its slot until it really ends.
@@ -32,7 +36,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
 from lib.settings import Settings
-from providers.base import Provider, ProviderContext, ProviderError, ProviderTimeout
+from providers.base import Provider, ProviderContext, ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +53,12 @@ class LegacyProvider(Provider):
         self,
         target: Any,
         label: str,
-        timeout: float = 30.0,
         workers: int = 4,
         *,
         secrets: Sequence[str] = (),
     ) -> None:
         self._target = target
         self._label = label
-        self._timeout = timeout
         self._secrets = tuple(s for s in secrets if s)
         # Own threads: a hung DNS API call must not exhaust the loop's default executor.
         self._slots = asyncio.Semaphore(workers)
@@ -81,26 +83,30 @@ class LegacyProvider(Provider):
             detail = redact(str(exc), [password] if password else [])
             settings.problem(f"{label} could not be created: {type(exc).__name__}: {detail}")
             return None
-        return cls(target, label, timeout=context.timeout, secrets=[password] if password else [])
+        return cls(target, label, secrets=[password] if password else [])
 
     @property
     def label(self) -> str:
         return self._label
 
     async def _in_thread(self, action: str, fqdn: str, value: str) -> object:
-        """``acme_challenge(action, fqdn, value)`` in a daemon thread, once a slot is free."""
+        """``acme_challenge(action, fqdn, value)`` in a daemon thread, once a slot is free.
+
+        Cancelled while the thread runs, it still waits for the thread's end:
+        until then the call may write. A second cancellation stops the wait.
+        """
         await self._slots.acquire()
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[object] = loop.create_future()
+        ended: asyncio.Future[object] = loop.create_future()
 
         def settle(result: object, error: BaseException | None) -> None:
             self._slots.release()
-            if future.done():  # the caller gave up (timeout) or went away
+            if ended.done():  # nobody waits any more (shutdown)
                 return
             if error is not None:
-                future.set_exception(error)
+                ended.set_exception(error)
             else:
-                future.set_result(result)
+                ended.set_result(result)
 
         def work() -> None:
             result: object = None
@@ -119,15 +125,16 @@ class LegacyProvider(Provider):
         except BaseException:
             self._slots.release()
             raise
-        return await future
+        try:
+            return await asyncio.shield(ended)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await ended
+            raise
 
     async def _call(self, action: str, fqdn: str, value: str) -> None:
         try:
-            result = await asyncio.wait_for(self._in_thread(action, fqdn, value), self._timeout)
-        except TimeoutError:
-            raise ProviderTimeout(
-                self._label, f"{action} did not finish within {self._timeout:g}s"
-            ) from None
+            result = await self._in_thread(action, fqdn, value)
         except Exception as exc:
             log.warning("%s.acme_challenge raised %s", self._label, type(exc).__name__)
             # Not chained: the original exception's text may hold the password.

@@ -3,8 +3,10 @@
 :class:`FaultyProvider` is the in-memory provider with faults switched on per
 call: a value starting with ``HANG`` never returns (until the gateway's
 ``PROVIDER_TIMEOUT`` cancels it), ``FAIL`` raises a provider error, ``BOOM``
-raises an unexpected exception, ``SLOW`` takes 0.3 s. Every fault can be
-switched off later (``healed``), as when an API comes back.
+raises an unexpected exception, ``SLOW`` takes 0.3 s, and an added ``LATE``
+value is written but its answer never comes (a request that reached the API
+before the connection hung). Every fault can be switched off later
+(``healed``), as when an API comes back.
 
 What must hold (README "Security model", "Nothing false, nothing left behind"):
 other names keep being served while one call hangs; the answers are 504 for a
@@ -51,6 +53,8 @@ class FaultyProvider(MemoryProvider):
     async def add_txt(self, fqdn: str, value: str) -> None:
         await self._fault(value)
         await super().add_txt(fqdn, value)
+        if value.startswith("LATE") and not self.healed:
+            await asyncio.Event().wait()
 
     async def remove_txt(self, fqdn: str, value: str) -> None:
         await self._fault(value)
@@ -106,8 +110,9 @@ async def test_a_hung_call_is_504_while_other_names_are_served(
     assert "\n" not in answer["message"]
     assert 1.4 < took < 5, took
     assert provider.cancelled == [hung_value]  # the call was cancelled, not left running
-    # The value may have reached DNS before the deadline: it stays journaled, not present.
-    assert journal_states(client)[hung_value] == "adding"
+    # The value may have reached DNS before the deadline: it stays journaled, never
+    # present, and its removal starts as soon as the cancelled call has ended.
+    assert journal_states(client)[hung_value] in ("adding", "removing")
 
 
 async def test_a_request_behind_a_hung_call_for_the_same_name_goes_through_after_it(
@@ -189,3 +194,17 @@ async def test_a_slow_provider_past_its_deadline_is_504_and_then_recovers(
     assert journal_states(client) == {slow: "present"}
     assert (await post(client, "teardown", "late.example.test", slow))[0] == 200
     assert journal_states(client) == {} and provider.records == {}
+
+
+async def test_a_write_whose_answer_never_came_is_removed_once_the_call_is_cancelled(
+    fault_gateway: GatewayFactory,
+) -> None:
+    provider = FaultyProvider()
+    client = await fault_gateway(provider, PROVIDER_TIMEOUT="0.3")
+    late = value("LATE")
+    status, _ = await post(client, "setup", "late.example.test", late)
+    assert status == 504
+    deadline = time.monotonic() + 10
+    while journal_states(client) or provider.records:
+        assert time.monotonic() < deadline, (journal_states(client), provider.records)
+        await asyncio.sleep(0.02)
