@@ -7,6 +7,7 @@ the way a CA or resolver would; one system test asks with the real ``dig``.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -23,7 +24,6 @@ import dns.rrset
 import pytest
 
 from lib.settings import Settings
-from providers import builtin
 from providers.base import ProviderContext, ProviderError
 from providers.builtin import (
     MAX_VALUES_PER_NAME,
@@ -31,6 +31,7 @@ from providers.builtin import (
     BuiltinSettings,
     parse_listen,
 )
+from providers.builtin.network import TcpLimits
 from providers.registry import create_provider
 from tests.conftest import make_value
 from tests.providers.contract import ProviderContract, Served
@@ -42,13 +43,18 @@ NS = ("ns1.gw.example.net", "ns2.gw.example.net")
 TIMEOUT = 3.0
 
 
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
+
+
 def _settings(port: int, **changes: object) -> BuiltinSettings:
     values: dict[str, object] = {
         "listen": (("127.0.0.1", port),),
         "zone": ZONE,
         "nameservers": NS,
         "ttl": 60,
-        "tcp_idle_timeout": 2.0,
+        # These tests query hard from loopback; rate limiting has tests of its own.
+        "rate_limit_exempt": LOOPBACK,
+        "tcp": TcpLimits(idle_timeout=2.0, read_timeout=2.0),
         "close_timeout": 2.0,
     }
     values.update(changes)
@@ -365,7 +371,7 @@ async def test_several_queries_on_one_tcp_connection(provider: BuiltinProvider, 
 
 
 async def test_idle_tcp_connection_is_closed(port: int) -> None:
-    p = BuiltinProvider(_settings(port, tcp_idle_timeout=0.3), MANAGED)
+    p = BuiltinProvider(_settings(port, tcp=TcpLimits(idle_timeout=0.3)), MANAGED)
     await p.open()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -379,7 +385,7 @@ async def test_idle_tcp_connection_is_closed(port: int) -> None:
 
 
 async def test_aclose_ends_open_tcp_connections(port: int) -> None:
-    p = BuiltinProvider(_settings(port, tcp_idle_timeout=30.0), MANAGED)
+    p = BuiltinProvider(_settings(port, tcp=TcpLimits(idle_timeout=30.0)), MANAGED)
     await p.open()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -391,10 +397,9 @@ async def test_aclose_ends_open_tcp_connections(port: int) -> None:
         await writer.wait_closed()
 
 
-async def test_tcp_clients_are_bounded(
-    provider: BuiltinProvider, port: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(builtin, "MAX_TCP_CLIENTS", 1)
+async def test_tcp_clients_per_address_are_bounded(port: int) -> None:
+    provider = BuiltinProvider(_settings(port, tcp=TcpLimits(per_client=1)), MANAGED)
+    await provider.open()
     first_reader, first = await asyncio.open_connection("127.0.0.1", port)
     second_reader, second = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -408,6 +413,7 @@ async def test_tcp_clients_are_bounded(
         for writer in (first, second):
             writer.close()
             await writer.wait_closed()
+        await provider.aclose()
 
 
 # -- junk does not hurt ---------------------------------------------------------
@@ -597,7 +603,7 @@ def test_settings_defaults() -> None:
     settings = Settings({})
     provider = BuiltinProvider.from_settings(settings, _context())
     assert settings.problems == []
-    assert provider.settings.listen == (("127.0.0.1", 5353),)
+    assert provider.settings.listen == (("127.0.0.1", 8053),)
     assert provider.settings.zone is None
     assert provider.settings.ttl == 60
     assert provider.nameservers == ("ns.example.test",)

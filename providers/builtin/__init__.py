@@ -1,0 +1,387 @@
+"""The gateway's own authoritative DNS server for ``_acme-challenge`` names.
+
+With ``PROVIDER=builtin`` no DNS API is needed at all: the gateway answers DNS
+queries itself (UDP and TCP) with the TXT values added through
+:meth:`BuiltinProvider.add_txt`. Users point the challenge names at it once,
+in one of two ways:
+
+* **NS delegation** per name: ``_acme-challenge.example.com. NS gw.example.net.``
+  Every ``_acme-challenge.<name>`` at or below a managed domain is then served
+  as a zone of its own (SOA and NS synthesized at that name), because each one
+  is delegated separately.
+* **CNAME** into a delegation zone (``BUILTIN_ZONE``):
+  ``_acme-challenge.example.com. CNAME <something>.acme.example.net.`` with
+  ``acme.example.net`` NS-delegated to the gateway. Names under that zone are
+  served from the same record store.
+
+The package has one module per layer, as Knot DNS has: :mod:`.store` (zone
+data, its index, the wire-format answers), :mod:`.network` (UDP and TCP, size
+and connection limits), :mod:`.rrl` (response rate limiting), :mod:`.server`
+(the server that puts them together) and :mod:`.serial` (the SOA serial that
+never goes back).
+
+Settings:
+
+* ``BUILTIN_LISTEN``: where to listen, UDP and TCP; comma-separated
+  ``host:port`` or ``[v6]:port`` with IP addresses (default ``127.0.0.1:8053``,
+  away from mDNS's 5353; in the container ``0.0.0.0:53,[::]:53``).
+* ``BUILTIN_ZONE``: optional delegation zone served in addition to the
+  ``_acme-challenge`` names of the managed domains.
+* ``BUILTIN_NS``: the nameserver hostname(s) users write in their NS delegation,
+  returned as the zones' NS records and the SOA's MNAME. Set it: the default
+  (``ns.<BUILTIN_ZONE>``, else ``ns.<first managed domain>``) is only a
+  placeholder, and a warning is logged while it is in use.
+* ``BUILTIN_TTL``: TTL of every record in seconds (default 60, 1 to 3600).
+  Negative answers are cached for at most 30 s (the SOA minimum).
+* ``BUILTIN_RATE_LIMIT``: UDP answers per second per client network (/24 for
+  IPv4, /56 for IPv6), default 20; ``0`` turns rate limiting off.
+* ``BUILTIN_RATE_LIMIT_SLIP``: of the answers over the limit, every n-th goes
+  out empty and truncated so that a real resolver retries over TCP (default 2;
+  ``0``: drop them all, ``1``: truncate them all).
+* ``BUILTIN_RATE_LIMIT_EXEMPT``: networks never rate-limited (default none,
+  loopback included).
+* ``BUILTIN_TCP_CLIENTS`` (default 256) and ``BUILTIN_TCP_CLIENTS_PER_ADDRESS``
+  (default 8, per /64 for IPv6): open TCP connections in all and per client.
+* ``BUILTIN_TCP_IDLE_TIMEOUT`` (default 10 s): a connection without a query for
+  that long is closed; ``BUILTIN_TCP_READ_TIMEOUT`` (default 5 s): the time a
+  client has to finish sending a query it started, or to take its answer.
+
+API permissions: none. Listening on port 53 needs root or ``CAP_NET_BIND_SERVICE``.
+
+Quirks:
+
+* Records live in memory (``volatile``): the gateway re-adds its journaled
+  records after a restart.
+* Names it does not serve get REFUSED and no AA flag; ``add_txt`` refuses them
+  too, so nothing is reported as published that nobody can see. Removing from a
+  name it does not serve is a no-op, since nothing can be there.
+  ``_acme-challenge.<name>`` where a label of *name* is not a host name label
+  (spaces, ``;``, bytes beyond ASCII) is not a zone it serves.
+* It is not a resolver: RD in a query is copied, RA is never set. Zone
+  transfers are refused; TSIG in queries is ignored; DNSSEC is not offered.
+* Over UDP an answer is limited to 512 bytes, or to the EDNS payload size the
+  query offers (at most 1232, to avoid fragmentation); a bigger answer comes
+  back empty with TC set, and the client retries over TCP.
+* At most 100 values per name: even a certificate for many names needs a
+  handful, and a TCP answer must fit 64 KiB.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import ClassVar, Self
+
+from lib.dnscheck import format_server
+from lib.names import InvalidName, normalize_name
+from lib.settings import Settings
+from providers.base import Provider, ProviderContext
+from providers.builtin.network import TcpLimits
+from providers.builtin.rrl import IPNetwork
+from providers.builtin.serial import (
+    FileSerialStore,
+    MemorySerialStore,
+    SerialStore,
+    first_serial,
+    next_serial,
+)
+from providers.builtin.server import DnsServer, ServerConfig
+from providers.builtin.store import Labels, Served, labels_of, text_of
+
+__all__ = ["MAX_VALUES_PER_NAME", "BuiltinProvider", "BuiltinSettings", "parse_listen"]
+
+log = logging.getLogger(__name__)
+
+# The settings this package reads (providers.registry.declared_settings finds them unimported).
+SETTINGS = (
+    "BUILTIN_LISTEN",
+    "BUILTIN_ZONE",
+    "BUILTIN_NS",
+    "BUILTIN_TTL",
+    "BUILTIN_RATE_LIMIT",
+    "BUILTIN_RATE_LIMIT_SLIP",
+    "BUILTIN_RATE_LIMIT_EXEMPT",
+    "BUILTIN_TCP_CLIENTS",
+    "BUILTIN_TCP_CLIENTS_PER_ADDRESS",
+    "BUILTIN_TCP_IDLE_TIMEOUT",
+    "BUILTIN_TCP_READ_TIMEOUT",
+)
+
+DEFAULT_LISTEN = "127.0.0.1:8053"
+MAX_VALUES_PER_NAME = 100
+SERIAL_FILE = "builtin-serial"
+
+
+@dataclass(frozen=True)
+class BuiltinSettings:
+    listen: tuple[tuple[str, int], ...] = (("127.0.0.1", 8053),)
+    zone: str | None = None
+    nameservers: tuple[str, ...] = ()
+    ttl: int = 60
+    rate_limit: int = 20
+    rate_limit_slip: int = 2
+    rate_limit_exempt: tuple[IPNetwork, ...] = ()
+    tcp: TcpLimits = field(default_factory=TcpLimits)
+    # Not a setting users need; tests shorten it.
+    close_timeout: float = 5.0
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` with an IP address; raises ValueError."""
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ValueError("write IPv6 addresses as [address]:port")
+        if ipaddress.ip_address(host).version != 6:
+            raise ValueError("only IPv6 addresses go in brackets")
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError("expected host:port")
+        if ipaddress.ip_address(host).version != 4:
+            raise ValueError("write IPv6 addresses as [address]:port")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("the port must be 1 to 65535")
+    return host, int(port)
+
+
+def _networks(settings: Settings, key: str) -> tuple[IPNetwork, ...]:
+    networks: list[IPNetwork] = []
+    for item in settings.items(key):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=True))
+        except ValueError as exc:
+            settings.problem(f"{key}: {item!r} is not an IP address or network ({exc})")
+    return tuple(networks)
+
+
+def _bind_hint(exc: OSError, port: int) -> str | None:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            "another program (systemd-resolved, dnsmasq, a DNS server) uses this port; "
+            "stop it or choose another port in BUILTIN_LISTEN"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        if port < 1024:
+            return (
+                "ports below 1024 need root or CAP_NET_BIND_SERVICE "
+                "(podman/docker: --cap-add=NET_BIND_SERVICE, or "
+                "sysctl net.ipv4.ip_unprivileged_port_start=53)"
+            )
+        return "the system forbids listening there"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "no interface of this host has that address; use one of its addresses or 0.0.0.0"
+    return None
+
+
+class BuiltinProvider(Provider):
+    """An authoritative DNS server run by the gateway; ``records`` holds what it serves."""
+
+    name: ClassVar[str] = "builtin"
+    volatile: ClassVar[bool] = True
+    serves_itself: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        settings: BuiltinSettings,
+        managed_domains: Iterable[str] = (),
+        serials: SerialStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.managed = tuple(labels_of(d) for d in managed_domains)
+        self.zone = labels_of(settings.zone) if settings.zone else None
+        self.served = Served(self.managed, self.zone)
+        self.nameservers = settings.nameservers or self._default_nameservers()
+        self.serials: SerialStore = serials or MemorySerialStore()
+        self.records: dict[Labels, list[str]] = {}
+        self.serial: int | None = None
+        self.server: DnsServer | None = None
+
+    def _default_nameservers(self) -> tuple[str, ...]:
+        if self.zone:
+            return ("ns." + text_of(self.zone),)
+        if self.managed:
+            return ("ns." + text_of(self.managed[0]),)
+        return ("localhost",)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, context: ProviderContext) -> Self:
+        listen: list[tuple[str, int]] = []
+        for item in settings.items("BUILTIN_LISTEN") or [DEFAULT_LISTEN]:
+            try:
+                listen.append(parse_listen(item))
+            except ValueError as exc:
+                settings.problem(
+                    f"BUILTIN_LISTEN: {item!r} is not host:port or [v6]:port "
+                    f"with an IP address ({exc})"
+                )
+        raw_zone = settings.get("BUILTIN_ZONE")
+        zone = settings.zone("BUILTIN_ZONE")
+        if zone is not None and "." not in zone:
+            settings.problem(
+                f"BUILTIN_ZONE={raw_zone!r} is a top-level domain; "
+                "use a zone delegated to the gateway"
+            )
+            zone = None
+        nameservers: list[str] = []
+        for item in settings.items("BUILTIN_NS"):
+            try:
+                nameservers.append(normalize_name(item))
+            except InvalidName as exc:
+                settings.problem(f"BUILTIN_NS: {item!r} {exc}")
+        ttl = settings.integer("BUILTIN_TTL", 60, 1, 3600)
+        if not context.managed_domains and raw_zone is None:
+            settings.problem(
+                "PROVIDER=builtin has nothing to serve: configure managed domains or BUILTIN_ZONE"
+            )
+        tcp = TcpLimits(
+            clients=settings.integer("BUILTIN_TCP_CLIENTS", 256, 1, 65535),
+            per_client=settings.integer("BUILTIN_TCP_CLIENTS_PER_ADDRESS", 8, 1, 65535),
+            idle_timeout=settings.duration("BUILTIN_TCP_IDLE_TIMEOUT", 10.0, 0.1, 3600.0),
+            read_timeout=settings.duration("BUILTIN_TCP_READ_TIMEOUT", 5.0, 0.1, 3600.0),
+        )
+        serials = (
+            FileSerialStore(context.state_dir / SERIAL_FILE)
+            if context.state_dir is not None
+            else None
+        )
+        return cls(
+            BuiltinSettings(
+                listen=tuple(listen),
+                zone=zone,
+                nameservers=tuple(nameservers),
+                ttl=ttl,
+                rate_limit=settings.integer("BUILTIN_RATE_LIMIT", 20, 0, 1_000_000),
+                rate_limit_slip=settings.integer("BUILTIN_RATE_LIMIT_SLIP", 2, 0, 100),
+                rate_limit_exempt=_networks(settings, "BUILTIN_RATE_LIMIT_EXEMPT"),
+                tcp=tcp,
+            ),
+            context.managed_domains,
+            serials,
+        )
+
+    # -- the provider contract ----------------------------------------------
+
+    def values(self, fqdn: str) -> list[str]:
+        return list(self.records.get(labels_of(fqdn), []))
+
+    def _key(self, fqdn: str) -> Labels:
+        try:
+            return labels_of(normalize_name(fqdn))
+        except InvalidName as exc:
+            raise self.error(f"{fqdn[:260]!r} {exc}") from None
+
+    def _served_key(self, fqdn: str) -> Labels:
+        key = self._key(fqdn)
+        if self.served.apex_of(key) is None:
+            served = "_acme-challenge names of " + (
+                ", ".join(text_of(d) for d in self.managed) or "no managed domain"
+            )
+            if self.zone is not None:
+                served += f" and names under {text_of(self.zone)}"
+            raise self.error(
+                f"{text_of(key)} is not served by the builtin DNS server",
+                hint=f"it serves {served}",
+            )
+        return key
+
+    async def add_txt(self, fqdn: str, value: str) -> None:
+        key = self._served_key(fqdn)
+        if not (value.isascii() and value.isprintable() and 0 < len(value) <= 255):
+            raise self.error("a TXT value must be 1 to 255 printable ASCII characters")
+        values = self.records.get(key, [])
+        if value in values:
+            return
+        if len(values) >= MAX_VALUES_PER_NAME:
+            raise self.error(
+                f"{text_of(key)} already has {len(values)} values",
+                hint="stale values are not being removed; check the janitor",
+            )
+        await self._publish(key, [*values, value])
+        log.debug("builtin DNS: added a TXT value at %s (%d now)", text_of(key), len(values) + 1)
+
+    async def remove_txt(self, fqdn: str, value: str) -> None:
+        key = self._key(fqdn)
+        values = self.records.get(key)
+        if not values or value not in values:
+            return
+        left = [v for v in values if v != value]
+        await self._publish(key, left)
+        log.debug("builtin DNS: removed a TXT value at %s (%d left)", text_of(key), len(left))
+
+    async def _publish(self, key: Labels, values: list[str]) -> None:
+        """Serve *values* at *key* under a new serial, stored before it is served."""
+        serial = next_serial(self._current_serial())
+        try:
+            self.serials.save(serial)
+        except OSError as exc:
+            raise self.error(f"cannot store the SOA serial: {exc}") from None
+        self.serial = serial
+        if values:
+            self.records[key] = values
+        else:
+            self.records.pop(key, None)
+        if self.server is not None:
+            self.server.set_values(key, [v.encode("ascii") for v in values], serial)
+
+    def _current_serial(self) -> int:
+        if self.serial is None:
+            try:
+                self.serial = first_serial(self.serials.load())
+            except OSError as exc:
+                raise self.error(str(exc)) from None
+        return self.serial
+
+    # -- the server -------------------------------------------------------------
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The (host, port) pairs the UDP servers listen on, once open."""
+        return [] if self.server is None else self.server.addresses
+
+    async def open(self) -> None:
+        if self.server is not None:
+            return
+        serial = self._current_serial()
+        config = ServerConfig(
+            served=self.served,
+            nameservers=tuple(labels_of(ns) for ns in self.nameservers),
+            ttl=self.settings.ttl,
+            rate_limit=self.settings.rate_limit,
+            rate_limit_slip=self.settings.rate_limit_slip,
+            rate_limit_exempt=self.settings.rate_limit_exempt,
+            tcp=self.settings.tcp,
+        )
+        server = DnsServer(config, serial, self.settings.close_timeout)
+        server.load(
+            ((name, [v.encode("ascii") for v in values]) for name, values in self.records.items()),
+            serial,
+        )
+        try:
+            for host, port in self.settings.listen:
+                try:
+                    await server.listen(host, port)
+                except OSError as exc:
+                    raise self.error(
+                        f"cannot listen on {format_server(host, port)}: {exc.strerror or exc}",
+                        hint=_bind_hint(exc, port),
+                    ) from None
+                log.info("builtin DNS: listening on %s (UDP and TCP)", format_server(host, port))
+        except BaseException:
+            await server.close()
+            raise
+        self.server = server
+        if not self.settings.nameservers:
+            log.warning(
+                "builtin DNS: BUILTIN_NS is not set; NS records say %s. Set BUILTIN_NS "
+                "to the hostname(s) in your NS delegation",
+                ", ".join(self.nameservers),
+            )
+
+    async def aclose(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            await server.close()
