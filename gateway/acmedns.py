@@ -45,6 +45,9 @@ from gateway.errors import Unavailable
 from gateway.storage import open_database
 from lib.names import InvalidName, challenge_name, is_within, normalize_name
 
+# The store's file in STATE_DIR.
+ACCOUNTS_FILE_NAME = "acmedns.sqlite3"
+
 _KEY_ALPHABET = string.ascii_letters + string.digits + "-_"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -124,9 +127,30 @@ class AccountStore:
             self._db.close()
             self._db = None
 
-    def add_static(self, accounts: Iterable[Account]) -> None:
-        for account in accounts:
-            self._static[account.username] = account
+    def set_static(self, accounts: Iterable[Account]) -> None:
+        """The pre-registered accounts, replacing the ones set before (a reload)."""
+        self._static = {account.username: account for account in accounts}
+
+    def is_static(self, username: str) -> bool:
+        return username in self._static
+
+    def delete(self, username: str) -> Account | None:
+        """Delete a registered account; returns it, or None if there is none by that name.
+
+        Pre-registered accounts live in ``ACMEDNS_ACCOUNTS_FILE``, not here: they
+        go when they leave that file (and the gateway reloads it).
+        """
+        account = None if self.is_static(username) else self.get(username)
+        if account is None:
+            return None
+        if self._db is None:
+            raise Unavailable("acme-dns account store is closed")
+        try:
+            with self._db:
+                self._db.execute("DELETE FROM accounts WHERE username=?", (username,))
+        except sqlite3.Error as exc:
+            raise Unavailable(f"acme-dns account store cannot be written: {exc}") from exc
+        return account
 
     def get(self, username: str) -> Account | None:
         static = self._static.get(username)

@@ -18,9 +18,10 @@ import logging
 
 from aiohttp import web
 
-from gateway.acmedns import Account, account_name_allowed
+from gateway.acmedns import account_name_allowed
 from gateway.auth import caller
 from gateway.bodies import read_json_object
+from gateway.config import Config
 from gateway.errors import BadRequest, Forbidden, NotFound
 from gateway.keys import ACCOUNTS, LIVE, SERVICE
 from lib.names import InvalidValue, validate_value
@@ -37,6 +38,9 @@ async def update(request: web.Request) -> web.Response:
     identity = caller(request)
     account = identity.account
     assert account is not None  # Access.ACCOUNT
+    # The account was made under some configuration; it writes only while the
+    # one in force now still lets accounts write its name.
+    _check_name(config, account.fqdn)
     body = await read_json_object(request, config.max_body)
     if body.get("subdomain") != account.subdomain:
         raise BadRequest("subdomain", "does not belong to this account")
@@ -67,12 +71,12 @@ async def register(request: web.Request) -> web.Response:
     domain_fqdn = None
     if "domain" in body:  # our extension: bind the account to one managed name
         domain_fqdn = service.challenge_fqdn(identity, body["domain"], field="domain")
+        _check_name(config, domain_fqdn)
     elif config.acmedns.zone is None:
         raise BadRequest("domain", "no ACMEDNS_ZONE is configured: name the domain")
     account, key = request.app[ACCOUNTS].register(
         identity.label, config.acmedns.zone, domain_fqdn, allowfrom
     )
-    _check_name(request, account)
     log.info(
         "acme-dns account %s registered by %s for %s",
         account.username,
@@ -99,12 +103,8 @@ async def _optional_body(request: web.Request, limit: int) -> dict[str, object]:
     return await read_json_object(request, limit)
 
 
-def _check_name(request: web.Request, account: Account) -> None:
-    config = request.app[LIVE].config
-    if not account_name_allowed(
-        account.fqdn,
-        config.acmedns.zone,
-        config.managed_domains,
-        (t for _, t in config.delegations),
-    ):
-        raise Forbidden(f"{account.fqdn} is not a name accounts may use")
+def _check_name(config: Config, fqdn: str) -> None:
+    """403 unless *config* lets acme-dns accounts write *fqdn*."""
+    targets = (t for _, t in config.delegations)
+    if not account_name_allowed(fqdn, config.acmedns.zone, config.managed_domains, targets):
+        raise Forbidden(f"{fqdn} is not a name acme-dns accounts may write")

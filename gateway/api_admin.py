@@ -10,14 +10,19 @@ audit log does.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from aiohttp import web
 
-from gateway.keys import JOURNAL, METRICS
+from gateway.auth import Identity, caller
+from gateway.errors import Conflict, NotFound
+from gateway.keys import ACCOUNTS, JOURNAL, METRICS, SERVICE
 from gateway.metrics import CONTENT_TYPE
 from gateway.openapi import document
 from lib.names import value_tag
+
+log = logging.getLogger(__name__)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -48,3 +53,36 @@ async def records(request: web.Request) -> web.Response:
 
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(document(request.app))
+
+
+async def delete_account(request: web.Request) -> web.Response:
+    """``DELETE /accounts/{username}``: the account stops working at once, and the
+    values it published are withdrawn.
+
+    The account API is ``/accounts`` (``GET`` to list and ``POST
+    /accounts/{username}/key`` to rotate fit beside this).
+    """
+    admin = caller(request)
+    username = request.match_info["username"]
+    store = request.app[ACCOUNTS]
+    if store.is_static(username):
+        raise Conflict(
+            f"account {username} comes from ACMEDNS_ACCOUNTS_FILE: remove it there and "
+            "reload the gateway (SIGHUP)"
+        )
+    account = store.delete(username)
+    if account is None:
+        raise NotFound(f"no acme-dns account {username}")
+    # Its values go with it: nobody may tear them down any more.
+    owner = Identity(admin.client, account.label, None, account=account)
+    change = await request.app[SERVICE].remove_own(owner, account.fqdn)
+    log.info(
+        "acme-dns account %s (%s) deleted by %s; %d value(s) withdrawn",
+        username,
+        account.fqdn,
+        admin.label,
+        len(change.values),
+    )
+    return web.json_response(
+        {"username": username, "fulldomain": account.fqdn, "withdrawn": len(change.values)}
+    )

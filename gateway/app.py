@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from gateway.acmedns import (
+    ACCOUNTS_FILE_NAME,
     Account,
     AccountError,
     AccountStore,
@@ -124,7 +125,7 @@ def create_app(
     app[PROVIDER] = provider
     app[JOURNAL] = journal
     app[SERVICE] = service
-    accounts = AccountStore(config.state_dir / "acmedns.sqlite3")
+    accounts = AccountStore(config.state_dir / ACCOUNTS_FILE_NAME)
     app[ACCOUNTS] = accounts
     authenticator = Authenticator(config.auth, passwords, accounts=accounts)
     authenticator.on_failure = lambda reason: metrics.auth_failures.labels(reason).inc()
@@ -142,7 +143,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     journal, provider, janitor, accounts = app[JOURNAL], app[PROVIDER], app[JANITOR], app[ACCOUNTS]
     journal.open()
     accounts.open()
-    accounts.add_static(load_static_accounts(app[CONFIG]))
+    accounts.set_static(load_static_accounts(app[CONFIG]))
     try:
         await provider.open()
         try:
@@ -192,14 +193,20 @@ def load_static_accounts(config: Config) -> list[Account]:
 
 
 def apply_reload(
-    app: web.Application, config: Config, passwords: PasswordStore | None
+    app: web.Application,
+    config: Config,
+    passwords: PasswordStore | None,
+    static_accounts: list[Account],
 ) -> list[str]:
     """Adopt a newly read configuration (SIGHUP) without dropping requests.
 
     Returns the settings that only a restart can change. Requests in flight
     finish with the settings they started with; the next ones see the new.
+    *static_accounts* replace the pre-registered acme-dns accounts: one taken
+    out of the file is refused from now on.
     """
     pending = app[LIVE].replace(config)
+    app[ACCOUNTS].set_static(static_accounts)
     live = app[LIVE].config
     auth = app[AUTHENTICATOR]
     auth.config = live.auth

@@ -68,6 +68,13 @@ class MethodNotAllowed(GatewayError):
         super().__init__("method not allowed", headers={"Allow": ", ".join(allowed)})
 
 
+class Conflict(GatewayError):
+    """The request conflicts with how the resource is defined (say, in a file)."""
+
+    status = 409
+    code = "conflict"
+
+
 class PayloadTooLarge(GatewayError):
     """The body is over the limit."""
 

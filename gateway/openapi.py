@@ -159,6 +159,37 @@ def document(app: web.Application) -> dict[str, Any]:
                     },
                 }
             },
+            "/accounts/{username}": {
+                "delete": {
+                    "summary": "Delete a registered acme-dns account and withdraw its values "
+                    "(admin users, allowed hosts)",
+                    "security": [{"basic": []}, {}],
+                    "parameters": [
+                        {
+                            "name": "username",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "username": {"type": "string"},
+                                    "fulldomain": {"type": "string"},
+                                    "withdrawn": {"type": "integer"},
+                                },
+                            },
+                            "deleted",
+                        ),
+                        "404": _error("no such registered account"),
+                        "409": _error("the account comes from ACMEDNS_ACCOUNTS_FILE"),
+                        **_FAILURES,
+                    },
+                }
+            },
             "/health": {
                 "get": {"summary": "acme-dns health", "responses": {"200": {"description": "up"}}}
             },

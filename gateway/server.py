@@ -133,19 +133,24 @@ async def serve(
 
 
 def reload(app: web.Application, argv: Sequence[str] | None, tls: ReloadingTLS | None) -> None:
-    """SIGHUP: read the configuration and password file again and adopt them.
+    """SIGHUP: read the configuration, password file and acme-dns accounts file again
+    and adopt them.
 
     A configuration with problems is refused as a whole and the running one
     stays; nothing in flight is dropped.
     """
     try:
         config, new_provider, passwords, _ = prepare(argv, os.environ)
+        accounts = load_static_accounts(config)
     except ConfigError as exc:
         log.error("reload refused, keeping the running configuration: %s", "; ".join(exc.problems))
         return
+    except AccountError as exc:  # the file changed again since prepare() read it
+        log.error("reload refused, keeping the running configuration: %s", exc)
+        return
     for warning in config.warnings:
         log.warning("%s", warning)
-    pending = apply_reload(app, config, passwords)
+    pending = apply_reload(app, config, passwords, accounts)
     if new_provider.label != app[PROVIDER].label:
         pending.append("provider")
     if tls is not None:

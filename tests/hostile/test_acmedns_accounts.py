@@ -1,0 +1,190 @@
+"""acme-dns accounts write only while the configuration in force lets them.
+
+Against a real gateway process configured from a dotenv file, reloaded with
+SIGHUP the way an operator does it:
+
+* an account registered while its name was allowed (under ``ACMEDNS_ZONE``, a
+  managed domain, or a ``DELEGATIONS`` target) is refused once a reload takes
+  that away;
+* a pre-registered account taken out of ``ACMEDNS_ACCOUNTS_FILE`` is refused
+  after the reload;
+* a registered account deleted through the admin API or ``acmegw-accounts`` is
+  refused from its next request on, and its values are withdrawn (API).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lib.passwd import PasswordFile
+from tests.conftest import make_value
+from tests.gateway.procs import REPO_ROOT, GatewayProcess, gateway_env, running_gateway
+from tests.hostile.conftest import Answer
+from tests.hostile.wire import basic, send
+from tests.system import free_port
+
+ZONE = "acme.example.test"
+ADMIN = basic("carol", "carol's password")
+USER = basic("alice", "alice's password")
+STATIC_USER, STATIC_KEY, STATIC_SUB = "static-account", "s" * 40, "static-sub"
+
+
+@dataclass
+class Gateway:
+    process: GatewayProcess
+    port: int
+    dotenv: Path
+    accounts: Path
+
+    def call(self, method: str, path: str, **kw: object) -> Answer:
+        return send(self.port, method, path, **kw)  # type: ignore[arg-type]
+
+    def reload(self, **settings: str) -> None:
+        """Rewrite the dotenv file with *settings* changed, send SIGHUP, wait for the log."""
+        write_dotenv(self.dotenv, self.port, self.accounts, **settings)
+        before = self.process.stderr.count("reload")
+        self.process.send(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while self.process.stderr.count("reload") == before:
+            assert time.monotonic() < deadline, self.process.describe()
+            time.sleep(0.05)
+        assert "reload refused" not in self.process.stderr, self.process.describe()
+
+
+@dataclass(frozen=True)
+class Registered:
+    username: str
+    key: str
+    subdomain: str
+    fulldomain: str
+
+    def update(self, gw: Gateway) -> Answer:
+        return gw.call(
+            "POST",
+            "/update",
+            headers={"X-Api-User": self.username, "X-Api-Key": self.key},
+            body={"subdomain": self.subdomain, "txt": make_value()},
+        )
+
+
+def write_dotenv(path: Path, port: int, accounts: Path, **changes: str) -> None:
+    settings = {
+        "LISTEN": f"127.0.0.1:{port}",
+        "PROVIDER": "memory",
+        "DNSAPI_DOMAINS": "example.test, example.org",
+        "BASIC_AUTH": "required",
+        "PASSWD_FILE": "acmepasswd",
+        "STATE_DIR": "state",
+        "PROPAGATION_CHECK": "off",
+        "ACMEDNS_ZONE": ZONE,
+        "ACMEDNS_REGISTER": "1",
+        "ACMEDNS_ACCOUNTS_FILE": str(accounts),
+        "DELEGATIONS": "deleg.example.test=x.validation.example.net",
+    }
+    settings.update(changes)
+    path.write_text("".join(f"{k}={v}\n" for k, v in settings.items() if v))
+    path.chmod(0o600)
+
+
+def write_accounts(path: Path, *, with_static: bool) -> None:
+    entries = [
+        {"username": STATIC_USER, "password": STATIC_KEY, "subdomain": STATIC_SUB,
+         "domain": "www.example.test"}
+    ] if with_static else []
+    path.write_text(json.dumps({"accounts": entries}))
+    path.chmod(0o600)
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    users = PasswordFile(tmp_path / "acmepasswd")
+    users.set_user("alice", "alice's password")
+    users.set_user("carol", "carol's password", roles=["admin"])
+    accounts = tmp_path / "accounts.json"
+    write_accounts(accounts, with_static=True)
+    port = free_port()
+    dotenv = tmp_path / ".env"
+    write_dotenv(dotenv, port, accounts)
+    with running_gateway(tmp_path, {}, args=["-e", str(dotenv)]) as gw:
+        yield Gateway(gw, port, dotenv, accounts)
+
+
+def register(gw: Gateway, **body: object) -> Registered:
+    answer = gw.call("POST", "/register", headers=ADMIN, body=body)
+    assert answer.status == 201, answer
+    data = answer.json()
+    return Registered(data["username"], data["password"], data["subdomain"], data["fulldomain"])
+
+
+def test_accounts_lose_names_the_configuration_no_longer_allows(gateway: Gateway) -> None:
+    in_zone = register(gateway)
+    in_domain = register(gateway, domain="www.example.org")
+    delegated = register(gateway, domain="deleg.example.test")
+    assert delegated.fulldomain == "x.validation.example.net"
+    for account in (in_zone, in_domain, delegated):
+        assert account.update(gateway).status == 200
+    # Each account's name leaves the configuration by a different setting.
+    gateway.reload(
+        DNSAPI_DOMAINS="example.test", ACMEDNS_ZONE="other.example.test", DELEGATIONS=""
+    )
+    for account in (in_zone, in_domain, delegated):
+        answer = account.update(gateway)
+        assert answer.status == 403, (account, answer)
+        assert account.fulldomain in answer.json()["message"]
+
+
+def test_a_reload_applies_the_accounts_file(gateway: Gateway) -> None:
+    static = Registered(STATIC_USER, STATIC_KEY, STATIC_SUB, "_acme-challenge.www.example.test")
+    assert static.update(gateway).status == 200
+    write_accounts(gateway.accounts, with_static=False)
+    gateway.reload()
+    assert static.update(gateway).status == 401
+
+
+def test_deleting_an_account_through_the_admin_api(gateway: Gateway) -> None:
+    account = register(gateway)
+    assert account.update(gateway).status == 200
+    assert gateway.call("DELETE", f"/accounts/{account.username}", headers=USER).status == 403
+    answer = gateway.call("DELETE", f"/accounts/{account.username}", headers=ADMIN)
+    assert answer.status == 200, answer
+    assert answer.json()["withdrawn"] == 1
+    assert account.update(gateway).status == 401
+    records = gateway.call("GET", "/records", headers=ADMIN).json()["records"]
+    assert [r for r in records if r["fqdn"] == account.fulldomain] == []
+    again = gateway.call("DELETE", f"/accounts/{account.username}", headers=ADMIN)
+    assert again.status == 404
+    # A pre-registered account is deleted where it is defined.
+    static = gateway.call("DELETE", f"/accounts/{STATIC_USER}", headers=ADMIN)
+    assert static.status == 409
+    assert "ACMEDNS_ACCOUNTS_FILE" in static.json()["message"]
+
+
+def test_deleting_an_account_from_the_command_line(gateway: Gateway, tmp_path: Path) -> None:
+    account = register(gateway)
+    assert account.update(gateway).status == 200
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.accounts_cli", "-e", str(gateway.dotenv),
+         "delete", account.username],
+        cwd=tmp_path, env=gateway_env({}), capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert account.username in done.stdout
+    assert account.update(gateway).status == 401
+    missing = subprocess.run(
+        [sys.executable, "-m", "gateway.accounts_cli", "--state-dir", str(tmp_path / "state"),
+         "delete", account.username],
+        cwd=REPO_ROOT, env=gateway_env({}), capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+    assert missing.returncode == 1
+    assert "no registered acme-dns account" in missing.stderr
