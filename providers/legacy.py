@@ -28,14 +28,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import threading
-import urllib.parse
 from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
 from lib.settings import Settings
+from providers._secrets import redact
 from providers.base import Provider, ProviderContext, ProviderError
 
 log = logging.getLogger(__name__)
@@ -154,29 +153,6 @@ class LegacyProvider(Provider):
 
     async def remove_txt(self, fqdn: str, value: str) -> None:
         await self._call("teardown", fqdn, value)
-
-
-def _secret_forms(secret: str) -> list[str]:
-    """*secret* as str(), repr(), JSON, bytes repr() and URLs show it; longest first."""
-    forms = {
-        secret,
-        repr(secret)[1:-1],
-        json.dumps(secret)[1:-1],
-        json.dumps(secret, ensure_ascii=False)[1:-1],
-        repr(secret.encode("utf-8"))[2:-1],
-        urllib.parse.quote(secret),
-        urllib.parse.quote(secret, safe=""),
-        urllib.parse.quote_plus(secret),
-    }
-    return sorted((f for f in forms if f), key=len, reverse=True)
-
-
-def redact(text: str, secrets: Sequence[str]) -> str:
-    """*text* with every common printed form of each secret replaced by ``***``."""
-    for secret in secrets:
-        for form in _secret_forms(secret):
-            text = text.replace(form, "***")
-    return text
 
 
 def _unpack(result: object) -> tuple[int | None, object]:

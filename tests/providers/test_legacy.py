@@ -82,11 +82,6 @@ def served(bind_primary: BindServer) -> Served:  # noqa: F811
 
 
 @pytest.fixture
-def names() -> list[str]:
-    return ["_acme-challenge.example.test", "_acme-challenge.www.example.org"]
-
-
-@pytest.fixture
 def broken_provider(bind_primary: BindServer) -> Provider:  # noqa: F811
     raw = bytearray(base64.b64decode(bind_primary.key.secret))
     raw[0] ^= 0xFF
