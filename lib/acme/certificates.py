@@ -102,3 +102,15 @@ def passes_through(chain: Sequence[x509.Certificate], issuer: str) -> bool:
     """True if some certificate in *chain* was issued by *issuer* (a CN)."""
     wanted = issuer.strip().casefold()
     return any(common_name(c.issuer).casefold() == wanted for c in chain)
+
+
+def key_matches(cert_pem: bytes, key_pem: bytes) -> bool:
+    """Whether the first certificate in *cert_pem* is for the private key in *key_pem*.
+
+    Raises ValueError when either cannot be read.
+    """
+    cert = load_chain(cert_pem)[0]
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    return bool(cert.public_key().public_bytes(serialization.Encoding.DER, spki)
+                == key.public_key().public_bytes(serialization.Encoding.DER, spki))

@@ -379,38 +379,51 @@ def _run_outcomes(command: str, outcomes: list[Outcome], out: _Output) -> int:
 def _list(store: Store, out: _Output) -> int:
     now = now_utc()
     rows: list[dict[str, Any]] = []
-    broken = False
     for name in store.lineage_names():
         try:
-            lineage = store.load_lineage(name)
+            row = _list_row(store, name, now)
         except StateError as exc:
             # One damaged certificate is reported with the others, not instead of them.
-            broken = True
-            rows.append({"name": name, "domains": [], "state": f"unreadable: {exc}",
-                         "not_after": None, "serial": None, "directory": None, "key_type": None,
-                         "files": None, "chain_issuer": None})
-            continue
-        if lineage is None:
-            continue
-        if lineage.revoked:
-            state = f"revoked ({lineage.revoked})"
-        elif lineage.not_after and parse_iso(lineage.not_after) <= now:
-            state = "expired"
-        elif lineage.ari_window and lineage.ari_chosen:
-            decision = by_window(lineage, now)
-            state = "due" if decision.due else "valid"
-        else:
-            state = "due" if by_lifetime(lineage, now).due else "valid"
-        rows.append({"name": name, "domains": lineage.domains, "state": state,
-                     "not_after": lineage.not_after, "serial": lineage.serial,
-                     "directory": lineage.issuer_directory, "key_type": lineage.key_type,
-                     "files": str(store.files_dir(lineage)), "chain_issuer": lineage.chain_issuer})
-    lines = [f"{r['name']}: {r['state']}" if r["serial"] is None and r["files"] is None else
+            row = {"name": name, "domains": [], "state": f"unreadable: {exc}", "ok": False,
+                   "not_after": None, "serial": None, "directory": None, "key_type": None,
+                   "files": None, "chain_issuer": None}
+        if row is not None:
+            rows.append(row)
+    broken = any(not row.pop("ok") for row in rows)
+    lines = [f"{r['name']}: {r['state']}" if r["files"] is None else
              f"{r['name']}: {r['state']}, until {r['not_after']}, {' '.join(r['domains'])}, "
              f"{r['key_type']}, from {r['directory']}, files in {r['files']}" for r in rows]
     out.result(lines or ["no certificates"],
                {"command": "list", "ok": not broken, "certificates": rows})
     return EXIT_FAILED if broken else EXIT_OK
+
+
+def _list_row(store: Store, name: str, now: datetime.datetime) -> dict[str, Any] | None:
+    lineage = store.load_lineage(name)
+    if lineage is None:
+        return None
+    # Read-only: what an interrupted run left is reported here, repaired by renew.
+    check = store.check_lineage(lineage, repair=False)
+    if check.problems:
+        state = f"broken: {'; '.join(check.problems)}"
+    elif check.renew:
+        state = "due (an interrupted renewal lost its newest certificate; renew repairs it)"
+    elif lineage.revoked:
+        state = f"revoked ({lineage.revoked})"
+    elif lineage.not_after and parse_iso(lineage.not_after) <= now:
+        state = "expired"
+    elif lineage.ari_window and lineage.ari_chosen:
+        state = "due" if by_window(lineage, now).due else "valid"
+    else:
+        state = "due" if by_lifetime(lineage, now).due else "valid"
+    if check.repaired and not check.problems:
+        state += f" (an interrupted run left: {'; '.join(check.repaired)}; renew repairs it)"
+    if lineage.deploy_pending and lineage.deploy_hook:
+        state += " (deploy hook pending)"
+    return {"name": name, "domains": lineage.domains, "state": state, "ok": not check.problems,
+            "not_after": lineage.not_after, "serial": lineage.serial,
+            "directory": lineage.issuer_directory, "key_type": lineage.key_type,
+            "files": str(store.files_dir(lineage)), "chain_issuer": lineage.chain_issuer}
 
 
 def _account(args: argparse.Namespace, driver: Driver, out: _Output) -> int:

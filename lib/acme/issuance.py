@@ -82,6 +82,7 @@ from lib.acme.progress import Progress
 from lib.acme.renewal import Decision, ari_check_due, by_lifetime, by_window, remember_window
 from lib.acme.store import Lineage, Store, StoredAccount, iso, now_utc
 from lib.acme.transport import Transport, host_of
+from lib.acme.versions import Check
 from lib.dnscheck import PropagationSettings
 
 log = logging.getLogger(__name__)
@@ -286,8 +287,9 @@ class Driver:
             # Issuing again is how to repair it: the new metadata replaces the damaged one.
             self.progress.warn(f"{lineage.name}: {exc}; issuing anew")
             previous = None
+        lost = previous is not None and self._check(previous).renew
         if previous is not None and previous.serial and not force and not previous.revoked \
-                and sorted(previous.domains) == sorted(lineage.domains) \
+                and not lost and sorted(previous.domains) == sorted(lineage.domains) \
                 and previous.out == lineage.out:
             decision = self.decide(previous)
             if not decision.due:
@@ -296,11 +298,37 @@ class Driver:
                 self.store.save_meta(previous)
                 self.step(f"Certificate {lineage.name} is not due: {decision.reason} "
                           "(--force issues anyway)")
-                return Outcome(lineage.name, "kept", decision.reason,
-                               directory=previous.issuer_directory, serial=previous.serial,
-                               not_after=previous.not_after,
-                               files=str(self.store.files_dir(previous)))
+                return self._deploy_pending(previous, Outcome(
+                    lineage.name, "kept", decision.reason, directory=previous.issuer_directory,
+                    serial=previous.serial, not_after=previous.not_after,
+                    files=str(self.store.files_dir(previous))))
         return self._issue_and_store(lineage, previous, "issued", raise_usage=True)
+
+    def _check(self, lineage: Lineage) -> Check:
+        """The start-up consistency check of one certificate: what an interrupted run
+        left is repaired (and said), what cannot be is a :class:`StateError`."""
+        check = self.store.check_lineage(lineage)
+        for text in check.repaired:
+            self.progress.warn(f"{lineage.name}: repaired: {text}")
+        if check.problems:
+            raise StateError("; ".join(check.problems))
+        return check
+
+    def _deploy_pending(self, lineage: Lineage, outcome: Outcome) -> Outcome:
+        """Run the deploy hook that failed (or never ran) for the current certificate."""
+        if not (lineage.deploy_pending and lineage.deploy_hook):
+            return outcome
+        self.step(f"Certificate {lineage.name}: its deploy hook has not succeeded yet")
+        try:
+            self.run_deploy_hook(lineage, self.store.files_dir(lineage))
+        except HookFailed as exc:
+            self.progress.warn(str(exc))
+            outcome.error = str(exc)
+            return outcome
+        lineage.deploy_pending = False
+        self.store.save_meta(lineage)
+        outcome.detail += "; deploy hook run"
+        return outcome
 
     def renew(self, names: Sequence[str] | None = None, *, force: bool = False) -> list[Outcome]:
         """Renew every certificate that is due (or every one, with *force*)."""
@@ -329,11 +357,15 @@ class Driver:
             self.step(f"Certificate {name}: skipped, revoked ({lineage.revoked}); "
                       "issue it again to replace it")
             return Outcome(name, "skipped", f"revoked ({lineage.revoked})")
-        decision = Decision(True, "--force") if force else self.decide(lineage)
+        if self._check(lineage).renew:
+            decision = Decision(True, "its newest certificate was lost with its key")
+        else:
+            decision = Decision(True, "--force") if force else self.decide(lineage)
         if not decision.due:
             self.step(f"Certificate {name}: not due, {decision.reason}")
-            return Outcome(name, "kept", decision.reason, serial=lineage.serial,
-                           not_after=lineage.not_after, directory=lineage.issuer_directory)
+            return self._deploy_pending(lineage, Outcome(
+                name, "kept", decision.reason, serial=lineage.serial,
+                not_after=lineage.not_after, directory=lineage.issuer_directory))
         self.step(f"Certificate {name}: due, {decision.reason}")
         return self._issue_and_store(lineage, lineage, "renewed", warned=True)
 
@@ -389,9 +421,13 @@ class Driver:
         files = {"privkey.pem": issued.key_pem, "cert.pem": issued.leaf_pem.encode(),
                  "chain.pem": issued.chain_pem.encode(),
                  "fullchain.pem": (issued.leaf_pem + issued.chain_pem).encode()}
-        folder = self.store.save_certificate(lineage, files)
+        # Until the hook succeeds, every run tries it again.
+        lineage.deploy_pending = bool(lineage.deploy_hook)
+        for warning in self.store.save_certificate(lineage, files):
+            self.progress.warn(warning)
+        folder = self.store.files_dir(lineage)
         self.step(f"Saved {folder}/fullchain.pem, privkey.pem, cert.pem, chain.pem "
-                  f"(earlier versions in {folder}/archive)")
+                  f"(each version in {folder}/versions)")
         outcome = Outcome(lineage.name, action, directory=issued.directory,
                           serial=issued.info.serial, not_after=lineage.not_after,
                           files=str(folder))
@@ -399,8 +435,11 @@ class Driver:
             try:
                 self.run_deploy_hook(lineage, folder)
             except HookFailed as exc:
-                self.progress.warn(str(exc))
+                self.progress.warn(f"{exc} (it runs again at the next run)")
                 outcome.error = str(exc)
+            else:
+                lineage.deploy_pending = False
+                self.store.save_meta(lineage)
         return outcome
 
     def obtain(self, lineage: Lineage, previous: Lineage | None = None) -> Issued:

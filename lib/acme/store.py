@@ -41,11 +41,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from lib.acme.certificates import CertificateInfo, load_chain
+from lib.acme.durable import atomic_write, fsync_dir, make_dirs
 from lib.acme.errors import LockBusy, StateError, UsageError
 from lib.acme.keys import KEY_TYPES
+from lib.acme.versions import CertificateFiles, Check
 from lib.dnscheck import parse_server
 
-CERT_FILES = ("privkey.pem", "cert.pem", "chain.pem", "fullchain.pem")
 _NAME = re.compile(r"^[a-z0-9_][a-z0-9._-]{0,250}$")
 # Bounds on what a lineage may ask for: the command line checks them, and so does loading
 # meta.json, so that one bad value fails its certificate and never the run.
@@ -74,48 +76,6 @@ def parse_iso(text: str) -> datetime.datetime:
     if moment.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone")
     return moment
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace *path* with *data* in one step; the file gets exactly *mode*."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        try:
-            os.fchmod(fd, mode)  # the umask may have taken bits away
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise StateError(f"cannot write {path}: {exc.strerror}") from None
-
-
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _mkdir(path: Path) -> None:
-    """Create *path* and any missing parents, each 0700 (``parents=True`` would not)."""
-    missing = [p for p in (path, *path.parents) if not p.exists()]
-    try:
-        for folder in reversed(missing):
-            folder.mkdir(mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise StateError(f"cannot create {path}: {exc.strerror}") from None
 
 
 def ca_folder_name(directory_url: str) -> str:
@@ -181,6 +141,8 @@ class Lineage:
     ari_window: dict[str, str] | None = None
     ari_chosen: str | None = None
     ari_next_check: str | None = None
+    # The deploy hook has not succeeded for the current certificate: the next run tries.
+    deploy_pending: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -224,8 +186,9 @@ class Lineage:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
                 or not low <= timeout <= high:
             found.append(f"propagation_timeout {timeout!r} is not {low:g} to {high:g} seconds")
-        if not isinstance(self.reuse_key, bool):
-            found.append("reuse_key must be true or false")
+        for name in ("reuse_key", "deploy_pending"):
+            if not isinstance(getattr(self, name), bool):
+                found.append(f"{name} must be true or false")
         if self.key_type not in KEY_TYPES:
             found.append(f"key_type {self.key_type!r} is not one of {', '.join(KEY_TYPES)}")
         for server in self.propagation_nameservers if isinstance(
@@ -267,7 +230,7 @@ class Store:
     @contextlib.contextmanager
     def locked(self, timeout: float = 0.0) -> Iterator[None]:
         """Hold the state lock; wait up to *timeout* seconds, then raise LockBusy."""
-        _mkdir(self.root)
+        make_dirs(self.root)
         path = self.root / "lock"
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -315,7 +278,7 @@ class Store:
 
     def save_account(self, account: StoredAccount) -> None:
         folder = self.account_dir(account.directory)
-        _mkdir(folder)
+        make_dirs(folder)
         atomic_write(folder / "account.key", account.key_pem, 0o600)
         meta = {"directory": account.directory, "url": account.url,
                 "contact": account.contact, "created": account.created or iso(now_utc())}
@@ -324,20 +287,20 @@ class Store:
     def save_pending_key(self, directory_url: str, key_pem: bytes) -> None:
         """Keep the next account key before a rollover, so a crash cannot lose the account."""
         folder = self.account_dir(directory_url)
-        _mkdir(folder)
+        make_dirs(folder)
         atomic_write(folder / "account.key.next", key_pem, 0o600)
 
     def promote_pending_key(self, directory_url: str) -> None:
         """The rollover succeeded: archive the old key and make the next one current."""
         folder = self.account_dir(directory_url)
         archive = folder / "archive"
-        _mkdir(archive)
+        make_dirs(archive)
         stamp = now_utc().strftime("%Y%m%dT%H%M%SZ")
         try:
             shutil.copy2(folder / "account.key", archive / f"account.key.{stamp}")
             os.chmod(archive / f"account.key.{stamp}", 0o600)
             os.replace(folder / "account.key.next", folder / "account.key")
-            _fsync_dir(folder)
+            fsync_dir(folder)
         except OSError as exc:
             raise StateError(f"cannot install the new account key in {folder}: "
                              f"{exc.strerror}") from None
@@ -379,52 +342,58 @@ class Store:
     def files_dir(self, lineage: Lineage) -> Path:
         return Path(lineage.out) if lineage.out else self.lineage_dir(lineage.name)
 
+    def files(self, lineage: Lineage) -> CertificateFiles:
+        return CertificateFiles(self.files_dir(lineage))
+
     def read_file(self, lineage: Lineage, name: str) -> bytes | None:
-        try:
-            return (self.files_dir(lineage) / name).read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StateError(f"cannot read {self.files_dir(lineage) / name}: "
-                             f"{exc.strerror}") from None
+        return self.files(lineage).read(name)
 
     def save_meta(self, lineage: Lineage) -> None:
         folder = self.lineage_dir(lineage.name)
-        _mkdir(folder)
+        make_dirs(folder)
         atomic_write(folder / "meta.json",
                      json.dumps(lineage.to_json(), indent=2, sort_keys=True).encode() + b"\n")
 
-    def save_certificate(self, lineage: Lineage, files: Mapping[str, bytes]) -> Path:
-        """Archive the current files, write the new ones, then the metadata.
+    def save_certificate(self, lineage: Lineage, files: Mapping[str, bytes]) -> list[str]:
+        """Install the files as the certificate's new version, then write the metadata.
 
-        Returns the folder that holds the files.
+        Returns warnings (an owner or group that could not be kept). A crash before the
+        metadata is written leaves a current version that the metadata does not know:
+        :meth:`check_lineage` repairs that from the certificate itself.
         """
-        folder = self.files_dir(lineage)
-        _mkdir(folder)
-        self._archive(folder)
-        # Programs that read these files learn of the new version from the deploy
-        # hook, which runs only once every file is in place.
-        for name in ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"):
-            if name in files:
-                atomic_write(folder / name, files[name], 0o600 if name == "privkey.pem" else 0o644)
+        warnings = self.files(lineage).install(files, lineage.serial or "unknown")
         self.save_meta(lineage)
-        return folder
+        return warnings
 
-    def _archive(self, folder: Path) -> None:
-        present = [n for n in CERT_FILES if (folder / n).exists()]
-        if not present:
-            return
-        stamp = now_utc().strftime("%Y%m%dT%H%M%S.%fZ")
-        target = folder / "archive" / stamp
+    def check_lineage(self, lineage: Lineage, repair: bool = True) -> Check:
+        """The files' check (:meth:`CertificateFiles.check`), and metadata that matches them.
+
+        A run that died after switching to a new version but before writing the metadata
+        left the metadata describing the previous certificate: it is taken from the
+        certificate now current, and its deploy hook is due.
+        """
+        files = self.files(lineage)
+        check = files.check(repair)
+        cert = files.read("cert.pem") if not check.problems else None
+        if cert is None:
+            return check
         try:
-            target.mkdir(mode=0o700, parents=True)
-            for name in present:
-                shutil.copy2(folder / name, target / name)
-                if name == "privkey.pem":
-                    os.chmod(target / name, 0o600)
-        except OSError as exc:
-            raise StateError(f"cannot archive {folder}: {exc.strerror}") from None
+            info = CertificateInfo.of(load_chain(cert)[0])
+        except ValueError as exc:
+            check.problems.append(f"{files.folder / 'cert.pem'} is unreadable: {exc}")
+            return check
+        if info.serial != lineage.serial:
+            check.repaired.append(f"the metadata named serial {lineage.serial}, the current "
+                                  f"files hold {info.serial}: metadata updated")
+            if repair:
+                lineage.serial = info.serial
+                lineage.not_before, lineage.not_after = iso(info.not_before), iso(info.not_after)
+                lineage.ari_id = info.ari_id
+                lineage.ari_window = lineage.ari_chosen = lineage.ari_next_check = None
+                lineage.deploy_pending = bool(lineage.deploy_hook)
+                self.save_meta(lineage)
+        return check
 
-    def archived_versions(self, lineage: Lineage) -> list[Path]:
-        archive = self.files_dir(lineage) / "archive"
-        return sorted(p for p in archive.iterdir() if p.is_dir()) if archive.is_dir() else []
+    def versions(self, lineage: Lineage) -> list[Path]:
+        """Every version of the certificate's files, oldest first (the current one last)."""
+        return self.files(lineage).versions()

@@ -167,10 +167,10 @@ def test_issue_renew_rollover_revoke(site: Site) -> None:
     assert done.stdout == "" and done.stderr == ""
     renewed = x509.load_pem_x509_certificate((files / "cert.pem").read_bytes())
     assert renewed.serial_number != leaf.serial_number
-    archived = sorted((files / "archive").iterdir())
-    assert len(archived) == 1
-    assert x509.load_pem_x509_certificate((archived[0] / "cert.pem").read_bytes()) == leaf
-    assert (archived[0] / "privkey.pem").stat().st_mode & 0o777 == 0o600
+    versions = sorted((files / "versions").iterdir())
+    assert len(versions) == 2 and os.readlink(files / "current") == f"versions/{versions[1].name}"
+    assert x509.load_pem_x509_certificate((versions[0] / "cert.pem").read_bytes()) == leaf
+    assert (versions[0] / "privkey.pem").stat().st_mode & 0o777 == 0o600
     assert hook_out.read_text().count("\n") == 2
 
     # Roll the account key over, then revoke with the new key.

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from requests.structures import CaseInsensitiveDict
 
+from lib.acme.durable import atomic_write
 from lib.acme.errors import LockBusy, UsageError
 from lib.acme.messages import Directory, RenewalInfo, problem_from_json
 from lib.acme.renewal import ari_check_due, by_lifetime, by_window, remember_window
@@ -21,7 +22,6 @@ from lib.acme.store import (
     Lineage,
     Store,
     StoredAccount,
-    atomic_write,
     ca_folder_name,
     check_lineage_name,
     iso,
@@ -48,17 +48,24 @@ def test_atomic_write_sets_the_mode_and_leaves_no_temporary_file(tmp_path: Path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cert.pem", "privkey.pem"]
 
 
-def test_each_version_is_archived_before_it_is_replaced(tmp_path: Path) -> None:
+def test_each_version_has_a_folder_and_the_names_follow_current(tmp_path: Path) -> None:
     store = Store(tmp_path / "state")
     lineage = Lineage(name="example.test", domains=["example.test"], servers=["https://ca/"])
     for n in range(3):
         files = {name: f"{name} v{n}".encode() for name in
                  ("privkey.pem", "cert.pem", "chain.pem", "fullchain.pem")}
-        folder = store.save_certificate(lineage, files)
+        lineage.serial = f"{n:x}"
+        store.save_certificate(lineage, files)
+    folder = store.files_dir(lineage)
     assert (folder / "cert.pem").read_text() == "cert.pem v2"
-    versions = store.archived_versions(lineage)
-    assert [(v / "cert.pem").read_text() for v in versions] == ["cert.pem v0", "cert.pem v1"]
+    versions = store.versions(lineage)
+    assert [(v / "cert.pem").read_text() for v in versions] == [f"cert.pem v{n}" for n in range(3)]
+    assert [v.name.rsplit("-", 1)[1] for v in versions] == ["0", "1", "2"]
+    assert os.readlink(folder / "current") == f"versions/{versions[-1].name}"
+    for name in ("privkey.pem", "cert.pem", "chain.pem", "fullchain.pem"):
+        assert os.readlink(folder / name) == f"current/{name}"
     assert all((v / "privkey.pem").stat().st_mode & 0o777 == 0o600 for v in versions)
+    assert all((v / "cert.pem").stat().st_mode & 0o777 == 0o644 for v in versions)
     assert (store.root / "certificates").stat().st_mode & 0o777 == 0o700
     assert store.lineage_names() == ["example.test"]
     loaded = store.load_lineage("example.test")
@@ -69,7 +76,7 @@ def test_out_folder_holds_the_files_and_the_state_keeps_the_metadata(tmp_path: P
     store = Store(tmp_path / "state")
     lineage = Lineage(name="example.test", domains=["example.test"], servers=["https://ca/"],
                       out=str(tmp_path / "nginx"))
-    store.save_certificate(lineage, {"cert.pem": b"c", "privkey.pem": b"k"})
+    store.save_certificate(lineage, {"cert.pem": b"c", "fullchain.pem": b"c", "privkey.pem": b"k"})
     assert (tmp_path / "nginx" / "cert.pem").read_bytes() == b"c"
     assert (tmp_path / "state" / "certificates" / "example.test" / "meta.json").exists()
     assert not (tmp_path / "state" / "certificates" / "example.test" / "cert.pem").exists()
