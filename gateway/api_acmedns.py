@@ -107,4 +107,8 @@ def _check_name(config: Config, fqdn: str) -> None:
     """403 unless *config* lets acme-dns accounts write *fqdn*."""
     targets = (t for _, t in config.delegations)
     if not account_name_allowed(fqdn, config.acmedns.zone, config.managed_domains, targets):
-        raise Forbidden(f"{fqdn} is not a name acme-dns accounts may write")
+        raise Forbidden(
+            f"{fqdn} is not a name acme-dns accounts may write",
+            name=fqdn,
+            detail="outside ACMEDNS_ZONE, DELEGATIONS and DNSAPI_DOMAINS",
+        )

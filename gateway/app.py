@@ -37,10 +37,12 @@ from gateway.keys import (
     LIVE,
     METRICS,
     PROVIDER,
+    REFUSALS,
     SERVICE,
 )
 from gateway.live import Live
 from gateway.metrics import Metrics
+from gateway.refusals import REFUSED, RefusalAudit, refusal
 from gateway.routes import access_middleware, add_routes, endpoint_of, endpoints
 from gateway.service import ChallengeService
 from providers.base import Provider
@@ -71,6 +73,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = await handler(request)
     except GatewayError as exc:
         response = error_response(exc)
+        if exc.status in REFUSED:
+            auth = request.app[AUTHENTICATOR].config
+            request.app[REFUSALS].refused(refusal(request, exc, auth))
     except web.HTTPMethodNotAllowed as exc:
         response = error_response(MethodNotAllowed(sorted(exc.allowed_methods)))
     except web.HTTPNotFound:
@@ -130,9 +135,11 @@ def create_app(
     authenticator = Authenticator(config.auth, passwords, accounts=accounts)
     authenticator.on_failure = lambda reason: metrics.auth_failures.labels(reason).inc()
     app[AUTHENTICATOR] = authenticator
+    app[REFUSALS] = RefusalAudit()
     janitor = app[JANITOR] = Janitor(service, config.record_max_age, config.janitor_interval)
     metrics.watch_janitor(lambda: janitor.max_age, lambda: janitor.interval)
     app.cleanup_ctx.append(_resources)
+    app.on_cleanup.append(_flush_refusals)
     add_routes(app, endpoints(config))
     return app
 
@@ -162,6 +169,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         passwords = app[AUTHENTICATOR].passwords
         if passwords is not None:
             passwords.close()
+
+
+async def _flush_refusals(app: web.Application) -> None:
+    """Say what the refusal audit suppressed before the process goes."""
+    app[REFUSALS].flush()
 
 
 async def _replay(journal: Journal, provider: Provider) -> None:

@@ -419,5 +419,5 @@ class Authenticator:
         raise Unauthorized(message)
 
     def _refuse(self, addr: IPAddress, reason: str) -> None:
-        log.warning("authentication failed from %s: %s", addr, reason)
+        # The refusal's audit line (gateway.refusals) says who and why, rate-limited.
         self.on_failure(reason)

@@ -13,6 +13,10 @@ class GatewayError(Exception):
 
     status = 500
     code = "internal_error"
+    # For the log only (gateway.refusals): the name refused, and why in more words
+    # than the answer may use.
+    name: str | None = None
+    detail: str | None = None
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -49,6 +53,11 @@ class Forbidden(GatewayError):
 
     status = 403
     code = "forbidden"
+
+    def __init__(self, message: str, *, name: str | None = None, detail: str | None = None):
+        super().__init__(message)
+        self.name = name
+        self.detail = detail
 
 
 class NotFound(GatewayError):

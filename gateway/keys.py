@@ -11,6 +11,7 @@ from gateway.janitor import Janitor
 from gateway.journal import Journal
 from gateway.live import Live
 from gateway.metrics import Metrics
+from gateway.refusals import RefusalAudit
 from gateway.service import ChallengeService
 from providers.base import Provider
 
@@ -23,3 +24,4 @@ JANITOR = web.AppKey("janitor", Janitor)
 ACCOUNTS = web.AppKey("accounts", AccountStore)
 METRICS = web.AppKey("metrics", Metrics)
 LIVE = web.AppKey("live", Live)
+REFUSALS = web.AppKey("refusals", RefusalAudit)

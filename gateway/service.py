@@ -202,10 +202,15 @@ class ChallengeService:
         The answer names neither list: a caller learns nothing about other
         users' domains.
         """
-        if not any(is_within(fqdn, d) for d in self.managed_domains) or (
-            identity.domains is not None and not any(is_within(fqdn, d) for d in identity.domains)
+        why = None
+        if not any(is_within(fqdn, d) for d in self.managed_domains):
+            why = "outside DNSAPI_DOMAINS"
+        elif identity.domains is not None and not any(
+            is_within(fqdn, d) for d in identity.domains
         ):
-            raise Forbidden(f"{fqdn} is not a name you may change")
+            why = f"outside the user's domains ({', '.join(identity.domains)})"
+        if why is not None:
+            raise Forbidden(f"{fqdn} is not a name you may change", name=fqdn, detail=why)
 
     # -- changes -----------------------------------------------------------
 

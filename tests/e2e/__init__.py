@@ -100,13 +100,16 @@ def journal_rows(state_dir: Path) -> list[tuple[str, str, str]]:
         return [(str(f), str(v), str(s)) for f, v, s in rows.fetchall()]
 
 
-def audit_entries(stderr: str) -> list[dict[str, Any]]:
-    """The ``acmegw.audit`` lines of a gateway's ``LOG_FORMAT=json`` log, parsed."""
+def audit_entries(stderr: str, *, refusals: bool = False) -> list[dict[str, Any]]:
+    """The ``acmegw.audit`` lines of a gateway's ``LOG_FORMAT=json`` log, parsed: the
+    changes, and with *refusals* also the refused requests (gateway/refusals.py)."""
     entries = []
     for line in stderr.splitlines():
         if line.startswith("{"):
             entry = json.loads(line)
-            if entry.get("logger") == "acmegw.audit":
+            if entry.get("logger") == "acmegw.audit" and (
+                refusals or not entry.get("action", "").startswith("refus")
+            ):
                 entries.append(entry)
     return entries
 

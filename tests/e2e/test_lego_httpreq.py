@@ -220,7 +220,11 @@ async def test_wrong_password_fails_lego_with_401(
     )
     assert status != 0, output
     assert "error presenting token: httpreq: 401: request failed" in output, output
-    assert "authentication failed" in gw.process.stderr, gw.process.describe()
+    refused = audit_entries(gw.process.stderr, refusals=True)
+    assert [(e["action"], e["user"], e["result"]) for e in refused] == [
+        ("refused", USER, "401 invalid user name or password")
+    ] * len(refused), gw.process.describe()
+    assert refused, gw.process.describe()
 
     answer = gw.post("present", {"fqdn": CHALLENGE + ".", "value": SOME_VALUE}, password="wrong")
     assert answer.status_code == 401, answer.text
