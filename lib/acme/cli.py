@@ -45,6 +45,7 @@ from lib.acme.cas import DEFAULT_CA, KNOWN_CAS, directory_url
 from lib.acme.client import REVOCATION_REASONS, ExternalAccount
 from lib.acme.dns01 import environment, read_password_file
 from lib.acme.errors import AcmeError, LockBusy, StateError, UsageError
+from lib.acme.identifiers import dns_identifier
 from lib.acme.issuance import Driver, Options, Outcome
 from lib.acme.keys import DEFAULT_KEY_TYPE, KEY_TYPES, key_type_of
 from lib.acme.progress import Progress
@@ -60,7 +61,6 @@ from lib.acme.store import (
     parse_iso,
 )
 from lib.dnscheck import parse_server
-from lib.names import InvalidName, normalize_name
 
 PROG = "acmegw-acme"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
@@ -193,12 +193,10 @@ def _domains(values: Sequence[str]) -> list[str]:
     names: list[str] = []
     for value in values:
         for item in value.replace(",", " ").split():
-            wildcard = item.startswith("*.")
             try:
-                base = normalize_name(item)
-            except InvalidName as exc:
-                raise UsageError(f"-d {item!r}: {exc}") from None
-            name = f"*.{base}" if wildcard else base
+                name = dns_identifier(item)
+            except UsageError as exc:
+                raise UsageError(f"-d {exc}") from None
             if name not in names:
                 names.append(name)
     if not names:

@@ -211,3 +211,23 @@ def test_json_reports_usage_errors_busy_runs_and_internal_errors(
     assert json.loads(out)["error"] == "internal error: RuntimeError: a bug"
     assert err == "acmegw-acme: internal error: RuntimeError: a bug (run with -v for the " \
                   "traceback)\n"
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("127.0.0.1", "is an IP address"), ("::1", "is an IP address"),
+    ("[2001:db8::1]", "is an IP address"),
+    ("a_b.example.test", "the label 'a_b' is not letters"),
+    ("_acme-challenge.example.test", "is not letters, digits and inner hyphens"),
+    ("localhost", "at least two labels"), ("*.test", "at least two labels"),
+    ("host.123", "top label is a number"),
+    ("ab--cd.example.test", "is reserved"), ("bad..name", "has an empty label"),
+])
+def test_names_no_certificate_can_hold_are_usage_errors_before_any_request(
+        state: Path, capsys: pytest.CaptureFixture[str], name: str, why: str) -> None:
+    # The CA and the gateway are unreachable addresses: exit 2 means nothing was sent.
+    argv = ["issue", "-d", "example.test", "-d", name, "--server", "https://192.0.2.1:9/dir",
+            "--gateway-url", "https://192.0.2.1:9/", "--state-dir", str(state),
+            "--retry-delay", "0", "--attempts", "1", "--lock-timeout", "0"]
+    status, out, err = run(capsys, *argv)
+    assert status == EXIT_USAGE, err
+    assert why in err and err.count("\n") == 1 and out == ""
