@@ -8,14 +8,10 @@ stalls other requests, and turn every status outside 2xx (or an exception)
 into a :class:`ProviderError` (HTTP 502). The gateway bounds each call
 (``PROVIDER_TIMEOUT``) by cancelling it.
 
-A call that overruns its deadline cannot be stopped (Python threads cannot be
-killed), and it may still write when it wakes. So a cancelled call ends only
-when its thread does: until then the gateway knows a late write may land, and
-it removes the value once the call is over. A second cancellation (shutdown)
-stops the wait. The worker threads are daemon threads: a DNS API that never
-answers must not keep the gateway from exiting on SIGTERM, as the joined
-workers of a ``ThreadPoolExecutor`` would. At most *workers* calls run at once;
-an overrunning call keeps its slot until it really ends.
+A call that overruns its deadline may still write when it wakes: it runs in
+a :class:`providers._threads.DaemonThreads` thread, and a cancelled call ends
+only when its thread does, so that the gateway removes its value afterwards.
+At most *workers* calls run at once.
 
 The class holds the DNS API password, and its exceptions and messages often
 carry it (a URL with credentials, a ``%r`` of its arguments). Every text we
@@ -25,16 +21,13 @@ in, before it reaches a problem, an answer or a log line.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import itertools
 import logging
-import threading
 from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
 from lib.settings import Settings
 from providers._secrets import redact
+from providers._threads import DaemonThreads
 from providers.base import Provider, ProviderContext, ProviderError
 
 log = logging.getLogger(__name__)
@@ -59,9 +52,7 @@ class LegacyProvider(Provider):
         self._target = target
         self._label = label
         self._secrets = tuple(s for s in secrets if s)
-        # Own threads: a hung DNS API call must not exhaust the loop's default executor.
-        self._slots = asyncio.Semaphore(workers)
-        self._numbers = itertools.count(1)
+        self._threads = DaemonThreads("legacy-provider", workers)
 
     @classmethod
     def from_settings(cls, settings: Settings, context: ProviderContext) -> Self:
@@ -88,52 +79,11 @@ class LegacyProvider(Provider):
     def label(self) -> str:
         return self._label
 
-    async def _in_thread(self, action: str, fqdn: str, value: str) -> object:
-        """``acme_challenge(action, fqdn, value)`` in a daemon thread, once a slot is free.
-
-        Cancelled while the thread runs, it still waits for the thread's end:
-        until then the call may write. A second cancellation stops the wait.
-        """
-        await self._slots.acquire()
-        loop = asyncio.get_running_loop()
-        ended: asyncio.Future[object] = loop.create_future()
-
-        def settle(result: object, error: BaseException | None) -> None:
-            self._slots.release()
-            if ended.done():  # nobody waits any more (shutdown)
-                return
-            if error is not None:
-                ended.set_exception(error)
-            else:
-                ended.set_result(result)
-
-        def work() -> None:
-            result: object = None
-            error: BaseException | None = None
-            try:
-                result = self._target.acme_challenge(action, fqdn, value)
-            except Exception as exc:
-                error = exc
-            # The loop is gone if the gateway stopped while this call overran.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle, result, error)
-
-        name = f"legacy-provider-{next(self._numbers)}"
-        try:
-            threading.Thread(target=work, name=name, daemon=True).start()
-        except BaseException:
-            self._slots.release()
-            raise
-        try:
-            return await asyncio.shield(ended)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await ended
-            raise
-
     async def _call(self, action: str, fqdn: str, value: str) -> None:
         try:
-            result = await self._in_thread(action, fqdn, value)
+            result = await self._threads.run(
+                lambda: self._target.acme_challenge(action, fqdn, value)
+            )
         except Exception as exc:
             log.warning("%s.acme_challenge raised %s", self._label, type(exc).__name__)
             # Not chained: the original exception's text may hold the password.
