@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.config import IPNetwork
+from gateway.config import IPNetwork, parse_network
 from gateway.errors import Unavailable
 from gateway.storage import open_database
 from lib.names import InvalidName, challenge_name, is_within, normalize_name
@@ -106,7 +106,7 @@ def _networks(items: object, where: str) -> tuple[IPNetwork, ...]:
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
         raise AccountError(f"{where}: allowfrom must be a list of networks")
     try:
-        return tuple(ipaddress.ip_network(i, strict=False) for i in items)
+        return tuple(parse_network(i) for i in items)
     except ValueError as exc:
         raise AccountError(f"{where}: allowfrom: {exc}") from None
 

@@ -13,7 +13,6 @@ hosts.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 
 from aiohttp import web
@@ -21,7 +20,7 @@ from aiohttp import web
 from gateway.acmedns import account_name_allowed
 from gateway.auth import caller
 from gateway.bodies import read_json_object
-from gateway.config import Config
+from gateway.config import Config, parse_network
 from gateway.errors import BadRequest, Forbidden, NotFound
 from gateway.keys import ACCOUNTS, LIVE, SERVICE
 from lib.names import InvalidValue, validate_value
@@ -64,7 +63,7 @@ async def register(request: web.Request) -> web.Response:
     if not isinstance(allowfrom_raw, list) or not all(isinstance(a, str) for a in allowfrom_raw):
         raise BadRequest("allowfrom", "must be a list of addresses or networks")
     try:
-        allowfrom = tuple(ipaddress.ip_network(a, strict=False) for a in allowfrom_raw)
+        allowfrom = tuple(parse_network(a) for a in allowfrom_raw)
     except ValueError as exc:
         raise BadRequest("allowfrom", str(exc)) from None
     service = request.app[SERVICE]

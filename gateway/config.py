@@ -267,15 +267,83 @@ def _listeners(settings: Settings) -> tuple[Listener, ...]:
     return tuple(dict.fromkeys(result))
 
 
+def parse_network(text: str) -> IPNetwork:
+    """An address or a network; ValueError with the reason (host bits set, say).
+
+    ``192.0.2.10/0`` is refused rather than read as ``0.0.0.0/0``: whoever wrote
+    it meant one of two very different things, and widening a typo to every
+    address is the worst guess.
+    """
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        if "has host bits set" not in str(exc):
+            raise ValueError(f"{text!r} is not an IPv4/IPv6 address or network") from None
+    address, _, _ = text.partition("/")
+    network = ipaddress.ip_network(text, strict=False)
+    raise ValueError(
+        f"{text!r} has host bits set: write {address} for that address alone, or {network} "
+        "for the whole network"
+    )
+
+
+def everything_in(nets: tuple[IPNetwork, ...]) -> list[str]:
+    """The address families (``IPv4``, ``IPv6``) of which *nets* hold every address.
+
+    IPv4-mapped IPv6 networks (``::ffff:0:0/96``) count for IPv4: a dual-stack
+    listener sees IPv4 clients that way.
+    """
+    v4: list[ipaddress.IPv4Network] = []
+    v6: list[ipaddress.IPv6Network] = []
+    mapped = ipaddress.IPv6Network("::ffff:0:0/96")
+    for net in nets:
+        if isinstance(net, ipaddress.IPv4Network):
+            v4.append(net)
+            continue
+        v6.append(net)
+        if net.supernet_of(mapped):
+            v4.append(ipaddress.IPv4Network("0.0.0.0/0"))
+        elif net.subnet_of(mapped):
+            v4.append(
+                ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
+            )
+    families = []
+    if any(n.prefixlen == 0 for n in ipaddress.collapse_addresses(v4)):
+        families.append("IPv4")
+    if any(n.prefixlen == 0 for n in ipaddress.collapse_addresses(v6)):
+        families.append("IPv6")
+    return families
+
+
 def _networks(settings: Settings, key: str) -> tuple[IPNetwork, ...]:
     nets: list[IPNetwork] = []
     for item in settings.items(key):
         try:
-            nets.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
+            nets.append(parse_network(item))
+        except ValueError as exc:
             # The original ignored bad entries; a typo in an allowlist should stop us instead.
-            settings.problem(f"{key}: {item!r} is not an IPv4/IPv6 address or network")
+            settings.problem(f"{key}: {exc}")
     return tuple(nets)
+
+
+def _open_to_all(settings: Settings, mode: AuthMode, hosts: tuple[IPNetwork, ...],
+                 proxies: tuple[IPNetwork, ...]) -> None:
+    """Refuse a combination that lets every address in without a password."""
+    if mode is AuthMode.REQUIRED:
+        return
+    if everything_in(hosts):
+        settings.problem(
+            f"ALLOWED_HOSTS lets every {' and '.join(everything_in(hosts))} address in "
+            f"without a password (BASIC_AUTH={mode.value}): list the networks your clients "
+            "use, or set BASIC_AUTH=required"
+        )
+    elif hosts and everything_in(proxies):
+        settings.problem(
+            f"ALLOWED_PROXIES trusts the forwarding header of every "
+            f"{' and '.join(everything_in(proxies))} address, so any client can claim an "
+            f"allowed host and get in without a password (BASIC_AUTH={mode.value}): list only "
+            "your proxies"
+        )
 
 
 def _domains(settings: Settings) -> tuple[str, ...]:
@@ -389,7 +457,9 @@ def build(settings: Settings, args: argparse.Namespace, config_dir: Path | None)
         max_failures=settings.integer("AUTH_MAX_FAILURES", 10, 1, 100000),
         failure_window=settings.duration("AUTH_FAILURE_WINDOW", 60.0, 1.0, 86400.0),
     )
-    if mode is AuthMode.OFF and not hosts:
+    _open_to_all(settings, mode, hosts, proxies)
+    # A bad entry has been reported already: this is for hosts not given at all.
+    if mode is AuthMode.OFF and not hosts and not settings.has("ALLOWED_HOSTS"):
         settings.problem(
             "no authentication: set ALLOWED_HOSTS, or BASIC_AUTH=sufficient|required "
             "with a PASSWD_FILE (or both)"

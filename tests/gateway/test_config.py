@@ -271,7 +271,7 @@ def test_bad_listen_port_is_a_problem() -> None:
 
 
 def test_allowed_hosts_addresses_and_networks() -> None:
-    env = {**BASE, "ALLOWED_HOSTS": "192.0.2.1, 2001:db8::1 10.1.2.3/8,2001:DB8:1::/48"}
+    env = {**BASE, "ALLOWED_HOSTS": "192.0.2.1, 2001:db8::1 10.0.0.0/8,2001:DB8:1::/48"}
     hosts = ok([], env)[0].auth.allowed_hosts
     assert hosts == tuple(
         ipaddress.ip_network(n)
@@ -282,12 +282,47 @@ def test_allowed_hosts_addresses_and_networks() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["300.1.1.1", "10.0.0.0/33", "gateway.example.com", "2001:db8::/129"]
+    "bad",
+    ["300.1.1.1", "10.0.0.0/33", "gateway.example.com", "2001:db8::/129", "10.1.2.3/8",
+     "192.0.2.10/0", "2001:db8::1/64"],
 )
 @pytest.mark.parametrize("key", ["ALLOWED_HOSTS", "ALLOWED_PROXIES"])
 def test_bad_network_entries_are_problems(key: str, bad: str) -> None:
     found = one_problem([], {**BASE, key: f"127.0.0.1, {bad}"})
     assert found.startswith(key) and bad in found
+
+
+def test_host_bits_are_not_widened_but_explained() -> None:
+    found = one_problem([], {**BASE, "ALLOWED_HOSTS": "192.0.2.10/0"})
+    assert "host bits" in found
+    assert "192.0.2.10 for that address" in found and "0.0.0.0/0 for the whole" in found
+
+
+@pytest.mark.parametrize(
+    "hosts", ["0.0.0.0/0", "::/0", "0.0.0.0/1, 128.0.0.0/1", "::ffff:0:0/96", "10.0.0.0/8, ::/0"]
+)
+@pytest.mark.parametrize("mode", ["off", "sufficient"])
+def test_every_address_without_a_password_is_refused(
+    mode: str, hosts: str, tmp_path: Path
+) -> None:
+    env = {**BASE, "BASIC_AUTH": mode, "ALLOWED_HOSTS": hosts,
+           "PASSWD_FILE": str(passwd_file(tmp_path / "acmepasswd")), "LISTEN": "127.0.0.1"}
+    found = one_problem([], env)
+    assert found.startswith("ALLOWED_HOSTS lets every") and f"BASIC_AUTH={mode}" in found
+
+
+def test_every_address_with_a_password_is_allowed(tmp_path: Path) -> None:
+    env = {**BASE, "BASIC_AUTH": "required", "ALLOWED_HOSTS": "0.0.0.0/0, ::/0",
+           "PASSWD_FILE": str(passwd_file(tmp_path / "acmepasswd")), "LISTEN": "127.0.0.1"}
+    assert len(ok([], env)[0].auth.allowed_hosts) == 2
+
+
+@pytest.mark.parametrize("mode", ["off", "sufficient"])
+def test_trusting_every_proxy_without_a_password_is_refused(mode: str, tmp_path: Path) -> None:
+    env = {**BASE, "BASIC_AUTH": mode, "ALLOWED_HOSTS": "10.0.0.0/8",
+           "ALLOWED_PROXIES": "0.0.0.0/0", "PASSWD_FILE": str(passwd_file(tmp_path / "pw")),
+           "LISTEN": "127.0.0.1"}
+    assert one_problem([], env).startswith("ALLOWED_PROXIES trusts the forwarding header")
 
 
 def test_proxy_header_only_with_trusted_proxies() -> None:
