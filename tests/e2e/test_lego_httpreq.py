@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ from tests.e2e import (
 )
 from tests.gateway.procs import GatewayProcess, running_gateway
 from tests.servers.bind import BindServer, start_primary
+from tests.servers.certs import TLSFiles, make_tls_files
 from tests.servers.pebble import Pebble, pebble  # noqa: F401 (a fixture)
 from tests.system import free_port, need_program
 
@@ -109,10 +110,11 @@ class Gateway:
 
 @pytest.fixture
 def start_gateway(tmp_path: Path, bind: BindServer) -> Iterator[Callable[..., Gateway]]:
-    """``start_gateway(prefix="")``: the gateway writing to BIND, stopped when the test ends."""
+    """``start_gateway(prefix="", tls=None)``: the gateway writing to BIND (over HTTPS with
+    *tls*), stopped when the test ends."""
     with contextlib.ExitStack() as stack:
 
-        def start(prefix: str = "") -> Gateway:
+        def start(prefix: str = "", tls: TLSFiles | None = None) -> Gateway:
             port = free_port()
             state = tmp_path / "state"
             settings = {
@@ -131,8 +133,11 @@ def start_gateway(tmp_path: Path, bind: BindServer) -> Iterator[Callable[..., Ga
             }
             if prefix:
                 settings["HTTPREQ_PREFIX"] = prefix
+            if tls is not None:
+                settings.update(SSL_CERT=str(tls.cert), SSL_KEY=str(tls.key))
             process = stack.enter_context(running_gateway(tmp_path, settings))
-            return Gateway(process, f"http://127.0.0.1:{port}{prefix}", state)
+            scheme = "https" if tls else "http"
+            return Gateway(process, f"{scheme}://127.0.0.1:{port}{prefix}", state)
 
         yield start
 
@@ -145,8 +150,12 @@ async def run_lego(
     domains: tuple[str, ...] = ("example.test", "*.example.test"),
     mode: str = "",
     password: str = PASSWORD,
+    env_changes: Mapping[str, str | None] | None = None,
 ) -> tuple[int, str]:
-    """``lego --dns httpreq ... run``: its exit status and output."""
+    """``lego --dns httpreq ... run``: its exit status and output.
+
+    *env_changes* sets variables of lego's environment, or removes them (None).
+    """
     lego = need_program("lego", "lego")
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -161,6 +170,11 @@ async def run_lego(
     }
     if mode:
         env["HTTPREQ_MODE"] = mode
+    for key, setting in (env_changes or {}).items():
+        if setting is None:
+            env.pop(key, None)
+        else:
+            env[key] = setting
     argv = [lego, "--server", ca.url, "--accept-tos", "--email", "t@example.test"]
     for domain in domains:
         argv += ["--domains", domain]
@@ -206,6 +220,49 @@ async def test_lego_gets_a_certificate_through_httpreq(
 
     assert journal_rows(gw.state) == []
     assert await dig_txt(bind.port) == set()
+
+
+async def test_lego_trusts_a_private_gateway_ca_only_through_ssl_cert_file(
+    tmp_path: Path,
+    bind: BindServer,
+    pebble: Pebble,  # noqa: F811
+    start_gateway: Callable[..., Gateway],
+) -> None:
+    """README (lego httpreq): a private CA for the gateway takes ``SSL_CERT_FILE``.
+
+    ``LEGO_CA_CERTIFICATES`` covers the ACME server only; ``SSL_CERT_FILE``
+    covers every connection and replaces the system's roots, so it must hold
+    the ACME server's CA as well.
+    """
+    tls = make_tls_files(tmp_path / "gateway-tls", ca_name="gateway test CA")
+    gw = start_gateway(tls=tls)
+    for run in ("ca-list", "gateway-ca-only", "bundle"):
+        (tmp_path / run).mkdir()
+    assert gw.endpoint.startswith("https://")
+
+    both = f"{pebble.ca_file}{os.pathsep}{tls.ca}"
+    status, output = await run_lego(
+        tmp_path / "ca-list", pebble, bind, gw.endpoint, env_changes={"LEGO_CA_CERTIFICATES": both}
+    )
+    assert status != 0, output
+    assert "/present" in output and "x509: certificate signed by unknown authority" in output
+
+    status, output = await run_lego(
+        tmp_path / "gateway-ca-only", pebble, bind, gw.endpoint,
+        env_changes={"LEGO_CA_CERTIFICATES": None, "SSL_CERT_FILE": str(tls.ca)},
+    )  # fmt: skip
+    assert status != 0, output
+    assert "get directory" in output and "x509: certificate signed by unknown authority" in output
+
+    bundle = tmp_path / "roots.pem"
+    bundle.write_bytes(pebble.ca_file.read_bytes() + tls.ca.read_bytes())
+    status, output = await run_lego(
+        tmp_path / "bundle", pebble, bind, gw.endpoint,
+        env_changes={"LEGO_CA_CERTIFICATES": None, "SSL_CERT_FILE": str(bundle)},
+    )  # fmt: skip
+    assert status == 0, f"lego failed:\n{output}\ngateway:\n{gw.process.describe()}"
+    cert = tmp_path / "bundle" / "lego" / "certificates" / "example.test.crt"
+    assert certificate_names(cert) == {"example.test", "*.example.test"}
 
 
 async def test_wrong_password_fails_lego_with_401(
