@@ -31,7 +31,7 @@ from gateway.errors import (
 )
 from gateway.journal import Journal
 from gateway.metrics import Metrics
-from lib.dnscheck import PropagationError, PropagationTimeout, wait_for_txt
+from lib.dnscheck import NoZoneError, PropagationError, PropagationTimeout, wait_for_txt
 from lib.names import (
     InvalidName,
     base_name,
@@ -390,8 +390,9 @@ class ChallengeService:
             ) from None
         except PropagationError as exc:
             # Written, but we cannot tell whether the world sees it: never claim success.
+            hint = f" — {exc.hint()}" if isinstance(exc, NoZoneError) else ""
             raise UpstreamFailed(
-                f"{fqdn}: propagation check failed: {_one_line(str(exc))}"
+                f"{fqdn}: propagation check failed: {_one_line(str(exc))}{hint}"
             ) from None
         finally:
             if self.metrics is not None:

@@ -11,8 +11,12 @@ How the servers are found (:func:`authoritative_servers`): the zone cut is the
 owner of the SOA that a recursive resolver returns for the name or for one of
 its parents (walking up the labels); the zone's NS set is asked for, and each
 NS name is resolved to its A and AAAA addresses (glue from the answer is used
-when present). ``resolver_nameservers`` picks the resolvers; by default they
-come from ``/etc/resolv.conf``.
+when present). ``resolver_nameservers`` (or ``PropagationSettings.resolvers``,
+``PROPAGATION_RESOLVERS``) picks the resolvers; by default they come from
+``/etc/resolv.conf``. A name for which those resolvers know no zone below a
+top-level domain — not delegated in the DNS this host asks, as in a lab or
+behind a split horizon — raises :class:`NoZoneError`, whose ``hint`` says to
+name the servers to ask instead.
 
 ``PropagationSettings.nameservers`` (``PROPAGATION_NAMESERVERS``) skips that
 discovery and polls exactly the listed servers: for split-horizon setups where
@@ -96,6 +100,17 @@ class DiscoveryError(PropagationError):
     """The authoritative servers of a name could not be found."""
 
 
+class NoZoneError(DiscoveryError):
+    """The resolvers know no zone that holds the name (below a top-level domain)."""
+
+    def hint(self, setting: str = "PROPAGATION_NAMESERVERS") -> str:
+        """What to do, naming the *setting* that lists the servers to ask instead."""
+        return (
+            "if the zone is not delegated in public DNS (a lab, a split horizon), "
+            f"set {setting} to the servers that serve it"
+        )
+
+
 def parse_server(text: str, default_port: int = 53) -> tuple[str, int]:
     """``(ip, port)`` from ``ip``, ``ip:port``, ``v6``, ``[v6]`` or ``[v6]:port``.
 
@@ -140,6 +155,8 @@ class PropagationSettings:
 
     nameservers: tuple[str, ...] = ()
     timeout: float = 120.0
+    # Resolvers that discovery asks (ip or ip:port); () means /etc/resolv.conf's.
+    resolvers: tuple[str, ...] = ()
     delay: float = 0.0
     first_check: float = 0.05
     # Polls stay cheap (one small UDP query per server), and a short cap keeps the answer
@@ -149,7 +166,7 @@ class PropagationSettings:
     port: int = 53
 
     def __post_init__(self) -> None:
-        for server in self.nameservers:
+        for server in (*self.nameservers, *self.resolvers):
             parse_server(server, self.port)
         if min(self.timeout, self.first_check, self.max_interval, self.query_timeout) <= 0:
             raise ValueError("timeout, first_check, max_interval and query_timeout must be > 0")
@@ -158,9 +175,11 @@ class PropagationSettings:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PropagationSettings:
-        """From ``PROPAGATION_NAMESERVERS``, ``PROPAGATION_TIMEOUT`` and ``DNS_DELAY``."""
+        """From ``PROPAGATION_NAMESERVERS``, ``PROPAGATION_RESOLVERS``,
+        ``PROPAGATION_TIMEOUT`` and ``DNS_DELAY``."""
         return cls(
             nameservers=nameservers_from_settings(settings),
+            resolvers=nameservers_from_settings(settings, "PROPAGATION_RESOLVERS"),
             timeout=settings.duration("PROPAGATION_TIMEOUT", 120.0, 1.0, 3600.0),
             delay=settings.duration("DNS_DELAY", 0.0, 0.0, 3600.0),
         )
@@ -274,8 +293,16 @@ async def find_zone(fqdn: str, resolvers: Sequence[str], query_timeout: float) -
                 if rrset.rdtype == dns.rdatatype.SOA and candidate.is_subdomain(rrset.name):
                     return rrset.name
         if len(candidate) <= 1:
-            raise DiscoveryError(f"no zone holds {fqdn} (no SOA found up to the root)")
+            raise NoZoneError(f"no zone holds {fqdn} (no SOA found up to the root)")
         candidate = candidate.parent()
+
+
+def _not_a_zone_for_records(zone: dns.name.Name, fqdn: str) -> None:
+    """The root or a top-level domain "holds" a name that is not delegated at all."""
+    if len(zone) <= 2:  # the root is one label (the empty one); a TLD two
+        tld = zone.to_text(omit_final_dot=True)
+        where = "the root" if len(zone) == 1 else f"the top-level domain {tld}"
+        raise NoZoneError(f"no zone holds {fqdn}: the resolvers asked know only {where}")
 
 
 async def authoritative_servers(
@@ -292,6 +319,7 @@ async def authoritative_servers(
     """
     resolvers = _resolvers(resolver_nameservers)
     zone = await find_zone(fqdn, resolvers, query_timeout)
+    _not_a_zone_for_records(zone, fqdn)
     response = await _ask(resolvers, zone, dns.rdatatype.NS, query_timeout)
     ns_names = sorted(
         {
@@ -338,6 +366,8 @@ async def _servers_for(
 ) -> list[str]:
     if settings.nameservers:
         return [format_server(*parse_server(s, settings.port)) for s in settings.nameservers]
+    if resolver_nameservers is None and settings.resolvers:
+        resolver_nameservers = settings.resolvers
     authority = await authoritative_servers(
         name,
         resolver_nameservers=resolver_nameservers,
