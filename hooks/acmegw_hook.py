@@ -33,7 +33,8 @@ setting                           alias       meaning
 ``ACMEGW_URL``                    API_URI     the gateway, e.g. ``https://gw.example.net:8000/``
 ``ACMEGW_USER``                   API_USER    basic-auth user (unset: no credentials sent)
 ``ACMEGW_PASSWORD``               API_PASSWD  its password ...
-``ACMEGW_PASSWORD_FILE``                      ... or a file holding it (mode 600)
+``ACMEGW_PASSWORD_FILE``                      ... or a file holding it (mode 600, or 640
+                                              for root:<the hook's group>)
 ``ACMEGW_CA_FILE``                            CA bundle for the gateway's TLS certificate, or
                                               a c_rehash directory (default: the system's
                                               trust store)
@@ -48,8 +49,10 @@ setting                           alias       meaning
                                               http to a host that is not loopback
 ================================  ==========  =========================================
 
-Secrets: never taken from the command line and never logged; a password file, or a
-hook.conf that holds a password, that group or others may read is refused ("chmod 600").
+Secrets: never taken from the command line and never logged. hook.conf, the password file
+and the CA file are refused if anyone but root and the hook's user may change them, and a
+file holding a password if anyone outside the hook's group may read it
+(:mod:`hooks.file_trust`).
 A key in hook.conf that the hook does not read (a misspelling) is a warning line on stderr,
 with the closest known name.
 
@@ -76,13 +79,13 @@ import json
 import os
 import re
 import ssl
-import stat
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import NamedTuple, NoReturn, TextIO
 from urllib.parse import urlsplit
 
+from hooks.file_trust import Untrusted, check_ca, check_private, read_trusted
 from hooks.transport import (
     NoAnswer,
     Proxy,
@@ -288,29 +291,29 @@ def _first(layer: Mapping[str, str], keys: Sequence[str]) -> str | None:
     return None
 
 
-def _read_private(path: str, what: str) -> str:
-    """Read a file that holds a secret, refusing it if group or others may read it."""
+def _read_setting_file(path: str, what: str, limit: int) -> tuple[bytes, os.stat_result]:
+    """*path* read as :func:`hooks.file_trust.read_trusted` does; :class:`SettingsError`
+    starting with *what* if it is missing, unreadable or untrusted."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        return read_trusted(path, limit)
+    except Untrusted as exc:
+        raise SettingsError(f"{what}{exc}") from None
     except OSError as exc:
-        raise SettingsError(f"{what}: cannot read {path}: {exc.strerror}"
+        raise SettingsError(f"{what}cannot read {path}: {exc.strerror}"
                             f"{_as_whom(exc)}") from None
-    with os.fdopen(fd, "rb") as handle:
-        _refuse_shared(path, os.fstat(handle.fileno()).st_mode, f"{what}: ")
-        data = handle.read(1 << 16)
+
+
+def _read_private(path: str, what: str) -> str:
+    """Read a file that holds a secret (:func:`hooks.file_trust.check_private`)."""
+    data, info = _read_setting_file(path, f"{what}: ", 1 << 16)
+    try:
+        check_private(path, info)
+    except Untrusted as exc:
+        raise SettingsError(f"{what}: {exc}") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise SettingsError(f"{what}: {path} is not UTF-8 text") from None
-
-
-def _refuse_shared(path: str, mode: int, prefix: str = "") -> None:
-    """Refuse a file that holds a password if group or others may read it."""
-    readers = [who for who, bit in (("group", stat.S_IRGRP), ("others", stat.S_IROTH))
-               if mode & bit]
-    if readers:
-        raise SettingsError(f"{prefix}{path} holds a password but {' and '.join(readers)} may "
-                            f"read it (mode {stat.S_IMODE(mode):o}) — run `chmod 600 {path}`")
 
 
 def _as_whom(exc: OSError) -> str:
@@ -330,23 +333,21 @@ def _user_name() -> str:
 
 def read_conf(path: str, required: bool) -> dict[str, str]:
     """The settings in a dotenv-style file (keys upper-cased); {} if absent and optional."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         if required:
-            raise SettingsError(f"ACMEGW_HOOK_CONF: {path} does not exist") from None
+            raise SettingsError(f"ACMEGW_HOOK_CONF: {path} does not exist")
         return {}
-    except OSError as exc:
-        raise SettingsError(f"cannot read {path}: {exc.strerror}{_as_whom(exc)}") from None
-    with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        text = handle.read(1 << 20).decode("utf-8", errors="replace")
+    data, info = _read_setting_file(path, "", 1 << 20)
+    text = data.decode("utf-8", errors="replace")
     parsed = _plain_dotenv(text)
     if parsed is None:
         parsed = _python_dotenv(text, path)
     values = {k.upper(): v for k, v in parsed.items()}
     if _first(values, PASSWORD_KEYS):
-        _refuse_shared(path, mode)
+        try:
+            check_private(path, info)
+        except Untrusted as exc:
+            raise SettingsError(str(exc)) from None
     return values
 
 
@@ -494,8 +495,14 @@ def load_settings(environ: Mapping[str, str],
         raise SettingsError(f"ACMEGW_URL={url} would send the password in plaintext; "
                             "use https:// (or set ACMEGW_INSECURE_HTTP=1 if a tunnel protects it)")
     ca_file = settings.get("ACMEGW_CA_FILE")
-    if ca_file is not None and not os.access(ca_file, os.R_OK):
-        raise SettingsError(f"ACMEGW_CA_FILE: cannot read {ca_file} as {_user_name()}")
+    if ca_file is not None:
+        if not os.access(ca_file, os.R_OK):
+            raise SettingsError(f"ACMEGW_CA_FILE: cannot read {ca_file} as {_user_name()}")
+        try:
+            # Whoever may change it decides whom the hook takes for the gateway.
+            check_ca(ca_file)
+        except Untrusted as exc:
+            raise SettingsError(f"ACMEGW_CA_FILE: {exc}") from None
     try:
         proxy = proxy_for(parts, environ)
     except ValueError as exc:

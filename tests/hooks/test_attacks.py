@@ -261,3 +261,177 @@ async def test_a_log_that_is_a_fifo_nobody_reads_does_not_block(
                                  ACMEGW_PASSWORD=PASSWORDS["alice"], ACMEGW_LOG=str(fifo))
     assert status == 0
     assert one_line(err).startswith(f"acmegw-hook: cannot write the log {fifo}: ")
+
+
+# -- item 13: files others may change or read ------------------------------------------
+#
+# The tests run as root, so the hook does too: root and its group (root) are the hook's
+# own, and "someone else" is a user or group id that has no entry (4242). The usual
+# mod_md setup (root:www-data 640, the hook as www-data) is run for real in
+# tests/e2e_hook/test_installed_hook.py.
+
+SOMEONE = 4242
+
+
+def need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving files to other users takes root")
+
+
+def write(path: Path, text: str, mode: int, owner: tuple[int, int] = (-1, -1)) -> Path:
+    path.write_text(text)
+    os.chown(path, *owner)
+    path.chmod(mode)
+    return path
+
+
+def hook_conf(directory: Path, url: str, mode: int = 0o600, **settings: str) -> Path:
+    lines = [f"ACMEGW_URL={url}", "ACMEGW_USER=alice",
+             f"ACMEGW_PASSWORD='{PASSWORDS['alice']}'",
+             *(f"{key}={value}" for key, value in settings.items())]
+    directory.mkdir(parents=True, exist_ok=True)
+    return write(directory / "hook.conf", "\n".join(lines) + "\n", mode)
+
+
+async def test_a_hook_conf_others_may_write_is_refused(
+    gateway: GatewayFactory, recording_proxy: RecordingProxy, tmp_path: Path,
+) -> None:
+    # The case: mode 602, and an appended ACMEGW_URL took the password elsewhere.
+    gw = await gateway()
+    conf = hook_conf(tmp_path / "etc", gw.url, 0o602)
+    with conf.open("a") as attacker:
+        attacker.write(f"ACMEGW_URL={recording_proxy.url}/\n")
+    status, err = await run_hook(*setup_args(), ACMEGW_HOOK_CONF=str(conf))
+    assert status == 2
+    assert one_line(err) == (f"acmegw-hook: {conf} may be changed by others (mode 602) — run "
+                             f"`chmod 600 {conf}`")
+    assert recording_proxy.connections == 0
+
+
+@pytest.mark.parametrize(("mode", "who", "fixed"), [
+    (0o620, "its group", "600"), (0o666, "its group and others", "644"),
+])
+async def test_a_hook_conf_its_group_may_write_is_refused(
+    tmp_path: Path, mode: int, who: str, fixed: str,
+) -> None:
+    conf = write(tmp_path / "hook.conf", "ACMEGW_URL=https://gw.example.net/\n", mode)
+    status, err = await run_hook(*setup_args(), ACMEGW_HOOK_CONF=str(conf))
+    assert status == 2
+    assert f"{conf} may be changed by {who} (mode {mode:o}) — run `chmod {fixed} {conf}`" \
+        in one_line(err)
+
+
+async def test_a_hook_conf_someone_else_owns_is_refused(tmp_path: Path) -> None:
+    need_root()
+    conf = hook_conf(tmp_path, "https://gw.example.net/")
+    os.chown(conf, SOMEONE, -1)
+    status, err = await run_hook(*setup_args(), ACMEGW_HOOK_CONF=str(conf))
+    assert status == 2
+    assert one_line(err) == (f"acmegw-hook: {conf} belongs to uid {SOMEONE}, who could rewrite "
+                             f"it — run `chown root {conf}`")
+
+
+@pytest.mark.parametrize(("mode", "refused"), [(0o777, True), (0o775, True), (0o1777, False)])
+async def test_a_hook_conf_in_a_directory_others_may_write_to(
+    gateway: GatewayFactory, tmp_path: Path, mode: int, refused: bool,
+) -> None:
+    # Others could rename their own file over it; in a sticky directory (/tmp) they cannot.
+    gw = await gateway()
+    shared = tmp_path / "shared"
+    conf = hook_conf(shared, gw.url)
+    shared.chmod(mode)
+    status, err = await run_hook(*setup_args(), ACMEGW_HOOK_CONF=str(conf))
+    if not refused:
+        assert (status, err) == (0, "")
+        return
+    assert status == 2
+    line = one_line(err)
+    assert f"{conf} is in {shared}, which may be changed by" in line
+    assert f"could replace what is in it — run `chmod 755 {shared}`" in line
+
+
+async def test_a_hook_conf_in_a_directory_someone_else_owns(tmp_path: Path) -> None:
+    need_root()
+    home = tmp_path / "home"
+    conf = hook_conf(home / "acmegw", "https://gw.example.net/")
+    os.chown(home, SOMEONE, -1)  # they may not write to acmegw/, but may rename it
+    status, err = await run_hook(*setup_args(), ACMEGW_HOOK_CONF=str(conf))
+    assert status == 2
+    assert f"{conf} is in {home}, which belongs to uid {SOMEONE}" in one_line(err)
+
+
+@pytest.mark.parametrize("link_in", ["open directory", "safe directory"])
+async def test_a_symbolic_link_does_not_hide_an_open_directory(
+    tmp_path: Path, link_in: str,
+) -> None:
+    safe, open_ = tmp_path / "safe", tmp_path / "open"
+    for directory in (safe, open_):
+        directory.mkdir()
+    open_.chmod(0o777)
+    # Either the link or the file it names sits where others may write.
+    target = hook_conf(safe if link_in == "open directory" else open_,
+                       "https://gw.example.net/")
+    link = (open_ if link_in == "open directory" else safe) / "link.conf"
+    link.symlink_to(target)
+    status, err = await run_hook(*setup_args(), ACMEGW_HOOK_CONF=str(link))
+    assert status == 2
+    assert f"{link} is in {open_}, which may be changed by" in one_line(err)
+
+
+async def test_a_password_file_another_group_may_read_is_refused(
+    gateway: GatewayFactory, tmp_path: Path,
+) -> None:
+    need_root()
+    gw = await gateway()
+    secret = write(tmp_path / "pw", PASSWORDS["alice"], 0o640, owner=(-1, SOMEONE))
+    env = {"ACMEGW_URL": gw.url, "ACMEGW_USER": "alice", "ACMEGW_PASSWORD_FILE": str(secret)}
+    status, err = await run_hook(*setup_args(), **env)
+    assert status == 2
+    assert one_line(err) == (f"acmegw-hook: ACMEGW_PASSWORD_FILE: {secret} holds a password but "
+                             f"group {SOMEONE} may read it (mode 640) — run `chmod 600 {secret}`")
+    # In the hook's own group it is fine: the way www-data is usually handed the file.
+    os.chown(secret, -1, os.getegid())
+    assert await run_hook(*setup_args(), **env) == (0, "")
+
+
+async def test_a_hook_conf_with_a_password_in_the_hooks_group_is_accepted(
+    gateway: GatewayFactory, tmp_path: Path,
+) -> None:
+    gw = await gateway()
+    conf = hook_conf(tmp_path, gw.url, 0o640)
+    assert await run_hook(*setup_args(), ACMEGW_HOOK_CONF=str(conf)) == (0, "")
+
+
+@pytest.mark.parametrize("setting", ["ACMEGW_HOOK_CONF", "ACMEGW_PASSWORD_FILE"])
+async def test_a_fifo_is_refused_not_waited_on(tmp_path: Path, setting: str) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    env = {setting: str(fifo), "ACMEGW_URL": "https://gw.example.net/", "ACMEGW_USER": "alice"}
+    status, err = await run_hook(*setup_args(), **env)
+    assert status == 2
+    assert f"{fifo} is not a regular file" in one_line(err)
+
+
+async def test_a_ca_file_others_may_change_is_refused(tmp_path: Path) -> None:
+    # Whoever may write it may add their own CA, and take the password by posing as the
+    # gateway.
+    ca = write(tmp_path / "ca.pem", "-----BEGIN CERTIFICATE-----\n", 0o646)
+    status, err = await run_hook(*setup_args(), ACMEGW_URL="https://gw.example.net/",
+                                 ACMEGW_CA_FILE=str(ca))
+    assert status == 2
+    assert one_line(err) == (f"acmegw-hook: ACMEGW_CA_FILE: {ca} may be changed by others "
+                             f"(mode 646) — run `chmod 644 {ca}`")
+    # A c_rehash directory: the directory itself, and each file in it.
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    hashed = write(certs / "0123abcd.0", "-----BEGIN CERTIFICATE-----\n", 0o664)
+    status, err = await run_hook(*setup_args(), ACMEGW_URL="https://gw.example.net/",
+                                 ACMEGW_CA_FILE=str(certs))
+    assert status == 2
+    assert f"{hashed} may be changed by its group (mode 664)" in one_line(err)
+    hashed.chmod(0o644)
+    certs.chmod(0o1777)  # sticky does not help here: others could add a CA
+    status, err = await run_hook(*setup_args(), ACMEGW_URL="https://gw.example.net/",
+                                 ACMEGW_CA_FILE=str(certs))
+    assert status == 2
+    assert f"{certs} may be changed by its group and others (mode 1777)" in one_line(err)

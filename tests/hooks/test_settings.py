@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
 from pathlib import Path
@@ -65,9 +66,18 @@ def test_password_file_trailing_newline_is_dropped(tmp_path: Path) -> None:
     assert settings.password == "s3cret with spaces "
 
 
-@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644])
-def test_a_password_file_others_can_read_is_refused(tmp_path: Path, mode: int) -> None:
+# A group the hook (this test's process) is not in; files get it with chown, as root.
+FOREIGN_GID = 4242
+
+
+@pytest.mark.parametrize(("mode", "gid"), [(0o604, None), (0o644, None), (0o640, FOREIGN_GID)])
+def test_a_password_file_others_can_read_is_refused(tmp_path: Path, mode: int,
+                                                    gid: int | None) -> None:
     secret = write(tmp_path / "pw", "s3cret\n", mode)
+    if gid is not None:
+        if os.geteuid() != 0:
+            pytest.skip("giving a file a group one is not in takes root")
+        os.chown(secret, -1, gid)
     env = {"ACMEGW_URL": "https://gw.example.net/", "ACMEGW_USER": "alice",
            "ACMEGW_PASSWORD_FILE": str(secret)}
     with pytest.raises(SettingsError, match=re.escape(f"chmod 600 {secret}")):
