@@ -253,6 +253,15 @@ def image_extras() -> list[str]:
     return [e.strip() for e in line.split(",") if e.strip()]
 
 
+def test_the_image_names_every_extra_but_the_tests() -> None:
+    # An optional part added to pyproject.toml (a provider's library, say) is
+    # in the image only once the Containerfile's ARG EXTRAS= line names it.
+    with (REPO_ROOT / "pyproject.toml").open("rb") as f:
+        optional = set(tomllib.load(f)["project"].get("optional-dependencies", {}))
+    missing = optional - {"test"} - set(image_extras())
+    assert not missing, f"add {','.join(sorted(missing))} to ARG EXTRAS= in the Containerfile"
+
+
 def test_the_image_is_built_from_the_wheelhouse_without_network(
     podman: Podman, image: Image
 ) -> None:
