@@ -46,8 +46,9 @@ from lib.acme.client import REVOCATION_REASONS, ExternalAccount
 from lib.acme.dns01 import environment, read_password_file
 from lib.acme.errors import AcmeError, LockBusy, StateError, UsageError
 from lib.acme.identifiers import dns_identifier
-from lib.acme.issuance import Driver, Options, Outcome
+from lib.acme.issuance import Driver, Outcome
 from lib.acme.keys import DEFAULT_KEY_TYPE, KEY_TYPES, key_type_of
+from lib.acme.options import Options
 from lib.acme.progress import Progress
 from lib.acme.renewal import by_lifetime, by_window
 from lib.acme.store import (
@@ -104,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     common.add_argument("--lock-timeout", type=_number(float, 0, 86400), default=60.0,
                         help="how long to wait for another run to finish (seconds, default 60)")
+    common.add_argument("--http-timeout", type=_number(float, 1, 300), default=30.0,
+                        help="bound on one answer from the CA (seconds, default 30; the "
+                             "directory, the first request, at most 10)")
     common.add_argument("--timeout", type=SECONDS_TIMEOUT, default=300.0,
                         help="deadline for validation and for the order (seconds, default 300)")
 
@@ -261,6 +265,8 @@ def _options(args: argparse.Namespace) -> Options:
         retry_delay=max(0.0, getattr(args, "retry_delay", 5.0)),
         validation_timeout=args.timeout,
         order_timeout=args.timeout,
+        http_timeout=args.http_timeout,
+        directory_timeout=min(10.0, args.http_timeout),
         env=environment(),
     )
 

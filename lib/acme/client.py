@@ -12,7 +12,7 @@ Quirks handled here:
 * polling honours ``Retry-After`` (seconds or an HTTP date), otherwise backs
   off from ``POLL_FIRST`` to ``POLL_MAX``, and always stops at a deadline;
 * resources a CA does not offer (``revokeCert``, ``keyChange``,
-  ``renewalInfo``) give a clear :class:`UsageError` instead of a crash.
+  ``renewalInfo``) give a clear :class:`NotOffered` instead of a crash.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 import requests
 
 from lib.acme import jws
-from lib.acme.errors import OrderFailed, PollTimeout, ProblemError, TransportError, UsageError
+from lib.acme.errors import NotOffered, OrderFailed, PollTimeout, ProblemError, TransportError
 from lib.acme.messages import Account, Authorization, Challenge, Directory, Order, RenewalInfo
 from lib.acme.transport import Transport, json_of, parse_links, parse_retry_after
 
@@ -138,7 +138,7 @@ class AcmeClient:
         """Roll the account over to *new_key* (section 7.3.5); the client then signs with it."""
         url = self.directory.key_change
         if url is None:
-            raise UsageError(f"{self.directory.url} does not offer key rollover (keyChange)")
+            raise NotOffered(f"{self.directory.url} does not offer key rollover (keyChange)")
         account_url = self._account_url()
         inner = jws.sign(new_key, {"account": account_url, "oldKey": self.key.jwk()}, url)
         self.net.post(url, inner)
@@ -231,7 +231,7 @@ class AcmeClient:
         """ARI: the CA's suggested renewal window for a certificate (an unauthenticated GET)."""
         base = self.directory.renewal_info
         if base is None:
-            raise UsageError(f"{self.directory.url} does not offer renewal information (ARI)")
+            raise NotOffered(f"{self.directory.url} does not offer renewal information (ARI)")
         response = self.net.get(f"{base.rstrip('/')}/{cert_id}")
         return RenewalInfo.from_json(json_of(response, "renewal info"),
                                      parse_retry_after(response.headers.get("Retry-After")))
@@ -241,7 +241,7 @@ class AcmeClient:
         """Revoke, signed by the account, or by the certificate's own key when given."""
         url = self.directory.revoke_cert
         if url is None:
-            raise UsageError(f"{self.directory.url} does not offer revocation (revokeCert)")
+            raise NotOffered(f"{self.directory.url} does not offer revocation (revokeCert)")
         payload: dict[str, Any] = {"certificate": jws.b64url(cert_der)}
         if reason is not None:
             payload["reason"] = reason

@@ -31,6 +31,14 @@ class TransportError(AcmeError):
     """The CA could not be reached, or answered something that is not ACME."""
 
 
+class NoAnswer(TransportError):
+    """The CA accepted the connection (or not even that) but sent no answer in time."""
+
+
+class NotOffered(AcmeError):
+    """The CA's directory does not offer the resource a step needs (keyChange, ...)."""
+
+
 @dataclass(frozen=True)
 class Subproblem:
     """One identifier's part of a compound problem (RFC 8555 section 6.7.1)."""
@@ -70,6 +78,11 @@ class ProblemError(AcmeError):
 class ChallengeFailed(AcmeError):
     """The CA could not validate a challenge, or an authorization became invalid."""
 
+    def __init__(self, message: str, codes: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        # The ACME error names (``unauthorized``, ``dns``, ...) of the CA's problems.
+        self.codes = tuple(codes)
+
 
 class OrderFailed(AcmeError):
     """An order became invalid, or ended in a status the client cannot continue from."""
@@ -77,6 +90,10 @@ class OrderFailed(AcmeError):
 
 class PollTimeout(AcmeError):
     """An ACME object did not reach a final status before its deadline."""
+
+
+class OrderPending(AcmeError):
+    """The order is still being processed at its deadline; the next run resumes it."""
 
 
 class SolverError(AcmeError):

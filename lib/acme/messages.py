@@ -173,6 +173,10 @@ class Authorization:
     def problems(self) -> list[str]:
         return [str(c.error) for c in self.challenges if c.error is not None]
 
+    def problem_codes(self) -> list[str]:
+        """The ACME error names of the challenges' problems (``unauthorized``, ``dns``)."""
+        return [c.error.code for c in self.challenges if c.error is not None]
+
 
 @dataclass(frozen=True)
 class Order:

@@ -1,4 +1,4 @@
-"""The state directory: accounts per CA, certificate lineages, archives, and the lock.
+"""The state directory: accounts per CA, certificate lineages, pending orders, and the lock.
 
 Layout (``STATE`` is ``--state-dir``; by default ``/var/lib/acmegw-acme`` for
 root, else ``$XDG_STATE_HOME/acmegw-acme`` or ``~/.local/state/acmegw-acme``)::
@@ -9,17 +9,17 @@ root, else ``$XDG_STATE_HOME/acmegw-acme`` or ``~/.local/state/acmegw-acme``)::
     STATE/accounts/<ca>/account.key.next        only during a key rollover
     STATE/accounts/<ca>/archive/                earlier account keys
     STATE/certificates/<name>/meta.json         what was asked for and what was issued
-    <files>/privkey.pem (0600) cert.pem chain.pem fullchain.pem
-    <files>/archive/<time>-<serial>/            every earlier version of those files
+    STATE/certificates/<name>/pending.json      an order not yet turned into files, and
+    STATE/certificates/<name>/pending-key.pem   its key (0600): resumed by the next try
+    <files>/versions/, current, privkey.pem ... the certificate's files (lib.acme.versions)
 
 ``<ca>`` is the directory URL's host and path, sanitised, plus a short hash of
 the whole URL, so two CAs never share an account and the folder name still
 says which CA it is. ``<files>`` is ``STATE/certificates/<name>`` unless the
 certificate was issued with ``--out DIR``.
 
-Every file is written atomically (temporary file in the same folder, fsync,
-rename, fsync of the folder), so a crash leaves the old or the new version,
-never half of one. Private keys are created 0600 and folders 0700.
+Every file is written atomically (:mod:`lib.acme.durable`), so a crash leaves the old
+or the new version, never half of one. Private keys are created 0600 and folders 0700.
 """
 
 from __future__ import annotations
@@ -219,6 +219,18 @@ class Lineage:
         return found
 
 
+@dataclass
+class PendingOrder:
+    """An order placed for a certificate and not yet turned into files: the next try (or
+    the next run, after a crash) resumes it instead of having the CA issue again."""
+
+    directory: str
+    url: str
+    names: list[str]
+    # The key of the CSR, once the order was finalized or about to be.
+    key_pem: bytes | None = field(default=None, repr=False)
+
+
 class Store:
     """The state directory."""
 
@@ -364,6 +376,38 @@ class Store:
         warnings = self.files(lineage).install(files, lineage.serial or "unknown")
         self.save_meta(lineage)
         return warnings
+
+    def load_pending(self, name: str) -> PendingOrder | None:
+        folder = self.lineage_dir(name)
+        try:
+            doc = json.loads((folder / "pending.json").read_text())
+            key_path = folder / "pending-key.pem"
+            key = key_path.read_bytes() if doc.get("key") and key_path.exists() else None
+            return PendingOrder(directory=str(doc["directory"]), url=str(doc["url"]),
+                                names=[str(n) for n in doc["names"]], key_pem=key)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            # Only a shortcut is lost: the certificate is ordered anew.
+            self.drop_pending(name)
+            return None
+
+    def save_pending(self, name: str, pending: PendingOrder) -> None:
+        """Keep *pending* (its key first, 0600), so that a crash cannot lose what the
+        CA is issuing."""
+        folder = self.lineage_dir(name)
+        make_dirs(folder)
+        if pending.key_pem is not None:
+            atomic_write(folder / "pending-key.pem", pending.key_pem, 0o600)
+        doc = {"directory": pending.directory, "url": pending.url, "names": pending.names,
+               "key": pending.key_pem is not None}
+        atomic_write(folder / "pending.json", json.dumps(doc, indent=2).encode() + b"\n", 0o600)
+
+    def drop_pending(self, name: str) -> None:
+        folder = self.lineage_dir(name)
+        for file_name in ("pending.json", "pending-key.pem"):
+            with contextlib.suppress(FileNotFoundError):
+                (folder / file_name).unlink()
 
     def check_lineage(self, lineage: Lineage, repair: bool = True) -> Check:
         """The files' check (:meth:`CertificateFiles.check`), and metadata that matches them.

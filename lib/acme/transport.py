@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import requests
 
 from lib.acme import jws
-from lib.acme.errors import ProblemError, TransportError
+from lib.acme.errors import NoAnswer, ProblemError, TransportError
 from lib.acme.messages import Directory, problem_from_json
 
 log = logging.getLogger(__name__)
@@ -84,12 +84,16 @@ class Transport:
 
     def __init__(self, directory_url: str, key: jws.AccountKey | None = None, *,
                  ca_file: str | None = None, timeout: float = 30.0, retry_after_limit: float = 30.0,
+                 directory_timeout: float | None = None,
                  session: requests.Session | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.directory_url = directory_url
         self.key = key
         self.account_url: str | None = None
         self.timeout = timeout
+        # The first request to a CA: a small static document, so a short bound tells a
+        # hung CA from a slow answer early.
+        self.directory_timeout = min(timeout, directory_timeout or timeout)
         self.retry_after_limit = retry_after_limit
         self._sleep = sleep
         self._session = session or requests.Session()
@@ -110,19 +114,21 @@ class Transport:
 
     # --- plain HTTP ------------------------------------------------------------------------
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def _send(self, method: str, url: str, timeout: float | None = None,
+              **kwargs: Any) -> requests.Response:
+        wait = timeout or self.timeout
         try:
             # Redirects only for GET (a directory URL that moved); a signed request names
             # its URL inside the JWS, so following a redirect could only fail.
-            response = self._session.request(method, url, timeout=(CONNECT_TIMEOUT, self.timeout),
+            response = self._session.request(method, url,
+                                             timeout=(min(CONNECT_TIMEOUT, wait), wait),
                                              verify=self._verify,
                                              allow_redirects=method == "GET", **kwargs)
         except requests.exceptions.SSLError as exc:
             raise TransportError(f"TLS with {host_of(url)} failed ({_reason(exc)}); "
                                  "for a private CA pass its certificate with --ca-file") from None
         except requests.exceptions.Timeout:
-            raise TransportError(
-                f"{host_of(url)} did not answer within {self.timeout:g}s") from None
+            raise NoAnswer(f"{host_of(url)} did not answer within {wait:g}s") from None
         except requests.exceptions.RequestException as exc:
             raise TransportError(f"cannot reach {host_of(url)}: {_reason(exc)}") from None
         log.debug("%s %s -> %s", method, url, response.status_code)
@@ -154,12 +160,13 @@ class Transport:
             return problem.retry_after
         return None
 
-    def get(self, url: str, *, accept: str | None = None) -> requests.Response:
+    def get(self, url: str, *, accept: str | None = None,
+            timeout: float | None = None) -> requests.Response:
         """An unauthenticated GET (directory, ARI), with one wait on a short Retry-After."""
         headers = {"Accept": accept} if accept else {}
         for attempt in range(2):
             try:
-                return self._check(self._send("GET", url, headers=headers))
+                return self._check(self._send("GET", url, timeout, headers=headers))
             except ProblemError as problem:
                 wait = self._short_wait(problem)
                 if wait is None or attempt:
@@ -172,7 +179,7 @@ class Transport:
 
     def directory(self) -> Directory:
         if self._directory is None:
-            response = self.get(self.directory_url)
+            response = self.get(self.directory_url, timeout=self.directory_timeout)
             self._directory = Directory.from_json(self.directory_url,
                                                   json_of(response, "directory"))
         return self._directory

@@ -88,6 +88,8 @@ async def make_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
     try:
         yield factory
     finally:
+        for ca in cas:
+            ca.release()
         for runner in runners:
             await runner.cleanup()
     for ca in cas:

@@ -16,11 +16,13 @@ value up at ``dns_server`` (the builtin provider of the client under test).
 Knobs for the behaviour under test: which optional resources the directory
 offers, profiles, ``badNonce`` rejections, failing or busy (503 +
 ``Retry-After``) newOrder answers, ``processing`` polls with ``Retry-After``,
-a finalize answer without ``Location``, the ARI window, refusing ``replaces``.
+a finalize answer without ``Location``, the ARI window, refusing ``replaces``, a
+problem of any type on newOrder, and a CA that accepts requests and never answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import hashlib
@@ -162,6 +164,8 @@ class FakeCA:
     ari_retry_after: int = 21600
     refuse_replaces: bool = False
     lifetime_days: float = 90.0
+    new_order_problem: tuple[str, int] | None = None  # (ACME error name, status), always
+    hang: bool = False  # accept requests and never answer (until release())
     # What happened.
     violations: list[str] = field(default_factory=list)
     seen: list[tuple[str, str]] = field(default_factory=list)
@@ -179,6 +183,11 @@ class FakeCA:
     _authzs: dict[str, dict[str, Any]] = field(default_factory=dict)
     _certs: dict[str, x509.Certificate] = field(default_factory=dict)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def release(self) -> None:
+        """End every request held by ``hang`` (the rig does, before stopping the server)."""
+        self._released.set()
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -258,6 +267,8 @@ class FakeCA:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.seen.append((request.method, request.path))
+        if self.hang:
+            await self._released.wait()
         try:
             return await handler(request)  # type: ignore[no-any-return]
         except _Bad as bad:
@@ -356,6 +367,9 @@ class FakeCA:
             self.busy_new_order -= 1
             return self.problem("rateLimited", "busy, come back soon", 503,
                                 **{"Retry-After": str(self.busy_retry_after)})
+        if self.new_order_problem is not None:
+            type_, status = self.new_order_problem
+            return self.problem(type_, f"the fake CA says {type_}", status)
         if payload.get("replaces") and self.refuse_replaces:
             return self.problem("alreadyReplaced", "that certificate was replaced already", 409)
         if payload.get("replaces") and payload["replaces"] not in {

@@ -28,8 +28,9 @@ from cryptography import x509
 
 from lib.acme import jws
 from lib.acme.client import AcmeClient
-from lib.acme.issuance import Driver, Options
+from lib.acme.issuance import Driver
 from lib.acme.keys import generate_key, load_private_key, private_pem
+from lib.acme.options import Options
 from lib.acme.progress import Progress
 from lib.acme.store import Lineage, Store
 from lib.acme.transport import Transport

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from lib.acme.cli import main
+from lib.acme.client import AcmeClient
 from lib.passwd import PasswordFile
 from tests.gateway.procs import REPO_ROOT, GatewayProcess, running_gateway
 from tests.servers.certs import make_tls_files
@@ -203,3 +205,31 @@ def test_an_idn_is_ordered_as_its_idna_2008_name(site: Site) -> None:
     assert set(sans.get_values_for_type(x509.DNSName)) == {"xn--strae-oqa.example.test",
                                                            "*.strasse.example.test"}
     assert "_acme-challenge.xn--strae-oqa.example.test" in site.gateway.stderr
+
+
+class Crash(BaseException):
+    """The process died here."""
+
+
+def test_an_order_finalized_by_a_killed_run_is_resumed_by_the_next(
+        site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pebble keeps the order and issues its certificate; the next run downloads that one
+    with the key kept beside the order, instead of having pebble issue a second."""
+    real = AcmeClient.finalize
+
+    def finalize_then_die(self: AcmeClient, *args: Any) -> Any:
+        real(self, *args)
+        raise Crash("killed after the CSR was sent")
+
+    args = site.issue_args("--name", "resumed")
+    monkeypatch.setattr(AcmeClient, "finalize", finalize_then_die)
+    with pytest.raises(Crash):
+        site.run(*args)
+    monkeypatch.setattr(AcmeClient, "finalize", real)
+    status, _, err = site.run(*args)
+    assert status == 0, err
+    assert "Resuming order" in err and "Finalize" not in err.split("Resuming order")[1]
+    files = site.files("resumed")
+    key = serialization.load_pem_private_key((files / "privkey.pem").read_bytes(), None)
+    assert x509.load_pem_x509_certificate((files / "cert.pem").read_bytes()).public_key() \
+        == key.public_key()

@@ -1,0 +1,132 @@
+"""What a run does when a CA says no, says wait, hangs, or is slow to issue (fake CA).
+
+Pebble cannot be made to answer 503 with a long ``Retry-After``, to hang, to answer a
+chosen problem type, or to keep an order processing: :mod:`tests.acme.fake_ca` can.
+Each test counts what the CA received, so "not retried" and "not asked again" are
+facts about the wire, not about the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from lib.acme import cli
+from lib.acme.client import AcmeClient
+from tests.acme.conftest import Rig, RigFactory, domains, fast
+from tests.acme.fake_ca import FakeCA
+
+NO_ARI = frozenset({"revokeCert", "keyChange"})
+
+
+class Crash(BaseException):
+    """The process died here."""
+
+
+async def two_certificates(make_rig: RigFactory, ca: FakeCA) -> Rig:
+    rig = await make_rig(ca)
+    for name in ("a.example.test", "b.example.test"):
+        status, _, err = await rig.cli("issue", "-d", name)
+        assert status == 0, err
+    return rig
+
+
+@pytest.mark.parametrize("problem", ["malformed", "rejectedIdentifier", "caa", "badCSR",
+                                     "userActionRequired", "unauthorized"])
+async def test_problems_another_try_cannot_fix_are_not_retried(make_rig: RigFactory,
+                                                                problem: str) -> None:
+    ca = fast(new_order_problem=(problem, 400))
+    rig = await make_rig(ca)
+    status, out, err = await rig.cli("issue", *domains(), "--attempts", "3")
+    assert status == 1, err
+    assert len(ca.new_orders) == 1
+    assert f"urn:ietf:params:acme:error:{problem}: the fake CA says {problem}" in out
+    assert "attempt 1 of 3" in err and "attempt 2" not in err
+
+
+async def test_a_long_retry_after_leaves_the_ca_alone_for_the_rest_of_the_run(
+        make_rig: RigFactory) -> None:
+    ca = fast(offer=NO_ARI)
+    rig = await two_certificates(make_rig, ca)
+    orders = len(ca.new_orders)
+    ca.busy_new_order, ca.busy_retry_after = 100, 3600
+    status, out, err = await rig.cli("renew", "--force", "--retry-delay", "0")
+    assert status == 1
+    # Asked once; the second certificate did not ask again.
+    assert len(ca.new_orders) == orders + 1
+    assert "it asks to be left alone for 1 h (until " in err and ", Retry-After)" in err
+    assert out.count("FAILED") == 2
+    assert "b.example.test: FAILED: 127.0.0.1" in out and "not asked again in this run" in out
+
+
+async def test_a_retry_after_within_the_deadline_is_waited_out(
+        make_rig: RigFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    real = cli._options
+    monkeypatch.setattr(cli, "_options", lambda args: replace(real(args), sleep=sleep))
+    ca = fast(busy_new_order=1, busy_retry_after=40)
+    rig = await make_rig(ca)
+    # 40 s is longer than the transport waits by itself but ends before the certificate's
+    # deadline: the policy waits exactly that (not --retry-delay) and asks again.
+    status, _, err = await rig.cli("issue", *domains(), "--retry-delay", "0", "--timeout", "600")
+    assert status == 0, err
+    # (then only the short polls of the order)
+    assert waits[0] == 40.0 and max(waits[1:]) < 5 and "again in 40s" in err
+    assert len(ca.new_orders) == 2
+
+
+async def test_a_hung_ca_is_reported_promptly_and_not_asked_again(make_rig: RigFactory) -> None:
+    ca = fast(offer=NO_ARI)
+    rig = await two_certificates(make_rig, ca)
+    ca.hang = True
+    before = len(ca.seen)
+    status, out, err = await rig.cli("renew", "--force", "--http-timeout", "1")
+    assert status == 1
+    assert ca.seen[before:] == [("GET", "/dir")], ca.seen[before:]
+    assert "did not answer within 1s" in err
+    assert out.count("FAILED") == 2 and "not asked again in this run" in out
+
+
+async def test_an_order_still_processing_at_its_deadline_is_resumed_not_replaced(
+        make_rig: RigFactory) -> None:
+    ca = fast(processing_polls=10**9)
+    rig = await make_rig(ca)
+    status, _, err = await rig.cli("issue", *domains(), "--timeout", "1", "--attempts", "2")
+    assert status == 1
+    assert "the next try or run resumes it" in err
+    assert (len(ca.new_orders), ca.finalize_answers) == (1, 1)
+
+    ca.processing_polls = 0
+    status, _, err = await rig.cli("issue", *domains())
+    assert status == 0, err
+    assert "Resuming order" in err
+    # The certificate the CA issued for the first order, not a second one.
+    assert (len(ca.new_orders), ca.finalize_answers) == (1, 1)
+    assert not (rig.state / "certificates" / "example.test" / "pending.json").exists()
+
+
+async def test_an_order_left_by_a_crash_after_finalize_is_resumed(
+        make_rig: RigFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = fast()
+    rig = await make_rig(ca)
+    real = AcmeClient.finalize
+
+    def finalize_then_die(self: AcmeClient, *args: object) -> object:
+        real(self, *args)  # type: ignore[arg-type]
+        raise Crash("killed after the CSR was sent")
+
+    monkeypatch.setattr(AcmeClient, "finalize", finalize_then_die)
+    with pytest.raises(Crash):
+        await rig.cli("issue", *domains())
+    monkeypatch.setattr(AcmeClient, "finalize", real)
+    status, _, err = await rig.cli("issue", *domains())
+    assert status == 0, err
+    assert "Resuming order" in err
+    assert (len(ca.new_orders), ca.finalize_answers) == (1, 1)
+    lineage = rig.lineage()
+    assert lineage.serial == format(rig.leaf().serial_number, "x")
