@@ -483,7 +483,15 @@ def load_settings(environ: Mapping[str, str],
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(f"ACMEGW_URL={url!r} is not an http:// or https:// URL")
     user = settings.get("ACMEGW_USER")
+    if user is not None and (":" in user or _CONTROL.search(user) or not _is_utf8(user)):
+        # Not shown: it may be the password put in the wrong place.
+        raise SettingsError("ACMEGW_USER holds a ':', control characters or bytes that are "
+                            "not UTF-8; basic auth cannot carry them — check the user name")
     password = _password(layers)
+    if password is not None and not _is_utf8(password):
+        # The codec's error would show the offending byte and where it sits.
+        raise SettingsError("the password (ACMEGW_PASSWORD or ACMEGW_PASSWORD_FILE) holds "
+                            "bytes that are not UTF-8 text, which the gateway reads it as")
     if user is None and password is not None:
         raise SettingsError("a password is set but ACMEGW_USER is not; set both or neither")
     if user is not None and password is None:
@@ -552,6 +560,16 @@ class Deadline:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
+
+
+def _is_utf8(text: str) -> bool:
+    """False for a str holding bytes that were not UTF-8 (os.environ keeps them as lone
+    surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _one_line(text: str) -> str:
@@ -786,7 +804,8 @@ class RunLog:
                 # O_NONBLOCK: a FIFO nobody reads would block the open, and each write.
                 fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK,
                              0o666)
-                self._file = open(fd, "a", encoding="utf-8")  # noqa: SIM115 - close()
+                self._file = open(fd, "a", encoding="utf-8",  # noqa: SIM115 - close()
+                                  errors="backslashreplace")
             except OSError as exc:
                 self.problem = (f"{PROG}: cannot write the log {path}: {exc.strerror}; "
                                 "going on without it")
@@ -805,6 +824,8 @@ class RunLog:
             return
         now = time.time()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        # One line per entry, whatever a name from the client's arguments holds.
+        text = _CONTROL.sub(" ", text)
         with contextlib.suppress(OSError, ValueError):
             self._file.write(f"{stamp},{int(now % 1 * 1000):03d} {PROG}[{os.getpid()}] "
                              f"{level} {text}\n")
@@ -831,10 +852,12 @@ def _log_to(path: str | None) -> Iterator[RunLog]:
 
 
 def _say(line: str) -> None:
+    """*line* on stderr, as one line: mod_md logs each line it reads there on its own, and
+    a name from the client's arguments must not start a line that looks like ours."""
     stream = sys.stderr
     if stream is not None:
         with contextlib.suppress(OSError, ValueError):
-            stream.write(line + "\n")
+            stream.write(_CONTROL.sub(" ", line) + "\n")
             stream.flush()
 
 

@@ -435,3 +435,43 @@ async def test_a_ca_file_others_may_change_is_refused(tmp_path: Path) -> None:
                                  ACMEGW_CA_FILE=str(certs))
     assert status == 2
     assert f"{certs} may be changed by its group and others (mode 1777)" in one_line(err)
+
+
+# -- more of the same kinds: what settings and arguments may smuggle into the output ----
+
+
+async def test_a_password_that_is_not_utf_8_is_not_shown_in_the_error(tmp_path: Path) -> None:
+    # os.environ keeps the byte 0xff as a lone surrogate; encoding it failed with a message
+    # naming the byte and its place in the password, printed as an internal error.
+    log = tmp_path / "hook.log"
+    status, err = await run_hook(*setup_args(), ACMEGW_URL="https://gw.example.net/",
+                                 ACMEGW_USER="alice", ACMEGW_PASSWORD="Pw-1X9q\udcff",
+                                 ACMEGW_LOG=str(log))
+    assert status == 2
+    line = one_line(err)
+    assert "password" in line and "not UTF-8" in line
+    assert "internal error" not in line and "xff" not in line and "position" not in line
+
+
+@pytest.mark.parametrize("user", ["alice:Pw-1X9q", "alice\tPw-1X9q", "alice\udcff"])
+async def test_a_user_basic_auth_cannot_carry_is_refused_without_showing_it(user: str) -> None:
+    status, err = await run_hook(*setup_args(), ACMEGW_URL="https://gw.example.net/",
+                                 ACMEGW_USER=user, ACMEGW_PASSWORD="pw")
+    assert status == 2
+    line = one_line(err)
+    assert "ACMEGW_USER holds" in line and "Pw-1X9q" not in line and "internal" not in line
+
+
+async def test_a_name_with_a_line_break_cannot_forge_a_line(
+    gateway: GatewayFactory, tmp_path: Path,
+) -> None:
+    # mod_md logs each stderr line on its own: a name from the arguments must not start one.
+    gw = await gateway()
+    log = tmp_path / "hook.log"
+    forged = "example.test\nacmegw-hook: setup example.test: confirmed"
+    status, err = await run_hook("setup", forged, make_value(), ACMEGW_URL=gw.url,
+                                 ACMEGW_USER="alice", ACMEGW_PASSWORD=PASSWORDS["alice"],
+                                 ACMEGW_LOG=str(log))
+    assert status == 1
+    assert one_line(err).startswith("acmegw-hook: setup example.test acmegw-hook: setup ")
+    assert all(" acmegw-hook[" in line for line in log.read_text().splitlines())
