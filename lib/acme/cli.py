@@ -18,7 +18,9 @@ the environment, with that provider's settings in the environment too).
 
 Exit status: 0 done (issued, renewed, or nothing was due); 1 something failed
 (a certificate could not be obtained, a deploy hook failed, the CA refused);
-2 usage or configuration error; 3 another run holds the state directory's lock.
+2 usage or configuration error; 3 another run holds the state directory's lock;
+128 + the signal when stopped by SIGTERM or SIGHUP (after withdrawing what it had
+published, as on Ctrl-C, 130).
 
 Progress goes to stderr, one line per protocol step with the elapsed time
 (``--quiet``: errors only). Results go to stdout; ``--json`` makes them one
@@ -30,13 +32,16 @@ MAC key out of the process list.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -473,6 +478,8 @@ def _dispatch(args: argparse.Namespace, progress: Progress, out: _Output) -> int
     with store.locked(args.lock_timeout):
         driver = Driver(store, progress, options)
         try:
+            if args.command in ("issue", "renew"):
+                driver.withdraw_leftovers()
             if args.command == "issue":
                 return _run_outcomes("issue", [driver.issue(lineage, force=args.force)], out)
             if args.command == "renew":
@@ -542,7 +549,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command + (f" {args.action}" if args.command == "account" else "")
     status, message = EXIT_FAILED, ""
     try:
-        return _dispatch(args, progress, out)
+        with _stopped_as_on_ctrl_c():
+            return _dispatch(args, progress, out)
+    except Terminated as exc:
+        name = signal.Signals(exc.signum).name
+        status, message = 128 + exc.signum, f"stopped by {name}"
+        sys.stderr.write(f"{PROG}: {message}\n")
     except LockBusy as exc:
         status, message = EXIT_BUSY, str(exc)
         sys.stderr.write(f"{PROG}: {exc}\n")
@@ -563,6 +575,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         _failure_document(command, status, message, progress.steps)
     return status
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (systemd stopping the unit, ``timeout``, a closed terminal)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stopped_as_on_ctrl_c() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop the run the way Ctrl-C does: every ``finally`` runs, so
+    published values are withdrawn and the lock released. A second signal is ignored
+    while that clean-up runs (the service manager's SIGKILL still ends it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only (tests run main() in threads)
+        return
+
+    def stop(signum: int, _frame: object) -> None:
+        for each in SIGNALS:
+            signal.signal(each, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    previous = {each: signal.signal(each, stop) for each in SIGNALS}
+    try:
+        yield
+    finally:
+        for each, handler in previous.items():
+            signal.signal(each, handler)
+
+
+SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def _command_of(arguments: Sequence[str]) -> str:

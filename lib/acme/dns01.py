@@ -51,6 +51,7 @@ T = TypeVar("T")
 Report = Callable[[str], None]
 
 GATEWAY_TIMEOUT = 180.0
+TEARDOWN_TIMEOUT = 30.0
 PROVIDER_TIMEOUT = 60.0
 _PARALLEL = 8
 
@@ -120,14 +121,17 @@ class GatewaySolver(Solver):
 
     def _call(self, argument: str, record: TxtRecord) -> None:
         auth = (self.user, self.password or "") if self.user else None
+        # A teardown has no propagation to wait for; it may run after SIGTERM, before the
+        # service manager's SIGKILL: keep it short.
+        timeout = self.timeout if argument == "setup" else min(self.timeout, TEARDOWN_TIMEOUT)
         body = {"argument": argument, "domain_name": record.domain,
                 "challenge_content": record.value}
         try:
-            response = requests.post(self.url, json=body, auth=auth, timeout=(10, self.timeout),
+            response = requests.post(self.url, json=body, auth=auth, timeout=(10, timeout),
                                      verify=self.ca_file or True, allow_redirects=False)
         except requests.exceptions.Timeout:
             raise SolverError(f"gateway {argument} of {record.fqdn}: no answer within "
-                              f"{self.timeout:g}s") from None
+                              f"{timeout:g}s") from None
         except requests.exceptions.RequestException as exc:
             raise SolverError(f"gateway {argument} of {record.fqdn}: cannot reach {self.url} "
                               f"({type(exc).__name__})") from None
@@ -219,6 +223,11 @@ class _LoopThread:
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise SolverError(f"the DNS provider did not finish within {timeout:g}s") from None
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM): stop the change before the teardown that
+            # follows runs, so that calls for one name still never overlap.
+            future.cancel()
+            raise
 
     def close(self) -> None:
         async def cancel_rest() -> None:

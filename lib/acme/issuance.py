@@ -38,6 +38,7 @@ from lib.acme.errors import (
 )
 from lib.acme.failover import Failover
 from lib.acme.hooks import run_hook
+from lib.acme.journal import Journal
 from lib.acme.options import Options
 from lib.acme.orders import Issued, LazySolver, OrderFlow
 from lib.acme.progress import Progress
@@ -105,6 +106,28 @@ class Driver:
                       directory_url=directory_url, cert_key_pem=cert_key_pem)
 
     # --- issue and renew ----------------------------------------------------------------
+
+    def withdraw_leftovers(self) -> None:
+        """Withdraw the dns-01 values an interrupted run left published (its journal)."""
+        journal = Journal(self.store.root)
+        for entry in journal.entries():
+            where = Lineage(name=entry.name, domains=list(entry.domains), servers=[],
+                            solver=entry.solver,
+                            propagation_nameservers=list(entry.propagation_nameservers))
+            try:
+                solver = self.make_solver(where)
+            except AcmeError as exc:
+                problems = [str(exc)]
+            else:
+                with closing(solver):
+                    problems = solver.teardown(entry.records)
+            if problems:
+                self.progress.warn(f"{entry.name}: {len(entry.records)} TXT value(s) left by an "
+                                   f"interrupted run are still published: {problems[0]}")
+                continue
+            journal.remove(entry.name, entry.records)
+            self.progress.warn(f"{entry.name}: removed {len(entry.records)} TXT value(s) left "
+                               "by an interrupted run")
 
     def issue(self, lineage: Lineage, *, force: bool = False) -> Outcome:
         """Issue *lineage* unless an unexpired certificate for the same names is not due.

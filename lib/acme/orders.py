@@ -48,6 +48,7 @@ from lib.acme.errors import (
     ProblemError,
     UsageError,
 )
+from lib.acme.journal import Journal, Published
 from lib.acme.keys import generate_key, key_type_of, make_csr, private_pem
 from lib.acme.messages import Authorization, Challenge, Order
 from lib.acme.options import Options
@@ -211,6 +212,11 @@ class OrderFlow:
         records = [record for _, _, record in todo]
         active = self.solver.get()
         self.step(f"Publishing {len(records)} TXT value(s) through {active.description}")
+        # Listed before they are published: a killed run's values are withdrawn by the next.
+        journal = Journal(self.store.root)
+        journal.add(Published(self.lineage.name, tuple(self.lineage.domains),
+                              dict(self.lineage.solver),
+                              tuple(self.lineage.propagation_nameservers), tuple(records)))
         try:
             active.setup(records, lambda message: self.step(f"DNS: {message}"))
             deadline = time.monotonic() + self.options.validation_timeout
@@ -226,8 +232,9 @@ class OrderFlow:
         finally:
             problems = active.teardown(records)
             for problem in problems:
-                self.progress.warn(f"DNS: {problem}")
+                self.progress.warn(f"DNS: {problem} (the next run tries again)")
             if not problems:
+                journal.remove(self.lineage.name, records)
                 self.step(f"Removed the {len(records)} TXT value(s)")
 
     # --- 3. key, CSR, finalize ------------------------------------------------------------

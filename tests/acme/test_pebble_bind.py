@@ -11,13 +11,20 @@ points at it, validation is real and EAB is required. Two ways to publish:
   ``--propagation-nameservers`` = BIND, so the client itself waits until BIND
   serves each value), for ``www.example.test`` with an ec384 key.
 
-Each run leaves no TXT value behind at BIND.
+Each run leaves no TXT value behind at BIND: also one stopped by SIGTERM while it
+waits for propagation (in both modes), and, through the next run, one killed by SIGKILL.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +36,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from lib.acme.cli import main
 from lib.passwd import PasswordFile
-from tests.gateway.procs import GatewayProcess, running_gateway
-from tests.servers.bind import BindServer, start_primary
+from tests.gateway.procs import REPO_ROOT, GatewayProcess, running_gateway
+from tests.servers.bind import CHALLENGE_LABELS, BindServer, start_primary
 from tests.servers.pebble import Pebble, running_pebble
 from tests.system import free_port
 
@@ -64,6 +71,13 @@ class Site:
             assert secret not in out.getvalue() + err.getvalue()
         return status, out.getvalue(), err.getvalue()
 
+    def provider_env(self) -> dict[str, str]:
+        """What --provider rfc2136 needs in the environment to reach BIND."""
+        return {"RFC2136_SERVER": "127.0.0.1", "RFC2136_PORT": str(self.bind.port),
+                "RFC2136_TSIG_KEY_NAME": self.bind.key.name,
+                "RFC2136_TSIG_SECRET_FILE": str(self.secret_file),
+                "RFC2136_TSIG_ALGORITHM": self.bind.key.algorithm}
+
     def leaf_and_key(self, name: str) -> tuple[x509.Certificate, object]:
         files = self.folder / "state" / "certificates" / name
         leaf = x509.load_pem_x509_certificate((files / "cert.pem").read_bytes())
@@ -74,7 +88,9 @@ class Site:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     folder = tmp_path_factory.mktemp("acme-bind")
-    bind = start_primary(folder / "bind")
+    bind = start_primary(folder / "bind", challenge_labels=(
+        *CHALLENGE_LABELS, "_acme-challenge.sigterm-provider", "_acme-challenge.sigterm-gateway",
+        "_acme-challenge.sigkill"))
     try:
         secret_file = folder / "tsig.secret"
         secret_file.write_text(bind.key.secret + "\n")
@@ -134,10 +150,7 @@ def test_rsa3072_through_the_gateway_to_bind(site: Site) -> None:
 
 def test_ec384_with_the_rfc2136_provider_in_process(site: Site,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    for setting, value in {"RFC2136_SERVER": "127.0.0.1", "RFC2136_PORT": str(site.bind.port),
-                       "RFC2136_TSIG_KEY_NAME": site.bind.key.name,
-                       "RFC2136_TSIG_SECRET_FILE": str(site.secret_file),
-                       "RFC2136_TSIG_ALGORITHM": site.bind.key.algorithm}.items():
+    for setting, value in site.provider_env().items():
         monkeypatch.setenv(setting, value)
     monkeypatch.delenv("PROVIDER", raising=False)
     status, _, err = site.run(
@@ -150,3 +163,79 @@ def test_ec384_with_the_rfc2136_provider_in_process(site: Site,
     assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp384r1"
     assert leaf.public_key() == key.public_key()
     assert site.bind.txt("_acme-challenge.www.example.test") == set()
+
+
+# --- stopped mid-order: SIGTERM withdraws the values, SIGKILL leaves them to the next run ----
+
+
+@contextlib.contextmanager
+def silent_nameserver() -> Iterator[str]:
+    """A UDP port on loopback that takes queries and never answers: a propagation wait
+    that lasts until the client is stopped."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def start_client(site: Site, state: Path, name: str, *how: str) -> subprocess.Popen[str]:
+    """acmegw-acme as systemd runs it: its own process, stopped by a signal."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **site.provider_env()}
+    env.pop("PROVIDER", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lib.acme", "issue", "-d", name, *how,
+         "--server", site.pebble.url, "--agree-tos", "--eab-kid", EAB_KID, "--eab-hmac-key",
+         EAB_KEY, "--state-dir", str(state), "--ca-file", str(site.pebble.ca_file)],
+        cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+
+def published(site: Site, fqdn: str, client: subprocess.Popen[str]) -> set[str]:
+    """The values at *fqdn* once BIND serves one (the client is then waiting)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        values = site.bind.txt(fqdn)
+        if values:
+            return values
+        assert client.poll() is None, client.communicate()
+        time.sleep(0.1)
+    client.kill()
+    raise AssertionError(f"nothing published at {fqdn}: {client.communicate()}")
+
+
+@pytest.mark.parametrize("mode", ["provider", "gateway"])
+def test_sigterm_withdraws_what_was_published(site: Site, tmp_path: Path, mode: str) -> None:
+    name = f"sigterm-{mode}.example.test"
+    how = (["--provider", "rfc2136"] if mode == "provider" else
+           ["--gateway-url", site.gateway_url, "--gateway-user", USER,
+            "--gateway-password-file", str(site.password_file)])
+    with silent_nameserver() as silent:
+        client = start_client(site, tmp_path / "state", name, *how,
+                              "--propagation-nameservers", f"{site.bind.address},{silent}")
+        published(site, f"_acme-challenge.{name}", client)
+        client.send_signal(signal.SIGTERM)
+        _, err = client.communicate(timeout=60)
+    assert client.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM" in err and "Removed the 1 TXT value(s)" in err
+    assert site.bind.txt(f"_acme-challenge.{name}") == set()
+
+
+def test_values_left_by_a_killed_run_are_withdrawn_by_the_next(
+        site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name, state = "sigkill.example.test", tmp_path / "state"
+    with silent_nameserver() as silent:
+        client = start_client(site, state, name, "--provider", "rfc2136",
+                              "--propagation-nameservers", f"{site.bind.address},{silent}")
+        values = published(site, f"_acme-challenge.{name}", client)
+        client.kill()
+        client.communicate(timeout=60)
+    assert site.bind.txt(f"_acme-challenge.{name}") == values  # nothing could remove them
+
+    for setting, value in site.provider_env().items():
+        monkeypatch.setenv(setting, value)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(["renew", "--state-dir", str(state), "--ca-file",
+                       str(site.pebble.ca_file)])
+    assert status == 0, err.getvalue()
+    assert f"{name}: removed 1 TXT value(s) left by an interrupted run" in err.getvalue()
+    assert site.bind.txt(f"_acme-challenge.{name}") == set()

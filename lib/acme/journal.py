@@ -1,0 +1,98 @@
+"""What this client published in the DNS and has not withdrawn yet, kept across crashes.
+
+Every dns-01 value is written here before it is published and struck off once it is
+withdrawn, as the gateway journals its records. A run that was killed (SIGKILL, a power
+cut) leaves its values listed: the next run withdraws them before anything else. That
+matters most with ``--provider``, where nothing else would ever remove them; through
+the gateway it only saves the wait for the gateway's janitor.
+
+Each entry keeps what is needed to withdraw it without the certificate's metadata
+(the first issue of a certificate has none yet): the certificate's name and names,
+how it publishes (the solver settings, never a secret), and the record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lib.acme.dns01 import TxtRecord
+from lib.acme.durable import atomic_write, make_dirs
+from lib.acme.errors import StateError
+
+FILE = "published.json"
+
+
+@dataclass(frozen=True)
+class Published:
+    """The values of one certificate still out there, and how they were published."""
+
+    name: str
+    domains: tuple[str, ...]
+    solver: dict[str, Any]
+    propagation_nameservers: tuple[str, ...]
+    records: tuple[TxtRecord, ...]
+
+
+class Journal:
+    """``STATE/published.json``: one entry per certificate with values out there."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = Path(root) / FILE
+
+    def entries(self) -> list[Published]:
+        try:
+            doc = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            raise StateError(f"cannot read {self.path}: {exc}") from None
+        found = []
+        for item in doc.get("certificates", []) if isinstance(doc, dict) else []:
+            try:
+                found.append(Published(
+                    name=str(item["name"]), domains=tuple(item["domains"]),
+                    solver=dict(item["solver"]),
+                    propagation_nameservers=tuple(item.get("propagation_nameservers", ())),
+                    records=tuple(TxtRecord(str(r["domain"]), str(r["value"]))
+                                  for r in item["records"])))
+            except (KeyError, TypeError, ValueError):
+                continue  # a damaged entry cannot be withdrawn; the rest still can
+        return found
+
+    def add(self, entry: Published) -> None:
+        """List *entry*'s records (with any still listed for that certificate)."""
+        entries = {e.name: e for e in self.entries()}
+        old = entries.get(entry.name)
+        records = tuple(dict.fromkeys((*(old.records if old else ()), *entry.records)))
+        entries[entry.name] = Published(entry.name, entry.domains, entry.solver,
+                                        entry.propagation_nameservers, records)
+        self._write(list(entries.values()))
+
+    def remove(self, name: str, records: Sequence[TxtRecord]) -> None:
+        """Strike *records* of certificate *name* off (they were withdrawn)."""
+        entries = []
+        for entry in self.entries():
+            if entry.name == name:
+                left = tuple(r for r in entry.records if r not in records)
+                if not left:
+                    continue
+                entry = Published(entry.name, entry.domains, entry.solver,
+                                  entry.propagation_nameservers, left)
+            entries.append(entry)
+        self._write(entries)
+
+    def _write(self, entries: list[Published]) -> None:
+        if not entries:
+            self.path.unlink(missing_ok=True)
+            return
+        make_dirs(self.path.parent)
+        doc = {"certificates": [
+            {"name": e.name, "domains": list(e.domains), "solver": e.solver,
+             "propagation_nameservers": list(e.propagation_nameservers),
+             "records": [{"domain": r.domain, "value": r.value} for r in e.records]}
+            for e in entries]}
+        atomic_write(self.path, json.dumps(doc, indent=2).encode() + b"\n", 0o600)
