@@ -14,7 +14,7 @@ import os
 import random
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -106,6 +106,22 @@ async def test_plain_http_with_a_password_is_not_handed_to_a_proxy(
     assert "would hand the password to the proxy" in line and "NO_PROXY" in line
     assert "Pw-1X9q" not in line
     assert recording_proxy.connections == 0, recording_proxy.requests
+
+
+async def test_localhost_is_loopback_whatever_the_hosts_file_says(
+    gateway: GatewayFactory, own_file: Callable[[str, str], tuple[list[str], str]],
+) -> None:
+    # Plain http with a password is allowed to localhost: a hosts file (or a resolver's
+    # search domain) must not point it elsewhere. Here it names an address off this host.
+    gw = await gateway()
+    wrapper, shell = own_file("/etc/hosts", "192.0.2.1 localhost\n")
+    value = make_value()
+    env = bare_env(ACMEGW_URL=gw.url.replace("127.0.0.1", "localhost"), ACMEGW_USER="alice",
+                   ACMEGW_PASSWORD=PASSWORDS["alice"], ACMEGW_TIMEOUT="5")
+    status, out, err = await spawn(["-m", "hooks", "setup", "example.test", value], env,
+                                   shell=shell, wrapper=wrapper, timeout=30)
+    assert (status, out, err) == (0, "", "")
+    assert gw.provider.values("_acme-challenge.example.test") == [value]
 
 
 # -- item 11: ACMEGW_TIMEOUT bounds the whole run -------------------------------------
@@ -215,36 +231,48 @@ async def test_a_proxy_dripping_its_connect_answer_does_not_outlast_the_timeout(
 
 
 @pytest.fixture
-def silent_resolver(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """``unshare`` and a shell command that runs the hook in a mount namespace of its own
-    where /etc/resolv.conf names a nameserver on loopback that never answers (with long
-    timeouts and retries, as a resolver may be configured)."""
+def own_file(tmp_path: Path) -> Callable[[str, str], tuple[list[str], str]]:
+    """``own_file(path, text)``: a wrapper command and a shell line that run the hook in
+    a mount namespace of its own where *path* (such as /etc/resolv.conf) holds *text*."""
     unshare = need_program("unshare", "util-linux")
     mount = need_program("mount", "mount")
+
+    def make(path: str, text: str) -> tuple[list[str], str]:
+        replacement = tmp_path / Path(path).name
+        replacement.write_text(text)
+        probe = subprocess.run([unshare, "-m", mount, "--bind", str(replacement), path],
+                               capture_output=True, text=True, check=False)
+        if probe.returncode != 0:
+            unavailable(f"unshare -m with a bind mount is not permitted here: {probe.stderr}")
+        return [unshare, "-m"], f'{mount} --bind {replacement} {path} && exec "$0" "$@" <&-'
+
+    return make
+
+
+@pytest.fixture
+def silent_resolver(own_file: Callable[[str, str], tuple[list[str], str]],
+                    ) -> Iterator[tuple[list[str], str]]:
+    """The hook where /etc/resolv.conf names a nameserver on loopback that never answers
+    (with long timeouts and retries, as a resolver may be configured)."""
     address = f"127.{random.randrange(1, 255)}.{random.randrange(1, 255)}.53"
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind((address, 53))  # bound, never read: queries just wait
-    conf = tmp_path / "resolv.conf"
-    conf.write_text(f"nameserver {address}\noptions timeout:30 attempts:5\n")
-    probe = subprocess.run([unshare, "-m", mount, "--bind", str(conf), "/etc/resolv.conf"],
-                           capture_output=True, text=True, check=False)
-    if probe.returncode != 0:
-        unavailable(f"unshare -m with a bind mount is not permitted here: {probe.stderr}")
     try:
-        yield unshare, f'{mount} --bind {conf} /etc/resolv.conf && exec "$0" "$@" <&-'
+        yield own_file("/etc/resolv.conf",
+                       f"nameserver {address}\noptions timeout:30 attempts:5\n")
     finally:
         silent.close()
 
 
 async def test_a_resolver_that_never_answers_does_not_outlast_the_timeout(
-    silent_resolver: tuple[str, str],
+    silent_resolver: tuple[list[str], str],
 ) -> None:
     # getaddrinfo has no timeout: with this resolv.conf it would wait 30 s x 5 attempts.
-    unshare, shell = silent_resolver
+    wrapper, shell = silent_resolver
     status, out, err = await spawn(
         ["-m", "hooks", *setup_args()], bare_env(ACMEGW_TIMEOUT="1",
                                                  ACMEGW_URL="https://gw.acmegw.test/"),
-        shell=shell, wrapper=[unshare, "-m"], timeout=30)
+        shell=shell, wrapper=wrapper, timeout=30)
     assert (status, out) == (1, "")
     line = one_line(err)
     assert "resolving gw.acmegw.test took longer than the time left" in line, line
