@@ -135,6 +135,8 @@ class Config:
     log_format: str
     config_dir: Path | None
     check_only: bool = False
+    # --check-delegation NAME: check that name's delegation instead of serving.
+    check_delegation: str | None = None
     # Delegated challenge names: (base name, record name it is CNAMEd to).
     delegations: tuple[tuple[str, str], ...] = ()
     httpreq_prefix: str = ""
@@ -175,6 +177,13 @@ def parser() -> argparse.ArgumentParser:
         "--check-config",
         action="store_true",
         help="check the configuration, print a summary and exit",
+    )
+    p.add_argument(
+        "--check-delegation",
+        metavar="NAME",
+        help="check that the CA will find at _acme-challenge.NAME what this gateway writes "
+        "(public DNS, CNAME, nameservers, a probe value written and removed) and exit: "
+        "0 right, 1 wrong, 2 usage or configuration errors",
     )
     return p
 
@@ -504,6 +513,7 @@ def build(settings: Settings, args: argparse.Namespace, config_dir: Path | None)
         log_format=settings.choice("LOG_FORMAT", {"text": "text", "json": "json"}, "text"),
         config_dir=config_dir,
         check_only=bool(args.check_config),
+        check_delegation=getattr(args, "check_delegation", None),
         delegations=_delegations(settings),
         httpreq_prefix=_prefix(settings),
         acmedns=acmedns,

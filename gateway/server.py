@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from gateway import checks, logsetup
+from gateway import checks, delegation, logsetup
 from gateway.acmedns import AccountError
 from gateway.app import apply_reload, create_app, load_static_accounts
 from gateway.auth import PasswordStore
@@ -185,6 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 2
+    if config.check_delegation is not None:
+        # The report is the output; the log says only what goes wrong (or everything).
+        logsetup.configure("DEBUG" if config.log_level == "DEBUG" else "WARNING", "text")
+        for warning in config.warnings:
+            print(f"acmegw-server: warning: {warning}", file=sys.stderr)
+        return delegation.main(config.check_delegation, config, provider)
     logsetup.configure(config.log_level, config.log_format)
     if config.check_only:
         print("configuration OK\n" + summary(config, provider))

@@ -276,6 +276,36 @@ def _rrsets(
     return [r for r in section if r.name == name and r.rdtype == rdtype]
 
 
+def _rrsets_of(
+    section: Iterable[dns.rrset.RRset], rdtype: dns.rdatatype.RdataType
+) -> list[dns.rrset.RRset]:
+    return [r for r in section if r.rdtype == rdtype]
+
+
+async def public_alias(
+    fqdn: str, *, resolver_nameservers: Sequence[str] | None = None, query_timeout: float = 2.0
+) -> str | None:
+    """The CNAME target the resolvers give for *fqdn* (the first of a chain), or None."""
+    resolvers = _resolvers(resolver_nameservers)
+    qname = dns.name.from_text(fqdn)
+    response = await _ask(resolvers, qname, dns.rdatatype.TXT, query_timeout)
+    for rrset in _rrsets(response.answer, qname, dns.rdatatype.CNAME):
+        return str(rrset[0].target.to_text(omit_final_dot=True))
+    return None
+
+
+async def answers_for(server: str, zone: str, query_timeout: float = 2.0) -> bool:
+    """Whether *server* (``ip:port``) answers for *zone* as its authority (SOA with AA)."""
+    qname = dns.name.from_text(zone)
+    try:
+        response = await _query(server, qname, dns.rdatatype.SOA, query_timeout)
+    except (dns.exception.DNSException, OSError):
+        return False
+    return bool(response.flags & dns.flags.AA) and bool(
+        _rrsets(response.answer, qname, dns.rdatatype.SOA)
+    )
+
+
 async def find_zone(fqdn: str, resolvers: Sequence[str], query_timeout: float) -> dns.name.Name:
     """The zone holding *fqdn*: the owner of the SOA returned for it or for a parent."""
     name = dns.name.from_text(fqdn)
@@ -292,6 +322,12 @@ async def find_zone(fqdn: str, resolvers: Sequence[str], query_timeout: float) -
             for rrset in response.authority:
                 if rrset.rdtype == dns.rdatatype.SOA and candidate.is_subdomain(rrset.name):
                     return rrset.name
+            # An authoritative server asked in a resolver's place (a lab's primary) answers
+            # a name below one of its delegations with a referral: the zone starts there.
+            if not response.flags & dns.flags.AA:
+                for rrset in _rrsets_of(response.authority, dns.rdatatype.NS):
+                    if candidate.is_subdomain(rrset.name):
+                        return rrset.name
         if len(candidate) <= 1:
             raise NoZoneError(f"no zone holds {fqdn} (no SOA found up to the root)")
         candidate = candidate.parent()
@@ -321,13 +357,11 @@ async def authoritative_servers(
     zone = await find_zone(fqdn, resolvers, query_timeout)
     _not_a_zone_for_records(zone, fqdn)
     response = await _ask(resolvers, zone, dns.rdatatype.NS, query_timeout)
-    ns_names = sorted(
-        {
-            rdata.target
-            for rrset in _rrsets(response.answer, zone, dns.rdatatype.NS)
-            for rdata in rrset
-        }
+    # In the answer; from an authoritative server asked in a resolver's place, in a referral.
+    ns_rrsets = _rrsets(response.answer, zone, dns.rdatatype.NS) or _rrsets(
+        response.authority, zone, dns.rdatatype.NS
     )
+    ns_names = sorted({rdata.target for rrset in ns_rrsets for rdata in rrset})
     if not ns_names:
         raise DiscoveryError(f"zone {zone} has no NS records")
     addresses: list[str] = []

@@ -94,6 +94,13 @@ class Provider(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook, empty by design
         """Release what ``open`` acquired."""
 
+    def delegation_for(self, fqdn: str) -> tuple[str, tuple[str, ...]] | None:
+        """For a provider that is itself the authoritative server (``serves_itself``): the
+        zone apex that the DNS must delegate to it for *fqdn*'s records to be seen, and the
+        NS names to delegate it to. None when it does not serve *fqdn*, and for providers
+        that write into zones that others serve."""
+        return None
+
     @property
     def label(self) -> str:
         """How errors and logs name this provider (a wrapped class names itself)."""

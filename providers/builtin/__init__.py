@@ -78,7 +78,7 @@ from typing import ClassVar, Self
 from lib.dnscheck import format_server
 from lib.names import InvalidName, normalize_name
 from lib.settings import Settings
-from providers.base import Provider, ProviderContext
+from providers.base import Provider, ProviderContext, ProviderError
 from providers.builtin.network import TcpLimits
 from providers.builtin.rrl import IPNetwork
 from providers.builtin.serial import (
@@ -273,6 +273,13 @@ class BuiltinProvider(Provider):
             return labels_of(normalize_name(fqdn))
         except InvalidName as exc:
             raise self.error(f"{fqdn[:260]!r} {exc}") from None
+
+    def delegation_for(self, fqdn: str) -> tuple[str, tuple[str, ...]] | None:
+        try:
+            apex = self.served.apex_of(self._key(fqdn))
+        except ProviderError:
+            return None
+        return None if apex is None else (text_of(apex), self.nameservers)
 
     def _served_key(self, fqdn: str) -> Labels:
         key = self._key(fqdn)
