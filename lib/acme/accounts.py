@@ -93,13 +93,14 @@ class Accounts:
             if stored is not None and stored.pending_key_pem is not None:
                 self._finish_rollover(client, stored)
             account = client.find()
+            terms_agreed = stored.terms_agreed if stored else None
             if account is None:
                 if stored is not None:
                     self.progress.warn(f"the CA no longer knows the account {stored.url}")
                     if not create:
                         raise UsageError(f"the account {stored.url} is gone at the CA; "
                                          "run: acmegw-acme account register")
-                account = self._register(client)
+                account, terms_agreed = self._register(client, stored)
             else:
                 self.progress.step(f"Account {account.url}: {account.status}"
                                    + (f", contact {', '.join(account.contact)}"
@@ -113,30 +114,43 @@ class Accounts:
             self.store.save_account(StoredAccount(
                 directory=directory_url, url=account.url, contact=list(account.contact),
                 key_pem=private_pem(client.key.private_key),
-                created=stored.created if stored else ""))
+                created=stored.created if stored else "", terms_agreed=terms_agreed))
         except BaseException:
             client.net.close()
             raise
         self._clients[directory_url] = client
         return client
 
-    def _register(self, client: AcmeClient) -> Account:
+    def _register(self, client: AcmeClient,
+                  stored: StoredAccount | None) -> tuple[Account, str | None]:
+        """Create the account; returns it and the terms agreed to (their URL)."""
         directory = client.directory
         terms = directory.terms_of_service
-        if terms and not self.options.agree_tos:
+        agree = self.options.agree_tos
+        if terms and not agree and stored is not None and stored.terms_agreed == terms:
+            # The CA forgot the account (a reset staging CA, an account purge): the user
+            # agreed to exactly these terms when it was created, so a timer can go on.
+            agree = True
+            self.progress.step(f"Agreeing again to {terms}, the terms agreed to when the "
+                               "account was created")
+        if terms and not agree:
+            changed = " (they changed since you agreed)" if stored and stored.terms_agreed \
+                else ""
             raise UsageError(f"{host_of(directory.url)} asks you to agree to its terms of "
-                             f"service at {terms}: read them, then pass --agree-tos")
+                             f"service at {terms}{changed}: read them, then pass --agree-tos "
+                             "(to issue or renew)")
         eab = self.options.eab
         if directory.external_account_required and eab is None:
             raise UsageError(f"{host_of(directory.url)} requires external account binding: "
                              "pass --eab-kid and --eab-hmac-key from the CA's console")
-        account, created = client.register(contact=self.options.contact,
-                                           agree_tos=self.options.agree_tos, eab=eab)
+        # A re-created account keeps the contact it had, unless a new one is given.
+        contact = self.options.contact or tuple(stored.contact if stored else ())
+        account, created = client.register(contact=contact, agree_tos=agree, eab=eab)
         how = "created" if created else "found"
         self.progress.step(f"Account {account.url}: {how} ({account.status})"
                            + (f", contact {', '.join(account.contact)}" if account.contact else "")
                            + (f", bound to external account {eab.kid}" if eab and created else ""))
-        return account
+        return account, terms if agree else None
 
     def _finish_rollover(self, client: AcmeClient, stored: StoredAccount) -> None:
         """A rollover was interrupted: keep whichever key the CA now knows."""

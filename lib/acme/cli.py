@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     issue.add_argument("--attempts", type=ATTEMPTS, default=2, help="tries per CA (default 2)")
     issue.add_argument("--retry-delay", type=RETRY_DELAY, default=5.0)
 
-    renew = sub.add_parser("renew", parents=[common],
+    renew = sub.add_parser("renew", parents=[common, account_opts],
                            help="renew every certificate that is due (for cron and timers)")
     renew.add_argument("--name", action="append", default=[], help="only this certificate")
     renew.add_argument("--force", action="store_true", help="renew even when not due")

@@ -107,6 +107,8 @@ class StoredAccount:
     contact: list[str] = field(default_factory=list)
     created: str = ""
     pending_key_pem: bytes | None = field(default=None, repr=False)
+    # The terms of service (their URL) the user agreed to when the account was created.
+    terms_agreed: str | None = None
 
 
 @dataclass
@@ -284,16 +286,19 @@ class Store:
             pending = pending_path.read_bytes() if pending_path.exists() else None
         except (OSError, ValueError) as exc:
             raise StateError(f"cannot read the account in {folder}: {exc}") from None
+        terms = meta.get("terms_agreed")
         return StoredAccount(directory=directory_url, url=str(meta.get("url", "")), key_pem=key,
                              contact=list(meta.get("contact", [])),
-                             created=str(meta.get("created", "")), pending_key_pem=pending)
+                             created=str(meta.get("created", "")), pending_key_pem=pending,
+                             terms_agreed=terms if isinstance(terms, str) else None)
 
     def save_account(self, account: StoredAccount) -> None:
         folder = self.account_dir(account.directory)
         make_dirs(folder)
         atomic_write(folder / "account.key", account.key_pem, 0o600)
         meta = {"directory": account.directory, "url": account.url,
-                "contact": account.contact, "created": account.created or iso(now_utc())}
+                "contact": account.contact, "created": account.created or iso(now_utc()),
+                "terms_agreed": account.terms_agreed}
         atomic_write(folder / "account.json", json.dumps(meta, indent=2).encode() + b"\n")
 
     def save_pending_key(self, directory_url: str, key_pem: bytes) -> None:

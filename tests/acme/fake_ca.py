@@ -185,6 +185,10 @@ class FakeCA:
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _released: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def forget_accounts(self) -> None:
+        """Lose every account, as a CA that was reset (or purged old accounts) does."""
+        self._accounts.clear()
+
     def release(self) -> None:
         """End every request held by ``hang`` (the rig does, before stopping the server)."""
         self._released.set()

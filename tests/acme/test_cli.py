@@ -89,9 +89,9 @@ def test_the_gateway_password_file_must_be_private(state: Path, tmp_path: Path,
 
 
 def test_the_eab_mac_key_is_never_echoed(state: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # argparse repeats unrecognised arguments, values included (renew takes no EAB options).
-    for argv, redacted in ((["renew", "--eab-hmac-key", SECRET], True),
-                           (["renew", f"--eab-hmac-key={SECRET}"], True),
+    # argparse repeats unrecognised arguments, values included (list takes no EAB options).
+    for argv, redacted in ((["list", "--eab-hmac-key", SECRET], True),
+                           (["list", f"--eab-hmac-key={SECRET}"], True),
                            (["issue", "-d", "example.test", "--eab-kid", "k", "--eab-hmac-key",
                              SECRET, "--bogus-option"], False)):
         status, out, err = run(capsys, *argv, "--state-dir", str(state))

@@ -377,3 +377,28 @@ async def test_a_provider_that_cannot_start_is_a_clear_failure(
     assert "example.test: FAILED: builtin: cannot start" in out, err
     assert "Traceback" not in err
     assert len(ca.new_orders) == 1  # not retried: another CA would not help
+
+
+async def test_an_account_the_ca_forgot_is_created_again_at_renewal(make_rig: RigFactory) -> None:
+    ca = fast(offer=frozenset({"revokeCert", "keyChange"}))
+    rig = await make_rig(ca)
+    assert (await rig.cli("issue", *domains(), "--email", "admin@example.test"))[0] == 0
+    # The same terms the user agreed to: a timer's renew goes on by itself.
+    ca.forget_accounts()
+    status, out, err = await rig.cli("renew", "--force")
+    assert status == 0, err
+    assert "the CA no longer knows the account" in err
+    assert f"Agreeing again to {ca.terms}, the terms agreed to when the account was created" in err
+    account = Store(rig.state).load_account(rig.urls[0])
+    assert account is not None and account.contact == ["mailto:admin@example.test"]
+
+    # New terms: the user must agree to them, and renew takes --agree-tos to do so.
+    ca.terms = "https://ca.example/terms-v2"
+    ca.forget_accounts()
+    status, out, err = await rig.cli("renew", "--force")
+    assert status == 1
+    assert "(they changed since you agreed): read them, then pass --agree-tos" in out
+    status, out, err = await rig.cli("renew", "--force", "--agree-tos")
+    assert status == 0, err
+    account = Store(rig.state).load_account(rig.urls[0])
+    assert account is not None and account.terms_agreed == "https://ca.example/terms-v2"
