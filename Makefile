@@ -16,7 +16,7 @@ WHEELHOUSE := wheelhouse
 IMAGE_EXTRAS := $(strip $(shell sed -n 's/^ARG EXTRAS=//p' Containerfile))
 IMAGE_REQUIREMENT := .$(if $(IMAGE_EXTRAS),[$(IMAGE_EXTRAS)])
 
-.PHONY: run test lint typecheck unit system-packages bench clean wheelhouse image
+.PHONY: run test lint typecheck unit system-packages bench clean wheelhouse image provider-table
 
 # The commands (acmegw-server, acmegw-passwd, acmegw-hook, acmegw-acme) go to
 # $(VENV)/bin: `make run` needs only these; the tests add their own tools.
@@ -27,7 +27,7 @@ $(VENV)/.runtime: pyproject.toml
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.runtime
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,lexicon]'
 	touch $@
 
 system-packages:
@@ -47,6 +47,10 @@ unit: $(VENV)/.installed
 
 run: $(VENV)/.runtime
 	$(PY) -m gateway.demo
+
+# README's "Which provider for my DNS host" table, from the installed dns-lexicon.
+provider-table: $(VENV)/.installed
+	$(PY) tools/provider_table.py
 
 bench: $(VENV)/.installed
 	@for b in bench/*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(PY) "$$b" || exit 1; done

@@ -69,6 +69,11 @@ class Settings:
         self.asked.add(key)
         return self._values.get(key)
 
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        """The keys set to something that start with *prefix*, sorted (for settings
+        named after something else, such as dns-lexicon's ``LEXICON_<PROVIDER>_*``)."""
+        return sorted(k for k, v in self._values.items() if k.startswith(prefix) and v.strip())
+
     def has(self, key: str) -> bool:
         return bool((self._raw(key) or "").strip())
 

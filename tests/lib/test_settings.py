@@ -50,6 +50,12 @@ def test_items_split_on_commas_and_blanks() -> None:
     assert Settings({"L": " a, b  c,,d "}).items("L") == ["a", "b", "c", "d"]
 
 
+def test_keys_with_prefix_lists_the_set_keys_in_order() -> None:
+    settings = Settings({"LEXICON_X_B": "1", "LEXICON_X_A": "2", "LEXICON_X_EMPTY": " ",
+                         "LEXICON_Y": "3", "OTHER": "4"})
+    assert settings.keys_with_prefix("LEXICON_X_") == ["LEXICON_X_A", "LEXICON_X_B"]
+
+
 def test_secret_from_file_keeps_inner_whitespace(tmp_path: Path) -> None:
     f = tmp_path / "secret"
     f.write_text("  pass word \n")
