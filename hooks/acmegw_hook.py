@@ -333,10 +333,14 @@ def _user_name() -> str:
 
 def read_conf(path: str, required: bool) -> dict[str, str]:
     """The settings in a dotenv-style file (keys upper-cased); {} if absent and optional."""
-    if not os.path.lexists(path):
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
         if required:
-            raise SettingsError(f"ACMEGW_HOOK_CONF: {path} does not exist")
+            raise SettingsError(f"ACMEGW_HOOK_CONF: {path} does not exist") from None
         return {}
+    except OSError:
+        pass  # a directory the hook may not enter, say: reading says so, with the fix
     data, info = _read_setting_file(path, "", 1 << 20)
     text = data.decode("utf-8", errors="replace")
     parsed = _plain_dotenv(text)

@@ -43,6 +43,19 @@ def test_a_hook_conf_www_data_cannot_read_is_named(hook_program: Path, shared: P
                    "www-data; make the file readable by that user only)\n")
 
 
+def test_a_hook_conf_in_a_directory_www_data_cannot_enter_is_named(hook_program: Path,
+                                                                    shared: Path) -> None:
+    private = shared / "private"
+    private.mkdir(mode=0o700)
+    conf = private / "hook.conf"
+    conf.write_text("ACMEGW_URL=https://127.0.0.1:9/\n")
+    status, err = run_as_httpd(hook_program, ["setup", "example.test", make_value()],
+                               {"ACMEGW_HOOK_CONF": str(conf)})
+    assert status == 2
+    assert err == (f"acmegw-hook: cannot read {conf}: Permission denied (the hook runs as "
+                   "www-data; make the file readable by that user only)\n")
+
+
 def root_conf(shared: Path, mode: int, group: str) -> Path:
     """A hook.conf with a password, owned by root and *group*, as an administrator writes it."""
     conf = shared / "hook.conf"
