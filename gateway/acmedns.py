@@ -207,24 +207,36 @@ class AccountStore:
         return account, key
 
 
-def load_accounts_file(path: Path, delegations: dict[str, str]) -> list[Account]:
-    """Parse pre-registered accounts; raises AccountError naming the entry."""
+def _entries(path: Path) -> list[tuple[str, Any]]:
+    """The file's account entries, each with where it stands; raises AccountError."""
     try:
         data: Any = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise AccountError(f"{path}: {exc}") from None
-    entries: list[tuple[str, Any]] = []
     if isinstance(data, dict) and isinstance(data.get("accounts"), list):
-        entries = [(f"{path}: account {i + 1}", e) for i, e in enumerate(data["accounts"])]
-    elif isinstance(data, dict):
-        entries = [
+        return [(f"{path}: account {i + 1}", e) for i, e in enumerate(data["accounts"])]
+    if isinstance(data, dict):
+        return [
             (f"{path}: {k}", {**v, "domain": k} if isinstance(v, dict) else v)
             for k, v in data.items()
         ]
-    else:
-        raise AccountError(f"{path}: expected a JSON object")
+    raise AccountError(f"{path}: expected a JSON object")
+
+
+def holds_plain_keys(path: Path) -> bool:
+    """True if the accounts file holds an account's key itself (``password``), not
+    only its hash: then it is a secret, like a password file."""
+    try:
+        entries = _entries(path)
+    except AccountError:
+        return False  # reported where the accounts are loaded
+    return any(isinstance(e, dict) and e.get("password") for _, e in entries)
+
+
+def load_accounts_file(path: Path, delegations: dict[str, str]) -> list[Account]:
+    """Parse pre-registered accounts; raises AccountError naming the entry."""
     accounts: list[Account] = []
-    for where, entry in entries:
+    for where, entry in _entries(path):
         if not isinstance(entry, dict):
             raise AccountError(f"{where}: expected an object")
         username, subdomain = entry.get("username"), entry.get("subdomain")

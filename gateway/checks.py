@@ -14,17 +14,25 @@
   user. A missing directory is created as the server would and removed again.
 * **Users' domains** outside ``DNSAPI_DOMAINS``: a warning naming user and domain
   (that user can change nothing there).
-* **A password file others can read**: a warning (:func:`secret_file_warning`).
+* **Files that hold secrets must be private** (:func:`secret_files`): the password
+  file, the TLS key, the dotenv file when it holds a secret setting, each
+  ``<KEY>_FILE`` of a secret, and ``ACMEDNS_ACCOUNTS_FILE`` when it holds keys
+  rather than their hashes. Others may do nothing with them; the group may read
+  one only when root owns it (an admin's deliberate ``root:acmegw 0640``, or a
+  Kubernetes secret with ``fsGroup``), as PostgreSQL rules for its TLS key.
+  Anything more is a problem naming the file and the ``chmod`` that fixes it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+from gateway.acmedns import holds_plain_keys
 from gateway.config import Config
 from gateway.storage import obstacle
 from lib.names import is_within
@@ -47,8 +55,10 @@ def run(settings: Settings, config: Config, users: Iterable[UserEntry] = ()) -> 
             settings.problem(problem)
     for message in users_outside(users, config.managed_domains):
         settings.warn(message)
-    if config.auth.passwd_file is not None:
-        secret_file_warning(settings, "PASSWD_FILE", config.auth.passwd_file)
+    for what, path in secret_files(settings, config):
+        problem = private_file_problem(what, path)
+        if problem is not None:
+            settings.problem(problem)
 
 
 def unknown_settings(settings: Settings) -> list[str]:
@@ -110,21 +120,91 @@ def users_outside(users: Iterable[UserEntry], managed: tuple[str, ...]) -> list[
     return messages
 
 
-def secret_file_warning(settings: Settings, key: str, path: Path) -> None:
-    """Warn when the secrets file *path* (named by *key*) may be read by others.
+# Dotenv keys that hold a secret though no code read them as one this time (a
+# provider not selected, lexicon's options): what such keys are called.
+_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|_API_KEY$|_AUTH_KEY$|_PRIVATE_KEY$")
+_URL_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]*:[^/@\s]+@", re.IGNORECASE)
 
-    The one place that judges a secrets file's mode, so that it can become a
-    start-up error in one change.
+
+def is_secret_setting(settings: Settings, key: str, value: str) -> bool:
+    """Whether *key* (with *value*) is a secret: read as one by the code
+    (:meth:`Settings.secret`), declared with a ``<KEY>_FILE`` form by a provider, named
+    like one, or a URL with a password in it (a proxy's, say)."""
+    if key.endswith("_FILE"):
+        return False  # a file name; the file itself is checked
+    return (
+        key in settings.secret_keys
+        or f"{key}_FILE" in declared_settings()
+        or bool(_SECRET_NAME.search(key))
+        or bool(_URL_PASSWORD.match(value.strip()))
+    )
+
+
+def secret_files(settings: Settings, config: Config) -> list[tuple[str, Path]]:
+    """Every file this configuration reads that holds a secret, with what it is."""
+    files: list[tuple[str, Path]] = []
+    if config.auth.passwd_file is not None:
+        files.append(("PASSWD_FILE", config.auth.passwd_file))
+    if config.tls is not None:
+        files.append(("SSL_KEY", config.tls.key))
+    by_file: dict[str, list[str]] = {}
+    for key, where in settings.file_keys.items():
+        value = settings.get(key)
+        if value and is_secret_setting(settings, key, value):
+            by_file.setdefault(where, []).append(key)
+    for where, keys in by_file.items():
+        files.append((f"the dotenv file (it holds {', '.join(sorted(keys))})", Path(where)))
+    for key in sorted(settings.secret_keys):
+        named = settings.get(f"{key}_FILE")
+        if named:
+            files.append((f"{key}_FILE", Path(named)))
+    accounts = config.acmedns.accounts_file
+    if accounts is not None and holds_plain_keys(accounts):
+        files.append(("ACMEDNS_ACCOUNTS_FILE (it holds acme-dns keys)", accounts))
+    return files
+
+
+def private_file_problem(what: str, path: Path) -> str | None:
+    """Why *path*, which holds secrets, is not private enough, with the fix; None if it is.
+
+    Others may have no access at all; the group may read (never write) only a file
+    root owns.
     """
     try:
-        mode = path.stat().st_mode
+        info = path.stat()
     except OSError:
-        return  # a missing file is reported where it is read
-    if mode & stat.S_IROTH:
-        settings.warn(
-            f"{key}: {path} may be read by every user on this machine "
-            f"(mode {stat.S_IMODE(mode):o}); run `chmod o-rwx {path}`"
-        )
+        return None  # a missing or unreadable file is reported where it is read
+    mode = stat.S_IMODE(info.st_mode)
+    allowed = 0o740 if info.st_uid == 0 else 0o700
+    excess = mode & 0o077 & ~allowed
+    if not excess:
+        return None
+    who = []
+    for name, shift in (("the group", 3), ("every user", 0)):
+        bits = (excess >> shift) & 0o7
+        if bits:
+            verbs = [verb for verb, bit in (("read", 4), ("change", 2), ("run", 1)) if bits & bit]
+            who.append(f"{name} may {' and '.join(verbs)} it")
+    owner = "root" if info.st_uid == 0 else f"uid {info.st_uid}"
+    fix = f"chmod {mode & allowed | 0o400:03o} {path}"
+    ours = {os.getegid(), *os.getgroups()}
+    if info.st_uid == 0 and os.geteuid() != 0 and info.st_gid not in ours:
+        # We read it as "every user" now; through the group once the chmod is done.
+        fix = f"chgrp {group_name()} {path}; {fix}"
+    return (
+        f"{what}: {path} holds secrets, but {' and '.join(who)} (mode {mode:03o}, owner "
+        f"{owner}): run `{fix}`"
+    )
+
+
+def group_name() -> str:
+    """This process's group, for a ``chgrp`` that lets it read a root-owned file."""
+    try:
+        import grp
+
+        return grp.getgrgid(os.getegid()).gr_name
+    except (ImportError, KeyError):
+        return str(os.getegid())
 
 
 def user_name() -> str:

@@ -49,6 +49,8 @@ class Settings:
         # The keys that came from a settings file, and which one: those, unlike the
         # environment (which holds everything), can be checked for unknown keys.
         self.file_keys: dict[str, str] = {}
+        # The keys read as secrets (:meth:`secret`): the files that hold them must be private.
+        self.secret_keys: set[str] = set()
 
     def problem(self, message: str) -> None:
         """Record a problem to report at the end of configuration (once: the gateway
@@ -90,6 +92,7 @@ class Settings:
         The file's trailing newline is dropped; other whitespace is kept, since
         it may be part of the secret.
         """
+        self.secret_keys.add(key)
         direct = self._raw(key) or None
         file_name = self.get(f"{key}_FILE")
         if direct is not None and file_name is not None:

@@ -119,6 +119,7 @@ def write_accounts_file(path: Path, domain: str, account: AcmeDnsAccount, fulldo
     if fulldomain:
         entry["fulldomain"] = account.fulldomain
     path.write_text(json.dumps({domain: entry}))
+    path.chmod(0o600)  # it holds keys: the gateway wants it private
     return path
 
 

@@ -37,6 +37,7 @@ def write_dotenv(folder: Path, text: str, **more: str) -> Path:
     dotenv = folder / "gateway.env"
     lines = [text.strip()] + [f"{key}={value}" for key, value in more.items()]
     dotenv.write_text("\n".join(lines) + "\n")
+    dotenv.chmod(0o600)  # it may hold secrets: the gateway wants it private
     return dotenv
 
 
@@ -265,7 +266,7 @@ def test_users_outside_the_managed_domains_are_named() -> None:
     ]
 
 
-def test_check_config_warns_of_users_outside_and_a_password_file_others_read(
+def test_check_config_warns_of_users_outside_and_refuses_a_password_file_others_read(
     tmp_path: Path,
 ) -> None:
     passwd = tmp_path / "acmepasswd"
@@ -275,14 +276,15 @@ def test_check_config_warns_of_users_outside_and_a_password_file_others_read(
     passwd.chmod(0o644)
     dotenv = write_dotenv(tmp_path, BASE_DOTENV, BASIC_AUTH="sufficient", PASSWD_FILE=str(passwd))
     result = check(tmp_path, dotenv)
+    assert result.returncode == 2, result  # a readable password file is a problem
+    assert f"PASSWD_FILE: {passwd} holds secrets, but every user may read it" in result.stderr
+    fix = "chmod 640" if os.geteuid() == 0 else "chmod 600"  # root's file may be group-read
+    assert "(mode 644, owner " in result.stderr and f"`{fix} {passwd}`" in result.stderr
+
+    passwd.chmod(0o600)
+    result = check(tmp_path, dotenv)
     assert result.returncode == 0, result  # warnings, not problems
     assert "configuration OK" in result.stdout
     assert "warning: user bob: domain example.net lies outside DNSAPI_DOMAINS" in result.stderr
     assert "alice" not in result.stderr
-    assert f"warning: PASSWD_FILE: {passwd} may be read by every user" in result.stderr
-    assert "(mode 644)" in result.stderr
-
-    passwd.chmod(0o600)
-    result = check(tmp_path, dotenv)
-    assert result.returncode == 0, result
     assert "PASSWD_FILE" not in result.stderr

@@ -723,6 +723,18 @@ def test_an_original_installation_starts_unchanged(
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
 
+    # Files with secrets that others may read are the one thing that must change: the
+    # refusal names each and the chmod that fixes it.
+    with pytest.raises(ConfigError) as info:
+        server.prepare(["-e", str(install / ".env")], {})
+    fixes = [p.rpartition("run `")[2].rstrip("`") for p in info.value.problems]
+    assert sorted(f.rpartition(" ")[2] for f in fixes) == sorted(
+        str(install / name) for name in (".env", "acmepasswd", "key.pem")
+    )
+    for fix in fixes:
+        mode, path = fix.removeprefix("chmod ").split(" ")
+        Path(path).chmod(int(mode, 8))
+
     config, provider, passwords, tls = server.prepare(["-e", str(install / ".env")], {})
     assert provider.name == "openprovider"
     assert config.managed_domains == ("example.com", "sub.example.net")

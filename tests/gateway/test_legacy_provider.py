@@ -378,6 +378,7 @@ def test_password_from_a_file(where: Setup, tmp_path: Path) -> None:
     argv, env = where.as_module()
     del env["DNSAPI_PASSWORD"]
     (tmp_path / "dnsapi-password").write_text(API_PASSWORD + "\n")
+    (tmp_path / "dnsapi-password").chmod(0o600)
     env["DNSAPI_PASSWORD_FILE"] = str(tmp_path / "dnsapi-password")
     server.prepare(argv, env)
     assert where.calls.events("init")[0]["password"] == API_PASSWORD

@@ -88,10 +88,11 @@ class CA:
         return Pair(cert.public_bytes(serialization.Encoding.PEM), key_pem, serial)
 
 
-def replace_file(path: Path, data: bytes) -> None:
-    """Write atomically, as certbot and most renewal tools do."""
+def replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write atomically, as certbot and most renewal tools do (keys with mode 600)."""
     tmp = path.with_name(path.name + ".new")
     tmp.write_bytes(data)
+    tmp.chmod(mode)
     os.replace(tmp, path)
 
 
@@ -121,7 +122,7 @@ class Site:
         }
 
     def install(self, pair: Pair) -> None:
-        replace_file(self.key, pair.key)
+        replace_file(self.key, pair.key, 0o600)
         replace_file(self.cert, pair.cert)
 
     def served_serial(self) -> int:
@@ -222,6 +223,7 @@ def test_certbot_style_symlink_renewals_are_served(tmp_path: Path, ca: CA) -> No
     for number, pair in ((1, first), (2, second)):
         (archive / f"cert{number}.pem").write_bytes(pair.cert)
         (archive / f"privkey{number}.pem").write_bytes(pair.key)
+        (archive / f"privkey{number}.pem").chmod(0o600)
 
     def point(number: int) -> None:
         for link, target in ((site.key, f"privkey{number}.pem"), (site.cert, f"cert{number}.pem")):

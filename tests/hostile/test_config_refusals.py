@@ -1,17 +1,25 @@
 """A confused admin's configuration is refused, never quietly made more open.
 
 Each case starts the real gateway (``python -m gateway``) the way an admin
-would. A configuration that would let every address in without a password,
-or that writes a network with host bits set (``192.0.2.10/0``, which Python's
-``ip_network(strict=False)`` turns into ``0.0.0.0/0``), must stop start-up with
-exit status 2 and a message naming the setting; ``--check-config`` must say
-the same. Where the gateway does start, the test shows what the mistake let
-through.
+would. These must stop start-up with exit status 2 and a message naming the
+setting or file (``--check-config`` must say the same):
+
+* a configuration that would let every address in without a password, or a
+  network with host bits set (``192.0.2.10/0``, which Python's
+  ``ip_network(strict=False)`` turns into ``0.0.0.0/0``);
+* a file holding secrets that others may read: the password file, the TLS key,
+  a dotenv file with a secret setting in it, a ``<KEY>_FILE`` secret, an
+  acme-dns accounts file with keys in it. All of them are named in one message,
+  each with the ``chmod`` that fixes it.
+
+Where the gateway does start, the test shows what the mistake let through.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import time
 from pathlib import Path
 
@@ -110,3 +118,106 @@ def test_register_refuses_allowfrom_with_host_bits(tmp_path: Path) -> None:
         assert good.status == 201 and good.json()["allowfrom"] == ["127.0.0.9/32"]
     finally:
         gw.stop()
+
+
+# -- files that hold secrets -----------------------------------------------------------------
+
+TSIG_SECRET = base64.b64encode(b"k" * 32).decode()
+
+
+def secret_settings(tmp: Path, port: int) -> dict[str, str]:
+    """Every kind of secret file at once, each private; the dotenv file holds the rest."""
+    (tmp / "tsig.secret").write_text(TSIG_SECRET + "\n")
+    accounts = tmp / "accounts.json"
+    accounts.write_text(json.dumps({"accounts": [
+        {"username": "u", "password": "p" * 40, "subdomain": "s",
+         "fulldomain": "s.acme.example.test"},
+    ]}))
+    dotenv = tmp / "gateway.env"
+    dotenv.write_text(
+        "PROVIDER=rfc2136\nRFC2136_SERVER=127.0.0.1\nRFC2136_TSIG_KEY_NAME=acmegw.\n"
+        f"RFC2136_TSIG_SECRET_FILE={tmp / 'tsig.secret'}\n"
+        # A provider that is not selected: its secret is a secret all the same.
+        "CLOUDFLARE_API_TOKEN=not-used-but-secret\n"
+    )
+    settings = base_settings(tmp, port, BASIC_AUTH="required", ACMEDNS_ZONE="acme.example.test",
+                             ACMEDNS_ACCOUNTS_FILE=str(accounts), DOTENV=str(dotenv))
+    del settings["PROVIDER"]
+    for path in (tmp / "tsig.secret", accounts, dotenv, tmp / "acmepasswd"):
+        path.chmod(0o600)
+    return settings
+
+
+SECRET_FILES = {
+    "PASSWD_FILE": "acmepasswd",
+    "RFC2136_TSIG_SECRET_FILE": "tsig.secret",
+    "ACMEDNS_ACCOUNTS_FILE (it holds acme-dns keys)": "accounts.json",
+    "the dotenv file (it holds CLOUDFLARE_API_TOKEN)": "gateway.env",
+}
+
+
+def test_private_secret_files_start(tmp_path: Path) -> None:
+    port = free_port()
+    check = run_gateway(tmp_path, secret_settings(tmp_path, port), ["--check-config"])
+    assert check.returncode == 0, check.stderr
+
+
+def test_world_readable_secret_files_stop_start_up_all_named_at_once(tmp_path: Path) -> None:
+    port = free_port()
+    settings = secret_settings(tmp_path, port)
+    for name in SECRET_FILES.values():
+        (tmp_path / name).chmod(0o644)
+    status, said = start(tmp_path, settings, port)
+    assert status == 2, said
+    check = run_gateway(tmp_path, settings, ["--check-config"])
+    assert check.returncode == 2
+    for what, name in SECRET_FILES.items():
+        path = tmp_path / name
+        fix = "chmod 640" if os.geteuid() == 0 else "chmod 600"  # root's: group may read
+        line = next((ln for ln in said.splitlines() if str(path) in ln), "")
+        expected = f"- {what}: {path} holds secrets, but every user may read it (mode 644"
+        assert line.strip().startswith(expected), said
+        assert line.endswith(f"`{fix} {path}`"), line
+        assert line in check.stderr
+    assert TSIG_SECRET not in said and "not-used-but-secret" not in said
+
+
+def test_a_dotenv_file_without_secrets_may_be_read(tmp_path: Path) -> None:
+    port = free_port()
+    settings = secret_settings(tmp_path, port)
+    (tmp_path / "gateway.env").write_text("PROVIDER=memory\n")
+    (tmp_path / "gateway.env").chmod(0o644)
+    (tmp_path / "accounts.json").write_text(json.dumps({"accounts": [
+        {"username": "u", "password_hash": "sha256$00$00", "subdomain": "s",
+         "fulldomain": "s.acme.example.test"},
+    ]}))
+    (tmp_path / "accounts.json").chmod(0o644)  # hashes only: no secret
+    check = run_gateway(tmp_path, settings, ["--check-config"])
+    assert check.returncode == 0, check.stderr
+
+
+def test_a_proxy_password_in_a_readable_dotenv_file_is_refused(tmp_path: Path) -> None:
+    port = free_port()
+    settings = base_settings(tmp_path, port, BASIC_AUTH="required")
+    dotenv = tmp_path / "gateway.env"
+    dotenv.write_text("ALL_PROXY=http://proxyuser:proxypass@127.0.0.1:3128\n")
+    settings["DOTENV"] = str(dotenv)
+    check = run_gateway(tmp_path, settings, ["--check-config"])
+    assert check.returncode == 2
+    assert "the dotenv file (it holds ALL_PROXY)" in check.stderr
+    assert "proxypass" not in check.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_group_read_is_for_root_owned_files_only(tmp_path: Path) -> None:
+    port = free_port()
+    settings = secret_settings(tmp_path, port)
+    passwd = tmp_path / "acmepasswd"
+    passwd.chmod(0o640)  # root:root 0640, as an admin grants a group (or Kubernetes fsGroup)
+    assert run_gateway(tmp_path, settings, ["--check-config"]).returncode == 0
+    os.chown(passwd, 65534, 65534)  # someone else's file that the group may read
+    check = run_gateway(tmp_path, settings, ["--check-config"])
+    assert check.returncode == 2
+    assert f"the group may read it (mode 640, owner uid 65534): run `chmod 600 {passwd}`" in (
+        check.stderr
+    )

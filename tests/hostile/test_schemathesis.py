@@ -60,6 +60,7 @@ def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             }
         )
     )
+    accounts.chmod(0o600)  # it holds keys: the gateway wants it private
     port = free_port()
     settings_ = {
         "PROVIDER": "memory",
