@@ -48,7 +48,7 @@ from typing import Any, NoReturn
 from lib.acme import jws
 from lib.acme.cas import DEFAULT_CA, KNOWN_CAS, directory_url
 from lib.acme.client import REVOCATION_REASONS, ExternalAccount
-from lib.acme.dns01 import environment, read_password_file
+from lib.acme.dns01 import environment, provider_settings, read_password_file
 from lib.acme.errors import AcmeError, LockBusy, StateError, UsageError
 from lib.acme.identifiers import dns_identifier
 from lib.acme.issuance import Driver, Outcome
@@ -276,7 +276,7 @@ def _options(args: argparse.Namespace) -> Options:
     )
 
 
-def _solver_config(args: argparse.Namespace) -> dict[str, Any]:
+def _solver_config(args: argparse.Namespace, domains: Sequence[str]) -> dict[str, Any]:
     env = environment()
     if args.gateway_url:
         if args.provider:
@@ -301,7 +301,14 @@ def _solver_config(args: argparse.Namespace) -> dict[str, Any]:
         return config
     provider = args.provider or env.get("PROVIDER")
     if provider or env.get("DNSAPI_MODULE"):
-        return {"kind": "provider", "provider": args.provider}
+        # Checked now, and kept for renewals, which run without this environment (a
+        # timer): every setting the provider read except secrets, kept as *_FILE paths.
+        kept = provider_settings(env, domains, args.provider)
+        for key in kept.secrets_from_environment:
+            sys.stderr.write(f"{PROG}: warning: {key} is a secret and is not kept: renewals "
+                             f"need it in their environment too; set {key}_FILE=/path/to/file "
+                             "instead and it is read from there at each renewal\n")
+        return {"kind": "provider", "provider": args.provider, "settings": kept.values}
     raise UsageError("say how to publish dns-01 values: --gateway-url URL, or --provider NAME "
                      "(PROVIDER=NAME in the environment) with that provider's settings")
 
@@ -310,7 +317,7 @@ def _lineage(args: argparse.Namespace) -> Lineage:
     domains = _domains(args.domain)
     name = check_lineage_name(args.name or lineage_name_for(domains))
     servers = [directory_url(s) for s in (args.server or [DEFAULT_CA])]
-    solver = _solver_config(args)
+    solver = _solver_config(args, domains)
     lineage = Lineage(
         name=name, domains=domains, servers=list(dict.fromkeys(servers)),
         key_type=args.key_type, reuse_key=args.reuse_key,

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import base64
 import concurrent.futures
 import logging
 import os
+import secrets
 import stat
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -39,6 +41,7 @@ from typing import Any, TypeVar
 import requests
 
 from lib.acme.errors import SolverError, UsageError
+from lib.acme.transport import describe_request_error
 from lib.dnscheck import PropagationError, PropagationSettings, wait_for_txt
 from lib.names import challenge_name
 from lib.settings import Settings
@@ -132,13 +135,29 @@ class GatewaySolver(Solver):
         except requests.exceptions.Timeout:
             raise SolverError(f"gateway {argument} of {record.fqdn}: no answer within "
                               f"{timeout:g}s") from None
+        except requests.exceptions.SSLError as exc:
+            hint = "" if self.ca_file else ("; for a gateway whose certificate is not from a "
+                                            "CA this system trusts, pass --gateway-ca-file")
+            raise SolverError(f"gateway {argument} of {record.fqdn}: TLS with {self.url} "
+                              f"failed ({describe_request_error(exc)}){hint}") from None
         except requests.exceptions.RequestException as exc:
             raise SolverError(f"gateway {argument} of {record.fqdn}: cannot reach {self.url} "
-                              f"({type(exc).__name__})") from None
+                              f"({describe_request_error(exc)})") from None
         wanted = (200, 201) if argument == "setup" else (200,)
         if response.status_code in wanted:
             return
         raise SolverError(f"gateway {argument} of {record.fqdn}: {_gateway_problem(response)}")
+
+    def check(self, domains: Sequence[str], report: Report) -> None:
+        """Before anything is ordered: is the gateway reachable, trusted, does it take the
+        credentials, and may this user change every name? One teardown per name of a
+        value never published (the gateway removes only the value it is given, so
+        nothing of anyone else's is touched); each problem a :class:`SolverError`."""
+        names = list(dict.fromkeys(d.removeprefix("*.") for d in domains))
+        probes = [TxtRecord(name, _never_published()) for name in names]
+        _in_parallel([lambda r=r: self._call("teardown", r) for r in probes])  # type: ignore[misc]
+        report(f"the gateway {self.url} takes these credentials for "
+               f"{', '.join(challenge_name(n) for n in names)}")
 
     def setup(self, records: Sequence[TxtRecord], report: Report) -> None:
         _in_parallel([lambda r=r: self._call("setup", r) for r in records])  # type: ignore[misc]
@@ -156,6 +175,11 @@ class GatewaySolver(Solver):
             except SolverError as exc:
                 problems.append(str(exc))
         return problems
+
+
+def _never_published() -> str:
+    """A dns-01-shaped value no one ever published (43 random base64url characters)."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
 
 
 def _gateway_problem(response: requests.Response) -> str:
@@ -319,6 +343,38 @@ def provider_solver(env: Mapping[str, str], domains: Sequence[str],
     *domains* become the managed domains (the builtin provider serves their
     ``_acme-challenge`` names). Raises UsageError listing every settings problem.
     """
+    provider, _, _ = _provider(env, domains, provider_name)
+    return ProviderSolver(provider, propagation)
+
+
+@dataclass(frozen=True)
+class KeptSettings:
+    """What a renewal needs of a provider's settings, read when the certificate is issued.
+
+    ``values``: every setting the provider read, except secrets (a secret is kept by
+    reference only: its ``<KEY>_FILE`` path) and proxy URLs (the environment's business).
+    ``secrets_from_environment``: the secrets that were given directly in the
+    environment, which a renewal can only find in its own environment.
+    """
+
+    values: dict[str, str]
+    secrets_from_environment: tuple[str, ...]
+
+
+def provider_settings(env: Mapping[str, str], domains: Sequence[str],
+                      provider_name: str | None = None) -> KeptSettings:
+    """Check the provider's settings without starting it (UsageError listing every
+    problem) and say what a renewal must keep of them."""
+    _, settings, values = _provider(env, domains, provider_name)
+    keep = {key: values[key] for key in sorted(settings.asked)
+            if (values.get(key) or "").strip() and key not in settings.secret_keys
+            and key.upper() not in _PROXY_KEYS and not _has_userinfo(values[key])}
+    direct = tuple(sorted(key for key in settings.secret_keys if (values.get(key) or "").strip()))
+    return KeptSettings(keep, direct)
+
+
+def _provider(env: Mapping[str, str], domains: Sequence[str], provider_name: str | None
+              ) -> tuple[Provider, Settings, dict[str, str]]:
     values = dict(env)
     if provider_name:
         values["PROVIDER"] = provider_name
@@ -331,7 +387,15 @@ def provider_solver(env: Mapping[str, str], domains: Sequence[str],
     if provider is None or settings.problems:
         raise UsageError("DNS provider settings: " + "; ".join(settings.problems or
                                                                ["no provider"]))
-    return ProviderSolver(provider, propagation)
+    return provider, settings, values
+
+
+_PROXY_KEYS = frozenset({"ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"})
+
+
+def _has_userinfo(value: str) -> bool:
+    """A URL with a user (and perhaps a password) in it: never kept on disk."""
+    return "://" in value and "@" in value.split("://", 1)[1].split("/", 1)[0]
 
 
 def environment() -> dict[str, str]:

@@ -26,7 +26,13 @@ from pathlib import Path
 
 from lib.acme.accounts import Accounts
 from lib.acme.client import AcmeClient
-from lib.acme.dns01 import GatewaySolver, Solver, provider_solver, read_password_file
+from lib.acme.dns01 import (
+    GatewaySolver,
+    Solver,
+    provider_settings,
+    provider_solver,
+    read_password_file,
+)
 from lib.acme.errors import (
     AcmeError,
     HookFailed,
@@ -295,6 +301,8 @@ class Driver:
         """A certificate for *lineage* from the first of its CAs that gives one."""
         self.accounts.remember_ca_file(lineage)
         with closing(LazySolver(lambda: self.make_solver(lineage))) as solver:
+            self.preflight(lineage, solver)
+
             def at(server: str) -> Issued:
                 flow = OrderFlow(self.accounts.client(server), self.store, self.progress,
                                  self.options, solver, lineage, previous)
@@ -313,10 +321,34 @@ class Driver:
                                  password=password, ca_file=config.get("ca_file"),
                                  propagation=propagation)
         if config.get("kind") == "provider":
-            return provider_solver(self.options.env, lineage.domains, propagation,
+            return provider_solver(self._provider_env(lineage), lineage.domains, propagation,
                                    config.get("provider"))
         raise UsageError(f"certificate {lineage.name}: no way to publish dns-01 values "
                          "(--gateway-url, or PROVIDER=... in the environment)")
+
+    def _provider_env(self, lineage: Lineage) -> dict[str, str]:
+        """The settings kept when the certificate was issued, under this run's environment."""
+        kept = lineage.solver.get("settings")
+        return {**(kept if isinstance(kept, dict) else {}), **self.options.env}
+
+    def preflight(self, lineage: Lineage, solver: LazySolver) -> None:
+        """Before anything is ordered, check what the DNS side needs: the provider's
+        settings, or the gateway's reachability, trust, credentials and names. A failed
+        check leaves no order behind at the CA."""
+        config = lineage.solver
+        if config.get("kind") == "provider":
+            try:
+                provider_settings(self._provider_env(lineage), lineage.domains,
+                                  config.get("provider"))
+            except UsageError as exc:
+                raise UsageError(f"{exc} (with the settings kept when the certificate was "
+                                 "issued, and this run's environment: a secret given directly "
+                                 "must be in it, or in its *_FILE)") from None
+        elif config.get("kind") == "gateway":
+            active = solver.get()
+            if isinstance(active, GatewaySolver):
+                self.step(f"Checking the gateway {active.url} before ordering")
+                active.check(lineage.domains, lambda message: self.step(f"DNS: {message}"))
 
     # --- the deploy hook ----------------------------------------------------------------
 

@@ -125,12 +125,13 @@ class Transport:
                                              verify=self._verify,
                                              allow_redirects=method == "GET", **kwargs)
         except requests.exceptions.SSLError as exc:
-            raise TransportError(f"TLS with {host_of(url)} failed ({_reason(exc)}); "
+            raise TransportError(f"TLS with {host_of(url)} failed ({describe_request_error(exc)}); "
                                  "for a private CA pass its certificate with --ca-file") from None
         except requests.exceptions.Timeout:
             raise NoAnswer(f"{host_of(url)} did not answer within {wait:g}s") from None
         except requests.exceptions.RequestException as exc:
-            raise TransportError(f"cannot reach {host_of(url)}: {_reason(exc)}") from None
+            raise TransportError(
+                f"cannot reach {host_of(url)}: {describe_request_error(exc)}") from None
         log.debug("%s %s -> %s", method, url, response.status_code)
         nonce = response.headers.get("Replay-Nonce")
         if nonce and _NONCE.match(nonce):
@@ -242,7 +243,7 @@ def json_of(response: requests.Response, what: str) -> Any:
                              f"(HTTP {response.status_code}, {content_type})") from None
 
 
-def _reason(exc: BaseException) -> str:
+def describe_request_error(exc: BaseException) -> str:
     """The innermost cause of a requests error, short (urllib3 nests them deeply)."""
     while exc.__context__ is not None and not str(exc).strip():
         exc = exc.__context__

@@ -58,9 +58,9 @@ class Site:
     password_file: Path
     secret_file: Path
 
-    def run(self, *args: str) -> tuple[int, str, str]:
+    def run(self, *args: str, state: Path | None = None) -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()
-        argv = [*args, "--state-dir", str(self.folder / "state"),
+        argv = [*args, "--state-dir", str(state or self.folder / "state"),
                 "--ca-file", str(self.pebble.ca_file)]
         if args[0] == "issue":
             argv += ["--server", self.pebble.url, "--agree-tos", "--eab-kid", EAB_KID,
@@ -239,3 +239,40 @@ def test_values_left_by_a_killed_run_are_withdrawn_by_the_next(
     assert status == 0, err.getvalue()
     assert f"{name}: removed 1 TXT value(s) left by an interrupted run" in err.getvalue()
     assert site.bind.txt(f"_acme-challenge.{name}") == set()
+
+
+def test_a_provider_renewal_needs_no_environment_but_its_secrets(
+        site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Renewals run from a timer, without the environment the certificate was issued
+    with: the provider's settings are kept (a secret only as its *_FILE path)."""
+    state = tmp_path / "state"
+    for setting, value in site.provider_env().items():
+        monkeypatch.setenv(setting, value)
+    monkeypatch.delenv("PROVIDER", raising=False)
+    status, _, err = site.run("issue", "-d", "www.example.test", "--provider", "rfc2136",
+                              "--propagation-nameservers", site.bind.address, state=state)
+    assert status == 0, err
+    meta = (tmp_path / "state" / "certificates" / "www.example.test" / "meta.json").read_text()
+    assert site.bind.key.secret not in meta and str(site.secret_file) in meta
+
+    for setting in site.provider_env():
+        monkeypatch.delenv(setting)
+    status, out, err = site.run("renew", "--force", state=state)
+    assert status == 0, err
+    assert "www.example.test: renewed" in out
+
+    # A secret given directly is not kept: issue warns, and renew says so up front.
+    monkeypatch.setenv("RFC2136_TSIG_SECRET", site.bind.key.secret)
+    for setting, value in site.provider_env().items():
+        if setting != "RFC2136_TSIG_SECRET_FILE":
+            monkeypatch.setenv(setting, value)
+    status, _, err = site.run("issue", "-d", "sub.example.test", "--provider", "rfc2136",
+                              "--propagation-nameservers", site.bind.address, state=state)
+    assert status == 0, err
+    assert "RFC2136_TSIG_SECRET is a secret and is not kept" in err
+    monkeypatch.delenv("RFC2136_TSIG_SECRET")
+    status, out, err = site.run("renew", "--force", "--name", "sub.example.test",
+                                state=state)
+    assert status == 1
+    assert "a secret given directly must be in it" in out
+    assert "newOrder" not in err

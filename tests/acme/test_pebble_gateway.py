@@ -110,7 +110,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 def test_eab_is_required_and_the_password_file_must_be_private(site: Site) -> None:
     status, _, err = site.run("issue", "-d", "example.test", "--server", site.pebble.url,
-                              "--agree-tos", "--gateway-url", site.gateway_url)
+                              "--agree-tos", "--gateway-url", site.gateway_url,
+                              "--gateway-user", USER, "--gateway-password-file",
+                              str(site.password_file), "--gateway-ca-file", str(site.gateway_ca))
     assert status == 2
     assert "requires external account binding: pass --eab-kid and --eab-hmac-key" in err
 
@@ -233,3 +235,35 @@ def test_an_order_finalized_by_a_killed_run_is_resumed_by_the_next(
     key = serialization.load_pem_private_key((files / "privkey.pem").read_bytes(), None)
     assert x509.load_pem_x509_certificate((files / "cert.pem").read_bytes()).public_key() \
         == key.public_key()
+
+
+@pytest.mark.parametrize("mistake", ["password", "trust", "name"])
+def test_the_gateway_is_checked_before_anything_is_ordered(site: Site, tmp_path: Path,
+                                                           mistake: str) -> None:
+    """A refusal by the gateway used to come after the order was placed (each failed run
+    left a pending order at the CA) and a TLS failure said only "(SSLError)"."""
+    args = site.issue_args("--name", f"check-{mistake}", "--state-dir", str(tmp_path / "s"))
+    if mistake == "password":
+        wrong = tmp_path / "wrong.password"
+        wrong.write_text("not the password\n")
+        wrong.chmod(0o600)
+        args[args.index(str(site.password_file))] = str(wrong)
+        expected = "HTTP 401"
+    elif mistake == "trust":
+        at = args.index("--gateway-ca-file")
+        del args[at:at + 2]
+        expected = "certificate verify failed"
+    else:
+        args[args.index("example.test"):args.index("*.example.test") + 1] = [
+            "www.example.test", "-d", "www.example.org"]
+        expected = "HTTP 403"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(args)
+    assert status == 1, err.getvalue()
+    assert "Checking the gateway" in err.getvalue()
+    assert expected in out.getvalue(), out.getvalue()
+    if mistake == "trust":
+        assert "pass --gateway-ca-file" in out.getvalue()
+    # Nothing reached the CA: not even its directory.
+    assert "Directory" not in err.getvalue() and "newOrder" not in err.getvalue()
