@@ -46,12 +46,11 @@ class Settings:
         self.warnings: list[str] = []
         # Every key asked for, set or not: what the code reading these settings knows.
         self.asked: set[str] = set()
-        # The keys asked for through secret(): what must never be stored or shown.
-        self.secret_keys: set[str] = set()
         # The keys that came from a settings file, and which one: those, unlike the
         # environment (which holds everything), can be checked for unknown keys.
         self.file_keys: dict[str, str] = {}
-        # The keys read as secrets (:meth:`secret`): the files that hold them must be private.
+        # The keys read as secrets (:meth:`secret`): the files that hold them must be private,
+        # and no caller may store or show their values.
         self.secret_keys: set[str] = set()
 
     def problem(self, message: str) -> None:
