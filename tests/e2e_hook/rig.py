@@ -125,8 +125,9 @@ def build_hook_venv(directory: Path) -> Path:
 
 def write_hook_conf(directory: Path, gateway_url: str, ca_file: Path, *,
                     timeout: str = "60", httpd: bool = True) -> Path:
-    """hook.conf with the password in it, mode 600 as documented; owned by www-data
-    when *httpd* (mod_md runs the hook as that user), else by whoever runs the test."""
+    """hook.conf with the password in it, as the README sets it up: owned by root, group
+    www-data, mode 640 when *httpd* (mod_md runs the hook as www-data); else owned by
+    whoever runs the test, mode 600. The log belongs to the hook's user."""
     conf = directory / "hook.conf"
     log = directory / "hook.log"
     conf.write_text(
@@ -141,7 +142,8 @@ def write_hook_conf(directory: Path, gateway_url: str, ca_file: Path, *,
     conf.chmod(0o600)
     log.touch(mode=0o600)
     if httpd:
-        give_to_httpd(conf, 0o600)
+        os.chown(conf, 0, httpd_ids()[1])
+        conf.chmod(0o640)
         give_to_httpd(log, 0o600)
     return conf
 

@@ -7,7 +7,6 @@ serves the value, and fails with one line when a server never does.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from providers.builtin import BuiltinProvider, BuiltinSettings
@@ -48,9 +47,7 @@ async def test_a_server_that_never_serves_the_value_fails_the_setup(
         gw = await gateway()
         env = hook_env(gw.url, ACMEGW_PROPAGATION_NAMESERVERS=f"127.0.0.1:{dns_port}",
                        ACMEGW_TIMEOUT="2")
-        started = time.monotonic()
         result = await call(["setup", "example.test", make_value()], env)
-        assert time.monotonic() - started < 3.0
     finally:
         await silent.aclose()
     assert result.status == 1
