@@ -16,9 +16,11 @@ in one of two ways:
 
 The package has one module per layer, as Knot DNS has: :mod:`.store` (zone
 data, its index, the wire-format answers), :mod:`.network` (UDP and TCP, size
-and connection limits), :mod:`.rrl` (response rate limiting), :mod:`.server`
-(the server that puts them together) and :mod:`.serial` (the SOA serial that
-never goes back).
+and connection limits), :mod:`.rrl` (response rate limiting) and :mod:`.serial`
+(the SOA serial that never goes back). The server runs in a process of its
+own (:mod:`.server`, started and fed by :mod:`.process`), so that a flood of
+queries never competes with the HTTP API for the interpreter; this class
+keeps the records, binds the ports and tells that process every change.
 
 Settings:
 
@@ -51,7 +53,12 @@ API permissions: none. Listening on port 53 needs root or ``CAP_NET_BIND_SERVICE
 Quirks:
 
 * Records live in memory (``volatile``): the gateway re-adds its journaled
-  records after a restart.
+  records after a restart. The SOA serial is kept in ``STATE_DIR``
+  (``builtin-serial``) so that it never goes back.
+* The server process (``python -m providers.builtin``, about 28 MB) runs at a
+  lower CPU priority than the gateway; if it dies it is started again with
+  every record, and it exits when the gateway does. Its log lines appear in
+  the gateway's log; it takes the log level the gateway has at start-up.
 * Names it does not serve get REFUSED and no AA flag; ``add_txt`` refuses them
   too, so nothing is reported as published that nobody can see. Removing from a
   name it does not serve is a no-op, since nothing can be there.
@@ -71,15 +78,16 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar, Self
 
-from lib.dnscheck import format_server
 from lib.names import InvalidName, normalize_name
 from lib.settings import Settings
 from providers.base import Provider, ProviderContext, ProviderError
-from providers.builtin.network import TcpLimits
+from providers.builtin.network import TcpLimits, bind_tcp, bind_udp
+from providers.builtin.process import ServerProcess, ServerProcessError
 from providers.builtin.rrl import IPNetwork
 from providers.builtin.serial import (
     FileSerialStore,
@@ -88,7 +96,7 @@ from providers.builtin.serial import (
     first_serial,
     next_serial,
 )
-from providers.builtin.server import DnsServer, ServerConfig
+from providers.builtin.server import ServerConfig
 from providers.builtin.store import Labels, Served, labels_of, text_of
 
 __all__ = ["MAX_VALUES_PER_NAME", "BuiltinProvider", "BuiltinSettings", "parse_listen"]
@@ -125,7 +133,9 @@ class BuiltinSettings:
     rate_limit_slip: int = 2
     rate_limit_exempt: tuple[IPNetwork, ...] = ()
     tcp: TcpLimits = field(default_factory=TcpLimits)
-    # Not a setting users need; tests shorten it.
+    # Not settings users need: how long the server process may take to start,
+    # and to stop before it is killed.
+    start_timeout: float = 30.0
     close_timeout: float = 5.0
 
 
@@ -198,7 +208,8 @@ class BuiltinProvider(Provider):
         self.serials: SerialStore = serials or MemorySerialStore()
         self.records: dict[Labels, list[str]] = {}
         self.serial: int | None = None
-        self.server: DnsServer | None = None
+        self.server: ServerProcess | None = None
+        self._sockets: list[tuple[socket.socket, socket.socket]] = []
 
     def _default_nameservers(self) -> tuple[str, ...]:
         if self.zone:
@@ -332,7 +343,7 @@ class BuiltinProvider(Provider):
         else:
             self.records.pop(key, None)
         if self.server is not None:
-            self.server.set_values(key, [v.encode("ascii") for v in values], serial)
+            await self.server.set(key, values, serial)
 
     def _current_serial(self) -> int:
         if self.serial is None:
@@ -347,40 +358,65 @@ class BuiltinProvider(Provider):
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """The (host, port) pairs the UDP servers listen on, once open."""
-        return [] if self.server is None else self.server.addresses
+        return [udp.getsockname()[:2] for udp, _ in self._sockets]
+
+    def _snapshot(self) -> tuple[list[tuple[Labels, list[str]]], int]:
+        return list(self.records.items()), self._current_serial()
+
+    def _bind(self) -> None:
+        # Imported here, not at the top: the server process imports this package
+        # too, and needs nothing of lib.dnscheck (which takes a tenth of a second).
+        from lib.dnscheck import format_server
+
+        for host, port in self.settings.listen:
+            try:
+                tcp = bind_tcp(host, port)
+                try:
+                    udp = bind_udp(host, port)
+                except BaseException:
+                    tcp.close()
+                    raise
+            except OSError as exc:
+                raise self.error(
+                    f"cannot listen on {format_server(host, port)}: {exc.strerror or exc}",
+                    hint=_bind_hint(exc, port),
+                ) from None
+            self._sockets.append((udp, tcp))
 
     async def open(self) -> None:
         if self.server is not None:
             return
-        serial = self._current_serial()
-        config = ServerConfig(
-            served=self.served,
-            nameservers=tuple(labels_of(ns) for ns in self.nameservers),
-            ttl=self.settings.ttl,
-            rate_limit=self.settings.rate_limit,
-            rate_limit_slip=self.settings.rate_limit_slip,
-            rate_limit_exempt=self.settings.rate_limit_exempt,
-            tcp=self.settings.tcp,
-        )
-        server = DnsServer(config, serial, self.settings.close_timeout)
-        server.load(
-            ((name, [v.encode("ascii") for v in values]) for name, values in self.records.items()),
-            serial,
-        )
+        self._current_serial()
         try:
-            for host, port in self.settings.listen:
-                try:
-                    await server.listen(host, port)
-                except OSError as exc:
-                    raise self.error(
-                        f"cannot listen on {format_server(host, port)}: {exc.strerror or exc}",
-                        hint=_bind_hint(exc, port),
-                    ) from None
-                log.info("builtin DNS: listening on %s (UDP and TCP)", format_server(host, port))
+            self._bind()
+            config = ServerConfig(
+                managed=tuple(text_of(d) for d in self.managed),
+                zone=self.settings.zone,
+                nameservers=self.nameservers,
+                ttl=self.settings.ttl,
+                rate_limit=self.settings.rate_limit,
+                rate_limit_slip=self.settings.rate_limit_slip,
+                rate_limit_exempt=tuple(str(n) for n in self.settings.rate_limit_exempt),
+                tcp=self.settings.tcp,
+                log_level=log.getEffectiveLevel(),
+                udp_fds=tuple(udp.fileno() for udp, _ in self._sockets),
+                tcp_fds=tuple(tcp.fileno() for _, tcp in self._sockets),
+            )
+            server = ServerProcess(
+                config, self._snapshot, self.settings.start_timeout, self.settings.close_timeout
+            )
+            try:
+                await server.start()
+            except ServerProcessError as exc:
+                raise self.error(f"cannot start: {exc}") from None
         except BaseException:
-            await server.close()
+            self._close_sockets()
             raise
         self.server = server
+        from lib.dnscheck import format_server
+
+        for host, port in self.settings.listen:
+            log.info("builtin DNS: listening on %s (UDP and TCP)", format_server(host, port))
         if not self.settings.nameservers:
             log.warning(
                 "builtin DNS: BUILTIN_NS is not set; NS records say %s. Set BUILTIN_NS "
@@ -388,7 +424,14 @@ class BuiltinProvider(Provider):
                 ", ".join(self.nameservers),
             )
 
+    def _close_sockets(self) -> None:
+        sockets, self._sockets = self._sockets, []
+        for udp, tcp in sockets:
+            udp.close()
+            tcp.close()
+
     async def aclose(self) -> None:
         server, self.server = self.server, None
         if server is not None:
             await server.close()
+        self._close_sockets()

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 import struct
 import time
 from collections.abc import Callable
@@ -432,3 +433,41 @@ class TcpServer:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=self.limits.read_timeout)
+
+
+# -- listening sockets ------------------------------------------------------------------
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def bind_udp(host: str, port: int) -> socket.socket:
+    """A UDP socket bound to *host*:*port*; raises OSError."""
+    sock = socket.socket(_family(host), socket.SOCK_DGRAM)
+    try:
+        if sock.family == socket.AF_INET6:
+            # So that 0.0.0.0:53 and [::]:53 can both be listed.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        # No SO_REUSEADDR: on UDP it would let a second server share the port
+        # silently instead of failing here.
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on *host*:*port*; raises OSError."""
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -1,124 +1,232 @@
-"""The builtin DNS server: zone data, answers and listeners put together.
+"""The builtin DNS server process: it answers queries while the gateway answers HTTP.
 
-:class:`DnsServer` holds the :class:`providers.builtin.store.Answers`, answers
-UDP and TCP on the addresses it is told to listen on, and takes changes
-(:meth:`DnsServer.set_values`) from the provider.
+The provider (:mod:`providers.builtin.process`) binds the listening sockets and
+starts ``python -m providers.builtin FD``, where FD is its end of a
+Unix socket pair; the listening sockets are inherited too. In this process:
+
+* each UDP socket has a thread of its own running a blocking loop
+  (``recvfrom`` → :meth:`providers.builtin.network.Responder.udp` → ``sendto``):
+  no event loop between a query and its answer;
+* the main thread runs an asyncio loop for TCP (and zone transfers);
+* a control thread reads changes from the gateway and applies them to the
+  :class:`providers.builtin.store.Answers` shared by all.
+
+Why a process: a flood of queries keeps a Python thread busy, and in the
+gateway's own process it would compete with the HTTP API for the interpreter
+lock (or for its event loop). Here it competes only for a CPU, and at a lower
+priority (``NICE``): the API and its propagation checks come first, and the DNS
+server takes whatever CPU is left, on another core where there is one. A
+crash of this process costs no HTTP request; the provider starts it again.
+
+Control protocol, one JSON object per line:
+
+* gateway → server: ``{"op": "config", ...}`` once (:meth:`ServerConfig.to_json`),
+  then every record in ``{"op": "load", "id": N, "serial": S, "records": [[name,
+  [values]], ...], "first": bool, "last": bool}`` batches (the first replaces what
+  there was; nothing is answered before the last), then each change as
+  ``{"op": "set", ...}`` with the same fields but ``first`` and ``last``;
+* server → gateway: ``{"op": "done", "id": N}`` once a change is served, and
+  ``{"op": "log", "level": L, "name": logger, "message": text}`` for its log lines.
+
+End of file on the control socket means the gateway is gone: the server exits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import json
 import logging
+import os
 import socket
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import cast
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from providers.builtin.network import Responder, TcpLimits, TcpServer
-from providers.builtin.rrl import IPNetwork, RateLimiter
-from providers.builtin.store import Answers, Labels, Served
+from providers.builtin.rrl import RateLimiter
+from providers.builtin.store import Answers, Served, labels_of
 
 log = logging.getLogger(__name__)
+
+# How much less CPU priority the server process has than the gateway (nice(2)).
+NICE = 10
+# The largest datagram read; a query is far smaller, so a bigger one is junk anyway.
+UDP_READ = 4096
+# Longest control line accepted (a batch of records).
+MAX_LINE = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """What the server needs to know besides its records."""
+    """What the server process needs besides its records; crosses the control socket as JSON."""
 
-    served: Served
-    nameservers: tuple[Labels, ...]
+    managed: tuple[str, ...]
+    zone: str | None
+    nameservers: tuple[str, ...]
     ttl: int
     rate_limit: int = 20
     rate_limit_slip: int = 2
-    rate_limit_exempt: tuple[IPNetwork, ...] = ()
+    rate_limit_exempt: tuple[str, ...] = ()
     tcp: TcpLimits = field(default_factory=TcpLimits)
+    log_level: int = logging.INFO
+    udp_fds: tuple[int, ...] = ()
+    tcp_fds: tuple[int, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": "config", **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ServerConfig:
+        values = {k: v for k, v in data.items() if k != "op"}
+        values["tcp"] = TcpLimits(**values["tcp"])
+        for key in ("managed", "nameservers", "rate_limit_exempt", "udp_fds", "tcp_fds"):
+            values[key] = tuple(values[key])
+        return cls(**values)
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, responder: Responder) -> None:
-        self.responder = responder
-        self.transport: asyncio.DatagramTransport | None = None
+class Control:
+    """The server's end of the control socket: JSON lines in, JSON lines out (thread-safe)."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # asyncio's own UDP transport does not subclass DatagramTransport.
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._reader = sock.makefile("rb")
+        self._lock = threading.Lock()
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        reply = self.responder.udp(data, str(addr[0]))
-        if reply is not None and self.transport is not None:
-            self.transport.sendto(reply, addr)
+    def send(self, message: dict[str, Any]) -> None:
+        line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        with self._lock:
+            self.sock.sendall(line)
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable from a client that went away: nothing to do.
-        log.debug("builtin DNS: UDP error: %s", exc)
+    def receive(self) -> dict[str, Any] | None:
+        """The next message, or None when the gateway is gone."""
+        line = self._reader.readline(MAX_LINE)
+        if not line:
+            return None
+        message: dict[str, Any] = json.loads(line)
+        return message
 
 
-def udp_socket(host: str, port: int) -> socket.socket:
-    """A bound UDP socket; raises OSError."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        if family == socket.AF_INET6:
-            # So that 0.0.0.0:53 and [::]:53 can both be listed.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        # No SO_REUSEADDR: on UDP it would let a second server share the
-        # port silently instead of failing here.
-        sock.setblocking(False)
-        sock.bind((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+class ForwardHandler(logging.Handler):
+    """Sends this process's log records to the gateway, which logs them its own way."""
+
+    def __init__(self, control: Control) -> None:
+        super().__init__()
+        self.control = control
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message += "\n" + logging.Formatter().formatException(record.exc_info)
+            self.control.send(
+                {"op": "log", "level": record.levelno, "name": record.name, "message": message}
+            )
+        except Exception:  # a log line must never take the server down
+            self.handleError(record)
 
 
 class DnsServer:
-    """Answers UDP and TCP queries from :attr:`answers` on every address it listens on."""
+    """Answers from one :class:`Answers` on every inherited socket."""
 
-    def __init__(self, config: ServerConfig, serial: int, close_timeout: float = 5.0) -> None:
+    def __init__(self, config: ServerConfig, serial: int = 0) -> None:
         self.config = config
-        self.close_timeout = close_timeout
-        self.answers = Answers(config.served, config.nameservers, config.ttl, serial)
+        served = Served(
+            (labels_of(d) for d in config.managed),
+            labels_of(config.zone) if config.zone else None,
+        )
+        self.answers = Answers(
+            served, (labels_of(ns) for ns in config.nameservers), config.ttl, serial
+        )
         limiter = (
-            RateLimiter(config.rate_limit, config.rate_limit_slip, config.rate_limit_exempt)
+            RateLimiter(
+                config.rate_limit,
+                config.rate_limit_slip,
+                (ipaddress.ip_network(n) for n in config.rate_limit_exempt),
+            )
             if config.rate_limit
             else None
         )
         self.responder = Responder(self.answers, limiter)
         self.tcp = TcpServer(self.responder.tcp, config.tcp)
-        self._udp: list[asyncio.DatagramTransport] = []
-        self._tcp_servers: list[asyncio.Server] = []
 
-    def set_values(self, name: Labels, values: Iterable[bytes], serial: int) -> None:
-        self.answers.set_values(name, values, serial)
+    def apply(self, message: dict[str, Any]) -> None:
+        """Apply a ``set`` or ``load`` message from the gateway."""
+        records = [
+            (labels_of(name), [v.encode("ascii") for v in values])
+            for name, values in message["records"]
+        ]
+        if message["op"] == "load":
+            self.answers.load(records, message["serial"], replace=message["first"])
+        else:
+            for name, values in records:
+                self.answers.set_values(name, values, message["serial"])
 
-    def load(self, records: Iterable[tuple[Labels, Iterable[bytes]]], serial: int) -> None:
-        self.answers.load(records, serial)
+    def serve_udp(self, sock: socket.socket) -> None:
+        """Answer datagrams on *sock* for ever (a thread's whole life)."""
+        sock.setblocking(True)
+        receive, send, answer = sock.recvfrom, sock.sendto, self.responder.udp
+        while True:
+            try:
+                data, peer = receive(UDP_READ)
+                reply = answer(data, peer[0])
+                if reply is not None:
+                    send(reply, peer)
+            except OSError as exc:  # a peer that went away, a full buffer: next datagram
+                log.debug("builtin DNS: UDP: %s", exc)
 
-    @property
-    def addresses(self) -> list[tuple[str, int]]:
-        """The (host, port) pairs the UDP listeners are bound to."""
-        return [t.get_extra_info("sockname")[:2] for t in self._udp]
+    async def serve_tcp(self, sockets: Sequence[socket.socket]) -> None:
+        servers = [await asyncio.start_server(self.tcp.handle, sock=s) for s in sockets]
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for server in servers:
+                server.close()
 
-    async def listen(self, host: str, port: int) -> None:
-        """Answer UDP and TCP on *host*:*port*; raises OSError."""
-        loop = asyncio.get_running_loop()
-        self._tcp_servers.append(
-            await asyncio.start_server(self.tcp.handle, host, port, reuse_address=True)
-        )
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self.responder), sock=udp_socket(host, port)
-        )
-        self._udp.append(transport)
 
-    async def close(self) -> None:
-        udp, self._udp = self._udp, []
-        servers, self._tcp_servers = self._tcp_servers, []
-        for transport in udp:
-            transport.close()
-        for server in servers:
-            server.close()
-        await self.tcp.close()
-        for server in servers:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), self.close_timeout)
+def _follow(control: Control, server: DnsServer) -> None:
+    """Apply the gateway's changes as they come; exit when it is gone."""
+    while True:
+        message = control.receive()
+        if message is None:
+            os._exit(0)
+        server.apply(message)
+        control.send({"op": "done", "id": message["id"]})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    control = Control(socket.socket(fileno=int(args[0])))
+    first = control.receive()
+    if first is None or first.get("op") != "config":
+        return 2
+    config = ServerConfig.from_json(first)
+    root = logging.getLogger()
+    root.handlers[:] = [ForwardHandler(control)]
+    root.setLevel(config.log_level)
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
+    server = DnsServer(config)
+    # Every record comes before the first answer: a restarted server never
+    # serves an empty or partial zone, or an old serial.
+    loaded: list[int] = []
+    while True:
+        load = control.receive()
+        if load is None or load.get("op") != "load":
+            return 2
+        server.apply(load)
+        loaded.append(load["id"])
+        if load["last"]:
+            break
+    for fd in config.udp_fds:
+        sock = socket.socket(fileno=fd)
+        threading.Thread(target=server.serve_udp, args=(sock,), daemon=True).start()
+    threading.Thread(target=_follow, args=(control, server), daemon=True).start()
+    for number in loaded:
+        control.send({"op": "done", "id": number})
+    asyncio.run(server.serve_tcp([socket.socket(fileno=fd) for fd in config.tcp_fds]))
+    return 0
+

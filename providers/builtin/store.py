@@ -248,10 +248,18 @@ class Answers:
             self.serial = serial
             self.cache = {}
 
-    def load(self, records: Iterable[tuple[Labels, Iterable[bytes]]], serial: int) -> None:
-        """Replace every value at once (a server process starting or restarting)."""
+    def load(
+        self,
+        records: Iterable[tuple[Labels, Iterable[bytes]]],
+        serial: int,
+        *,
+        replace: bool = True,
+    ) -> None:
+        """Set many names at once (a server process starting): in place of every
+        value there was, or (*replace* false) in addition."""
         with self.lock:
-            self.store = RecordStore()
+            if replace:
+                self.store = RecordStore()
             for name, values in records:
                 self.store.set(name, values)
             self.serial = serial

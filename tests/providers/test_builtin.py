@@ -22,17 +22,16 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import pytest
+import pytest_asyncio
 
-from lib.settings import Settings
-from providers.base import ProviderContext, ProviderError
+from providers import builtin
+from providers.base import ProviderError
 from providers.builtin import (
     MAX_VALUES_PER_NAME,
     BuiltinProvider,
     BuiltinSettings,
-    parse_listen,
 )
 from providers.builtin.network import TcpLimits
-from providers.registry import create_provider
 from tests.conftest import make_value
 from tests.providers.contract import ProviderContract, Served
 from tests.system import free_port, need_program
@@ -55,25 +54,43 @@ def _settings(port: int, **changes: object) -> BuiltinSettings:
         # These tests query hard from loopback; rate limiting has tests of its own.
         "rate_limit_exempt": LOOPBACK,
         "tcp": TcpLimits(idle_timeout=2.0, read_timeout=2.0),
-        "close_timeout": 2.0,
     }
     values.update(changes)
     return BuiltinSettings(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture
+# One server for the module's tests (starting a server process takes a moment);
+# tests that need their own settings start their own on a fresh port.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture(scope="module")
 def port() -> int:
     return free_port()
 
 
 @pytest.fixture
-async def provider(port: int) -> AsyncIterator[BuiltinProvider]:
+def fresh_port() -> int:
+    return free_port()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared(port: int) -> AsyncIterator[BuiltinProvider]:
     p = BuiltinProvider(_settings(port), MANAGED)
     await p.open()
     try:
         yield p
     finally:
         await p.aclose()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def provider(shared: BuiltinProvider) -> AsyncIterator[BuiltinProvider]:
+    """The shared server, emptied again after each test."""
+    yield shared
+    for name, values in list(shared.records.items()):
+        for value in values:
+            await shared.remove_txt(b".".join(name).decode(), value)
 
 
 async def ask(
@@ -122,9 +139,9 @@ def names() -> list[str]:
 
 
 @pytest.fixture
-def broken_provider(port: int) -> BuiltinProvider:
+def broken_provider(fresh_port: int) -> BuiltinProvider:
     # Serves another domain only: the contract's names are not its to publish.
-    return BuiltinProvider(_settings(port, zone=None), ("elsewhere.test",))
+    return BuiltinProvider(_settings(fresh_port, zone=None), ("elsewhere.test",))
 
 
 class TestBuiltinContract(ProviderContract):
@@ -287,11 +304,17 @@ async def test_any_returns_the_txt_values(provider: BuiltinProvider, port: int) 
 
 
 async def test_queries_are_logged_at_debug(
-    provider: BuiltinProvider, port: int, caplog: pytest.LogCaptureFixture
+    fresh_port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # The server process takes the log level the gateway has when it starts it.
     caplog.set_level(logging.DEBUG, logger="providers.builtin")
-    await ask(port, "x._acme-challenge.example.test")
-    await ask(port, "example.test", "A", tcp=True)
+    provider = BuiltinProvider(_settings(fresh_port), MANAGED)
+    await provider.open()
+    try:
+        await ask(fresh_port, "x._acme-challenge.example.test")
+        await ask(fresh_port, "example.test", "A", tcp=True)
+    finally:
+        await provider.aclose()
     assert "x._acme-challenge.example.test. TXT over UDP -> NXDOMAIN" in caplog.text
     assert "example.test. A over TCP -> REFUSED" in caplog.text
 
@@ -370,11 +393,11 @@ async def test_several_queries_on_one_tcp_connection(provider: BuiltinProvider, 
         await writer.wait_closed()
 
 
-async def test_idle_tcp_connection_is_closed(port: int) -> None:
-    p = BuiltinProvider(_settings(port, tcp=TcpLimits(idle_timeout=0.3)), MANAGED)
+async def test_idle_tcp_connection_is_closed(fresh_port: int) -> None:
+    p = BuiltinProvider(_settings(fresh_port, tcp=TcpLimits(idle_timeout=0.3)), MANAGED)
     await p.open()
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", fresh_port)
         try:
             assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
         finally:
@@ -384,10 +407,10 @@ async def test_idle_tcp_connection_is_closed(port: int) -> None:
         await p.aclose()
 
 
-async def test_aclose_ends_open_tcp_connections(port: int) -> None:
-    p = BuiltinProvider(_settings(port, tcp=TcpLimits(idle_timeout=30.0)), MANAGED)
+async def test_aclose_ends_open_tcp_connections(fresh_port: int) -> None:
+    p = BuiltinProvider(_settings(fresh_port, tcp=TcpLimits(idle_timeout=30.0)), MANAGED)
     await p.open()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", fresh_port)
     try:
         await asyncio.sleep(0.05)
         await asyncio.wait_for(p.aclose(), TIMEOUT)
@@ -397,11 +420,11 @@ async def test_aclose_ends_open_tcp_connections(port: int) -> None:
         await writer.wait_closed()
 
 
-async def test_tcp_clients_per_address_are_bounded(port: int) -> None:
-    provider = BuiltinProvider(_settings(port, tcp=TcpLimits(per_client=1)), MANAGED)
+async def test_tcp_clients_per_address_are_bounded(fresh_port: int) -> None:
+    provider = BuiltinProvider(_settings(fresh_port, tcp=TcpLimits(per_client=1)), MANAGED)
     await provider.open()
-    first_reader, first = await asyncio.open_connection("127.0.0.1", port)
-    second_reader, second = await asyncio.open_connection("127.0.0.1", port)
+    first_reader, first = await asyncio.open_connection("127.0.0.1", fresh_port)
+    second_reader, second = await asyncio.open_connection("127.0.0.1", fresh_port)
     try:
         # The second is hung up on at once; the first is still served.
         assert await asyncio.wait_for(second_reader.read(), TIMEOUT) == b""
@@ -507,11 +530,11 @@ async def test_builtin_zone_names_are_served(provider: BuiltinProvider, port: in
     assert reply.authority[0].name == dns.name.from_text(ZONE)
 
 
-async def test_without_zone_only_challenge_names_are_served(port: int) -> None:
-    p = BuiltinProvider(_settings(port, zone=None), MANAGED)
+async def test_without_zone_only_challenge_names_are_served(fresh_port: int) -> None:
+    p = BuiltinProvider(_settings(fresh_port, zone=None), MANAGED)
     await p.open()
     try:
-        assert (await ask(port, f"x.{ZONE}")).rcode() == dns.rcode.REFUSED
+        assert (await ask(fresh_port, f"x.{ZONE}")).rcode() == dns.rcode.REFUSED
         with pytest.raises(ProviderError, match="not served"):
             await p.add_txt(f"x.{ZONE}", make_value())
     finally:
@@ -569,166 +592,66 @@ async def test_values_per_name_are_bounded(provider: BuiltinProvider, port: int)
     assert len(txt_values(await ask(port, name, tcp=True))) == MAX_VALUES_PER_NAME
 
 
-def test_is_volatile() -> None:
-    assert BuiltinProvider.volatile is True
-
-
-# -- settings and start-up -----------------------------------------------------
-
-
-def _context() -> ProviderContext:
-    return ProviderContext(managed_domains=MANAGED)
-
-
-def test_settings_are_read() -> None:
-    settings = Settings(
-        {
-            "PROVIDER": "builtin",
-            "BUILTIN_LISTEN": "0.0.0.0:53, [::]:53,127.0.0.1:5353",
-            "BUILTIN_ZONE": "ACME.Example.NET.",
-            "BUILTIN_NS": "gw1.example.net gw2.example.net.",
-            "BUILTIN_TTL": "30",
-        }
-    )
-    provider = create_provider(settings, _context())
-    assert settings.problems == []
-    assert isinstance(provider, BuiltinProvider)
-    assert provider.settings.listen == (("0.0.0.0", 53), ("::", 53), ("127.0.0.1", 5353))
-    assert provider.settings.zone == "acme.example.net"
-    assert provider.nameservers == ("gw1.example.net", "gw2.example.net")
-    assert provider.settings.ttl == 30
-
-
-def test_settings_defaults() -> None:
-    settings = Settings({})
-    provider = BuiltinProvider.from_settings(settings, _context())
-    assert settings.problems == []
-    assert provider.settings.listen == (("127.0.0.1", 8053),)
-    assert provider.settings.zone is None
-    assert provider.settings.ttl == 60
-    assert provider.nameservers == ("ns.example.test",)
-    zoned = BuiltinProvider.from_settings(Settings({"BUILTIN_ZONE": ZONE}), _context())
-    assert zoned.nameservers == (f"ns.{ZONE}",)
-
-
-def test_settings_problems_are_all_listed() -> None:
-    settings = Settings(
-        {
-            "BUILTIN_LISTEN": "localhost:53,127.0.0.1,[127.0.0.1]:53,::1:53,127.0.0.1:70000",
-            "BUILTIN_ZONE": "bad zone",
-            "BUILTIN_NS": "ok.example.net,-bad-.example.net",
-            "BUILTIN_TTL": "0",
-        }
-    )
-    BuiltinProvider.from_settings(settings, ProviderContext())
-    text = "\n".join(settings.problems)
-    for item in (
-        "'localhost:53'",
-        "'127.0.0.1'",
-        "'[127.0.0.1]:53'",
-        "'::1:53'",
-        "'127.0.0.1:70000'",
-    ):
-        assert f"BUILTIN_LISTEN: {item}" in text
-    assert "BUILTIN_ZONE='bad zone'" in text
-    assert "BUILTIN_NS: '-bad-.example.net'" in text
-    assert "BUILTIN_TTL=0 is out of range" in text
-    assert len(settings.problems) == 8
-
-
-def test_nothing_to_serve_is_a_problem() -> None:
-    settings = Settings({})
-    BuiltinProvider.from_settings(settings, ProviderContext())
-    assert settings.problems == [
-        "PROVIDER=builtin has nothing to serve: configure managed domains or BUILTIN_ZONE"
-    ]
-
-
-def test_top_level_zone_is_a_problem() -> None:
-    settings = Settings({"BUILTIN_ZONE": "net"})
-    BuiltinProvider.from_settings(settings, _context())
-    assert any("BUILTIN_ZONE='net' is a top-level domain" in p for p in settings.problems)
-
-
-def test_wildcard_zone_is_a_problem() -> None:
-    settings = Settings({"BUILTIN_ZONE": "*.acme.example.test"})
-    BuiltinProvider.from_settings(settings, _context())
-    assert settings.problems == [
-        "BUILTIN_ZONE='*.acme.example.test' is not a zone name: it is a wildcard"]
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("127.0.0.1:53", ("127.0.0.1", 53)),
-        ("[::1]:5353", ("::1", 5353)),
-        ("[::]:53", ("::", 53)),
-    ],
-)
-def test_parse_listen(text: str, expected: tuple[str, int]) -> None:
-    assert parse_listen(text) == expected
-
-
-async def test_port_in_use_is_a_provider_error_with_a_hint(port: int) -> None:
+async def test_port_in_use_is_a_provider_error_with_a_hint(fresh_port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
-        taken.bind(("127.0.0.1", port))
-        p = BuiltinProvider(_settings(port), MANAGED)
+        taken.bind(("127.0.0.1", fresh_port))
+        p = BuiltinProvider(_settings(fresh_port), MANAGED)
         with pytest.raises(ProviderError) as info:
             await p.open()
     message = str(info.value)
-    assert message.startswith(f"builtin: cannot listen on 127.0.0.1:{port}")
+    assert message.startswith(f"builtin: cannot listen on 127.0.0.1:{fresh_port}")
     assert "BUILTIN_LISTEN" in message
     # What was opened before the failure (the TCP socket) is released again.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", port))
+        probe.bind(("127.0.0.1", fresh_port))
 
 
 async def test_privileged_port_hint(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def denied(*args: object, **kwargs: object) -> None:
+    def denied(host: str, port: int) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(asyncio, "start_server", denied)
+    # The tests may run as root, who may bind port 53.
+    monkeypatch.setattr(builtin, "bind_tcp", denied)
     p = BuiltinProvider(_settings(53), MANAGED)
     with pytest.raises(ProviderError, match="CAP_NET_BIND_SERVICE"):
         await p.open()
 
 
-async def test_several_listen_addresses_including_ipv6(port: int) -> None:
+async def test_several_listen_addresses_including_ipv6(fresh_port: int) -> None:
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
             probe.bind(("::1", 0))
     except OSError:
         pytest.skip("no IPv6 loopback here")
     second = free_port()
-    p = BuiltinProvider(
-        _settings(port, listen=(("127.0.0.1", port), ("::1", port), ("127.0.0.1", second))), MANAGED
-    )
+    listen = (("127.0.0.1", fresh_port), ("::1", fresh_port), ("127.0.0.1", second))
+    p = BuiltinProvider(_settings(fresh_port, listen=listen), MANAGED)
     await p.open()
     try:
         value = make_value()
         await p.add_txt("_acme-challenge.example.test", value)
         query = dns.message.make_query("_acme-challenge.example.test", "TXT")
-        v6 = await dns.asyncquery.udp(query, "::1", port=port, timeout=TIMEOUT)
-        v6_tcp = await dns.asyncquery.tcp(query, "::1", port=port, timeout=TIMEOUT)
+        v6 = await dns.asyncquery.udp(query, "::1", port=fresh_port, timeout=TIMEOUT)
+        v6_tcp = await dns.asyncquery.tcp(query, "::1", port=fresh_port, timeout=TIMEOUT)
         assert txt_values(v6) == txt_values(v6_tcp) == {value}
         assert txt_values(await ask(second, "_acme-challenge.example.test")) == {value}
         assert sorted(p.addresses) == sorted(
-            [("127.0.0.1", port), ("::1", port), ("127.0.0.1", second)]
+            [("127.0.0.1", fresh_port), ("::1", fresh_port), ("127.0.0.1", second)]
         )
     finally:
         await p.aclose()
 
 
-async def test_open_and_aclose_are_repeatable(port: int) -> None:
-    p = BuiltinProvider(_settings(port), MANAGED)
+async def test_open_and_aclose_are_repeatable(fresh_port: int) -> None:
+    p = BuiltinProvider(_settings(fresh_port), MANAGED)
     await p.aclose()  # never opened: nothing to do
     await p.open()
     await p.open()
     await p.aclose()
     await p.aclose()
-    await p.open()  # the port was released
+    await p.open()  # the fresh_port was released
     try:
-        assert (await ask(port, ZONE, "SOA")).rcode() == dns.rcode.NOERROR
+        assert (await ask(fresh_port, ZONE, "SOA")).rcode() == dns.rcode.NOERROR
     finally:
         await p.aclose()
 

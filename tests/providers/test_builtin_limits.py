@@ -38,7 +38,6 @@ def _settings(port: int, **changes: object) -> BuiltinSettings:
         "listen": (("127.0.0.1", port),),
         "zone": ZONE,
         "nameservers": ("ns1.gw.example.net",),
-        "close_timeout": 2.0,
     }
     values.update(changes)
     return BuiltinSettings(**values)  # type: ignore[arg-type]

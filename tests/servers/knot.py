@@ -22,7 +22,7 @@ The :func:`knot_primary` fixture is shared by a module and stopped by pid in a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +55,7 @@ class KnotServer(Authoritative):
     title = "knotd"
 
 
-def _zone_text(zone: str, zones: Sequence[str]) -> str:
+def _zone_text(zone: str, zones: Sequence[str], extra: Sequence[str] = ()) -> str:
     first = zones[0]
     lines = [
         "$TTL 60",
@@ -66,6 +66,7 @@ def _zone_text(zone: str, zones: Sequence[str]) -> str:
     ]
     if zone == first:
         lines.append(f"ns1 IN A {HOST}")
+    lines += list(extra)
     return "\n".join(lines) + "\n"
 
 
@@ -119,8 +120,12 @@ zone:
 
 def start_knot(directory: Path, *, zones: Sequence[str] = ZONES,
                challenge_labels: Sequence[str] = CHALLENGE_LABELS,
+               records: Mapping[str, Sequence[str]] | None = None,
                port: int | None = None) -> KnotServer:
-    """Start ``knotd`` in *directory* and wait until it serves every zone."""
+    """Start ``knotd`` in *directory* and wait until it serves every zone.
+
+    *records* adds zone-file lines per zone (``{"example.test": ["x TXT \"v\""]}``).
+    """
     knotd = need_program("knotd", "knot")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "run").mkdir(exist_ok=True)
@@ -128,7 +133,8 @@ def start_knot(directory: Path, *, zones: Sequence[str] = ZONES,
     port = port or free_port()
     key = make_key("hmac-sha256", "acme-knot.")
     for zone in zones:
-        (directory / f"{zone}.zone").write_text(_zone_text(zone, zones))
+        (directory / f"{zone}.zone").write_text(
+            _zone_text(zone, zones, (records or {}).get(zone, ())))
     conf = directory / "knot.conf"
     conf.write_text(_config(directory, port, key, zones, challenge_labels))
     update_names = tuple(f"{label}.{zone}" for zone in zones for label in challenge_labels)

@@ -1,0 +1,163 @@
+"""The builtin server's own process: it serves what the provider holds, comes back when it
+dies, leaves when the gateway does, and keeps its serial growing across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import signal
+import time
+from pathlib import Path
+
+import dns.asyncquery
+import dns.message
+import pytest
+import requests
+
+from providers.base import ProviderError
+from providers.builtin import BuiltinProvider, BuiltinSettings
+from providers.builtin.serial import FileSerialStore
+from tests.conftest import make_value
+from tests.gateway.procs import running_gateway
+from tests.system import free_port
+
+MANAGED = ("example.test",)
+NAME = "_acme-challenge.example.test"
+TIMEOUT = 5.0
+
+
+def _settings(port: int) -> BuiltinSettings:
+    return BuiltinSettings(
+        listen=(("127.0.0.1", port),),
+        nameservers=("ns1.gw.example.net",),
+        rate_limit_exempt=(ipaddress.ip_network("127.0.0.0/8"),),
+    )
+
+
+async def _txt(port: int, name: str = NAME) -> set[str]:
+    query = dns.message.make_query(name, "TXT")
+    reply = await dns.asyncquery.udp(query, "127.0.0.1", port=port, timeout=TIMEOUT)
+    return {b"".join(r.strings).decode() for rrset in reply.answer for r in rrset}
+
+
+async def _serial(port: int) -> int:
+    query = dns.message.make_query(NAME, "SOA")
+    reply = await dns.asyncquery.udp(query, "127.0.0.1", port=port, timeout=TIMEOUT)
+    return int(reply.answer[0][0].serial)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie is gone too: only its parent has yet to collect it.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+async def test_a_server_process_that_dies_is_started_again_with_every_record() -> None:
+    port = free_port()
+    provider = BuiltinProvider(_settings(port), MANAGED)
+    await provider.open()
+    try:
+        first = make_value()
+        await provider.add_txt(NAME, first)
+        assert provider.server is not None
+        pid = provider.server.pid
+        assert pid is not None and pid != os.getpid()
+        serial = await _serial(port)
+        os.kill(pid, signal.SIGKILL)
+        # A change while it is down is served once it is back.
+        second = make_value()
+        await asyncio.wait_for(provider.add_txt(NAME, second), 30)
+        assert provider.server.pid != pid
+        assert provider.server.restarts == 1
+        assert await _txt(port) == {first, second}
+        assert await _serial(port) > serial
+    finally:
+        await provider.aclose()
+
+
+async def test_aclose_ends_the_server_process_and_frees_the_port() -> None:
+    port = free_port()
+    provider = BuiltinProvider(_settings(port), MANAGED)
+    await provider.open()
+    assert provider.server is not None
+    pid = provider.server.pid
+    assert pid is not None
+    await provider.aclose()
+    assert _gone(pid)
+    again = BuiltinProvider(_settings(port), MANAGED)
+    await again.open()
+    await again.aclose()
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()]
+
+
+def _gateway(tmp_path: Path, port: int, dns_port: int) -> dict[str, str]:
+    return {
+        "DNSAPI_DOMAINS": "example.test",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "LISTEN": f"127.0.0.1:{port}",
+        "STATE_DIR": str(tmp_path / "state"),
+        "PROVIDER": "builtin",
+        "BUILTIN_LISTEN": f"127.0.0.1:{dns_port}",
+        "BUILTIN_NS": "ns.gw.example.net",
+        "PROPAGATION_CHECK": "off",
+    }
+
+
+def test_the_server_process_leaves_with_a_killed_gateway(tmp_path: Path) -> None:
+    with running_gateway(tmp_path, _gateway(tmp_path, free_port(), free_port())) as gw:
+        [child] = _children(gw.pid)
+        gw.kill()
+        deadline = time.monotonic() + 20
+        while not _gone(child):
+            assert time.monotonic() < deadline, "the DNS server process outlived the gateway"
+            time.sleep(0.05)
+
+
+def test_the_serial_keeps_growing_across_gateway_restarts(tmp_path: Path) -> None:
+    port, dns_port = free_port(), free_port()
+    settings = _gateway(tmp_path, port, dns_port)
+    serials = []
+    for _ in range(2):
+        with running_gateway(tmp_path, settings):
+            for _ in range(3):
+                answer = requests.post(f"http://127.0.0.1:{port}/", timeout=20, json={
+                    "argument": "setup", "domain_name": "example.test",
+                    "challenge_content": make_value()})
+                assert answer.status_code == 201, answer.text
+            serials.append(asyncio.run(_serial(dns_port)))
+    stored = FileSerialStore(tmp_path / "state" / "builtin-serial").load()
+    assert stored == serials[-1]
+    assert serials[1] > serials[0]
+
+
+async def test_the_serial_file_is_written_before_the_change_is_served(tmp_path: Path) -> None:
+    port = free_port()
+    store = FileSerialStore(tmp_path / "serial")
+    ahead = int(time.time()) + 100_000  # ahead of the clock: the next must still be newer
+    store.save(ahead)
+    provider = BuiltinProvider(_settings(port), MANAGED, store)
+    await provider.open()
+    try:
+        assert await _serial(port) == ahead + 1
+        await provider.add_txt(NAME, make_value())
+        assert store.load() == await _serial(port) == ahead + 2
+    finally:
+        await provider.aclose()
+
+
+async def test_an_unreadable_serial_file_is_a_provider_error(tmp_path: Path) -> None:
+    (tmp_path / "serial").write_text("garbage\n")
+    store = FileSerialStore(tmp_path / "serial")
+    provider = BuiltinProvider(_settings(free_port()), MANAGED, store)
+    with pytest.raises(ProviderError, match="does not hold a SOA serial"):
+        await provider.open()
+    assert provider.server is None
