@@ -482,7 +482,7 @@ def _dispatch(args: argparse.Namespace, progress: Progress, out: _Output) -> int
         options = dataclasses.replace(options, contact=())
     if args.command == "issue":
         lineage = _lineage(args)
-    with store.locked(args.lock_timeout):
+    with store.locked(args.lock_timeout, progress.waiting):
         driver = Driver(store, progress, options)
         try:
             if args.command in ("issue", "renew"):

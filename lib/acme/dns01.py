@@ -84,6 +84,10 @@ class Solver(abc.ABC):
     def teardown(self, records: Sequence[TxtRecord]) -> list[str]:
         """Withdraw every record; return the problems (never raises)."""
 
+    @abc.abstractmethod
+    def bound(self) -> float:
+        """The longest :meth:`setup` may take, in seconds."""
+
     def close(self) -> None:  # noqa: B027 - optional
         """Release what the solver holds."""
 
@@ -158,6 +162,11 @@ class GatewaySolver(Solver):
         _in_parallel([lambda r=r: self._call("teardown", r) for r in probes])  # type: ignore[misc]
         report(f"the gateway {self.url} takes these credentials for "
                f"{', '.join(challenge_name(n) for n in names)}")
+
+    def bound(self) -> float:
+        own = self.propagation.timeout if self.propagation and self.propagation.nameservers \
+            else 0.0
+        return self.timeout + own
 
     def setup(self, records: Sequence[TxtRecord], report: Report) -> None:
         _in_parallel([lambda r=r: self._call("setup", r) for r in records])  # type: ignore[misc]
@@ -304,6 +313,9 @@ class ProviderSolver(Solver):
                 await asyncio.wait_for(change(item.fqdn, item.value), self.timeout)
 
         await asyncio.gather(*(one_name(items) for items in by_name.values()))
+
+    def bound(self) -> float:
+        return self.timeout * 2 + (self.propagation.timeout + 10 if self.wait else 0.0)
 
     def setup(self, records: Sequence[TxtRecord], report: Report) -> None:
         try:

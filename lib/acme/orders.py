@@ -218,7 +218,10 @@ class OrderFlow:
                               dict(self.lineage.solver),
                               tuple(self.lineage.propagation_nameservers), tuple(records)))
         try:
-            active.setup(records, lambda message: self.step(f"DNS: {message}"))
+            with self.progress.waiting(f"DNS: waiting until the {len(records)} value(s) are "
+                                       f"served (at most {active.bound():g}s); only "
+                                       "then is the CA asked to look"):
+                active.setup(records, lambda message: self.step(f"DNS: {message}"))
             deadline = time.monotonic() + self.options.validation_timeout
             for authz, challenge, _ in todo:
                 answered = client.answer(challenge)

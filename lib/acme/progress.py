@@ -5,14 +5,17 @@ Each line is one step of the protocol, in the order RFC 8555 takes them::
     [  0.4s] Authorization *.example.com: dns-01 at _acme-challenge.example.com
 
 ``quiet`` silences steps and warnings (errors are the caller's to print); every
-step is also kept, so ``--json`` can return them with the result.
+step is also kept, so ``--json`` can return them with the result. A wait that may be
+long (the lock, the DNS) is announced, and then said to go on every 15 s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 
@@ -33,6 +36,26 @@ class Progress:
 
     def warn(self, message: str) -> None:
         self._emit("warning", message, "warning: ")
+
+    @contextlib.contextmanager
+    def waiting(self, message: str, every: float = 15.0) -> Iterator[None]:
+        """Say *message* before a wait that may be long, and every *every* seconds of it
+        say that it goes on: a run that waits is never silent for long."""
+        self.step(message)
+        started = self._clock()
+        done = threading.Event()
+
+        def tick() -> None:
+            while not done.wait(every):
+                self.step(f"still waiting ({self._clock() - started:.0f}s): {message}")
+
+        ticker = threading.Thread(target=tick, name="acmegw-acme-progress", daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            done.set()
+            ticker.join()
 
     def _emit(self, kind: str, message: str, prefix: str) -> None:
         elapsed = self.elapsed()

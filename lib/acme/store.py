@@ -35,7 +35,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,23 @@ def check_lineage_name(name: str) -> str:
         raise UsageError(f"{name!r} is not a usable certificate name "
                          "(lower-case letters, digits, '.', '-', '_')")
     return name
+
+
+def _try_lock(fd: int, path: Path) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise StateError(f"cannot lock {path}: {exc.strerror}") from None
+        return False
+    return True
+
+
+def _holder(path: Path) -> str:
+    """" (pid N)" for the process that wrote its pid into the lock file, or ""."""
+    with contextlib.suppress(OSError, ValueError):
+        return f" (pid {int(path.read_text().split()[0])})"
+    return ""
 
 
 @dataclass
@@ -242,8 +259,14 @@ class Store:
     # --- lock -------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def locked(self, timeout: float = 0.0) -> Iterator[None]:
-        """Hold the state lock; wait up to *timeout* seconds, then raise LockBusy."""
+    def locked(self, timeout: float = 0.0,
+               waiting: Callable[[str], contextlib.AbstractContextManager[None]] | None = None
+               ) -> Iterator[None]:
+        """Hold the state lock; wait up to *timeout* seconds, then raise LockBusy.
+
+        When the lock is busy, the wait happens inside ``waiting(message)`` (a message
+        naming the process that holds it), so that the user learns why nothing happens.
+        """
         make_dirs(self.root)
         path = self.root / "lock"
         try:
@@ -251,18 +274,17 @@ class Store:
         except OSError as exc:
             raise StateError(f"cannot open {path}: {exc.strerror}") from None
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise StateError(f"cannot lock {path}: {exc.strerror}") from None
-                    if time.monotonic() >= deadline:
-                        raise LockBusy(f"another acmegw-acme run holds {path}; "
-                                       "try again when it has finished") from None
-                    time.sleep(0.1)
+            if not _try_lock(fd, path):
+                holder = _holder(path)
+                message = (f"waiting up to {timeout:g}s for the acmegw-acme run that holds "
+                           f"{path}{holder}")
+                with waiting(message) if waiting and timeout > 0 else contextlib.nullcontext():
+                    deadline = time.monotonic() + timeout
+                    while not _try_lock(fd, path):
+                        if time.monotonic() >= deadline:
+                            raise LockBusy(f"another acmegw-acme run{holder} holds {path}; "
+                                           "try again when it has finished")
+                        time.sleep(0.1)
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
             yield

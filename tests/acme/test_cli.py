@@ -3,14 +3,18 @@ output formats, and secrets that must never be shown."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from lib.acme.cli import EXIT_BUSY, EXIT_OK, EXIT_USAGE, main
+from lib.acme.progress import Progress
 from lib.acme.store import Lineage, Store
 from tests.gateway.procs import REPO_ROOT
 
@@ -117,7 +121,10 @@ def test_a_second_run_waits_then_gives_up_with_status_3(
     with Store(state).locked():
         status, _, err = run(capsys, "renew", "--lock-timeout", "0.2", "--state-dir", str(state))
     assert status == EXIT_BUSY
-    assert "another acmegw-acme run holds" in err
+    # The wait is said before it starts, with the process that holds the lock.
+    assert f"waiting up to 0.2s for the acmegw-acme run that holds {state}/lock " \
+           f"(pid {os.getpid()})" in err
+    assert f"another acmegw-acme run (pid {os.getpid()}) holds" in err
     status, _, _ = run(capsys, "renew", "--lock-timeout", "0", "--state-dir", str(state))
     assert status == EXIT_OK
 
@@ -231,3 +238,14 @@ def test_names_no_certificate_can_hold_are_usage_errors_before_any_request(
     status, out, err = run(capsys, *argv)
     assert status == EXIT_USAGE, err
     assert why in err and err.count("\n") == 1 and out == ""
+
+
+def test_a_long_wait_says_that_it_goes_on() -> None:
+    stream = io.StringIO()
+    progress = Progress(stream)
+    with progress.waiting("waiting for the DNS", every=0.01):
+        while "still waiting" not in stream.getvalue():
+            time.sleep(0.01)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith("] waiting for the DNS")
+    assert "s): waiting for the DNS" in lines[1] and "still waiting (" in lines[1]

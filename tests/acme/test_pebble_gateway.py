@@ -137,6 +137,9 @@ def test_issue_renew_rollover_revoke(site: Site) -> None:
     files = site.files()
     assert "example.test: issued" in out
     assert "Account" in err and "bound to external account kid-1" in err
+    # The wait for the gateway (up to minutes) is announced before it starts.
+    assert err.index("DNS: waiting until the 2 value(s) are served (at most") < \
+        err.index("DNS: the gateway published 2 value(s)")
     assert f'using "{roots[1]}"' in err
 
     leaf = x509.load_pem_x509_certificate((files / "cert.pem").read_bytes())

@@ -130,7 +130,7 @@ def test_the_lock_keeps_a_second_run_out(tmp_path: Path) -> None:
         cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True) as holder:
         try:
             assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-            with pytest.raises(LockBusy, match="another acmegw-acme run holds"), \
+            with pytest.raises(LockBusy, match=r"another acmegw-acme run \(pid \d+\) holds"), \
                     store.locked(timeout=0.3):
                 pass
         finally:
