@@ -17,14 +17,17 @@ Exit status: 0 done, 1 no such account or the store cannot be used, 2 usage.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.acmedns import ACCOUNTS_FILE_NAME, AccountStore
+from gateway.acmedns import Account, AccountStore
 from gateway.config import gather
 from gateway.errors import GatewayError
+from gateway.state import State
+from gateway.state.sqlite import ACCOUNTS_FILE_NAME, SqliteState
 
 PROG = "acmegw-accounts"
 
@@ -43,30 +46,36 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def state_dir(args: argparse.Namespace) -> Path:
+def state(args: argparse.Namespace) -> State:
+    """The gateway's state, as the server finds it."""
     if args.state_dir is not None:
-        return Path(args.state_dir)
-    settings, _, _ = gather(["-e", str(args.dotenv)] if args.dotenv else [], os.environ)
-    if settings.problems:
-        raise GatewayError("; ".join(settings.problems))
-    return Path(settings.get("STATE_DIR") or "state")
+        state_dir = Path(args.state_dir)
+    else:
+        settings, _, _ = gather(["-e", str(args.dotenv)] if args.dotenv else [], os.environ)
+        if settings.problems:
+            raise GatewayError("; ".join(settings.problems))
+        state_dir = Path(settings.get("STATE_DIR") or "state")
+    path = state_dir / ACCOUNTS_FILE_NAME
+    if not path.is_file():
+        raise GatewayError(
+            f"no acme-dns account store at {path} (is STATE_DIR right? has the gateway "
+            "registered any account there?)"
+        )
+    return SqliteState(state_dir)
+
+
+async def delete(store: State, username: str) -> Account | None:
+    await store.open()
+    try:
+        return await AccountStore(store.accounts).delete(username)
+    finally:
+        await store.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        path = state_dir(args) / ACCOUNTS_FILE_NAME
-        if not path.is_file():
-            raise GatewayError(
-                f"no acme-dns account store at {path} (is STATE_DIR right? has the gateway "
-                "registered any account there?)"
-            )
-        store = AccountStore(path)
-        store.open()
-        try:
-            account = store.delete(args.username)
-        finally:
-            store.close()
+        account = asyncio.run(delete(state(args), args.username))
     except GatewayError as exc:
         print(f"{PROG}: {exc.message}", file=sys.stderr)
         return 1

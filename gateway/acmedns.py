@@ -25,13 +25,12 @@ or a list under ``"accounts"`` with ``domain`` or ``fulldomain`` per entry and
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import hmac
-import ipaddress
 import json
 import os
 import secrets
-import sqlite3
 import string
 import time
 import uuid
@@ -41,25 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import IPNetwork, parse_network
-from gateway.errors import Unavailable
-from gateway.storage import open_database
 from lib.names import InvalidName, challenge_name, is_within, normalize_name
 
-# The store's file in STATE_DIR.
-ACCOUNTS_FILE_NAME = "acmedns.sqlite3"
-
 _KEY_ALPHABET = string.ascii_letters + string.digits + "-_"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
-    username  TEXT PRIMARY KEY,
-    key_hash  TEXT NOT NULL,
-    subdomain TEXT NOT NULL UNIQUE,
-    fqdn      TEXT NOT NULL,
-    allowfrom TEXT NOT NULL,
-    owner     TEXT NOT NULL,
-    created   REAL NOT NULL
-);
-"""
 
 
 class AccountError(ValueError):
@@ -111,21 +94,45 @@ def _networks(items: object, where: str) -> tuple[IPNetwork, ...]:
         raise AccountError(f"{where}: allowfrom: {exc}") from None
 
 
+def allowfrom_text(account: Account) -> str:
+    """How a state backend stores an account's ``allowfrom``: a JSON list."""
+    return json.dumps([str(n) for n in account.allowfrom])
+
+
+def allowfrom_of(text: str) -> tuple[IPNetwork, ...]:
+    return tuple(parse_network(n) for n in json.loads(text))
+
+
+class AccountTable(abc.ABC):
+    """The registered accounts as a state backend (:mod:`gateway.state`) keeps them.
+
+    Each method raises :class:`gateway.errors.Unavailable` when the database
+    cannot be used.
+    """
+
+    @abc.abstractmethod
+    async def insert(self, account: Account, created: float) -> None:
+        """Store a new account (its username and subdomain are fresh UUIDs)."""
+
+    @abc.abstractmethod
+    async def get(self, username: str) -> Account | None:
+        """The account called *username*, if there is one."""
+
+    @abc.abstractmethod
+    async def delete(self, username: str) -> bool:
+        """Delete the account called *username*; False if there was none."""
+
+
 class AccountStore:
-    """Registered accounts in SQLite, pre-registered ones from a file, in memory."""
+    """Registered accounts from the state layer, pre-registered ones from a file.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: sqlite3.Connection | None = None
+    Every replica on one database sees the accounts any of them registered:
+    nothing about a registered account is kept in the process.
+    """
+
+    def __init__(self, table: AccountTable) -> None:
+        self.table = table
         self._static: dict[str, Account] = {}
-
-    def open(self) -> None:
-        self._db = open_database(self.path, "the acme-dns account store", _SCHEMA)
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
 
     def set_static(self, accounts: Iterable[Account]) -> None:
         """The pre-registered accounts, replacing the ones set before (a reload)."""
@@ -134,47 +141,29 @@ class AccountStore:
     def is_static(self, username: str) -> bool:
         return username in self._static
 
-    def delete(self, username: str) -> Account | None:
+    async def delete(self, username: str) -> Account | None:
         """Delete a registered account; returns it, or None if there is none by that name.
 
         Pre-registered accounts live in ``ACMEDNS_ACCOUNTS_FILE``, not here: they
         go when they leave that file (and the gateway reloads it).
         """
-        account = None if self.is_static(username) else self.get(username)
-        if account is None:
+        account = None if self.is_static(username) else await self.get(username)
+        if account is None or not await self.table.delete(username):
             return None
-        if self._db is None:
-            raise Unavailable("acme-dns account store is closed")
-        try:
-            with self._db:
-                self._db.execute("DELETE FROM accounts WHERE username=?", (username,))
-        except sqlite3.Error as exc:
-            raise Unavailable(f"acme-dns account store cannot be written: {exc}") from exc
         return account
 
-    def get(self, username: str) -> Account | None:
+    async def get(self, username: str) -> Account | None:
         static = self._static.get(username)
-        if static is not None or self._db is None:
+        if static is not None:
             return static
-        try:
-            row = self._db.execute(
-                "SELECT username, key_hash, subdomain, fqdn, allowfrom, owner FROM accounts "
-                "WHERE username=?",
-                (username,),
-            ).fetchone()
-        except sqlite3.Error as exc:
-            raise Unavailable(f"acme-dns account store cannot be read: {exc}") from exc
-        if row is None:
-            return None
-        nets = tuple(ipaddress.ip_network(n) for n in json.loads(row[4]))
-        return Account(row[0], row[1], row[2], row[3], nets, row[5])
+        return await self.table.get(username)
 
-    def verify(self, username: str, key: str) -> Account | None:
-        account = self.get(username)
+    async def verify(self, username: str, key: str) -> Account | None:
+        account = await self.get(username)
         ok = check_key(key, account.key_hash if account else _DUMMY_HASH)
         return account if ok and account is not None else None
 
-    def register(
+    async def register(
         self,
         owner: str,
         zone: str | None,
@@ -182,28 +171,11 @@ class AccountStore:
         allowfrom: tuple[IPNetwork, ...],
     ) -> tuple[Account, str]:
         """A new account writing ``<subdomain>.<zone>`` (or *domain_fqdn*); returns its key."""
-        if self._db is None:
-            raise Unavailable("acme-dns account store is closed")
         subdomain = str(uuid.uuid4())
         fqdn = domain_fqdn or f"{subdomain}.{zone}"
         key = "".join(secrets.choice(_KEY_ALPHABET) for _ in range(40))
         account = Account(str(uuid.uuid4()), hash_key(key), subdomain, fqdn, allowfrom, owner)
-        try:
-            with self._db:
-                self._db.execute(
-                    "INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        account.username,
-                        account.key_hash,
-                        subdomain,
-                        fqdn,
-                        json.dumps([str(n) for n in allowfrom]),
-                        owner,
-                        time.time(),
-                    ),
-                )
-        except sqlite3.Error as exc:
-            raise Unavailable(f"acme-dns account store cannot be written: {exc}") from exc
+        await self.table.insert(account, time.time())
         return account, key
 
 

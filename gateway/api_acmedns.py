@@ -73,7 +73,7 @@ async def register(request: web.Request) -> web.Response:
         _check_name(config, domain_fqdn)
     elif config.acmedns.zone is None:
         raise BadRequest("domain", "no ACMEDNS_ZONE is configured: name the domain")
-    account, key = request.app[ACCOUNTS].register(
+    account, key = await request.app[ACCOUNTS].register(
         identity.label, config.acmedns.zone, domain_fqdn, allowfrom
     )
     log.info(

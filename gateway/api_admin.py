@@ -17,7 +17,7 @@ from aiohttp import web
 
 from gateway.auth import Identity, caller
 from gateway.errors import Conflict, NotFound
-from gateway.keys import ACCOUNTS, JOURNAL, METRICS, SERVICE
+from gateway.keys import ACCOUNTS, JOURNAL, METRICS, SERVICE, STATE
 from gateway.metrics import CONTENT_TYPE
 from gateway.openapi import document
 from lib.names import value_tag
@@ -26,13 +26,17 @@ log = logging.getLogger(__name__)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness without authentication; says nothing about users or names."""
-    request.app[JOURNAL].count()
+    """Liveness without authentication; says nothing about users or names.
+
+    503 while the state's database cannot be used: no change could be
+    journaled, so a load balancer should send requests to another replica.
+    """
+    await request.app[STATE].check()
     return web.json_response({"status": "ok"})
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].render()
+    body = await request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -46,7 +50,7 @@ async def records(request: web.Request) -> web.Response:
             "state": r.state,
             "age": round(now - r.created, 1),
         }
-        for r in request.app[JOURNAL].all()
+        for r in await request.app[JOURNAL].all()
     ]
     return web.json_response({"records": rows})
 
@@ -70,7 +74,7 @@ async def delete_account(request: web.Request) -> web.Response:
             f"account {username} comes from ACMEDNS_ACCOUNTS_FILE: remove it there and "
             "reload the gateway (SIGHUP)"
         )
-    account = store.delete(username)
+    account = await store.delete(username)
     if account is None:
         raise NotFound(f"no acme-dns account {username}")
     # Its values go with it: nobody may tear them down any more.

@@ -1,6 +1,6 @@
 """The aiohttp application: ``create_app(config, provider)`` builds it without I/O.
 
-Resources (journal, provider connections or servers, janitor) are opened and
+Resources (the state layer, provider connections or servers, janitor) are opened and
 closed in ``cleanup_ctx``; state lives on the app under typed keys
 (:mod:`gateway.keys`). The endpoints and who may call each are one table
 (:mod:`gateway.routes`), applied by one middleware. Handlers raise
@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from gateway.acmedns import (
-    ACCOUNTS_FILE_NAME,
     Account,
     AccountError,
     AccountStore,
@@ -39,12 +38,14 @@ from gateway.keys import (
     PROVIDER,
     REFUSALS,
     SERVICE,
+    STATE,
 )
 from gateway.live import Live
 from gateway.metrics import Metrics
 from gateway.refusals import REFUSED, RefusalAudit, refusal
 from gateway.routes import access_middleware, add_routes, endpoint_of, endpoints
 from gateway.service import ChallengeService
+from gateway.state import state_for
 from providers.base import Provider
 
 log = logging.getLogger(__name__)
@@ -108,12 +109,13 @@ def create_app(
         middlewares=[metrics_middleware, error_middleware, access_middleware],
         client_max_size=config.max_body,
     )
-    journal = Journal.in_dir(config.state_dir)
+    state = state_for(config)
+    journal = state.journal
     if passwords is None and config.auth.passwd_file is not None:
         passwords = PasswordStore(config.auth.passwd_file, config.auth.cache_ttl)
     service = ChallengeService(
         provider,
-        journal,
+        state,
         config.managed_domains,
         config.propagation,
         config.provider_timeout,
@@ -124,13 +126,14 @@ def create_app(
     app[CONFIG] = config
     app[LIVE] = Live(config)
     metrics = Metrics()
-    metrics.watch_journal(journal.count, journal.oldest_age)
+    metrics.watch_journal(journal.figures)
     app[METRICS] = metrics
     service.metrics = metrics
     app[PROVIDER] = provider
+    app[STATE] = state
     app[JOURNAL] = journal
     app[SERVICE] = service
-    accounts = AccountStore(config.state_dir / ACCOUNTS_FILE_NAME)
+    accounts = AccountStore(state.accounts)
     app[ACCOUNTS] = accounts
     authenticator = Authenticator(config.auth, passwords, accounts=accounts)
     authenticator.on_failure = lambda reason: metrics.auth_failures.labels(reason).inc()
@@ -147,15 +150,14 @@ def create_app(
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     # The password file needs no opening: the store reads it on first use and
     # whenever it changes.
-    journal, provider, janitor, accounts = app[JOURNAL], app[PROVIDER], app[JANITOR], app[ACCOUNTS]
-    journal.open()
-    accounts.open()
-    accounts.set_static(load_static_accounts(app[CONFIG]))
+    state, provider, janitor = app[STATE], app[PROVIDER], app[JANITOR]
+    await state.open()
     try:
+        app[ACCOUNTS].set_static(load_static_accounts(app[CONFIG]))
         await provider.open()
         try:
             if provider.volatile:
-                await _replay(journal, provider)
+                await _replay(state.journal, provider)
             janitor.start()
             yield
         finally:
@@ -163,8 +165,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             await app[SERVICE].aclose()
             await provider.aclose()
     finally:
-        accounts.close()
-        journal.close()
+        await state.close()
         # The store in use now: a reload may have replaced the one we started with.
         passwords = app[AUTHENTICATOR].passwords
         if passwords is not None:
@@ -178,7 +179,7 @@ async def _flush_refusals(app: web.Application) -> None:
 
 async def _replay(journal: Journal, provider: Provider) -> None:
     """Give a provider that forgets on restart the values still journaled."""
-    records = [r for r in journal.all() if r.state != "removing"]
+    records = [r for r in await journal.all() if r.state != "removing"]
     for record in records:
         await provider.add_txt(record.fqdn, record.value)
     if records:

@@ -341,7 +341,7 @@ class Authenticator:
         host_ok = self.host_allowed(addr)
         self._host_rule(addr, host_ok)
         if access is Access.ACCOUNT:
-            return self._account(request, addr)
+            return await self._account(request, addr)
         identity = await self._basic(request, addr, host_ok)
         if access is Access.ADMIN and not (identity.admin or identity.user is None):
             raise Forbidden("this needs an admin user or an allowed host")
@@ -375,7 +375,7 @@ class Authenticator:
         entry = await self._check(addr, user, password)
         return Identity(addr, entry.name, entry.domains or None, entry.is_admin)
 
-    def _account(self, request: web.Request, addr: IPAddress) -> Identity:
+    async def _account(self, request: web.Request, addr: IPAddress) -> Identity:
         user = request.headers.get("X-Api-User", "")
         key = request.headers.get("X-Api-Key", "")
         if not user or not key or len(user) > _MAX_API_FIELD or len(key) > _MAX_API_FIELD:
@@ -383,7 +383,7 @@ class Authenticator:
         if self.accounts is None:
             raise Unauthorized("no acme-dns accounts")
         self.check_limit(addr)
-        account = self.accounts.verify(user, key)
+        account = await self.accounts.verify(user, key)
         if account is None:
             self.wrong_secret(addr, "invalid X-Api-User or X-Api-Key")
         if account.allowfrom and not _contains(account.allowfrom, addr):

@@ -8,6 +8,11 @@ older than ``RECORD_MAX_AGE``, and finishes removals that were interrupted. A
 failed removal stays journaled and is tried again next round. A value whose
 provider call is still running past its deadline is left to the end of that
 call (:class:`gateway.service.LateCalls`).
+
+With several processes on one state (replicas on PostgreSQL), one sweeps at a
+time: a round starts only if the state's janitor lock is free
+(:meth:`gateway.state.State.janitor_turn`), and what a sweeper that died left
+half done is in the journal for the next one.
 """
 
 from __future__ import annotations
@@ -33,34 +38,39 @@ class Janitor:
         self._task: asyncio.Task[None] | None = None
 
     async def sweep(self) -> int:
-        """One round; returns how many values were removed."""
-        service = self.service
+        """One round, if no other process on the same state is sweeping; returns how
+        many values were removed."""
         try:
-            due = service.journal.due(self.max_age)
+            async with self.service.state.janitor_turn() as mine:
+                return await self._sweep() if mine else 0
         except GatewayError as exc:
             log.error("janitor: %s", exc.message)
             self._count_failure()
             return 0
+
+    async def _sweep(self) -> int:
+        service = self.service
+        due = await service.journal.due(self.max_age)
         removed = 0
         for record in due:
-            async with service.locks.hold(record.fqdn):
-                if (record.fqdn, record.value) in service.late:
-                    continue  # a call that may still write it is running; its end removes it
-                # Re-read: a teardown may have removed it, or a setup renewed it, meanwhile.
-                now = service.journal.record(record.fqdn, record.value)
-                if now is None or (now.state != "removing" and now.created != record.created):
-                    continue
-                try:
-                    await service.remove_locked(record.fqdn, record.value, settle=False)
-                except GatewayError as exc:
-                    self._count_failure()
-                    log.warning(
-                        "janitor: could not remove %s (value %s): %s",
-                        record.fqdn,
-                        value_tag(record.value),
-                        exc.message,
-                    )
-                    continue
+            try:
+                async with service.locks.hold(record.fqdn) as journal:
+                    if (record.fqdn, record.value) in service.late:
+                        continue  # a call that may still write it is running; its end removes it
+                    # Re-read: a teardown may have removed it, or a setup renewed it, meanwhile.
+                    now = await journal.record(record.fqdn, record.value)
+                    if now is None or (now.state != "removing" and now.created != record.created):
+                        continue
+                    await service.remove_locked(journal, record.fqdn, record.value, settle=False)
+            except GatewayError as exc:
+                self._count_failure()
+                log.warning(
+                    "janitor: could not remove %s (value %s): %s",
+                    record.fqdn,
+                    value_tag(record.value),
+                    exc.message,
+                )
+                continue
             removed += 1
             if service.metrics is not None:
                 service.metrics.janitor_removals.inc()

@@ -13,10 +13,12 @@ from gateway.live import Live
 from gateway.metrics import Metrics
 from gateway.refusals import RefusalAudit
 from gateway.service import ChallengeService
+from gateway.state import State
 from providers.base import Provider
 
 CONFIG = web.AppKey("config", Config)
 PROVIDER = web.AppKey("provider", Provider)
+STATE = web.AppKey("state", State)
 JOURNAL = web.AppKey("journal", Journal)
 SERVICE = web.AppKey("service", ChallengeService)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)

@@ -11,10 +11,12 @@ gateway's ``/metrics``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from gateway.errors import GatewayError
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -30,6 +32,7 @@ RESULTS = ("ok", "error", "timeout")
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._journal_figures: Callable[[], Awaitable[tuple[int, float]]] | None = None
         self.requests = Counter(
             "acmegw_requests",
             "Requests answered, by API and HTTP status.",
@@ -92,9 +95,10 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch_journal(self, count: Callable[[], int], oldest_age: Callable[[], float]) -> None:
-        self.journal_records.set_function(lambda: float(count()))
-        self.journal_oldest_age.set_function(oldest_age)
+    def watch_journal(self, figures: Callable[[], Awaitable[tuple[int, float]]]) -> None:
+        """Read the journal's size and oldest age with *figures* at every :meth:`render`
+        (a database query cannot run inside a collector)."""
+        self._journal_figures = figures
 
     def watch_janitor(self, max_age: Callable[[], float], interval: Callable[[], float]) -> None:
         self.record_max_age.set_function(max_age)
@@ -115,5 +119,13 @@ class Metrics:
             registry=self.registry,
         ).set_function(not_after)
 
-    def render(self) -> bytes:
+    async def render(self) -> bytes:
+        if self._journal_figures is not None:
+            try:
+                count, oldest_age = await self._journal_figures()
+            except GatewayError:
+                pass  # the journal's figures stay as last read; /healthz tells it is down
+            else:
+                self.journal_records.set(count)
+                self.journal_oldest_age.set(oldest_age)
         return generate_latest(self.registry)

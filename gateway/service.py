@@ -31,6 +31,7 @@ from gateway.errors import (
 )
 from gateway.journal import Journal
 from gateway.metrics import Metrics
+from gateway.state import State
 from lib.dnscheck import NoZoneError, PropagationError, PropagationTimeout, wait_for_txt
 from lib.names import (
     InvalidName,
@@ -49,19 +50,25 @@ MAX_NAME = 253  # characters in a DNS name in text form, without the final dot
 
 
 class NameLocks:
-    """One asyncio lock per name, dropped when nobody holds or waits for it."""
+    """Changes to one name, one at a time: first among this process's requests (an
+    asyncio lock per name, dropped when nobody holds or waits for it), then among
+    every process on the same state (the state layer's lock for the name).
 
-    def __init__(self) -> None:
+    :meth:`hold` yields the journal to write the change with.
+    """
+
+    def __init__(self, state: State) -> None:
+        self.state = state
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @asynccontextmanager
-    async def hold(self, name: str) -> AsyncIterator[None]:
+    async def hold(self, name: str) -> AsyncIterator[Journal]:
         lock = self._locks.get(name)
         if lock is None:
             lock = asyncio.Lock()
             self._locks[name] = lock
-        async with lock:
-            yield
+        async with lock, self.state.hold(name) as journal:
+            yield journal
 
     def __len__(self) -> int:
         return len(self._locks)
@@ -130,7 +137,7 @@ class ChallengeService:
     def __init__(
         self,
         provider: Provider,
-        journal: Journal,
+        state: State,
         managed_domains: tuple[str, ...],
         propagation: PropagationConfig,
         provider_timeout: float,
@@ -141,13 +148,14 @@ class ChallengeService:
         self.provider = provider
         self.max_records = max_records
         self.set_delegations(delegations)
-        self.journal = journal
+        self.state = state
+        self.journal = state.journal
         self.managed_domains = managed_domains
         self.propagation = propagation
         self.provider_timeout = provider_timeout
         self.dns_visible = dns_visible
         self.update_propagation()
-        self.locks = NameLocks()
+        self.locks = NameLocks(state)
         self.late = LateCalls()
         self._settling: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -216,15 +224,15 @@ class ChallengeService:
 
     async def add(self, identity: Identity, fqdn: str, value: str) -> Change:
         async with self._audited(identity, "add", fqdn, [value]):
-            async with self.locks.hold(fqdn):
-                if not self.journal.begin_add(fqdn, value, identity.label, self.max_records):
+            async with self.locks.hold(fqdn) as journal:
+                if not await journal.begin_add(fqdn, value, identity.label, self.max_records):
                     raise TooManyRecords(
                         f"{identity.label} already has {self.max_records} values published, "
                         "as many as MAX_RECORDS_PER_USER allows; tear down the ones no "
                         "longer needed first"
                     )
                 await self.call_provider("add", fqdn, value)
-                self.journal.commit_add(fqdn, value)
+                await journal.commit_add(fqdn, value)
             if self.check_propagation:
                 await self._wait_served(fqdn, value)
             elif self.propagation.delay:
@@ -232,16 +240,22 @@ class ChallengeService:
         return Change(fqdn, (value,))
 
     async def remove(self, identity: Identity, fqdn: str, value: str) -> Change:
-        async with self._audited(identity, "remove", fqdn, [value]), self.locks.hold(fqdn):
-            await self.remove_locked(fqdn, value)
+        async with (
+            self._audited(identity, "remove", fqdn, [value]),
+            self.locks.hold(fqdn) as journal,
+        ):
+            await self.remove_locked(journal, fqdn, value)
         return Change(fqdn, (value,))
 
     async def remove_own(self, identity: Identity, fqdn: str) -> Change:
         """Remove every value *identity* set at *fqdn* (mod_md version 1 teardown)."""
         removed: list[str] = []
-        async with self._audited(identity, "remove-own", fqdn, removed), self.locks.hold(fqdn):
-            for record in self.journal.values(fqdn, identity.label):
-                await self.remove_locked(fqdn, record.value)
+        async with (
+            self._audited(identity, "remove-own", fqdn, removed),
+            self.locks.hold(fqdn) as journal,
+        ):
+            for record in await journal.values(fqdn, identity.label):
+                await self.remove_locked(journal, fqdn, record.value)
                 removed.append(record.value)
         return Change(fqdn, tuple(removed))
 
@@ -272,25 +286,28 @@ class ChallengeService:
         the validations in flight; older ones go.
         """
         removed: list[str] = []
-        async with self.locks.hold(fqdn):
-            records = sorted(self.journal.values(fqdn, identity.label), key=lambda r: r.created)
+        async with self.locks.hold(fqdn) as journal:
+            records = sorted(await journal.values(fqdn, identity.label), key=lambda r: r.created)
             for record in records[: max(0, len(records) - keep)]:
-                await self.remove_locked(fqdn, record.value)
+                await self.remove_locked(journal, fqdn, record.value)
                 removed.append(record.value)
         if removed:
             tags = ",".join(value_tag(v) for v in removed)
             self._audit(identity, "expire", fqdn, tags, "ok", time.monotonic())
         return removed
 
-    async def remove_locked(self, fqdn: str, value: str, *, settle: bool = True) -> None:
-        """Withdraw *value* and forget it; the caller holds *fqdn*'s lock."""
-        self.journal.begin_remove(fqdn, value)
+    async def remove_locked(
+        self, journal: Journal, fqdn: str, value: str, *, settle: bool = True
+    ) -> None:
+        """Withdraw *value* and forget it; the caller holds *fqdn*'s lock, which gave it
+        *journal*."""
+        await journal.begin_remove(fqdn, value)
         await self.call_provider("remove", fqdn, value, settle=settle)
         if (fqdn, value) in self.late:
             # An earlier call may still write the value: it stays journaled
             # ("removing") until that call ends, and is removed again then.
             return
-        self.journal.commit_remove(fqdn, value)
+        await journal.commit_remove(fqdn, value)
 
     async def call_provider(
         self, action: Literal["add", "remove"], fqdn: str, value: str, *, settle: bool = True
@@ -345,26 +362,26 @@ class ChallengeService:
 
     async def _settle(self, fqdn: str, value: str, removal: bool) -> None:
         """The last late call for *value* ended: make DNS agree with the journal."""
-        async with self.locks.hold(fqdn):
-            if (fqdn, value) in self.late:
-                return  # a newer late call settles it when it ends
-            record = self.journal.record(fqdn, value)
-            try:
+        try:
+            async with self.locks.hold(fqdn) as journal:
+                if (fqdn, value) in self.late:
+                    return  # a newer late call settles it when it ends
+                record = await journal.record(fqdn, value)
                 if record is not None and record.state == "present":
                     if removal:  # a late removal may have taken a value wanted again
                         await self.call_provider("add", fqdn, value, settle=False)
                     return
                 # Its setup was never confirmed (it timed out), or its teardown came.
-                await self.remove_locked(fqdn, value, settle=False)
-            except GatewayError as exc:
-                log.warning(
-                    "could not put %s (value %s) right after a late provider call: %s; "
-                    "the janitor tries again",
-                    fqdn,
-                    value_tag(value),
-                    exc.message,
-                )
-                return
+                await self.remove_locked(journal, fqdn, value, settle=False)
+        except GatewayError as exc:
+            log.warning(
+                "could not put %s (value %s) right after a late provider call: %s; "
+                "the janitor tries again",
+                fqdn,
+                value_tag(value),
+                exc.message,
+            )
+            return
         log.info("removed %s (value %s) after a late provider call ended", fqdn, value_tag(value))
 
     async def aclose(self) -> None:

@@ -86,8 +86,8 @@ async def gateway_for(aiohttp_client: Callable[..., Awaitable[Client]], tmp_path
     return await aiohttp_client(create_app(config, provider, passwords))
 
 
-def journal_states(client: Client) -> dict[str, str]:
-    return {r.value: r.state for r in client.app[JOURNAL].all()}
+async def journal_states(client: Client) -> dict[str, str]:
+    return {r.value: r.state for r in await client.app[JOURNAL].all()}
 
 
 async def test_a_stopped_dns_server_is_502_and_the_janitor_cleans_up_after_it_returns(
@@ -109,7 +109,7 @@ async def test_a_stopped_dns_server_is_502_and_the_janitor_cleans_up_after_it_re
     assert loop.time() - started < 7
     r = await client.post("/", json=body("teardown", "www.example.test", served))
     assert r.status == 502
-    assert journal_states(client) == {served: "removing", refused: "adding"}
+    assert await journal_states(client) == {served: "removing", refused: "adding"}
 
     bind.append(restart(bind[0]))
     # Nothing of the refused setup reached the server; the failed teardown did not happen.
@@ -118,7 +118,7 @@ async def test_a_stopped_dns_server_is_502_and_the_janitor_cleans_up_after_it_re
     janitor.max_age = 0.0
     await asyncio.sleep(0.01)
     assert await janitor.sweep() == 2
-    assert journal_states(client) == {}
+    assert await journal_states(client) == {}
     assert bind[-1].txt(NAME) == set()
 
 
@@ -138,7 +138,7 @@ async def test_a_silent_nameserver_makes_the_setup_504_not_201(
     assert silent in message and bind[0].address not in message
     # Written, and journaled as such, so the teardown (or the janitor) removes it.
     assert bind[0].txt(NAME) == {value}
-    assert journal_states(client) == {value: "present"}
+    assert await journal_states(client) == {value: "present"}
     r = await client.post("/", json=body("teardown", "www.example.test", value))
     assert r.status == 200
-    assert bind[0].txt(NAME) == set() and journal_states(client) == {}
+    assert bind[0].txt(NAME) == set() and await journal_states(client) == {}

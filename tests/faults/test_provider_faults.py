@@ -70,8 +70,8 @@ async def post(client: Client, argument: str, name: str, val: str) -> tuple[int,
     return r.status, await r.json()
 
 
-def journal_states(client: Client) -> dict[str, str]:
-    return {r.value: r.state for r in client.app[JOURNAL].all()}
+async def journal_states(client: Client) -> dict[str, str]:
+    return {r.value: r.state for r in await client.app[JOURNAL].all()}
 
 
 async def sweep_everything(client: Client) -> int:
@@ -112,7 +112,7 @@ async def test_a_hung_call_is_504_while_other_names_are_served(
     assert provider.cancelled == [hung_value]  # the call was cancelled, not left running
     # The value may have reached DNS before the deadline: it stays journaled, never
     # present, and its removal starts as soon as the cancelled call has ended.
-    assert journal_states(client)[hung_value] in ("adding", "removing")
+    assert (await journal_states(client))[hung_value] in ("adding", "removing")
 
 
 async def test_a_request_behind_a_hung_call_for_the_same_name_goes_through_after_it(
@@ -156,16 +156,16 @@ async def test_failures_are_502_one_line_and_the_janitor_cleans_up_once_healed(
     assert provider.values("_acme-challenge.c.example.test") == [fail_remove]
 
     # The journal holds all three: they may be in DNS.
-    assert journal_states(client) == {
+    assert await journal_states(client) == {
         fail_add: "adding", boom_add: "adding", fail_remove: "removing"
     }
     # While the API still fails, the janitor keeps them for the next round.
     assert await sweep_everything(client) == 0
-    assert len(journal_states(client)) == 3
+    assert len(await journal_states(client)) == 3
 
     provider.healed = True
     assert await sweep_everything(client) == 3
-    assert journal_states(client) == {}
+    assert await journal_states(client) == {}
     assert provider.records == {}
 
 
@@ -191,9 +191,9 @@ async def test_a_slow_provider_past_its_deadline_is_504_and_then_recovers(
     assert status == 504 and "0.1s" in answer["message"]
     provider.healed = True
     assert (await post(client, "setup", "late.example.test", slow))[0] == 201
-    assert journal_states(client) == {slow: "present"}
+    assert await journal_states(client) == {slow: "present"}
     assert (await post(client, "teardown", "late.example.test", slow))[0] == 200
-    assert journal_states(client) == {} and provider.records == {}
+    assert await journal_states(client) == {} and provider.records == {}
 
 
 async def test_a_write_whose_answer_never_came_is_removed_once_the_call_is_cancelled(
@@ -205,6 +205,6 @@ async def test_a_write_whose_answer_never_came_is_removed_once_the_call_is_cance
     status, _ = await post(client, "setup", "late.example.test", late)
     assert status == 504
     deadline = time.monotonic() + 10
-    while journal_states(client) or provider.records:
-        assert time.monotonic() < deadline, (journal_states(client), provider.records)
+    while await journal_states(client) or provider.records:
+        assert time.monotonic() < deadline, (await journal_states(client), provider.records)
         await asyncio.sleep(0.02)

@@ -13,12 +13,13 @@ provider; a refused teardown leaves the value where it was (and says so).
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 import pytest
 
-from gateway.journal import Journal
+from gateway.state.sqlite import JOURNAL_FILE_NAME, SqliteJournal
 from providers.memory import MemoryProvider
 from tests.conftest import make_value
 from tests.faults.conftest import (
@@ -108,9 +109,9 @@ def test_start_up_on_a_read_only_state_dir_is_a_clear_error(
     with small_tmpfs(tmp_path / "mnt") as mnt:
         state = mnt / "state"
         if existing:  # a journal from an earlier run, with a value still in it
-            journal = Journal.in_dir(state)
+            journal = SqliteJournal(state / JOURNAL_FILE_NAME)
             journal.open()
-            journal.begin_add(NAME, make_value(), "alice")
+            asyncio.run(journal.begin_add(NAME, make_value(), "alice"))
             journal.close()
         remount(mnt, "ro")
         try:

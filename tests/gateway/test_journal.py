@@ -11,8 +11,8 @@ import pytest
 from gateway.config import PropagationConfig
 from gateway.errors import Unavailable
 from gateway.janitor import Janitor
-from gateway.journal import Journal
 from gateway.service import ChallengeService
+from gateway.state.sqlite import JOURNAL_FILE_NAME, SqliteJournal, SqliteState
 from lib.dnscheck import PropagationSettings
 from providers.memory import MemoryProvider, MemorySettings
 from tests.conftest import make_value
@@ -34,66 +34,66 @@ class Clock:
         return self.now
 
 
-def open_journal(tmp_path: Path, clock: Clock | None = None) -> Journal:
-    j = Journal(tmp_path / "j.sqlite3", clock=clock or Clock())
+def open_journal(tmp_path: Path, clock: Clock | None = None) -> SqliteJournal:
+    j = SqliteJournal(tmp_path / "j.sqlite3", clock=clock or Clock())
     j.open()
     return j
 
 
-def test_states_and_values(tmp_path: Path) -> None:
+async def test_states_and_values(tmp_path: Path) -> None:
     j = open_journal(tmp_path)
     v1, v2 = make_value(), make_value()
-    j.begin_add(NAME, v1, "alice")
-    assert [r.state for r in j.values(NAME)] == ["adding"]
-    j.commit_add(NAME, v1)
-    j.begin_add(NAME, v2, "bob")
-    j.commit_add(NAME, v2)
-    assert {r.value for r in j.values(NAME, "bob")} == {v2}
-    j.begin_remove(NAME, v1)
-    assert {r.value: r.state for r in j.values(NAME)}[v1] == "removing"
-    j.commit_remove(NAME, v1)
-    assert [r.value for r in j.values(NAME)] == [v2]
+    await j.begin_add(NAME, v1, "alice")
+    assert [r.state for r in await j.values(NAME)] == ["adding"]
+    await j.commit_add(NAME, v1)
+    await j.begin_add(NAME, v2, "bob")
+    await j.commit_add(NAME, v2)
+    assert {r.value for r in await j.values(NAME, "bob")} == {v2}
+    await j.begin_remove(NAME, v1)
+    assert {r.value: r.state for r in await j.values(NAME)}[v1] == "removing"
+    await j.commit_remove(NAME, v1)
+    assert [r.value for r in await j.values(NAME)] == [v2]
     assert oct((tmp_path / "j.sqlite3").stat().st_mode & 0o777) == "0o600"
 
 
-def test_due_by_age_and_unfinished_removals(tmp_path: Path) -> None:
+async def test_due_by_age_and_unfinished_removals(tmp_path: Path) -> None:
     clock = Clock()
     j = open_journal(tmp_path, clock)
     old, young, stuck = make_value(), make_value(), make_value()
-    j.begin_add(NAME, old, "a")
-    j.commit_add(NAME, old)
-    j.begin_add(NAME, stuck, "a")
+    await j.begin_add(NAME, old, "a")
+    await j.commit_add(NAME, old)
+    await j.begin_add(NAME, stuck, "a")
     clock.now += 3000
-    j.begin_add(NAME, young, "a")
-    j.begin_remove(NAME, stuck)  # a removal that was interrupted
-    due = {r.value for r in j.due(max_age=1000)}
+    await j.begin_add(NAME, young, "a")
+    await j.begin_remove(NAME, stuck)  # a removal that was interrupted
+    due = {r.value for r in await j.due(max_age=1000)}
     assert due == {old, stuck}
 
 
-def test_repeated_setup_restarts_the_clock(tmp_path: Path) -> None:
+async def test_repeated_setup_restarts_the_clock(tmp_path: Path) -> None:
     clock = Clock()
     j = open_journal(tmp_path, clock)
     v = make_value()
-    j.begin_add(NAME, v, "a")
+    await j.begin_add(NAME, v, "a")
     clock.now += 5000
-    j.begin_add(NAME, v, "a")
-    assert j.due(max_age=1000) == []
+    await j.begin_add(NAME, v, "a")
+    assert await j.due(max_age=1000) == []
 
 
-def test_survives_reopen(tmp_path: Path) -> None:
+async def test_survives_reopen(tmp_path: Path) -> None:
     j = open_journal(tmp_path)
     v = make_value()
-    j.begin_add(NAME, v, "a")
+    await j.begin_add(NAME, v, "a")
     # No close: as if the process died right after the commit.
     j2 = open_journal(tmp_path)
-    assert [r.value for r in j2.values(NAME)] == [v]
+    assert [r.value for r in await j2.values(NAME)] == [v]
 
 
-def test_unwritable_journal_is_unavailable(tmp_path: Path) -> None:
+async def test_unwritable_journal_is_unavailable(tmp_path: Path) -> None:
     j = open_journal(tmp_path)
     j._db.execute("PRAGMA query_only=ON")  # type: ignore[union-attr]
     with pytest.raises(Unavailable) as info:
-        j.begin_add(NAME, make_value(), "a")
+        await j.begin_add(NAME, make_value(), "a")
     assert "journal cannot be written" in info.value.message
 
 
@@ -101,7 +101,7 @@ def test_unopenable_state_dir(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(Unavailable):
-        Journal.in_dir(blocker / "state").open()
+        SqliteJournal(blocker / "state" / JOURNAL_FILE_NAME).open()
 
 
 async def test_record_is_journaled_before_the_provider_call(
@@ -147,11 +147,12 @@ async def test_journal_write_failure_means_no_provider_call(
 
 
 def make_service(tmp_path: Path, clock: Clock, provider: MemoryProvider) -> ChallengeService:
-    journal = Journal(tmp_path / "j.sqlite3", clock=clock)
-    journal.open()
+    state = SqliteState(tmp_path, clock=clock)
+    state.journal.open()
+    state.accounts.open()
     return ChallengeService(
         provider,
-        journal,
+        state,
         ("example.test",),
         PropagationConfig(False, PropagationSettings(timeout=1.0)),
         5.0,
@@ -164,17 +165,17 @@ async def test_janitor_removes_stale_keeps_fresh(tmp_path: Path) -> None:
     service = make_service(tmp_path, clock, provider)
     stale, fresh = make_value(), make_value()
     for v in (stale,):
-        service.journal.begin_add(NAME, v, "a")
+        await service.journal.begin_add(NAME, v, "a")
         await provider.add_txt(NAME, v)
-        service.journal.commit_add(NAME, v)
+        await service.journal.commit_add(NAME, v)
     clock.now += 4000
-    service.journal.begin_add(NAME, fresh, "a")
+    await service.journal.begin_add(NAME, fresh, "a")
     await provider.add_txt(NAME, fresh)
-    service.journal.commit_add(NAME, fresh)
+    await service.journal.commit_add(NAME, fresh)
     janitor = Janitor(service, max_age=3600, interval=60)
     assert await janitor.sweep() == 1
     assert provider.values(NAME) == [fresh]
-    assert [r.value for r in service.journal.all()] == [fresh]
+    assert [r.value for r in await service.journal.all()] == [fresh]
 
 
 async def test_janitor_retries_failed_removal(tmp_path: Path) -> None:
@@ -182,7 +183,7 @@ async def test_janitor_retries_failed_removal(tmp_path: Path) -> None:
     provider = MemoryProvider()
     service = make_service(tmp_path, clock, provider)
     v = make_value()
-    service.journal.begin_add(NAME, v, "a")
+    await service.journal.begin_add(NAME, v, "a")
     await provider.add_txt(NAME, v)
     clock.now += 7200
     original = provider.remove_txt
@@ -199,10 +200,10 @@ async def test_janitor_retries_failed_removal(tmp_path: Path) -> None:
     janitor = Janitor(service, max_age=3600, interval=60)
     assert await janitor.sweep() == 0
     assert janitor.failed == 1
-    assert [r.state for r in service.journal.all()] == ["removing"]
+    assert [r.state for r in await service.journal.all()] == ["removing"]
     fail[0] = False
     assert await janitor.sweep() == 1
-    assert service.journal.all() == []
+    assert await service.journal.all() == []
     assert provider.values(NAME) == []
 
 

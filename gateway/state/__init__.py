@@ -1,0 +1,66 @@
+"""The state layer: everything the gateway keeps, in one database, behind one interface.
+
+The journal (:class:`gateway.journal.Journal`), the registered acme-dns accounts
+(:class:`gateway.acmedns.AccountTable`) and the serialisation of changes go
+through a :class:`State`; the services never talk SQL. Two backends:
+
+* :mod:`gateway.state.sqlite`: files in ``STATE_DIR``, for one gateway process
+  (the embedded default, ``make run``);
+* :mod:`gateway.state.postgres`: a PostgreSQL database named by ``DATABASE_URL``,
+  shared by every replica of the gateway. Its driver (psycopg) is an optional
+  extra, imported only when ``DATABASE_URL`` is set.
+
+Each backend creates and migrates its own schema, recording the version of
+each part in a version table.
+"""
+
+from __future__ import annotations
+
+import abc
+from contextlib import AbstractAsyncContextManager
+
+from gateway.acmedns import AccountTable
+from gateway.config import Config
+from gateway.journal import Journal
+
+
+class State(abc.ABC):
+    """One database holding the journal and the accounts, and the locks that guard them."""
+
+    journal: Journal
+    accounts: AccountTable
+    # What this backend is, for logs and the configuration summary (never a secret).
+    description: str
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect, and create or migrate the schema; raises Unavailable."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release every connection; the database keeps what was committed."""
+
+    @abc.abstractmethod
+    def hold(self, fqdn: str) -> AbstractAsyncContextManager[Journal]:
+        """Changes to *fqdn*, one at a time across every process using this database.
+
+        The caller holds the process's own lock for *fqdn* already. Yields the
+        journal to write the change with (it may be bound to the connection
+        that holds the lock). Raises Unavailable when the lock cannot be had
+        in time.
+        """
+
+    @abc.abstractmethod
+    def janitor_turn(self) -> AbstractAsyncContextManager[bool]:
+        """Yields True if this process may sweep now (no other is sweeping), else False."""
+
+    @abc.abstractmethod
+    async def check(self) -> None:
+        """Raise Unavailable if the database cannot be used right now (``/healthz``)."""
+
+
+def state_for(config: Config) -> State:
+    """The backend *config* asks for, not yet opened (no I/O here)."""
+    from gateway.state.sqlite import SqliteState
+
+    return SqliteState(config.state_dir)

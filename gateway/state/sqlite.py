@@ -1,0 +1,309 @@
+"""The SQLite backend: the state of one gateway process, in files in ``STATE_DIR``.
+
+``journal.sqlite3`` holds the journal and ``acmedns.sqlite3`` the registered
+acme-dns accounts, each with a ``schema_version`` table saying which of its
+part's migrations it has had. The files of versions before that table are the
+same tables without it: opening one records that it is at version 1.
+
+WAL with ``synchronous=NORMAL`` (:func:`gateway.storage.open_database`): a
+commit survives the process being killed (the case we design for); only a
+power cut may lose the last commits. Calls are short local writes and run on
+the event loop thread. One process owns the files, so the per-name lock of
+:class:`gateway.service.NameLocks` serialises changes on its own, and the
+janitor needs no lock either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from gateway.acmedns import Account, AccountTable, allowfrom_of, allowfrom_text
+from gateway.errors import Unavailable
+from gateway.journal import Journal, Record
+from gateway.state import State
+from gateway.storage import open_database
+
+JOURNAL_FILE_NAME = "journal.sqlite3"
+ACCOUNTS_FILE_NAME = "acmedns.sqlite3"
+
+# Each part's migrations, in order: version n is reached by running the n-th.
+JOURNAL_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE IF NOT EXISTS records ("
+        " fqdn TEXT NOT NULL,"
+        " value TEXT NOT NULL,"
+        " owner TEXT NOT NULL,"
+        " state TEXT NOT NULL CHECK (state IN ('adding', 'present', 'removing')),"
+        " created REAL NOT NULL,"
+        " updated REAL NOT NULL,"
+        " PRIMARY KEY (fqdn, value)"
+        ") WITHOUT ROWID",
+        "CREATE INDEX IF NOT EXISTS records_created ON records (created)",
+        "CREATE INDEX IF NOT EXISTS records_owner ON records (owner)",
+    ),
+)
+ACCOUNT_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE IF NOT EXISTS accounts ("
+        " username TEXT PRIMARY KEY,"
+        " key_hash TEXT NOT NULL,"
+        " subdomain TEXT NOT NULL UNIQUE,"
+        " fqdn TEXT NOT NULL,"
+        " allowfrom TEXT NOT NULL,"
+        " owner TEXT NOT NULL,"
+        " created REAL NOT NULL"
+        ")",
+    ),
+)
+
+
+def migrate(db: sqlite3.Connection, part: str, migrations: Sequence[Sequence[str]]) -> int:
+    """Bring *part*'s tables in *db* to the last version; returns the version found.
+
+    One immediate transaction: a second process opening the same file waits
+    (``busy_timeout``) and then finds the work done.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(part TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        )
+        row = db.execute("SELECT version FROM schema_version WHERE part=?", (part,)).fetchone()
+        found = 0 if row is None else int(row[0])
+        if found > len(migrations):
+            raise Unavailable(
+                f"the {part} tables are at version {found}, newer than this gateway knows "
+                f"({len(migrations)}): run the newer gateway, or restore a backup"
+            )
+        for statements in migrations[found:]:
+            for statement in statements:
+                db.execute(statement)
+        db.execute(
+            "INSERT INTO schema_version VALUES (?, ?) "
+            "ON CONFLICT (part) DO UPDATE SET version=excluded.version",
+            (part, len(migrations)),
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return found
+
+
+class _File:
+    """One SQLite file holding one part of the state, opened at its last version."""
+
+    what: str  # how errors name it
+    part: str
+    migrations: Sequence[Sequence[str]]
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        db = open_database(self.path, self.what, "")
+        try:
+            migrate(db, self.part, self.migrations)
+        except sqlite3.Error as exc:
+            db.close()
+            raise Unavailable(f"cannot prepare {self.what} {self.path}: {exc}") from exc
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise Unavailable(f"{self.what} is closed")
+        return self._db
+
+
+class SqliteJournal(_File, Journal):
+    """The journal in ``journal.sqlite3``."""
+
+    what = "the journal"
+    part = "journal"
+    migrations = JOURNAL_MIGRATIONS
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        _File.__init__(self, path)
+        Journal.__init__(self, clock)
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        try:
+            with db:  # one transaction, committed on exit
+                yield db
+        except sqlite3.Error as exc:
+            # Disk full, read-only state directory, ...: refuse the change
+            # rather than make one we could not clean up later.
+            raise Unavailable(f"journal cannot be written: {exc}") from exc
+
+    async def begin_add(self, fqdn: str, value: str, owner: str, limit: int = 0) -> bool:
+        now = self.clock()
+        with self._write() as db:
+            written = db.execute(
+                "INSERT INTO records SELECT ?, ?, ?, 'adding', ?, ? "
+                "WHERE ? = 0 "
+                "OR EXISTS (SELECT 1 FROM records WHERE fqdn=? AND value=? AND owner=?) "
+                "OR (SELECT count(*) FROM records WHERE owner=?) < ? "
+                "ON CONFLICT (fqdn, value) DO UPDATE SET owner=excluded.owner, "
+                "state='adding', created=excluded.created, updated=excluded.updated",
+                (fqdn, value, owner, now, now, limit, fqdn, value, owner, owner, limit),
+            ).rowcount
+        return written > 0
+
+    async def commit_add(self, fqdn: str, value: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE records SET state='present', updated=? WHERE fqdn=? AND value=?",
+                (self.clock(), fqdn, value),
+            )
+
+    async def begin_remove(self, fqdn: str, value: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE records SET state='removing', updated=? WHERE fqdn=? AND value=?",
+                (self.clock(), fqdn, value),
+            )
+
+    async def commit_remove(self, fqdn: str, value: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM records WHERE fqdn=? AND value=?", (fqdn, value))
+
+    def _select(self, where: str = "", args: tuple[object, ...] = ()) -> list[Record]:
+        db = self._connection()
+        try:
+            rows = db.execute(
+                "SELECT fqdn, value, owner, state, created, updated FROM records "  # noqa: S608
+                + where  # one of this class's constant clauses; values are bound
+                + " ORDER BY created",
+                args,
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise Unavailable(f"journal cannot be read: {exc}") from exc
+        return [Record(*row) for row in rows]
+
+    async def values(self, fqdn: str, owner: str | None = None) -> list[Record]:
+        if owner is None:
+            return self._select("WHERE fqdn=?", (fqdn,))
+        return self._select("WHERE fqdn=? AND owner=?", (fqdn, owner))
+
+    async def record(self, fqdn: str, value: str) -> Record | None:
+        found = self._select("WHERE fqdn=? AND value=?", (fqdn, value))
+        return found[0] if found else None
+
+    async def all(self) -> list[Record]:
+        return self._select()
+
+    async def due(self, max_age: float) -> list[Record]:
+        cutoff = self.clock() - max_age
+        return self._select("WHERE created < ? OR state='removing'", (cutoff,))
+
+    async def figures(self) -> tuple[int, float]:
+        db = self._connection()
+        try:
+            count, oldest = db.execute("SELECT count(*), min(created) FROM records").fetchone()
+        except sqlite3.Error as exc:
+            raise Unavailable(f"journal cannot be read: {exc}") from exc
+        return int(count), 0.0 if oldest is None else max(0.0, self.clock() - float(oldest))
+
+
+class SqliteAccounts(_File, AccountTable):
+    """Registered acme-dns accounts in ``acmedns.sqlite3``."""
+
+    what = "the acme-dns account store"
+    part = "accounts"
+    migrations = ACCOUNT_MIGRATIONS
+
+    async def insert(self, account: Account, created: float) -> None:
+        db = self._connection()
+        try:
+            with db:
+                db.execute(
+                    "INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        account.username,
+                        account.key_hash,
+                        account.subdomain,
+                        account.fqdn,
+                        allowfrom_text(account),
+                        account.owner,
+                        created,
+                    ),
+                )
+        except sqlite3.Error as exc:
+            raise Unavailable(f"acme-dns account store cannot be written: {exc}") from exc
+
+    async def get(self, username: str) -> Account | None:
+        db = self._connection()
+        try:
+            row = db.execute(
+                "SELECT username, key_hash, subdomain, fqdn, allowfrom, owner FROM accounts "
+                "WHERE username=?",
+                (username,),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise Unavailable(f"acme-dns account store cannot be read: {exc}") from exc
+        if row is None:
+            return None
+        return Account(row[0], row[1], row[2], row[3], allowfrom_of(row[4]), row[5])
+
+    async def delete(self, username: str) -> bool:
+        db = self._connection()
+        try:
+            with db:
+                deleted = db.execute("DELETE FROM accounts WHERE username=?", (username,))
+        except sqlite3.Error as exc:
+            raise Unavailable(f"acme-dns account store cannot be written: {exc}") from exc
+        return deleted.rowcount > 0
+
+
+class SqliteState(State):
+    """The journal and the accounts in ``STATE_DIR``, for one process."""
+
+    def __init__(self, state_dir: Path, clock: Callable[[], float] = time.time) -> None:
+        self.state_dir = state_dir
+        self.journal: SqliteJournal = SqliteJournal(state_dir / JOURNAL_FILE_NAME, clock)
+        self.accounts: SqliteAccounts = SqliteAccounts(state_dir / ACCOUNTS_FILE_NAME)
+        self.description = f"SQLite in {state_dir}"
+
+    async def open(self) -> None:
+        self.journal.open()
+        try:
+            self.accounts.open()
+        except BaseException:
+            self.journal.close()
+            raise
+
+    async def close(self) -> None:
+        self.accounts.close()
+        self.journal.close()
+
+    @asynccontextmanager
+    async def hold(self, fqdn: str) -> AsyncIterator[Journal]:
+        # The process's own per-name lock, taken by the caller, is the only one needed.
+        yield self.journal
+
+    @asynccontextmanager
+    async def janitor_turn(self) -> AsyncIterator[bool]:
+        yield True
+
+    async def check(self) -> None:
+        try:
+            self.journal._connection().execute("SELECT 1 FROM records LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise Unavailable(f"journal cannot be read: {exc}") from exc
