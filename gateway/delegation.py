@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.journal import Journal
+from gateway.state import state_for
 from lib.dnscheck import (
     Authority,
     DiscoveryError,
@@ -264,9 +265,9 @@ async def _probe(
     authority: Authority | None,
     report: Report,
 ) -> None:
-    journal = Journal.in_dir(config.state_dir)
+    state = state_for(config)
     try:
-        journal.open()
+        await state.open()
     except GatewayError as exc:
         raise UsageError(
             f"cannot journal the probe value: {exc.message} (run it as the gateway's user)"
@@ -278,11 +279,13 @@ async def _probe(
             await _cannot_open(provider, exc, authority, wait, report)
             return
         try:
-            await _write_wait_remove(fqdn, config, provider, journal, wait, report)
+            # As a change through the API would: no other gateway changes the name meanwhile.
+            async with state.hold(fqdn) as journal:
+                await _write_wait_remove(fqdn, config, provider, journal, wait, report)
         finally:
             await provider.aclose()
     finally:
-        journal.close()
+        await state.close()
 
 
 async def _cannot_open(
@@ -325,7 +328,7 @@ async def _write_wait_remove(
     report: Report,
 ) -> None:
     value = _probe_value()
-    journal.begin_add(fqdn, value, PROBE_OWNER)
+    await journal.begin_add(fqdn, value, PROBE_OWNER)
     added = False
     try:
         try:
@@ -337,7 +340,7 @@ async def _write_wait_remove(
             )
             return
         added = True
-        journal.commit_add(fqdn, value)
+        await journal.commit_add(fqdn, value)
         started = asyncio.get_running_loop().time()
         try:
             served = await wait_for_txt(fqdn, value, wait)
@@ -360,7 +363,7 @@ async def _write_wait_remove(
                 f"{', '.join(served)} after {elapsed:.1f}s"
             )
     finally:
-        journal.begin_remove(fqdn, value)
+        await journal.begin_remove(fqdn, value)
         try:
             await asyncio.wait_for(provider.remove_txt(fqdn, value), config.provider_timeout)
         except (ProviderError, TimeoutError) as exc:
@@ -372,6 +375,6 @@ async def _write_wait_remove(
                 )
             # Else it was most likely never written; the journal keeps it for the janitor.
         else:
-            journal.commit_remove(fqdn, value)
+            await journal.commit_remove(fqdn, value)
             if added:
                 report.ok("the probe value is removed")
