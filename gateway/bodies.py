@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from gateway.keys import LIVE
 
 
 async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
@@ -32,17 +34,25 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, however many segments or chunks it came in; 413 past *limit*."""
+    """The whole body, however many segments or chunks it came in; 413 past *limit*,
+    408 when it does not come within ``HTTP_BODY_TIMEOUT``."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"body is larger than {limit} bytes")
+    timeout = request.app[LIVE].config.connections.body_timeout
     # One read() returns what has arrived so far, which may be part of the body.
     parts: list[bytes] = []
     size = 0
-    while chunk := await request.content.read(limit + 1 - size):
-        parts.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body is larger than {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout):
+            while chunk := await request.content.read(limit + 1 - size):
+                parts.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"body is larger than {limit} bytes")
+    except TimeoutError:
+        raise RequestTimeout(
+            f"body: not received within {timeout:g}s (HTTP_BODY_TIMEOUT)"
+        ) from None
     return b"".join(parts)
 
 

@@ -108,6 +108,17 @@ class PropagationConfig:
 
 
 @dataclass(frozen=True)
+class ConnectionLimits:
+    """How long a connection may take to send a request, and how many may be open."""
+
+    header_timeout: float = 10.0  # from accept (TLS handshake included) to a complete head
+    body_timeout: float = 10.0  # to receive a request body
+    idle_timeout: float = 30.0  # a kept-alive connection waiting for its next request
+    max_connections: int = 1024
+    max_per_client: int = 32  # per address (IPv6: per /64); ALLOWED_PROXIES are exempt
+
+
+@dataclass(frozen=True)
 class AcmeDnsConfig:
     """The acme-dns protocol (``/update``, ``/register``, ``/health``)."""
 
@@ -143,6 +154,7 @@ class Config:
     acmedns: AcmeDnsConfig = AcmeDnsConfig(False, None, 2, None)
     # Values one user (acme-dns account, allowed host) may have published at once; 0: no cap.
     max_records_per_user: int = 1000
+    connections: ConnectionLimits = ConnectionLimits()
     # Said at start-up, not fatal (gateway.checks): unknown settings, users outside
     # DNSAPI_DOMAINS, a password file others may read.
     warnings: tuple[str, ...] = ()
@@ -518,6 +530,17 @@ def build(settings: Settings, args: argparse.Namespace, config_dir: Path | None)
         httpreq_prefix=_prefix(settings),
         acmedns=acmedns,
         max_records_per_user=_max_records(settings, acmedns),
+        connections=_connection_limits(settings),
+    )
+
+
+def _connection_limits(settings: Settings) -> ConnectionLimits:
+    return ConnectionLimits(
+        header_timeout=settings.duration("HTTP_HEADER_TIMEOUT", 10.0, 0.1, 300.0),
+        body_timeout=settings.duration("HTTP_BODY_TIMEOUT", 10.0, 0.1, 300.0),
+        idle_timeout=settings.duration("HTTP_IDLE_TIMEOUT", 30.0, 0.1, 3600.0),
+        max_connections=settings.integer("MAX_CONNECTIONS", 1024, 1, 1_000_000),
+        max_per_client=settings.integer("MAX_CONNECTIONS_PER_CLIENT", 32, 1, 1_000_000),
     )
 
 

@@ -84,6 +84,13 @@ class Conflict(GatewayError):
     code = "conflict"
 
 
+class RequestTimeout(GatewayError):
+    """The client did not send its request in time."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(GatewayError):
     """The body is over the limit."""
 

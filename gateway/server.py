@@ -23,7 +23,8 @@ from gateway.app import apply_reload, create_app, load_static_accounts
 from gateway.auth import PasswordStore
 from gateway.config import Config, build, gather
 from gateway.errors import GatewayError
-from gateway.keys import METRICS, PROVIDER
+from gateway.keys import LIVE, METRICS, PROVIDER
+from gateway.listeners import ConnectionGuard, GuardedSite, connection_budget
 from gateway.tls import ReloadingTLS, TLSFilesError
 from lib.passwd import PasswdFileError, UserEntry
 from lib.settings import ConfigError
@@ -85,8 +86,14 @@ async def serve(
         app[METRICS].watch_certificate(
             lambda: tls.validity.not_before, lambda: tls.validity.not_after
         )
+    guard = _connection_guard(app, config, tls)
     runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=SHUTDOWN_GRACE
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_GRACE,
+        # How long a body nobody reads may keep coming in after the answer.
+        lingering_time=config.connections.body_timeout,
     )
     try:
         # Opens the journal and the provider (the builtin DNS server binds its port here).
@@ -95,16 +102,11 @@ async def serve(
         log.error("cannot start: %s", exc)
         await runner.cleanup()
         return 1
+    guard.handlers = runner.server
     scheme = "https" if tls else "http"
     try:
         for listener in config.listeners:
-            site = web.TCPSite(
-                runner,
-                listener.host,
-                listener.port,
-                ssl_context=tls.context if tls else None,
-                reuse_address=True,
-            )
+            site = GuardedSite(runner, guard, listener.host, listener.port)
             await site.start()
             log.info("listening on %s://%s (provider %s)", scheme, listener, provider.name)
     except OSError as exc:
@@ -128,8 +130,28 @@ async def serve(
     if tls is not None:
         await tls.stop()
     await runner.cleanup()  # stops accepting, waits for handlers, then runs cleanup_ctx
+    guard.close_all()
     log.info("stopped")
     return 0
+
+
+def _connection_guard(
+    app: web.Application, config: Config, tls: ReloadingTLS | None
+) -> ConnectionGuard:
+    """The listeners' guard, fitted to the open-file limit, its middleware on *app*."""
+    files, budget = connection_budget()
+    wanted = config.connections.max_connections
+    if wanted > budget:
+        log.warning(
+            "MAX_CONNECTIONS=%d does not fit in the open-file limit (%d, ulimit -n): "
+            "at most %d connections are accepted; raise the limit (LimitNOFILE=) to allow more",
+            wanted,
+            files,
+            budget,
+        )
+    guard = ConnectionGuard(app[LIVE], tls.context if tls else None, budget)
+    app.middlewares.insert(0, guard.middleware)
+    return guard
 
 
 def reload(app: web.Application, argv: Sequence[str] | None, tls: ReloadingTLS | None) -> None:

@@ -67,6 +67,8 @@ def make_rig(directory: Path, **extra: str) -> Rig:
         "SSL_KEY": str(tls.key),
         "LISTEN": f"127.0.0.1:{port}",
         "STATE_DIR": str(directory / "state"),
+        # The load generator is one client address with many connections.
+        "MAX_CONNECTIONS_PER_CLIENT": "1024",
     }
     settings.update(extra)
     return Rig(directory, tls, port, settings)

@@ -69,6 +69,8 @@ def settings(tmp_path: Path, port: int) -> dict[str, str]:
         "LISTEN": f"127.0.0.1:{port}",
         "STATE_DIR": str(tmp_path / "state"),
         "LOG_LEVEL": "WARNING",
+        # One client sends all 200 at once, each on its own connection.
+        "MAX_CONNECTIONS_PER_CLIENT": "256",
     }
 
 

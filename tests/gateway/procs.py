@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import resource
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +40,15 @@ def gateway_env(settings: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def _limit_open_files(limit: int) -> Callable[[], None]:
+    """Run in the child before exec: soft and hard open-file limit *limit* (``ulimit -n``)."""
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return apply
+
+
 class GatewayProcess:
     """One gateway child process with its stdout and stderr kept in files."""
 
@@ -48,6 +58,7 @@ class GatewayProcess:
         settings: Mapping[str, str],
         args: Sequence[str] = (),
         module: str = "gateway",
+        open_files: int | None = None,
     ) -> None:
         n = next(_counter)
         self.stdout_path = cwd / f"{module}-{n}.stdout"
@@ -61,6 +72,7 @@ class GatewayProcess:
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
+                preexec_fn=None if open_files is None else _limit_open_files(open_files),
             )
 
     @property
@@ -123,9 +135,11 @@ def running_gateway(
     args: Sequence[str] = (),
     module: str = "gateway",
     ready: bool = True,
+    open_files: int | None = None,
 ) -> Iterator[GatewayProcess]:
-    """A started gateway (ready unless *ready* is False), always stopped afterwards."""
-    gw = GatewayProcess(cwd, settings, args, module)
+    """A started gateway (ready unless *ready* is False), always stopped afterwards;
+    *open_files* sets its ``ulimit -n``."""
+    gw = GatewayProcess(cwd, settings, args, module, open_files)
     try:
         if ready:
             gw.wait_ready()

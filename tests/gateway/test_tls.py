@@ -1,7 +1,7 @@
 """HTTPS from the certificate files, renewals picked up live, never plaintext.
 
 A throw-away CA and server certificates for 127.0.0.1 are made with
-``cryptography`` in the test; the gateway runs as a child process
+``cryptography`` (tests.gateway.certs); the gateway runs as a child process
 (``python -m gateway``) on loopback with basic auth, and the test looks at the
 certificate each new connection is served (its serial number) while it
 replaces the files the way renewal tools do, completely or halfway.
@@ -9,83 +9,25 @@ replaces the files the way renewal tools do, completely or halfway.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import socket
 import ssl
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
+from tests.gateway.certs import CA, Pair
 from tests.gateway.procs import GatewayProcess, run_gateway, running_gateway
 from tests.system import free_port
 
 USER, PASSWORD = "alice", "s3cret: with a colon"
 RELOAD_INTERVAL = 0.2
-
-
-@dataclass(frozen=True)
-class Pair:
-    cert: bytes
-    key: bytes
-    serial: int
-
-
-class CA:
-    """A CA that issues certificates for 127.0.0.1 with chosen serial numbers."""
-
-    def __init__(self) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "acmegw test CA")])
-        now = datetime.datetime.now(datetime.UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(self.name)
-            .issuer_name(self.name)
-            .public_key(self.key.public_key())
-            .serial_number(1)
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self.key, hashes.SHA256())
-        )
-
-    def pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    def issue(self, serial: int) -> Pair:
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(self.name)
-            .public_key(key.public_key())
-            .serial_number(serial)
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False,
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        return Pair(cert.public_bytes(serialization.Encoding.PEM), key_pem, serial)
 
 
 def replace_file(path: Path, data: bytes, mode: int = 0o644) -> None:

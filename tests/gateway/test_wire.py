@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import make_value
 from tests.gateway.procs import GatewayProcess, running_gateway
+from tests.gateway.rawhttp import connect, read_response
 from tests.system import free_port
 
 PAUSE = 0.3  # long enough for the gateway to read the first piece on its own
@@ -45,40 +46,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayP
         yield gw, port
 
 
-def connect(port: int, host: str = "127.0.0.1", source: str | None = None) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if source is not None:
-        sock.bind((source, 0))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.settimeout(15)
-    sock.connect((host, port))
-    return sock
-
-
 def send_in_pieces(sock: socket.socket, pieces: list[bytes]) -> None:
     for n, piece in enumerate(pieces):
         if n:
             time.sleep(PAUSE)
         sock.sendall(piece)
-
-
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 response with a Content-Length body: (status, headers, body)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        assert chunk, f"connection closed before a full response head: {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
-    length = int(headers.get("content-length", "0"))
-    while len(body) < length:
-        chunk = sock.recv(4096)
-        assert chunk, "connection closed inside the response body"
-        body += chunk
-    return status, headers, body[:length]
 
 
 def setup_json(value: str, name: str = "example.test") -> bytes:
