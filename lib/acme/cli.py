@@ -45,6 +45,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from lib.acme import jws
 from lib.acme.cas import DEFAULT_CA, KNOWN_CAS, directory_url
 from lib.acme.client import REVOCATION_REASONS, ExternalAccount
@@ -52,7 +55,7 @@ from lib.acme.dns01 import environment, provider_settings, read_password_file
 from lib.acme.errors import AcmeError, LockBusy, StateError, UsageError
 from lib.acme.identifiers import dns_identifier
 from lib.acme.issuance import Driver, Outcome
-from lib.acme.keys import DEFAULT_KEY_TYPE, KEY_TYPES, key_type_of
+from lib.acme.keys import DEFAULT_KEY_TYPE, KEY_TYPES, UserCsr, key_type_of, read_csr
 from lib.acme.options import Options
 from lib.acme.progress import Progress
 from lib.acme.renewal import by_lifetime, by_window
@@ -137,13 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     issue = sub.add_parser("issue", parents=[common, account_opts],
                            help="obtain a certificate (skipped while one is not due)")
-    issue.add_argument("-d", "--domain", action="append", default=[], required=True,
+    issue.add_argument("-d", "--domain", action="append", default=[],
                        help="a name for the certificate, *.name for a wildcard (repeatable)")
+    issue.add_argument("--csr", type=Path,
+                       help="issue for this certificate signing request (PEM or DER) of "
+                            "yours: its names, your key (no privkey.pem is written)")
+    issue.add_argument("--must-staple", action="store_true",
+                       help="ask for the OCSP must-staple feature (RFC 7633)")
     issue.add_argument("--name", help="certificate name (default: the first domain)")
     issue.add_argument("--server", action="append", default=[],
                        help=f"ACME directory URL or one of {servers} (default {DEFAULT_CA}); "
                             "repeat for failover, in order")
-    issue.add_argument("--key-type", choices=KEY_TYPES, default=DEFAULT_KEY_TYPE)
+    issue.add_argument("--key-type", choices=KEY_TYPES,
+                       help=f"type of the certificate key (default {DEFAULT_KEY_TYPE})")
     issue.add_argument("--reuse-key", action="store_true", help="keep the key when renewing")
     issue.add_argument("--gateway-url", help="the gateway's URL (native API)")
     issue.add_argument("--gateway-user", help="basic auth user at the gateway")
@@ -198,18 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _domains(values: Sequence[str]) -> list[str]:
+def _domains(values: Sequence[str], what: str = "-d") -> list[str]:
     names: list[str] = []
     for value in values:
         for item in value.replace(",", " ").split():
             try:
                 name = dns_identifier(item)
             except UsageError as exc:
-                raise UsageError(f"-d {exc}") from None
+                raise UsageError(f"{what} {exc}") from None
             if name not in names:
                 names.append(name)
     if not names:
-        raise UsageError("give at least one -d NAME")
+        raise UsageError("give at least one -d/--domain NAME, or --csr FILE")
     return names
 
 
@@ -313,14 +322,45 @@ def _solver_config(args: argparse.Namespace, domains: Sequence[str]) -> dict[str
                      "(PROVIDER=NAME in the environment) with that provider's settings")
 
 
+def _user_csr(args: argparse.Namespace) -> tuple[str, UserCsr] | None:
+    """The --csr file, checked: (its PEM, what it says), or None without --csr."""
+    if args.csr is None:
+        return None
+    for given, option in ((args.key_type, "--key-type"), (args.reuse_key, "--reuse-key"),
+                          (args.must_staple, "--must-staple")):
+        if given:
+            raise UsageError(f"--csr and {option} do not go together: your CSR decides the "
+                             "key and its extensions")
+    try:
+        data = args.csr.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--csr: cannot read {args.csr}: {exc.strerror}") from None
+    try:
+        csr = read_csr(data)
+    except UsageError as exc:
+        raise UsageError(f"--csr {args.csr}: {exc}") from None
+    pem = x509.load_der_x509_csr(csr.der).public_bytes(serialization.Encoding.PEM).decode()
+    return pem, csr
+
+
 def _lineage(args: argparse.Namespace) -> Lineage:
-    domains = _domains(args.domain)
+    user_csr = _user_csr(args)
+    if user_csr is not None:
+        csr_names = _domains(user_csr[1].names, f"--csr {args.csr}: the name")
+        if args.domain and set(_domains(args.domain)) != set(csr_names):
+            raise UsageError(f"-d names {' '.join(_domains(args.domain))} but the CSR names "
+                             f"{' '.join(csr_names)}: leave out -d, or make them agree")
+        domains = csr_names
+    else:
+        domains = _domains(args.domain)
     name = check_lineage_name(args.name or lineage_name_for(domains))
     servers = [directory_url(s) for s in (args.server or [DEFAULT_CA])]
     solver = _solver_config(args, domains)
     lineage = Lineage(
         name=name, domains=domains, servers=list(dict.fromkeys(servers)),
-        key_type=args.key_type, reuse_key=args.reuse_key,
+        key_type=user_csr[1].key_type if user_csr else args.key_type or DEFAULT_KEY_TYPE,
+        reuse_key=args.reuse_key, must_staple=args.must_staple,
+        csr=user_csr[0] if user_csr else None,
         ca_file=str(Path(args.ca_file).resolve()) if args.ca_file else None,
         solver=solver, propagation_nameservers=_nameservers(args.propagation_nameservers),
         propagation_timeout=args.propagation_timeout, deploy_hook=args.deploy_hook,

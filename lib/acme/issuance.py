@@ -58,7 +58,9 @@ log = logging.getLogger(__name__)
 
 # What the command line says about a certificate (the rest of a Lineage is what was issued).
 _SETTINGS = ("servers", "key_type", "reuse_key", "ca_file", "solver", "propagation_nameservers",
-             "propagation_timeout", "deploy_hook", "profile", "preferred_chain")
+             "propagation_timeout", "deploy_hook", "profile", "preferred_chain", "must_staple",
+             "csr")
+_SAVED_ORDER = ["fullchain.pem", "privkey.pem", "cert.pem", "chain.pem"]
 
 
 @dataclass
@@ -258,16 +260,17 @@ class Driver:
                 self.progress.warn(f"{lineage.name}: {exc}")
             return Outcome(lineage.name, "failed", error=str(exc))
         self._record(lineage, issued)
-        files = {"privkey.pem": issued.key_pem, "cert.pem": issued.leaf_pem.encode(),
-                 "chain.pem": issued.chain_pem.encode(),
+        files = {"cert.pem": issued.leaf_pem.encode(), "chain.pem": issued.chain_pem.encode(),
                  "fullchain.pem": (issued.leaf_pem + issued.chain_pem).encode()}
+        if issued.key_pem is not None:  # none for the user's own CSR: the key is theirs
+            files = {"privkey.pem": issued.key_pem, **files}
         # Until the hook succeeds, every run tries it again.
         lineage.deploy_pending = bool(lineage.deploy_hook)
         for warning in self.store.save_certificate(lineage, files):
             self.progress.warn(warning)
         self.store.drop_pending(lineage.name)
         folder = self.store.files_dir(lineage)
-        self.step(f"Saved {folder}/fullchain.pem, privkey.pem, cert.pem, chain.pem "
+        self.step(f"Saved {folder}/{', '.join(sorted(files, key=_SAVED_ORDER.index))} "
                   f"(each version in {folder}/versions)")
         outcome = Outcome(lineage.name, action, directory=issued.directory,
                           serial=issued.info.serial, not_after=lineage.not_after,

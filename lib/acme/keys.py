@@ -8,6 +8,7 @@ PEM (the files are 0600, see :mod:`lib.acme.store`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -52,8 +53,9 @@ def load_private_key(data: bytes) -> PrivateKey:
     return key
 
 
-def make_csr(key: PrivateKey, names: Sequence[str]) -> bytes:
-    """A DER CSR for *names* (all in the SAN extension; the first short one also as CN)."""
+def make_csr(key: PrivateKey, names: Sequence[str], must_staple: bool = False) -> bytes:
+    """A DER CSR for *names* (all in the SAN extension; the first short one also as CN),
+    asking for the OCSP must-staple feature (RFC 7633) when *must_staple*."""
     if not names:
         raise UsageError("a certificate needs at least one name")
     builder = x509.CertificateSigningRequestBuilder()
@@ -61,6 +63,56 @@ def make_csr(key: PrivateKey, names: Sequence[str]) -> bytes:
     subject = [x509.NameAttribute(NameOID.COMMON_NAME, common)] if common else []
     builder = builder.subject_name(x509.Name(subject)).add_extension(
         x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+    if must_staple:
+        builder = builder.add_extension(
+            x509.TLSFeature([x509.TLSFeatureType.status_request]), critical=False)
     digest = (hashes.SHA384() if isinstance(key, ec.EllipticCurvePrivateKey)
               and key.curve.name == "secp384r1" else hashes.SHA256())
     return builder.sign(key, digest).public_bytes(serialization.Encoding.DER)
+
+
+@dataclass(frozen=True)
+class UserCsr:
+    """A CSR the user made (``--csr``): its names, its key's type, its DER form."""
+
+    der: bytes
+    names: tuple[str, ...]
+    key_type: str
+
+    def public_key_der(self) -> bytes:
+        csr = x509.load_der_x509_csr(self.der)
+        return csr.public_key().public_bytes(serialization.Encoding.DER,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def read_csr(data: bytes) -> UserCsr:
+    """Parse a PEM or DER CSR and check what a CA will check; UsageError saying what is wrong."""
+    try:
+        csr = (x509.load_pem_x509_csr(data) if data.lstrip().startswith(b"-----")
+               else x509.load_der_x509_csr(data))
+    except ValueError:
+        raise UsageError("not a certificate signing request (PEM or DER)") from None
+    if not csr.is_signature_valid:
+        raise UsageError("the CSR's signature does not match its key")
+    key = csr.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        key_type = {"secp256r1": "ec256", "secp384r1": "ec384"}.get(key.curve.name, "")
+    elif isinstance(key, rsa.RSAPublicKey):
+        key_type = f"rsa{key.key_size}"
+    else:
+        key_type = ""
+    if key_type not in KEY_TYPES:
+        raise UsageError(f"the CSR's key is not one of {', '.join(KEY_TYPES)}")
+    names: list[str] = []
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names += san.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        pass
+    for attribute in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+        value = attribute.value if isinstance(attribute.value, str) else ""
+        if value and value not in names:
+            names.append(value)
+    if not names:
+        raise UsageError("the CSR names no DNS name")
+    return UserCsr(csr.public_bytes(serialization.Encoding.DER), tuple(names), key_type)

@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives import serialization
+
 from lib.acme import jws
 from lib.acme.accounts import load_key
 from lib.acme.certificates import (
@@ -49,7 +51,7 @@ from lib.acme.errors import (
     UsageError,
 )
 from lib.acme.journal import Journal, Published
-from lib.acme.keys import generate_key, key_type_of, make_csr, private_pem
+from lib.acme.keys import generate_key, key_type_of, make_csr, private_pem, read_csr
 from lib.acme.messages import Authorization, Challenge, Order
 from lib.acme.options import Options
 from lib.acme.progress import Progress
@@ -66,7 +68,7 @@ _RESUMABLE = ("pending", "ready", "processing", "valid")
 class Issued:
     """What a CA issued, ready to be stored."""
 
-    key_pem: bytes
+    key_pem: bytes | None  # None for the user's own CSR
     leaf_pem: str
     chain_pem: str
     info: CertificateInfo
@@ -117,7 +119,7 @@ class OrderFlow:
         order = self._resume() or self._new_order()
         if order.status == "pending":
             self._authorize(order)
-        key = self._certificate_key(order)
+        key = self._certificate_key(order) if self.lineage.csr is None else None
         order = self._finalize(order, key)
         return self._download(order, key)
 
@@ -270,7 +272,18 @@ class OrderFlow:
                     return key
         return generate_key(lineage.key_type)
 
-    def _finalize(self, order: Order, key: jws.PrivateKey) -> Order:
+    def _csr(self, key: jws.PrivateKey | None) -> tuple[bytes, str]:
+        """The CSR to send (DER) and how to describe it."""
+        lineage = self.lineage
+        if key is None:
+            assert lineage.csr is not None
+            csr = read_csr(lineage.csr.encode())
+            return csr.der, f"your CSR for {len(csr.names)} name(s), {csr.key_type} key"
+        staple = ", must-staple" if lineage.must_staple else ""
+        return (make_csr(key, lineage.domains, lineage.must_staple),
+                f"CSR for {len(lineage.domains)} name(s), {key_type_of(key)} key{staple}")
+
+    def _finalize(self, order: Order, key: jws.PrivateKey | None) -> Order:
         client, lineage = self.client, self.lineage
         deadline = time.monotonic() + self.options.order_timeout
         try:
@@ -278,9 +291,9 @@ class OrderFlow:
             order = client.poll_order(client.order(order.url), deadline, waiting=("pending",))
             check_order_usable(order)
             if order.status == "ready":
-                self.step(f"Finalize: CSR for {len(lineage.domains)} name(s), "
-                          f"{key_type_of(key)} key")
-                order = client.finalize(order, make_csr(key, lineage.domains))
+                csr, what = self._csr(key)
+                self.step(f"Finalize: {what}")
+                order = client.finalize(order, csr)
                 check_order_usable(order)
                 self.step(f"Order {order.url}: {order.status}")
             order = client.poll_order(order, deadline)
@@ -297,7 +310,7 @@ class OrderFlow:
 
     # --- 4. the certificate ---------------------------------------------------------------
 
-    def _download(self, order: Order, key: jws.PrivateKey) -> Issued:
+    def _download(self, order: Order, key: jws.PrivateKey | None) -> Issued:
         assert order.certificate is not None
         lineage = self.lineage
         chains = [load_chain(c.pem) for c in self.client.certificates(order.certificate)]
@@ -314,11 +327,15 @@ class OrderFlow:
             self.progress.warn(f"no chain leads to \"{lineage.preferred_chain}\"; "
                                "using the CA's default")
         certs = chains[index]
-        leaf_pem, key_pem = to_pem(certs[:1]), private_pem(key)
-        if not key_matches(leaf_pem.encode(), key_pem):
+        leaf, leaf_pem = certs[0], to_pem(certs[:1])
+        key_pem = private_pem(key) if key is not None else None
+        ours = key_matches(leaf_pem.encode(), key_pem) if key_pem is not None else \
+            leaf.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) \
+            == read_csr((lineage.csr or "").encode()).public_key_der()
+        if not ours:
             self.store.drop_pending(lineage.name)
             raise OrderFailed("the CA's certificate is not for the key we sent")
-        leaf = certs[0]
         missing = {d.lower() for d in lineage.domains} - {n.lower() for n in dns_names(leaf)}
         if missing:
             self.store.drop_pending(lineage.name)

@@ -145,6 +145,9 @@ class Lineage:
     profile: str | None = None
     preferred_chain: str | None = None
     out: str | None = None
+    must_staple: bool = False
+    # A CSR the user made (--csr), PEM: its key is theirs, and no privkey.pem is written.
+    csr: str | None = None
     # The current certificate.
     issuer_directory: str | None = None
     account_url: str | None = None
@@ -205,7 +208,7 @@ class Lineage:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) \
                 or not low <= timeout <= high:
             found.append(f"propagation_timeout {timeout!r} is not {low:g} to {high:g} seconds")
-        for name in ("reuse_key", "deploy_pending"):
+        for name in ("reuse_key", "deploy_pending", "must_staple"):
             if not isinstance(getattr(self, name), bool):
                 found.append(f"{name} must be true or false")
         if self.key_type not in KEY_TYPES:
@@ -216,7 +219,7 @@ class Lineage:
                 parse_server(server)
             except (TypeError, ValueError) as exc:
                 found.append(f"propagation_nameservers: {exc}")
-        for name in ("ca_file", "deploy_hook", "profile", "preferred_chain", "out",
+        for name in ("ca_file", "deploy_hook", "profile", "preferred_chain", "out", "csr",
                      "issuer_directory", "account_url", "order_url", "serial", "not_before",
                      "not_after", "ari_id", "chain_issuer", "issued", "revoked", "ari_chosen",
                      "ari_next_check"):

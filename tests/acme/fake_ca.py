@@ -131,8 +131,14 @@ class Issuer:
     def issue(self, csr: x509.CertificateSigningRequest, days: float) -> x509.Certificate:
         now = datetime.datetime.now(datetime.UTC)
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        builder = x509.CertificateBuilder()
+        # OCSP must-staple asked for in the CSR is copied, as Let's Encrypt did (pebble
+        # 2.4 drops it).
+        for extension in csr.extensions:
+            if isinstance(extension.value, x509.TLSFeature):
+                builder = builder.add_extension(extension.value, critical=False)
         return (
-            x509.CertificateBuilder()
+            builder
             .subject_name(x509.Name([]))
             .issuer_name(self.name)
             .public_key(csr.public_key())

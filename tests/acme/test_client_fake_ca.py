@@ -402,3 +402,13 @@ async def test_an_account_the_ca_forgot_is_created_again_at_renewal(make_rig: Ri
     assert status == 0, err
     account = Store(rig.state).load_account(rig.urls[0])
     assert account is not None and account.terms_agreed == "https://ca.example/terms-v2"
+
+
+async def test_must_staple_is_asked_for_in_the_csr(make_rig: RigFactory) -> None:
+    rig = await make_rig(fast())
+    status, _, err = await rig.cli("issue", *domains(), "--must-staple")
+    assert status == 0, err
+    assert "must-staple" in err
+    feature = rig.leaf().extensions.get_extension_for_class(x509.TLSFeature).value
+    assert list(feature) == [x509.TLSFeatureType.status_request]
+    assert rig.lineage().must_staple is True

@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from lib.acme.cli import main
 from lib.acme.client import AcmeClient
@@ -270,3 +271,34 @@ def test_the_gateway_is_checked_before_anything_is_ordered(site: Site, tmp_path:
         assert "pass --gateway-ca-file" in out.getvalue()
     # Nothing reached the CA: not even its directory.
     assert "Directory" not in err.getvalue() and "newOrder" not in err.getvalue()
+
+
+def test_a_csr_of_the_users_own_is_issued_and_renewed(site: Site, tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP384R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "csr.example.test")]))
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName("csr.example.test"),
+                                                       x509.DNSName("www.example.test")]),
+                          critical=False)
+           .sign(key, hashes.SHA384()))
+    csr_file = tmp_path / "request.csr"
+    csr_file.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    args = site.issue_args("--csr", str(csr_file))
+    at = args.index("-d")
+    del args[at:at + 4]  # the names come from the CSR
+    status, _, err = site.run(*args)
+    assert status == 0, err
+    assert "Finalize: your CSR for 2 name(s), ec384 key" in err
+    files = site.files("csr.example.test")
+    first = x509.load_pem_x509_certificate((files / "cert.pem").read_bytes())
+    assert first.public_key() == key.public_key()
+    assert not (files / "privkey.pem").exists()  # the key is the user's, never ours
+
+    status, _, err = site.run("renew", "--force", "--name", "csr.example.test")
+    assert status == 0, err
+    renewed = x509.load_pem_x509_certificate((files / "cert.pem").read_bytes())
+    assert renewed.serial_number != first.serial_number
+    assert renewed.public_key() == key.public_key()
+
+    status, _, err = site.run(*args, "--must-staple")
+    assert status == 2 and "--csr and --must-staple do not go together" in err
