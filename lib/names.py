@@ -23,9 +23,10 @@ import re
 CHALLENGE_LABEL = "_acme-challenge"
 
 # Letters, digits, hyphen and underscore: hostnames plus the underscore labels of
-# service names such as ``_acme-challenge``.
-_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
-_VALUE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+# service names such as ``_acme-challenge``. Used with fullmatch: ``$`` with
+# ``match`` would also take a final line break ("www\n", a value and "\n").
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+_VALUE = re.compile(r"[A-Za-z0-9_-]{43}")
 _MAX_NAME = 253
 _ACE_PREFIX = "xn--"
 _QUOTED = re.compile(r" (?:of|in) '.*'")
@@ -68,7 +69,7 @@ def normalize_name(name: str) -> str:
         label = _a_label(label) if not label.isascii() else label.lower()
         if label.startswith(_ACE_PREFIX):
             _check_a_label(label)
-        if not _LABEL.match(label):
+        if not _LABEL.fullmatch(label):
             raise InvalidName(f"has an invalid label {label[:63]!r}")
         out.append(label)
     result = ".".join(out)
@@ -148,7 +149,7 @@ def base_name(fqdn: str) -> str:
 
 def validate_value(value: object) -> str:
     """Return *value* if it is a dns-01 TXT value: exactly 43 base64url characters."""
-    if not isinstance(value, str) or not _VALUE.match(value):
+    if not isinstance(value, str) or not _VALUE.fullmatch(value):
         raise InvalidValue("must be exactly 43 base64url characters")
     return value
 
