@@ -133,6 +133,11 @@ class Accounts:
             agree = True
             self.progress.step(f"Agreeing again to {terms}, the terms agreed to when the "
                                "account was created")
+        elif terms and not agree and self.options.dry_run and terms in self.store.terms_agreed():
+            # A dry run's account at a staging twin: the same document, agreed to before.
+            agree = True
+            self.progress.step(f"Agreeing to {terms}, the terms already agreed to for "
+                               "another account")
         if terms and not agree:
             changed = " (they changed since you agreed)" if stored and stored.terms_agreed \
                 else ""

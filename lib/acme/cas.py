@@ -26,3 +26,8 @@ def directory_url(server: str) -> str:
         return server
     raise UsageError(f"--server {server!r} is neither an https URL nor a known CA "
                      f"({', '.join(KNOWN_CAS)})")
+
+
+# What a dry run asks instead of a production CA: its staging twin (same software, same
+# checks, certificates nobody trusts, generous rate limits).
+STAGING = {KNOWN_CAS["letsencrypt"]: KNOWN_CAS["letsencrypt-staging"]}

@@ -169,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
                        default=120.0, help="bound on waiting for the DNS (seconds, default 120)")
     issue.add_argument("--out", type=Path, help="folder for the certificate files")
     issue.add_argument("--deploy-hook", help="shell command run after each new certificate")
+    issue.add_argument("--pre-hook", help="shell command run before the first certificate a "
+                                          "run obtains (once per run), kept for renewals")
+    issue.add_argument("--post-hook", help="shell command run at the end of a run that ran "
+                                           "the pre-hooks (once), kept for renewals")
+    issue.add_argument("--dry-run", action="store_true",
+                       help="the whole flow against the CA (Let's Encrypt: its staging CA), "
+                            "but nothing saved or deployed")
     issue.add_argument("--profile", help="certificate profile, when the CA offers profiles")
     issue.add_argument("--preferred-chain", help="issuer common name of the chain to prefer")
     issue.add_argument("--force", action="store_true", help="issue even when not due")
@@ -179,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="renew every certificate that is due (for cron and timers)")
     renew.add_argument("--name", action="append", default=[], help="only this certificate")
     renew.add_argument("--force", action="store_true", help="renew even when not due")
+    renew.add_argument("--dry-run", action="store_true",
+                       help="every certificate through the whole flow against its CA (Let's "
+                            "Encrypt: its staging CA), nothing saved or deployed")
+    renew.add_argument("--pre-hook", help="also run this before the first certificate obtained")
+    renew.add_argument("--post-hook", help="also run this at the end, if a pre-hook ran")
     renew.add_argument("--attempts", type=ATTEMPTS, default=2, help="tries per CA (default 2)")
     renew.add_argument("--retry-delay", type=RETRY_DELAY, default=5.0)
 
@@ -282,6 +294,9 @@ def _options(args: argparse.Namespace) -> Options:
         http_timeout=args.http_timeout,
         directory_timeout=min(10.0, args.http_timeout),
         env=environment(),
+        dry_run=getattr(args, "dry_run", False),
+        pre_hook=getattr(args, "pre_hook", None) if args.command == "renew" else None,
+        post_hook=getattr(args, "post_hook", None) if args.command == "renew" else None,
     )
 
 
@@ -364,6 +379,7 @@ def _lineage(args: argparse.Namespace) -> Lineage:
         ca_file=str(Path(args.ca_file).resolve()) if args.ca_file else None,
         solver=solver, propagation_nameservers=_nameservers(args.propagation_nameservers),
         propagation_timeout=args.propagation_timeout, deploy_hook=args.deploy_hook,
+        pre_hook=args.pre_hook, post_hook=args.post_hook,
         profile=args.profile, preferred_chain=args.preferred_chain,
         out=str(args.out.resolve()) if args.out else None)
     # What is saved must load again: never store a lineage that renew would refuse.
@@ -420,16 +436,21 @@ def _store(args: argparse.Namespace) -> Store:
     return Store(Path(env_dir) if env_dir else default_state_dir())
 
 
-def _run_outcomes(command: str, outcomes: list[Outcome], out: _Output) -> int:
+def _run_outcomes(command: str, outcomes: list[Outcome], out: _Output,
+                  hook_problems: Sequence[str] = ()) -> int:
     failed = [o for o in outcomes if o.failed]
     if out.quiet:
         # --quiet silences progress, never failures: cron mails what reaches stderr.
         for outcome in failed:
             sys.stderr.write(f"{PROG}: error: {_outcome_text(outcome)}\n")
-    out.result([_outcome_text(o) for o in outcomes] or ["no certificates"],
-               {"command": command, "ok": not failed,
-                "certificates": [dataclasses.asdict(o) for o in outcomes]})
-    return EXIT_FAILED if failed else EXIT_OK
+        for problem in hook_problems:
+            sys.stderr.write(f"{PROG}: error: {problem}\n")
+    lines = [_outcome_text(o) for o in outcomes] or ["no certificates"]
+    out.result(lines + [f"FAILED: {p}" for p in hook_problems],
+               {"command": command, "ok": not failed and not hook_problems,
+                "certificates": [dataclasses.asdict(o) for o in outcomes],
+                "post_hook_failures": list(hook_problems)})
+    return EXIT_FAILED if failed or hook_problems else EXIT_OK
 
 
 def _list(store: Store, out: _Output) -> int:
@@ -527,12 +548,17 @@ def _dispatch(args: argparse.Namespace, progress: Progress, out: _Output) -> int
         try:
             if args.command in ("issue", "renew"):
                 driver.withdraw_leftovers()
-            if args.command == "issue":
-                return _run_outcomes("issue", [driver.issue(lineage, force=args.force)], out)
-            if args.command == "renew":
-                names = [check_lineage_name(n) for n in args.name]
-                return _run_outcomes("renew", driver.renew(names or None, force=args.force),
-                                     out)
+            if args.command in ("issue", "renew"):
+                try:
+                    if args.command == "issue":
+                        outcomes = [driver.issue(lineage, force=args.force)]
+                    else:
+                        names = [check_lineage_name(n) for n in args.name]
+                        outcomes = driver.renew(names or None, force=args.force)
+                finally:
+                    # Post-hooks run however the run ends, as certbot's do.
+                    hook_problems = driver.finish()
+                return _run_outcomes(args.command, outcomes, out, hook_problems)
             if args.command == "revoke":
                 return _revoke(args, driver, out)
             return _account(args, driver, out)

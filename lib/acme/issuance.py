@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib.acme.accounts import Accounts
+from lib.acme.cas import STAGING
 from lib.acme.client import AcmeClient
 from lib.acme.dns01 import (
     GatewaySolver,
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 # What the command line says about a certificate (the rest of a Lineage is what was issued).
 _SETTINGS = ("servers", "key_type", "reuse_key", "ca_file", "solver", "propagation_nameservers",
              "propagation_timeout", "deploy_hook", "profile", "preferred_chain", "must_staple",
-             "csr")
+             "csr", "pre_hook", "post_hook")
 _SAVED_ORDER = ["fullchain.pem", "privkey.pem", "cert.pem", "chain.pem"]
 
 
@@ -68,7 +69,7 @@ class Outcome:
     """What happened to one certificate in this run."""
 
     name: str
-    action: str  # issued, renewed, kept, skipped, failed
+    action: str  # issued, renewed, kept, skipped, dry-run, failed
     detail: str = ""
     error: str | None = None
     directory: str | None = None
@@ -90,6 +91,9 @@ class Driver:
         self.options = options
         self.accounts = Accounts(store, progress, options)
         self.failover = Failover(progress, options, forget=self.accounts.forget)
+        # Pre-hooks run (command -> its failure, or None) and post-hooks due, in order.
+        self._pre_hooks: dict[str, str | None] = {}
+        self._post_hooks: list[str] = []
 
     def close(self) -> None:
         self.accounts.close()
@@ -151,7 +155,8 @@ class Driver:
             previous = None
         lost = previous is not None and self._check(previous).renew
         if previous is not None and previous.serial and not force and not previous.revoked \
-                and not lost and sorted(previous.domains) == sorted(lineage.domains) \
+                and not lost and not self.options.dry_run \
+                and sorted(previous.domains) == sorted(lineage.domains) \
                 and previous.out == lineage.out:
             decision = self.decide(previous)
             if not decision.due:
@@ -195,6 +200,8 @@ class Driver:
             return Outcome(name, "skipped", f"revoked ({lineage.revoked})")
         if self._check(lineage).renew:
             decision = Decision(True, "its newest certificate was lost with its key")
+        elif self.options.dry_run:
+            decision = Decision(True, "--dry-run")
         else:
             decision = Decision(True, "--force") if force else self.decide(lineage)
         if not decision.due:
@@ -252,6 +259,7 @@ class Driver:
         """Obtain, store, deploy. Failures become the outcome, except usage errors when
         *raise_usage* (one certificate asked for on the command line: exit status 2)."""
         try:
+            self._run_pre_hooks(lineage)
             issued = self.obtain(lineage, previous)
         except AcmeError as exc:
             if raise_usage and isinstance(exc, UsageError):
@@ -259,6 +267,12 @@ class Driver:
             if not warned:
                 self.progress.warn(f"{lineage.name}: {exc}")
             return Outcome(lineage.name, "failed", error=str(exc))
+        if self.options.dry_run:
+            self.step(f"Dry run: serial {issued.info.serial} is not saved, and no deploy hook "
+                      "runs")
+            return Outcome(lineage.name, "dry-run", f"the CA issued serial {issued.info.serial} "
+                           "(not saved, not deployed)", directory=issued.directory,
+                           serial=issued.info.serial, not_after=iso(issued.info.not_after))
         self._record(lineage, issued)
         files = {"cert.pem": issued.leaf_pem.encode(), "chain.pem": issued.chain_pem.encode(),
                  "fullchain.pem": (issued.leaf_pem + issued.chain_pem).encode()}
@@ -303,6 +317,12 @@ class Driver:
     def obtain(self, lineage: Lineage, previous: Lineage | None = None) -> Issued:
         """A certificate for *lineage* from the first of its CAs that gives one."""
         self.accounts.remember_ca_file(lineage)
+        servers = list(lineage.servers)
+        if self.options.dry_run:
+            servers = [STAGING.get(server, server) for server in servers]
+            for server, twin in zip(lineage.servers, servers, strict=True):
+                if twin != server:
+                    self.step(f"Dry run: asking the staging CA {twin} instead of {server}")
         with closing(LazySolver(lambda: self.make_solver(lineage))) as solver:
             self.preflight(lineage, solver)
 
@@ -311,7 +331,41 @@ class Driver:
                                  self.options, solver, lineage, previous)
                 return flow.run()
 
-            return self.failover.run(lineage.servers, at)
+            return self.failover.run(servers, at)
+
+    # --- pre- and post-hooks ------------------------------------------------------------
+
+    def _run_pre_hooks(self, lineage: Lineage) -> None:
+        """Before the first certificate a run obtains: each pre-hook once (certbot's rule);
+        the post-hooks then run when the run ends. A failed pre-hook fails every
+        certificate that needs it, and none of them is ordered (the post-hooks still run:
+        they undo what a pre-hook may have begun)."""
+        for command in (lineage.post_hook, self.options.post_hook):
+            if command and command not in self._post_hooks:
+                self._post_hooks.append(command)
+        for command in (self.options.pre_hook, lineage.pre_hook):
+            if not command:
+                continue
+            if command not in self._pre_hooks:
+                try:
+                    run_hook("pre", command, self.progress, self.options.hook_timeout)
+                    self._pre_hooks[command] = None
+                except HookFailed as exc:
+                    self._pre_hooks[command] = str(exc)
+            if self._pre_hooks[command] is not None:
+                raise HookFailed(f"{self._pre_hooks[command]}; nothing was ordered")
+
+    def finish(self) -> list[str]:
+        """Run the post-hooks that are due (each once); returns their failures."""
+        problems = []
+        for command in self._post_hooks:
+            try:
+                run_hook("post", command, self.progress, self.options.hook_timeout)
+            except HookFailed as exc:
+                self.progress.warn(str(exc))
+                problems.append(str(exc))
+        self._post_hooks.clear()
+        return problems
 
     def make_solver(self, lineage: Lineage) -> Solver:
         config = lineage.solver

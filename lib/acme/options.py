@@ -34,5 +34,11 @@ class Options:
     http_timeout: float = 30.0
     directory_timeout: float = 10.0
     hook_timeout: float = 300.0
+    # The whole flow against the CA, but nothing saved or deployed (a production CA with
+    # a staging twin is replaced by the twin).
+    dry_run: bool = False
+    # Run-wide hooks (renew --pre-hook/--post-hook), besides each certificate's own.
+    pre_hook: str | None = None
+    post_hook: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     sleep: Callable[[float], None] = time.sleep

@@ -137,6 +137,8 @@ class OrderFlow:
 
     def _resume(self) -> Order | None:
         """The order a previous try left at this CA for the same names, if still usable."""
+        if self.options.dry_run:
+            return None  # a dry run leaves the state as it found it
         pending = self.store.load_pending(self.lineage.name)
         if pending is None:
             return None
@@ -162,8 +164,9 @@ class OrderFlow:
     def _new_order(self) -> Order:
         previous, lineage, directory = self.previous, self.lineage, self.client.directory
         replaces = None
+        # Not in a dry run: "replaces" tells the CA the old certificate is done with.
         if previous is not None and previous.ari_id and previous.issuer_directory == self.server \
-                and directory.renewal_info and not previous.revoked:
+                and directory.renewal_info and not previous.revoked and not self.options.dry_run:
             replaces = previous.ari_id
         extra = []
         if lineage.profile:
@@ -182,7 +185,7 @@ class OrderFlow:
             order = self.client.new_order(lineage.domains, profile=lineage.profile)
         check_order_usable(order)
         self.pending = PendingOrder(self.server, order.url, list(lineage.domains))
-        self.store.save_pending(lineage.name, self.pending)
+        self._keep_pending()
         self.step(f"Order {order.url}: {order.status}, "
                   f"{len(order.authorizations)} authorization(s)"
                   + (f", profile {order.profile}" if order.profile else ""))
@@ -258,8 +261,13 @@ class OrderFlow:
                               "ordering anew")
         key = self._choose_key()
         self.pending.key_pem = private_pem(key)
-        self.store.save_pending(self.lineage.name, self.pending)
+        self._keep_pending()
         return key
+
+    def _keep_pending(self) -> None:
+        assert self.pending is not None
+        if not self.options.dry_run:
+            self.store.save_pending(self.lineage.name, self.pending)
 
     def _choose_key(self) -> jws.PrivateKey:
         lineage, previous = self.lineage, self.previous

@@ -146,6 +146,9 @@ class Lineage:
     preferred_chain: str | None = None
     out: str | None = None
     must_staple: bool = False
+    # Run before the first certificate a run obtains, and after the run (once each).
+    pre_hook: str | None = None
+    post_hook: str | None = None
     # A CSR the user made (--csr), PEM: its key is theirs, and no privkey.pem is written.
     csr: str | None = None
     # The current certificate.
@@ -220,6 +223,7 @@ class Lineage:
             except (TypeError, ValueError) as exc:
                 found.append(f"propagation_nameservers: {exc}")
         for name in ("ca_file", "deploy_hook", "profile", "preferred_chain", "out", "csr",
+                     "pre_hook", "post_hook",
                      "issuer_directory", "account_url", "order_url", "serial", "not_before",
                      "not_after", "ari_id", "chain_issuer", "issued", "revoked", "ari_chosen",
                      "ari_next_check"):
@@ -325,6 +329,16 @@ class Store:
                 "contact": account.contact, "created": account.created or iso(now_utc()),
                 "terms_agreed": account.terms_agreed}
         atomic_write(folder / "account.json", json.dumps(meta, indent=2).encode() + b"\n")
+
+    def terms_agreed(self) -> set[str]:
+        """Every terms-of-service document the user agreed to, at any CA."""
+        found = set()
+        for folder in (self.root / "accounts").glob("*/account.json"):
+            with contextlib.suppress(OSError, ValueError):
+                terms = json.loads(folder.read_text()).get("terms_agreed")
+                if isinstance(terms, str):
+                    found.add(terms)
+        return found
 
     def save_pending_key(self, directory_url: str, key_pem: bytes) -> None:
         """Keep the next account key before a rollover, so a crash cannot lose the account."""
