@@ -18,8 +18,11 @@ only when the CA may look:
   for providers whose records are DNS-visible, and for a provider that serves
   its own records only when nameservers to check are given.
 
-Teardown never raises: a value left behind is a warning (the gateway's janitor
-removes stale records anyway). Passwords are never logged or shown.
+Teardown never raises: a value left behind is a warning, and stays listed in
+:mod:`lib.acme.journal` for the next run to withdraw (through the gateway, its janitor
+would too). Both solvers use only what the gateway and the providers publish: the native
+API and its answers, and the :class:`providers.base.Provider` contract (``label`` names
+a provider in messages). Passwords are never logged or shown.
 """
 
 from __future__ import annotations
@@ -292,14 +295,14 @@ class ProviderSolver(Solver):
             self._loop.run(provider.open(), timeout)
         except (ProviderError, OSError) as exc:
             self._loop.close()
-            raise SolverError(f"{provider.name}: cannot start: {exc}") from None
+            raise SolverError(f"{provider.label}: cannot start: {exc}") from None
         except BaseException:
             self._loop.close()
             raise
 
     @property
     def description(self) -> str:  # type: ignore[override]
-        return f"provider {self.provider.name}"
+        return f"provider {self.provider.label}"
 
     async def _change(self, records: Sequence[TxtRecord], add: bool) -> None:
         by_name: dict[str, list[TxtRecord]] = {}
@@ -323,8 +326,9 @@ class ProviderSolver(Solver):
         except ProviderError as exc:
             raise SolverError(str(exc)) from None
         except TimeoutError:
-            raise SolverError(f"{self.provider.name}: no answer within {self.timeout:g}s") from None
-        report(f"{self.provider.name} published {len(records)} value(s)")
+            raise SolverError(
+                f"{self.provider.label}: no answer within {self.timeout:g}s") from None
+        report(f"{self.provider.label} published {len(records)} value(s)")
         if not self.wait:
             return
         servers = self._loop.run(_served_by(records, self.propagation),
@@ -335,7 +339,7 @@ class ProviderSolver(Solver):
         try:
             self._loop.run(self._change(records, False), self.timeout * 2)
         except (ProviderError, SolverError, TimeoutError) as exc:
-            return [f"{self.provider.name}: teardown: {exc or 'timed out'}"]
+            return [f"{self.provider.label}: teardown: {exc or 'timed out'}"]
         return []
 
     def close(self) -> None:
