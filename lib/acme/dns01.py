@@ -78,6 +78,9 @@ class Solver(abc.ABC):
     """Publishes and withdraws dns-01 values."""
 
     description = "dns-01"
+    # Whether a value outlives this process when it is not withdrawn (then it is
+    # journaled, for the next run to withdraw).
+    outlives_process = True
 
     @abc.abstractmethod
     def setup(self, records: Sequence[TxtRecord], report: Report) -> None:
@@ -290,6 +293,8 @@ class ProviderSolver(Solver):
         self.timeout = timeout
         self.wait = provider.dns_visible and (not provider.serves_itself
                                               or bool(propagation.nameservers))
+        # The builtin server's values end with this process: nothing to withdraw later.
+        self.outlives_process = not provider.volatile
         self._loop = _LoopThread()
         try:
             self._loop.run(provider.open(), timeout)

@@ -218,10 +218,11 @@ class OrderFlow:
         active = self.solver.get()
         self.step(f"Publishing {len(records)} TXT value(s) through {active.description}")
         # Listed before they are published: a killed run's values are withdrawn by the next.
-        journal = Journal(self.store.root)
-        journal.add(Published(self.lineage.name, tuple(self.lineage.domains),
-                              dict(self.lineage.solver),
-                              tuple(self.lineage.propagation_nameservers), tuple(records)))
+        journal = Journal(self.store.root) if active.outlives_process else None
+        if journal is not None:
+            journal.add(Published(self.lineage.name, tuple(self.lineage.domains),
+                                  dict(self.lineage.solver),
+                                  tuple(self.lineage.propagation_nameservers), tuple(records)))
         try:
             with self.progress.waiting(f"DNS: waiting until the {len(records)} value(s) are "
                                        f"served (at most {active.bound():g}s); only "
@@ -241,7 +242,7 @@ class OrderFlow:
             problems = active.teardown(records)
             for problem in problems:
                 self.progress.warn(f"DNS: {problem} (the next run tries again)")
-            if not problems:
+            if not problems and journal is not None:
                 journal.remove(self.lineage.name, records)
                 self.step(f"Removed the {len(records)} TXT value(s)")
 

@@ -9,11 +9,13 @@ facts about the wire, not about the output.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from lib.acme import cli
 from lib.acme.client import AcmeClient
+from lib.acme.dns01 import ProviderSolver
 from tests.acme.conftest import Rig, RigFactory, domains, fast
 from tests.acme.fake_ca import FakeCA
 
@@ -130,3 +132,23 @@ async def test_an_order_left_by_a_crash_after_finalize_is_resumed(
     assert (len(ca.new_orders), ca.finalize_answers) == (1, 1)
     lineage = rig.lineage()
     assert lineage.serial == format(rig.leaf().serial_number, "x")
+
+
+async def test_values_that_die_with_the_process_are_not_journaled(
+        make_rig: RigFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The builtin provider's values end with the process: a killed run leaves nothing to
+    withdraw, and the next run must not start a DNS server just to remove nothing."""
+    rig = await make_rig(fast())
+    real = ProviderSolver.teardown
+
+    def die_before_withdrawing(self: ProviderSolver, *args: Any) -> list[str]:
+        raise Crash("killed while the values were published")
+
+    monkeypatch.setattr(ProviderSolver, "teardown", die_before_withdrawing)
+    with pytest.raises(Crash):
+        await rig.cli("issue", *domains())
+    assert not (rig.state / "published.json").exists()
+    monkeypatch.setattr(ProviderSolver, "teardown", real)
+    status, _, err = await rig.cli("issue", *domains())
+    assert status == 0, err
+    assert "left by an interrupted run" not in err
