@@ -21,6 +21,17 @@
   one only when root owns it (an admin's deliberate ``root:acmegw 0640``, or a
   Kubernetes secret with ``fsGroup``), as PostgreSQL rules for its TLS key.
   Anything more is a problem naming the file and the ``chmod`` that fixes it.
+* **What decides who may write must be ours to change** (:func:`deciding_paths`):
+  the dotenv file, the password file and ``ACMEDNS_ACCOUNTS_FILE`` (a line or
+  an account added there is a way in, hashes only or not), and ``STATE_DIR``
+  (an ``acmedns.sqlite3`` planted there is a registered account; ``-wal``
+  pages an attacker wrote are replayed into it). Each must belong to root or
+  the gateway's user, and neither others nor a group other than the gateway's
+  own may write to it, or to a folder above it unless that folder is sticky
+  (``/tmp``: nobody may replace an entry that is not theirs). ``STATE_DIR``
+  itself may not be sticky-and-open either: there the names are made by us
+  later, and another user could make them first. As OpenSSH's
+  ``StrictModes`` and the hook (:mod:`hooks.file_trust`) judge their files.
 """
 
 from __future__ import annotations
@@ -57,6 +68,10 @@ def run(settings: Settings, config: Config, users: Iterable[UserEntry] = ()) -> 
         settings.warn(message)
     for what, path in secret_files(settings, config):
         problem = private_file_problem(what, path)
+        if problem is not None:
+            settings.problem(problem)
+    for what, path in deciding_paths(settings, config):
+        problem = changeable_problem(what, path)
         if problem is not None:
             settings.problem(problem)
 
@@ -194,6 +209,76 @@ def private_file_problem(what: str, path: Path) -> str | None:
     return (
         f"{what}: {path} holds secrets, but {' and '.join(who)} (mode {mode:03o}, owner "
         f"{owner}): run `{fix}`"
+    )
+
+
+def deciding_paths(settings: Settings, config: Config) -> list[tuple[str, Path]]:
+    """The files, and the folder, whose contents decide who may write which name."""
+    paths = [("the dotenv file", Path(p)) for p in dict.fromkeys(settings.file_keys.values())]
+    if config.auth.passwd_file is not None:
+        paths.append(("PASSWD_FILE", config.auth.passwd_file))
+    if config.acmedns.accounts_file is not None:
+        paths.append(("ACMEDNS_ACCOUNTS_FILE", config.acmedns.accounts_file))
+    paths.append(("STATE_DIR", config.state_dir))
+    return paths
+
+
+def changeable_problem(what: str, path: Path) -> str | None:
+    """Why someone besides root and this user could change *path*, or put something
+    else in its place, with the fix; None if nobody can.
+
+    A *path* that does not exist yet (a ``STATE_DIR`` to be made) is judged by the
+    folders it will be made in.
+    """
+    try:
+        exists = path.exists()
+        if exists:
+            own = _changers(path.resolve(), sticky_ok=False)
+            if own is not None:
+                return f"{what}: {path} {own}"
+        for folder in _folders_above(path):
+            if not folder.exists():
+                continue
+            above = _changers(folder, sticky_ok=True)
+            if above is not None:
+                verb = "is in" if exists else "would be made in"
+                return f"{what}: {path} {verb} {folder}, which {above}"
+    except OSError:
+        return None  # what cannot be looked at is reported where it is read
+    return None
+
+
+def _folders_above(path: Path) -> list[Path]:
+    """Each folder above *path*, as written and with symbolic links resolved."""
+    found: dict[Path, None] = {}
+    for start in (Path(os.path.abspath(path)), path.resolve()):
+        found.update(dict.fromkeys(start.parents))
+    return list(found)
+
+
+def _changers(path: Path, *, sticky_ok: bool) -> str | None:
+    """"... may be changed by ..." with the fix, if anyone but root, this user and its
+    own group may change *path* (in a sticky folder, may replace what is not theirs)."""
+    info = path.stat()
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid not in (0, os.geteuid()):
+        return (
+            f"belongs to uid {info.st_uid}, who could change it and what it holds: "
+            f"run `chown {user_name()} {path}`"
+        )
+    if sticky_ok and mode & stat.S_ISVTX:
+        return None
+    writers = []
+    if mode & stat.S_IWGRP and info.st_gid != os.getegid():
+        writers.append("its group")
+    if mode & stat.S_IWOTH:
+        writers.append("every user")
+    if not writers:
+        return None
+    fixed = mode & ~(stat.S_IWOTH | (stat.S_IWGRP if "its group" in writers else 0))
+    return (
+        f"may be changed by {' and '.join(writers)} (mode {mode:03o}), who could then "
+        f"decide who may write which name: run `chmod {fixed:03o} {path}`"
     )
 
 
