@@ -112,7 +112,7 @@ def create_app(
     state = state_for(config)
     journal = state.journal
     if passwords is None and config.auth.passwd_file is not None:
-        passwords = PasswordStore(config.auth.passwd_file, config.auth.cache_ttl)
+        passwords = PasswordStore.from_config(config.auth)
     service = ChallengeService(
         provider,
         state,

@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -53,7 +54,14 @@ from aiohttp import web
 
 from gateway.acmedns import Account, AccountStore
 from gateway.config import AuthConfig, AuthMode, IPNetwork
-from gateway.errors import BadRequest, Forbidden, TooManyRequests, Unauthorized, Unavailable
+from gateway.errors import (
+    BadRequest,
+    Busy,
+    Forbidden,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+)
 from lib.passwd import PasswdFileError, PasswordFile, UserEntry
 
 log = logging.getLogger(__name__)
@@ -195,17 +203,25 @@ class FailureLimiter:
             return str(ipaddress.ip_network(f"{addr}/64", strict=False))
         return str(addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else addr)
 
-    def retry_after(self, addr: IPAddress) -> int:
-        """Seconds until *addr* may try again, 0 if it may now."""
-        entry = self._entries.get(self.key(addr))
-        if entry is None:
-            return 0
-        start, count = entry
-        remaining = start + self.window - self._clock()
-        if remaining <= 0:
-            del self._entries[self.key(addr)]
-            return 0
-        return int(remaining) + 1 if count >= self.limit else 0
+    def retry_after(self, addr: IPAddress, pending: int = 0) -> int:
+        """Seconds until *addr* may try again, 0 if it may now.
+
+        *pending* checks of its that are under way count as failures that may
+        come, so that a burst of concurrent guesses gets no more checks than the
+        limit allows; their end is worth waiting a second for.
+        """
+        key = self.key(addr)
+        count, remaining = 0, 0.0
+        entry = self._entries.get(key)
+        if entry is not None:
+            start, count = entry
+            remaining = start + self.window - self._clock()
+            if remaining <= 0:
+                del self._entries[key]
+                count = 0
+        if count >= self.limit:
+            return int(remaining) + 1
+        return 1 if count + pending >= self.limit else 0
 
     def failed(self, addr: IPAddress) -> None:
         now = self._clock()
@@ -226,7 +242,20 @@ class FailureLimiter:
 
 
 class PasswordStore:
-    """The password file, reloaded when it changes, with a verification cache."""
+    """The password file, reloaded when it changes, with a verification cache.
+
+    Checks run in a small thread pool behind a bounded queue: at most
+    ``queue_size`` checks wait for a thread, none longer than ``queue_wait``
+    seconds; past either, the check is shed with 503 and ``Retry-After``
+    (:class:`Busy`) rather than queued without end. Concurrent checks of the
+    same credentials share one hash.
+
+    Every reading of the file is a generation. A check computed against an
+    older generation than the one in force when it ends is not cached, and is
+    only believed if the user still has the same hash: a user deleted (or given
+    a new password) while a check of theirs waited or ran is refused at once,
+    not after ``AUTH_CACHE_TTL``.
+    """
 
     def __init__(
         self,
@@ -234,9 +263,14 @@ class PasswordStore:
         cache_ttl: float,
         workers: int = 2,
         clock: Callable[[], float] = time.monotonic,
+        queue_size: int = 64,
+        queue_wait: float = 5.0,
     ) -> None:
         self.file = PasswordFile(path)
         self.cache_ttl = cache_ttl
+        self.queue_size = queue_size
+        self.queue_wait = queue_wait
+        self.generation = 0
         self._clock = clock
         self._users: dict[str, UserEntry] = {}
         self._stamp: tuple[int, int, int] | None = None
@@ -244,6 +278,19 @@ class PasswordStore:
         self._cache: dict[bytes, tuple[float, UserEntry]] = {}
         self._cache_key = os.urandom(32)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="passwd")
+        self._threads = asyncio.Semaphore(workers)
+        self._waiting = 0
+        self._checks: dict[bytes, asyncio.Future[UserEntry | None]] = {}
+
+    @classmethod
+    def from_config(cls, config: AuthConfig) -> PasswordStore:
+        assert config.passwd_file is not None
+        return cls(
+            config.passwd_file,
+            config.cache_ttl,
+            queue_size=config.queue_size,
+            queue_wait=config.queue_wait,
+        )
 
     def load(self) -> None:
         """Read the file now; raises PasswdFileError."""
@@ -253,14 +300,22 @@ class PasswordStore:
     def _adopt(self, stamp: tuple[int, int, int] | None, users: dict[str, UserEntry]) -> None:
         self._users, self._stamp = users, stamp
         self._cache.clear()
+        self.generation += 1
+        # Measure the new file's hash kinds now, so that no unknown user pays for it.
+        with contextlib.suppress(RuntimeError):  # the pool is shut down
+            self._pool.submit(self.file.calibrate, users)
 
-    def _refresh(self) -> None:
-        """Pick up a changed file, looking at it at most once a second."""
-        now = self._clock()
-        if now - self._checked < 1.0:
+    def _refresh(self, *, now: bool = False) -> None:
+        """Pick up a changed file, looking at it at most once a second (unless *now*)."""
+        clock = self._clock()
+        if not now and clock - self._checked < 1.0:
             return
-        self._checked = now
-        stamp = self.file.stamp()
+        self._checked = clock
+        try:
+            stamp = self.file.stamp()
+        except PasswdFileError as exc:
+            log.error("password file not reloaded: %s", exc)
+            return
         if stamp == self._stamp:
             return
         try:
@@ -273,7 +328,8 @@ class PasswordStore:
         self._adopt(stamp, users)
         log.info("password file reloaded: %d users", len(users))
 
-    def _digest(self, user: str, password: str) -> bytes:
+    def digest(self, user: str, password: str) -> bytes:
+        """What identifies these credentials in memory (an HMAC with a per-process key)."""
         msg = (
             user.encode("utf-8", "surrogatepass")
             + b"\0"
@@ -284,7 +340,7 @@ class PasswordStore:
     def cached(self, user: str, password: str) -> UserEntry | None:
         """A recent successful check of exactly these credentials, if any."""
         self._refresh()
-        digest = self._digest(user, password)
+        digest = self.digest(user, password)
         hit = self._cache.get(digest)
         if hit is None:
             return None
@@ -295,18 +351,72 @@ class PasswordStore:
         return entry
 
     async def verify(self, user: str, password: str) -> UserEntry | None:
-        """Check the password with the slow hash (callers look in :meth:`cached` first)."""
-        users = self._users
-        loop = asyncio.get_running_loop()
-        try:
-            entry = await loop.run_in_executor(self._pool, self.file.verify, users, user, password)
-        except RuntimeError as exc:  # the pool is shut down: we are stopping
-            raise Unavailable("shutting down") from exc
+        """Check the password with the slow hash (callers look in :meth:`cached` first).
+
+        Raises :class:`Busy` when the queue is full or the wait too long.
+        """
+        digest = self.digest(user, password)
+        check = self._checks.get(digest)
+        if check is None:
+            # A task of its own: a caller that goes away does not cancel the check
+            # that others with the same credentials wait for.
+            check = asyncio.ensure_future(self._check(users=self._users, user=user,
+                                                      password=password, digest=digest))
+            self._checks[digest] = check
+            check.add_done_callback(lambda _: self._checks.pop(digest, None))
+        return await asyncio.shield(check)
+
+    async def _check(
+        self, users: dict[str, UserEntry], user: str, password: str, digest: bytes
+    ) -> UserEntry | None:
+        generation = self.generation
+        entry = await self._hash(users, user, password)
+        self._refresh(now=True)  # a file changed while we hashed must count now
+        if generation != self.generation:
+            # Computed against a file that is no longer in force: it proves the password
+            # only if the user still has the hash we checked it against.
+            current = self._users.get(user)
+            if entry is None or current is None or current.hash != entry.hash:
+                return None
+            entry = current
         if entry is not None and self.cache_ttl > 0:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[self._digest(user, password)] = (self._clock() + self.cache_ttl, entry)
+            self._cache[digest] = (self._clock() + self.cache_ttl, entry)
         return entry
+
+    async def _hash(
+        self, users: dict[str, UserEntry], user: str, password: str
+    ) -> UserEntry | None:
+        """Run one check in a hashing thread, after a bounded wait for one."""
+        if self._waiting >= self.queue_size:
+            raise Busy("too many password checks waiting")
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(self._threads.acquire(), self.queue_wait)
+        except TimeoutError:
+            raise Busy(f"no password check could start within {self.queue_wait:g}s") from None
+        finally:
+            self._waiting -= 1
+        loop = asyncio.get_running_loop()
+        try:
+            job = self._pool.submit(self.file.verify, users, user, password)
+        except RuntimeError as exc:  # the pool is shut down: we are stopping
+            self._threads.release()
+            raise Unavailable("shutting down") from exc
+
+        def done(_: object) -> None:
+            # The thread is free only when the hash ends, whoever still waits for it.
+            with contextlib.suppress(RuntimeError):  # the loop is closed: we are gone
+                loop.call_soon_threadsafe(self._threads.release)
+
+        job.add_done_callback(done)
+        return await asyncio.wrap_future(job)
+
+    @property
+    def waiting(self) -> int:
+        """Checks waiting for a hashing thread now."""
+        return self._waiting
 
     def close(self, *, cancel: bool = True) -> None:
         """Stop the hashing threads; ``cancel=False`` lets queued checks finish (reload)."""
@@ -328,6 +438,8 @@ class Authenticator:
         self.accounts = accounts
         self.limiter = limiter or FailureLimiter(config.max_failures, config.failure_window)
         self.on_failure: Callable[[str], None] = lambda reason: None
+        # Password checks under way per client (FailureLimiter.key), by credentials.
+        self._pending: dict[str, dict[bytes, int]] = {}
 
     def host_allowed(self, addr: IPAddress) -> bool:
         return _contains(self.config.allowed_hosts, addr)
@@ -396,18 +508,34 @@ class Authenticator:
             raise Unauthorized("no password file")
         # A cached success proves the caller knows the password already; let it
         # through even while its address is locked out by someone else's flood.
-        entry = self.passwords.cached(user, password)
+        store = self.passwords
+        entry = store.cached(user, password)
         if entry is not None:
             return entry
-        self.check_limit(addr)
-        entry = await self.passwords.verify(user, password)
+        client, digest = self.limiter.key(addr), store.digest(user, password)
+        checks = self._pending.setdefault(client, {})
+        if digest not in checks:  # the same credentials again share the check under way
+            self.check_limit(addr, pending=len(checks))
+        checks[digest] = checks.get(digest, 0) + 1
+        try:
+            entry = await store.verify(user, password)
+        except Busy:
+            self.on_failure("busy")
+            raise
+        finally:
+            checks[digest] -= 1
+            if not checks[digest]:
+                del checks[digest]
+            if not checks:
+                self._pending.pop(client, None)
         if entry is None:
             self.wrong_secret(addr, "invalid user name or password")
         return entry
 
-    def check_limit(self, addr: IPAddress) -> None:
-        """429 while *addr* is over its failed-attempt limit; call before any secret check."""
-        wait = self.limiter.retry_after(addr)
+    def check_limit(self, addr: IPAddress, pending: int = 0) -> None:
+        """429 while *addr* is over its failed-attempt limit, counting *pending* checks
+        of its under way; call before any secret check."""
+        wait = self.limiter.retry_after(addr, pending)
         if wait:
             self.on_failure("rate_limited")
             raise TooManyRequests(wait)

@@ -85,6 +85,9 @@ class AuthConfig:
     cache_ttl: float = 60.0
     max_failures: int = 10
     failure_window: float = 60.0
+    # Password checks that may wait for a hashing thread, and for how long (then 503).
+    queue_size: int = 64
+    queue_wait: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -477,6 +480,8 @@ def build(settings: Settings, args: argparse.Namespace, config_dir: Path | None)
         cache_ttl=settings.duration("AUTH_CACHE_TTL", 60.0, 0.0, 3600.0),
         max_failures=settings.integer("AUTH_MAX_FAILURES", 10, 1, 100000),
         failure_window=settings.duration("AUTH_FAILURE_WINDOW", 60.0, 1.0, 86400.0),
+        queue_size=settings.integer("AUTH_QUEUE_SIZE", 64, 1, 100000),
+        queue_wait=settings.duration("AUTH_QUEUE_WAIT", 5.0, 0.01, 600.0),
     )
     _open_to_all(settings, mode, hosts, proxies)
     # A bad entry has been reported already: this is for hosts not given at all.

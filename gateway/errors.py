@@ -144,3 +144,14 @@ class Unavailable(GatewayError):
 
     status = 503
     code = "unavailable"
+
+
+class Busy(Unavailable):
+    """Too much work waiting (password checks): try again in a moment."""
+
+    code = "busy"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(
+            f"{message}; retry in {retry_after}s", headers={"Retry-After": str(retry_after)}
+        )

@@ -35,7 +35,7 @@ _FAILURES = {
     "413": _error("body too large"),
     "429": _error("too many failed attempts from this address"),
     "502": _error("the DNS provider failed"),
-    "503": _error("the journal cannot be written"),
+    "503": _error("the journal cannot be written, or too many password checks wait"),
     "504": _error("the DNS provider or the propagation wait timed out"),
 }
 

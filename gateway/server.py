@@ -52,7 +52,7 @@ def prepare(
     passwords = None
     users: list[UserEntry] = []
     if config.auth.passwd_file is not None and config.auth.passwd_file.is_file():
-        passwords = PasswordStore(config.auth.passwd_file, config.auth.cache_ttl)
+        passwords = PasswordStore.from_config(config.auth)
         try:
             passwords.load()
             users = list(passwords.file.load().values())

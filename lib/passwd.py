@@ -56,6 +56,8 @@ import hashlib
 import logging
 import secrets
 import stat
+import threading
+import time
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -304,6 +306,12 @@ class _Line:
         return cls(_format_entry(entry), entry)
 
 
+def _hash_kind(hashed: str) -> str:
+    """A hash without its salt and digest: the scheme and its cost parameters
+    (``$scrypt$ln=14,r=8,p=1``, ``$pbkdf2-sha512$210000``, ``$7``)."""
+    return hashed.rsplit("$", 2)[0]
+
+
 def _parse_entry(context: CryptContext, text: str) -> UserEntry:
     fields = text.strip().split(":")
     if not 2 <= len(fields) <= 4:
@@ -365,6 +373,11 @@ class PasswordFile:
         # Users whose upgrade could not be written (read-only file): not retried for the same
         # old hash, so a read-only deployment neither re-hashes nor warns on every login.
         self._upgrade_failed: dict[str, str] = {}
+        # What one check of each hash kind costs (CPU seconds), measured once per process,
+        # and the slowest kind's hash for the users last asked about (see dummy_hash).
+        self._kind_cost: dict[str, float] = {}
+        self._dummy_for: tuple[Mapping[str, UserEntry], str | None] | None = None
+        self._measuring = threading.Lock()
 
     def load(self) -> dict[str, UserEntry]:
         """Parse the file; raise :class:`PasswdFileError` if it is missing or malformed."""
@@ -392,7 +405,7 @@ class PasswordFile:
         """
         entry = users.get(name)
         if entry is None:
-            self._context.dummy_verify()
+            self._verify_nobody(users, password)
             return None
         try:
             if self._upgrade_failed.get(name) == entry.hash:
@@ -420,6 +433,48 @@ class PasswordFile:
                 _scheme_label(self._context, new_hash),
             )
         return replace(entry, hash=new_hash)
+
+    def _verify_nobody(self, users: Mapping[str, UserEntry], password: str) -> None:
+        """Spend on an unknown user what the slowest kind of hash in *users* costs."""
+        dummy = self.dummy_hash(users)
+        if dummy is None:
+            self._context.dummy_verify()
+            return
+        with contextlib.suppress(ValueError, TypeError):
+            # A real user's hash: the same scheme and cost; whatever it says is ignored.
+            self._context.verify(password, dummy)
+
+    def dummy_hash(self, users: Mapping[str, UserEntry]) -> str | None:
+        """A hash from *users* of the kind that costs the most to check (None: no users).
+
+        Checking an unknown user's password against it costs what the slowest known
+        user costs, so timing cannot tell an unknown user from one still on, say, an
+        original ``$7$`` hash (PBKDF2-SHA3, several times scrypt's cost). A kind is a
+        scheme with its cost parameters; each is measured once per process, in CPU
+        time, so a busy machine does not misrank them. :meth:`calibrate` measures
+        ahead, so that no request pays for it.
+        """
+        known = self._dummy_for
+        if known is not None and known[0] is users:
+            return known[1]
+        samples: dict[str, str] = {}
+        for entry in users.values():
+            samples.setdefault(_hash_kind(entry.hash), entry.hash)
+        with self._measuring:
+            for kind, sample in samples.items():
+                if kind not in self._kind_cost:
+                    started = time.thread_time()
+                    with contextlib.suppress(ValueError, TypeError):
+                        self._context.verify("not the password", sample)
+                    self._kind_cost[kind] = time.thread_time() - started
+        slowest = max(samples, key=lambda kind: self._kind_cost[kind], default=None)
+        dummy = None if slowest is None else samples[slowest]
+        self._dummy_for = (users, dummy)
+        return dummy
+
+    def calibrate(self, users: Mapping[str, UserEntry]) -> None:
+        """Measure the hash kinds of *users* now (in a worker thread, after a load)."""
+        self.dummy_hash(users)
 
     def set_user(
         self,

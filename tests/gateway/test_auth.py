@@ -7,15 +7,19 @@ import base64
 import ipaddress
 import json
 import statistics
+import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from unittest import mock
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from gateway.auth import FailureLimiter, client_address
+from gateway.auth import FailureLimiter, PasswordStore, client_address
 from gateway.config import AuthConfig, AuthMode
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, Busy
+from lib.passwd import PasswordFile, UserEntry
 from tests.conftest import make_value
 from tests.gateway.conftest import PASSWORDS, GatewayFactory, basic
 
@@ -343,3 +347,55 @@ async def test_legacy_hash_upgraded_on_login(gateway: GatewayFactory, passwd_pat
     line = next(ln for ln in passwd_path.read_text().splitlines() if ln.startswith("olduser:"))
     assert line.startswith("olduser:$scrypt$")
     assert oct(passwd_path.stat().st_mode & 0o777) == "0o600"
+
+
+# -- the password store: generations and the bounded queue --------------------------------
+
+
+def held_checks(store: PasswordStore) -> tuple[threading.Event, threading.Event]:
+    """Make *store*'s hash checks wait for ``release``; ``started`` is set when one runs."""
+    started, release = threading.Event(), threading.Event()
+    real: Callable[..., UserEntry | None] = store.file.verify
+
+    def held(users: dict[str, UserEntry], name: str, password: str) -> UserEntry | None:
+        started.set()
+        release.wait(30)
+        return real(users, name, password)
+
+    store.file.verify = held  # type: ignore[method-assign]
+    return started, release
+
+
+async def test_a_check_of_an_older_file_is_neither_believed_nor_cached(passwd_path: Path) -> None:
+    store = PasswordStore(passwd_path, cache_ttl=60)
+    store.load()
+    started, release = held_checks(store)
+    alice, bob = ("alice", PASSWORDS["alice"]), ("bob", PASSWORDS["bob"])
+    checks = [asyncio.ensure_future(store.verify(*who)) for who in (alice, bob)]
+    await asyncio.to_thread(started.wait, 10)
+    PasswordFile(passwd_path).delete_user("alice")  # while her check runs
+    release.set()
+    alice_entry, bob_entry = await asyncio.gather(*checks)
+    assert alice_entry is None  # she is gone from the file in force now
+    assert store.cached(*alice) is None
+    assert bob_entry is not None and bob_entry.name == "bob"  # his hash did not change
+    assert store.cached(*bob) == bob_entry
+    store.close()
+
+
+async def test_password_checks_are_shed_when_the_queue_is_full_or_slow(passwd_path: Path) -> None:
+    store = PasswordStore(passwd_path, cache_ttl=0, workers=1, queue_size=1, queue_wait=0.2)
+    store.load()
+    started, release = held_checks(store)
+    running = asyncio.ensure_future(store.verify("alice", "guess 1"))
+    await asyncio.to_thread(started.wait, 10)
+    waiting = asyncio.ensure_future(store.verify("alice", "guess 2"))
+    await asyncio.sleep(0)
+    with pytest.raises(Busy, match="waiting") as full:
+        await store.verify("alice", "guess 3")  # the one place in the queue is taken
+    assert full.value.headers == {"Retry-After": "1"} and full.value.status == 503
+    with pytest.raises(Busy, match=r"within 0\.2s"):
+        await waiting  # the thread stayed busy longer than it may wait
+    release.set()
+    assert await running is None
+    store.close()

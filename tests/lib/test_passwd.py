@@ -225,6 +225,36 @@ def test_unknown_user_costs_as_much_as_a_known_one(pwfile: Path) -> None:
     assert 0.5 < ratio < 2, (known, unknown)
 
 
+def test_an_unknown_user_is_checked_against_the_slowest_kind_in_the_file(
+    pwfile: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pf = PasswordFile(pwfile)
+    pf.set_user("alice", "correct horse")  # scrypt
+    with pwfile.open("a") as f:
+        f.write(f"dave:{original_pbkdf2('dave pass')}\n")  # the original's $7$: far slower
+    users = pf.load()
+    checked: list[str] = []
+    real_verify = pf._context.verify
+
+    def spy(secret: str, hashed: str) -> bool:
+        checked.append(hashed)
+        return bool(real_verify(secret, hashed))
+
+    pf.calibrate(users)  # measures each kind once (what the gateway does after a load)
+    monkeypatch.setattr(pf._context, "verify", spy)
+    assert pf.verify(users, "nobody", "dave pass") is None  # his password, not his name
+    assert checked == [users["dave"].hash]
+    assert pf.dummy_hash(users) == users["dave"].hash  # measured once, not per check
+    assert len(checked) == 1
+
+
+def test_an_empty_file_still_costs_a_hash(pwfile: Path) -> None:
+    write(pwfile, "# nobody yet\n")
+    pf = PasswordFile(pwfile)
+    assert pf.dummy_hash(pf.load()) is None
+    assert pf.verify(pf.load(), "nobody", "x") is None
+
+
 # --- new hashes ---------------------------------------------------------------------------
 
 
