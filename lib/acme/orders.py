@@ -242,8 +242,9 @@ class OrderFlow:
             problems = active.teardown(records)
             for problem in problems:
                 self.progress.warn(f"DNS: {problem} (the next run tries again)")
-            if not problems and journal is not None:
-                journal.remove(self.lineage.name, records)
+            if not problems:
+                if journal is not None:
+                    journal.remove(self.lineage.name, records)
                 self.step(f"Removed the {len(records)} TXT value(s)")
 
     # --- 3. key, CSR, finalize ------------------------------------------------------------
