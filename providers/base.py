@@ -72,8 +72,9 @@ class Provider(abc.ABC):
     dns_visible: ClassVar[bool] = True
     # True when this process is itself the authoritative server (builtin): once
     # add_txt returns the value is served, so the gateway polls only servers
-    # named in PROPAGATION_NAMESERVERS.
-    serves_itself: ClassVar[bool] = False
+    # named in PROPAGATION_NAMESERVERS. Not a ClassVar: a builtin server with
+    # secondaries is not the only one serving, so that instance says False.
+    serves_itself: bool = False
 
     @classmethod
     @abc.abstractmethod

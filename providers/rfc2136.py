@@ -44,13 +44,11 @@ Quirks:
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, Self
 
 import dns.exception
@@ -68,6 +66,7 @@ from dns import asyncquery
 from lib.names import InvalidName, is_within, normalize_name
 from lib.settings import Settings
 from providers._dns import ZoneCache, parent_names, walk_up
+from providers._tsig import ALGORITHMS, TsigSettings, tsig_settings
 from providers.base import Provider, ProviderContext, ProviderTimeout
 
 log = logging.getLogger(__name__)
@@ -79,12 +78,6 @@ SETTINGS = (
     "RFC2136_TSIG_ALGORITHM",
 )
 
-ALGORITHMS: dict[str, dns.name.Name] = {
-    "hmac-sha256": dns.tsig.HMAC_SHA256,
-    "hmac-sha384": dns.tsig.HMAC_SHA384,
-    "hmac-sha512": dns.tsig.HMAC_SHA512,
-    "hmac-sha1": dns.tsig.HMAC_SHA1,
-}
 _KEY_HINT = (
     "check RFC2136_TSIG_KEY_NAME, RFC2136_TSIG_SECRET and RFC2136_TSIG_ALGORITHM "
     "against the server's key statement"
@@ -96,14 +89,6 @@ _POLICY_HINT = (
 # misbehaving caller from growing it without bound.
 _ZONE_CACHE_MAX = 4096
 _TXT_CHUNK = 255
-
-
-@dataclass(frozen=True)
-class TsigSettings:
-    key_name: str
-    # repr=False: settings printed in a traceback or debug log must not show the secret.
-    secret: str = field(repr=False)
-    algorithm: str = "hmac-sha256"
 
 
 @dataclass(frozen=True)
@@ -163,7 +148,7 @@ class Rfc2136Provider(Provider):
                     f"RFC2136_SERVER={server!r} is neither an IP address nor a host name: it {exc}"
                 )
         port = settings.integer("RFC2136_PORT", 53, 1, 65535)
-        tsig = _tsig_settings(settings)
+        tsig = tsig_settings(settings, "RFC2136")
         zone = settings.zone("RFC2136_ZONE")
         return cls(
             Rfc2136Settings(
@@ -381,43 +366,3 @@ class Rfc2136Provider(Provider):
                 f"TSIG failure talking to {self.settings.server} to {what}: {type(exc).__name__}",
                 hint=_KEY_HINT,
             ) from None
-
-
-def _tsig_settings(settings: Settings) -> TsigSettings | None:
-    key_name = settings.get("RFC2136_TSIG_KEY_NAME")
-    secret = settings.secret("RFC2136_TSIG_SECRET")
-    secret_given = secret is not None or settings.has("RFC2136_TSIG_SECRET_FILE")
-    algorithm = settings.choice("RFC2136_TSIG_ALGORITHM", {a: a for a in ALGORITHMS}, "hmac-sha256")
-    ok = True
-    if key_name is not None:
-        try:
-            dns.name.from_text(key_name)
-        except dns.exception.SyntaxError:
-            settings.problem(f"RFC2136_TSIG_KEY_NAME={key_name!r} is not a valid key name")
-            ok = False
-    if key_name is not None and not secret_given:
-        settings.problem(
-            "RFC2136_TSIG_KEY_NAME is set but RFC2136_TSIG_SECRET "
-            "(or RFC2136_TSIG_SECRET_FILE) is not"
-        )
-        ok = False
-    if secret_given and key_name is None:
-        settings.problem("RFC2136_TSIG_SECRET is set but RFC2136_TSIG_KEY_NAME is not")
-        ok = False
-    if secret is not None:
-        # Never echo the secret: the message names the setting only.
-        try:
-            raw = base64.b64decode(secret.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            settings.problem(
-                "RFC2136_TSIG_SECRET is not valid base64 "
-                "(use the secret exactly as tsig-keygen prints it)"
-            )
-            ok = False
-        else:
-            if not raw:
-                settings.problem("RFC2136_TSIG_SECRET is empty")
-                ok = False
-    if not ok or key_name is None or secret is None:
-        return None
-    return TsigSettings(key_name=key_name, secret=secret.strip(), algorithm=algorithm)

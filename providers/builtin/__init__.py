@@ -16,8 +16,9 @@ in one of two ways:
 
 The package has one module per layer, as Knot DNS has: :mod:`.store` (zone
 data, its index, the wire-format answers), :mod:`.network` (UDP and TCP, size
-and connection limits), :mod:`.rrl` (response rate limiting) and :mod:`.serial`
-(the SOA serial that never goes back). The server runs in a process of its
+and connection limits), :mod:`.rrl` (response rate limiting), :mod:`.transfer`
+(AXFR, IXFR, NOTIFY, TSIG) and :mod:`.serial` (the SOA serial that never goes
+back). The server runs in a process of its
 own (:mod:`.server`, started and fed by :mod:`.process`), so that a flood of
 queries never competes with the HTTP API for the interpreter; this class
 keeps the records, binds the ports and tells that process every change.
@@ -47,6 +48,18 @@ Settings:
 * ``BUILTIN_TCP_IDLE_TIMEOUT`` (default 10 s): a connection without a query for
   that long is closed; ``BUILTIN_TCP_READ_TIMEOUT`` (default 5 s): the time a
   client has to finish sending a query it started, or to take its answer.
+* ``BUILTIN_SECONDARIES``: ``ip``, ``ip:port`` or ``[v6]:port`` of secondary
+  servers (BIND, Knot, NSD, a hosted secondary service) of ``BUILTIN_ZONE``:
+  they get NOTIFY on every change and are the only addresses that may
+  transfer the zone (AXFR, or IXFR answered with the whole zone). Only
+  ``BUILTIN_ZONE`` is transferable: each ``_acme-challenge`` zone of NS
+  delegation is served by the gateway alone. With secondaries, a setup
+  answers once the zone's nameservers (``PROPAGATION_NAMESERVERS``, or those
+  of the zone in public DNS) serve the value.
+* ``BUILTIN_TSIG_KEY_NAME``, ``BUILTIN_TSIG_SECRET`` (or
+  ``BUILTIN_TSIG_SECRET_FILE``), ``BUILTIN_TSIG_ALGORITHM`` (default
+  ``hmac-sha256``): the key that signs NOTIFY and transfers; with a key, an
+  unsigned transfer request is refused, and signed queries get signed answers.
 
 API permissions: none. Listening on port 53 needs root or ``CAP_NET_BIND_SERVICE``.
 
@@ -64,8 +77,9 @@ Quirks:
   name it does not serve is a no-op, since nothing can be there.
   ``_acme-challenge.<name>`` where a label of *name* is not a host name label
   (spaces, ``;``, bytes beyond ASCII) is not a zone it serves.
-* It is not a resolver: RD in a query is copied, RA is never set. Zone
-  transfers are refused; TSIG in queries is ignored; DNSSEC is not offered.
+* It is not a resolver: RD in a query is copied, RA is never set. DNSSEC is
+  not offered. Without a key, TSIG in queries is ignored; zone transfers go
+  only to ``BUILTIN_SECONDARIES``, over TCP.
 * Over UDP an answer is limited to 512 bytes, or to the EDNS payload size the
   query offers (at most 1232, to avoid fragmentation); a bigger answer comes
   back empty with TC set, and the client retries over TCP.
@@ -85,6 +99,7 @@ from typing import ClassVar, Self
 
 from lib.names import InvalidName, normalize_name
 from lib.settings import Settings
+from providers._tsig import ALGORITHMS, TsigSettings, tsig_settings
 from providers.base import Provider, ProviderContext, ProviderError
 from providers.builtin.network import TcpLimits, bind_tcp, bind_udp
 from providers.builtin.process import ServerProcess, ServerProcessError
@@ -116,6 +131,10 @@ SETTINGS = (
     "BUILTIN_TCP_CLIENTS_PER_ADDRESS",
     "BUILTIN_TCP_IDLE_TIMEOUT",
     "BUILTIN_TCP_READ_TIMEOUT",
+    "BUILTIN_SECONDARIES",
+    "BUILTIN_TSIG_KEY_NAME",
+    "BUILTIN_TSIG_SECRET",
+    "BUILTIN_TSIG_ALGORITHM",
 )
 
 DEFAULT_LISTEN = "127.0.0.1:8053"
@@ -133,6 +152,10 @@ class BuiltinSettings:
     rate_limit_slip: int = 2
     rate_limit_exempt: tuple[IPNetwork, ...] = ()
     tcp: TcpLimits = field(default_factory=TcpLimits)
+    # Zone transfers of ``zone``: the secondaries (NOTIFY targets, the only
+    # addresses that may transfer) and the key that signs it all.
+    secondaries: tuple[tuple[str, int], ...] = ()
+    tsig: TsigSettings | None = None
     # Not settings users need: how long the server process may take to start,
     # and to stop before it is killed.
     start_timeout: float = 30.0
@@ -156,6 +179,13 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError("the port must be 1 to 65535")
     return host, int(port)
+
+
+def parse_secondary(text: str) -> tuple[str, int]:
+    """``ip``, ``ip:port``, ``v6`` or ``[v6]:port`` (port 53 by default); raises ValueError."""
+    if text.startswith("[") or text.count(":") == 1:
+        return parse_listen(text)
+    return str(ipaddress.ip_address(text)), 53
 
 
 def _networks(settings: Settings, key: str) -> tuple[IPNetwork, ...]:
@@ -192,7 +222,7 @@ class BuiltinProvider(Provider):
 
     name: ClassVar[str] = "builtin"
     volatile: ClassVar[bool] = True
-    serves_itself: ClassVar[bool] = True
+    serves_itself: bool = True
 
     def __init__(
         self,
@@ -206,6 +236,9 @@ class BuiltinProvider(Provider):
         self.served = Served(self.managed, self.zone)
         self.nameservers = settings.nameservers or self._default_nameservers()
         self.serials: SerialStore = serials or MemorySerialStore()
+        # With secondaries this server is not the only one serving the zone: the
+        # gateway's propagation check then waits for the zone's nameservers.
+        self.serves_itself = not (settings.secondaries and settings.zone)
         self.records: dict[Labels, list[str]] = {}
         self.serial: int | None = None
         self.server: ServerProcess | None = None
@@ -254,6 +287,21 @@ class BuiltinProvider(Provider):
             idle_timeout=settings.duration("BUILTIN_TCP_IDLE_TIMEOUT", 10.0, 0.1, 3600.0),
             read_timeout=settings.duration("BUILTIN_TCP_READ_TIMEOUT", 5.0, 0.1, 3600.0),
         )
+        secondaries: list[tuple[str, int]] = []
+        for item in settings.items("BUILTIN_SECONDARIES"):
+            try:
+                secondaries.append(parse_secondary(item))
+            except ValueError as exc:
+                settings.problem(
+                    f"BUILTIN_SECONDARIES: {item!r} is not an IP address, IP:port or "
+                    f"[IPv6]:port ({exc})"
+                )
+        if settings.has("BUILTIN_SECONDARIES") and raw_zone is None:
+            settings.problem(
+                "BUILTIN_SECONDARIES needs BUILTIN_ZONE: that zone is the one transferred "
+                "(each _acme-challenge name of NS delegation is a zone only the gateway serves)"
+            )
+        tsig = tsig_settings(settings, "BUILTIN")
         serials = (
             FileSerialStore(context.state_dir / SERIAL_FILE)
             if context.state_dir is not None
@@ -269,6 +317,8 @@ class BuiltinProvider(Provider):
                 rate_limit_slip=settings.integer("BUILTIN_RATE_LIMIT_SLIP", 2, 0, 100),
                 rate_limit_exempt=_networks(settings, "BUILTIN_RATE_LIMIT_EXEMPT"),
                 tcp=tcp,
+                secondaries=tuple(secondaries),
+                tsig=tsig,
             ),
             context.managed_domains,
             serials,
@@ -387,6 +437,7 @@ class BuiltinProvider(Provider):
         if self.server is not None:
             return
         self._current_serial()
+        tsig = self.settings.tsig
         try:
             self._bind()
             config = ServerConfig(
@@ -401,6 +452,10 @@ class BuiltinProvider(Provider):
                 log_level=log.getEffectiveLevel(),
                 udp_fds=tuple(udp.fileno() for udp, _ in self._sockets),
                 tcp_fds=tuple(tcp.fileno() for _, tcp in self._sockets),
+                secondaries=self.settings.secondaries if self.settings.zone else (),
+                tsig=None
+                if tsig is None
+                else (tsig.key_name, tsig.secret, ALGORITHMS[tsig.algorithm].to_text()),
             )
             server = ServerProcess(
                 config, self._snapshot, self.settings.start_timeout, self.settings.close_timeout
@@ -417,6 +472,13 @@ class BuiltinProvider(Provider):
 
         for host, port in self.settings.listen:
             log.info("builtin DNS: listening on %s (UDP and TCP)", format_server(host, port))
+        if self.settings.secondaries and self.settings.zone:
+            log.info(
+                "builtin DNS: %s may transfer %s (%s); NOTIFY goes to them on every change",
+                ", ".join(format_server(h, p) for h, p in self.settings.secondaries),
+                self.settings.zone,
+                "TSIG " + tsig.key_name if tsig else "by address only: set BUILTIN_TSIG_KEY_NAME",
+            )
         if not self.settings.nameservers:
             log.warning(
                 "builtin DNS: BUILTIN_NS is not set; NS records say %s. Set BUILTIN_NS "

@@ -46,10 +46,12 @@ import dns.name
 import dns.opcode
 import dns.rcode
 import dns.rdatatype
+import dns.tsig
 
 from providers.builtin.rrl import DROP, SEND, RateLimiter
 from providers.builtin.store import (
     RCODE_FORMERR,
+    RCODE_NOTAUTH,
     TYPE_AXFR,
     TYPE_IXFR,
     Answer,
@@ -79,6 +81,15 @@ _AA = 0x04
 _TC = 0x02
 _RD = 0x01
 _CD = 0x10
+
+TSIG_ERRORS = (
+    dns.message.UnknownTSIGKey,
+    dns.tsig.BadSignature,
+    dns.tsig.BadTime,
+    dns.tsig.BadKey,
+    dns.tsig.BadAlgorithm,
+    dns.tsig.PeerError,
+)
 
 
 def _opt_record(do: bool) -> bytes:
@@ -144,10 +155,20 @@ def _udp_limit(payload: int) -> int:
     return PLAIN_UDP_SIZE if payload < 0 else max(PLAIN_UDP_SIZE, min(payload, EDNS_PAYLOAD))
 
 
-def _formerr(data: bytes) -> bytes:
-    """FORMERR for a packet whose question cannot be read: ID, opcode and RD kept, no sections."""
+def header_reply(data: bytes, rcode: int = RCODE_FORMERR) -> bytes:
+    """A header-only answer to *data* (a question that cannot be read: FORMERR; a bad
+    TSIG: NOTAUTH): ID, opcode and RD kept, no sections."""
     flags = _QR | (data[2] & 0x78) | (data[2] & _RD)
-    return data[:2] + bytes((flags, RCODE_FORMERR)) + bytes(8)
+    return data[:2] + bytes((flags, rcode)) + bytes(8)
+
+
+def _signed(wire: bytes, query: dns.message.Message, limit: int) -> bytes:
+    """*wire* signed with the key that signed *query* (a secondary's SOA query, say)."""
+    message = dns.message.from_wire(wire)
+    algorithm = query.keyalgorithm or dns.tsig.default_algorithm
+    message.use_tsig(query.keyring, query.keyname, algorithm=algorithm)
+    message.request_mac = query.mac or b""
+    return message.to_wire(max_size=limit)
 
 
 class Throttled:
@@ -183,12 +204,18 @@ class Responder:
         answers: Answers,
         limiter: RateLimiter | None = None,
         transfers: Transfers | None = None,
+        keyring: dict[dns.name.Name, dns.tsig.Key] | None = None,
     ) -> None:
         self.answers = answers
         self.limiter = limiter
         self.transfers = transfers
+        self.keyring = keyring
         self.malformed = Throttled(
             "builtin DNS: %d malformed queries answered FORMERR or dropped (the last from %s)"
+        )
+        self.bad_tsig = Throttled(
+            "builtin DNS: %d queries with a bad TSIG answered NOTAUTH (the last from %s)",
+            logging.WARNING,
         )
         self.failed = Throttled(
             "builtin DNS: %d queries could not be answered (the last: %s)", logging.ERROR
@@ -268,10 +295,15 @@ class Responder:
         if not tcp and self.limiter is not None and self.limiter.check(address) == DROP:
             return None
         try:
-            query = dns.message.from_wire(data, keyring=False)
+            # Signed queries (a secondary's SOA query) are checked and answered
+            # signed when a key is configured; otherwise TSIG is ignored.
+            query = dns.message.from_wire(data, keyring=self.keyring or False)
+        except TSIG_ERRORS as exc:
+            self.bad_tsig(f"{address}: {type(exc).__name__}")
+            return header_reply(data, RCODE_NOTAUTH)
         except Exception:  # any parse failure of untrusted input
             self.malformed(address)
-            return _formerr(data)
+            return header_reply(data)
         response = dns.message.make_response(query, our_payload=EDNS_PAYLOAD)
         if query.edns > 0:
             response.set_rcode(dns.rcode.BADVERS)
@@ -292,7 +324,8 @@ class Responder:
             if log.isEnabledFor(logging.DEBUG):
                 _log_query(question.name, question.rdtype, answer, "TCP" if tcp else "UDP")
             limit = TCP_SIZE if tcp else _udp_limit(payload)
-            return _reply(data, wire_question, answer, payload, do, limit)
+            wire = _reply(data, wire_question, answer, payload, do, limit)
+            return _signed(wire, query, limit) if query.had_tsig else wire
         return response.to_wire(max_size=TCP_SIZE if tcp else PLAIN_UDP_SIZE)
 
     @staticmethod

@@ -46,9 +46,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import dns.tsig
+
 from providers.builtin.network import Responder, TcpLimits, TcpServer
 from providers.builtin.rrl import RateLimiter
 from providers.builtin.store import Answers, Served, labels_of
+from providers.builtin.transfer import Notifier, Transfers
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,10 @@ class ServerConfig:
     log_level: int = logging.INFO
     udp_fds: tuple[int, ...] = ()
     tcp_fds: tuple[int, ...] = ()
+    # Zone transfers of ``zone``: NOTIFY targets (host, port), and the TSIG key
+    # as (name, secret, algorithm).
+    secondaries: tuple[tuple[str, int], ...] = ()
+    tsig: tuple[str, str, str] | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"op": "config", **asdict(self)}
@@ -85,7 +92,16 @@ class ServerConfig:
         values["tcp"] = TcpLimits(**values["tcp"])
         for key in ("managed", "nameservers", "rate_limit_exempt", "udp_fds", "tcp_fds"):
             values[key] = tuple(values[key])
+        values["secondaries"] = tuple((host, port) for host, port in values["secondaries"])
+        if values["tsig"] is not None:
+            values["tsig"] = tuple(values["tsig"])
         return cls(**values)
+
+    def key(self) -> dns.tsig.Key | None:
+        if self.tsig is None:
+            return None
+        name, secret, algorithm = self.tsig
+        return dns.tsig.Key(name, secret, algorithm)
 
 
 class Control:
@@ -150,8 +166,19 @@ class DnsServer:
             if config.rate_limit
             else None
         )
-        self.responder = Responder(self.answers, limiter)
+        key = config.key()
+        self.transfers: Transfers | None = None
+        self.notifier: Notifier | None = None
+        if config.zone and config.secondaries:
+            zone = labels_of(config.zone)
+            self.transfers = Transfers(
+                self.answers, zone, (host for host, _ in config.secondaries), key
+            )
+            self.notifier = Notifier(self.answers, zone, config.secondaries, key)
+        keyring = None if key is None else {key.name: key}
+        self.responder = Responder(self.answers, limiter, self.transfers, keyring)
         self.tcp = TcpServer(self.responder.tcp, config.tcp)
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def apply(self, message: dict[str, Any]) -> None:
         """Apply a ``set`` or ``load`` message from the gateway."""
@@ -164,6 +191,11 @@ class DnsServer:
         else:
             for name, values in records:
                 self.answers.set_values(name, values, message["serial"])
+            zone = self.transfers.zone if self.transfers else None
+            if self.notifier is not None and self.loop is not None and any(
+                self.answers.served.apex_of(name) == zone for name, _ in records
+            ):
+                self.loop.call_soon_threadsafe(self.notifier.changed)
 
     def serve_udp(self, sock: socket.socket) -> None:
         """Answer datagrams on *sock* for ever (a thread's whole life)."""
@@ -179,7 +211,12 @@ class DnsServer:
                 log.debug("builtin DNS: UDP: %s", exc)
 
     async def serve_tcp(self, sockets: Sequence[socket.socket]) -> None:
+        """Serve TCP, and NOTIFY the secondaries once now (the serial is new) and after
+        every change in the zone."""
         servers = [await asyncio.start_server(self.tcp.handle, sock=s) for s in sockets]
+        self.loop = asyncio.get_running_loop()
+        if self.notifier is not None:
+            self.notifier.changed()
         try:
             await asyncio.Event().wait()
         finally:

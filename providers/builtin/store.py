@@ -46,6 +46,7 @@ RCODE_FORMERR = 1
 RCODE_NXDOMAIN = 3
 RCODE_NOTIMP = 4
 RCODE_REFUSED = 5
+RCODE_NOTAUTH = 9
 
 # SOA timers. Secondaries (BUILTIN_SECONDARIES) are also sent NOTIFY on every
 # change, so the refresh only bounds how long a lost NOTIFY goes unnoticed; the

@@ -111,3 +111,44 @@ def test_wildcard_zone_is_a_problem() -> None:
 )
 def test_parse_listen(text: str, expected: tuple[str, int]) -> None:
     assert parse_listen(text) == expected
+
+
+def test_zone_transfer_settings_are_read() -> None:
+    settings = Settings(
+        {
+            "BUILTIN_ZONE": ZONE,
+            "BUILTIN_SECONDARIES": "192.0.2.1, 192.0.2.2:5300 [2001:db8::1]:53,2001:db8::2",
+            "BUILTIN_TSIG_KEY_NAME": "transfer.",
+            "BUILTIN_TSIG_SECRET": "c2VjcmV0LXNlY3JldC1zZWNyZXQ=",
+            "BUILTIN_TSIG_ALGORITHM": "hmac-sha512",
+        }
+    )
+    provider = BuiltinProvider.from_settings(settings, ProviderContext(managed_domains=MANAGED))
+    assert settings.problems == []
+    assert provider.settings.secondaries == (
+        ("192.0.2.1", 53), ("192.0.2.2", 5300), ("2001:db8::1", 53), ("2001:db8::2", 53))
+    assert provider.settings.tsig is not None
+    assert provider.settings.tsig.algorithm == "hmac-sha512"
+    assert "c2VjcmV0" not in repr(provider.settings)
+    # With secondaries the gateway waits for the zone's nameservers, not for itself.
+    assert provider.serves_itself is False
+    assert BuiltinProvider.from_settings(
+        Settings({"BUILTIN_ZONE": ZONE}), ProviderContext(managed_domains=MANAGED)
+    ).serves_itself is True
+
+
+def test_zone_transfer_problems_are_all_listed() -> None:
+    settings = Settings(
+        {
+            "BUILTIN_SECONDARIES": "secondary.example.net, 192.0.2.1:99999",
+            "BUILTIN_TSIG_KEY_NAME": "transfer.",
+            "BUILTIN_TSIG_SECRET": "not base64!",
+        }
+    )
+    BuiltinProvider.from_settings(settings, ProviderContext(managed_domains=MANAGED))
+    text = "\n".join(settings.problems)
+    assert "BUILTIN_SECONDARIES: 'secondary.example.net' is not an IP address" in text
+    assert "BUILTIN_SECONDARIES: '192.0.2.1:99999'" in text
+    assert "BUILTIN_SECONDARIES needs BUILTIN_ZONE" in text
+    assert "BUILTIN_TSIG_SECRET is not valid base64" in text
+    assert "not base64!" not in text

@@ -1,5 +1,8 @@
 """Real BIND 9 servers for tests: a primary that takes TSIG-signed updates and a secondary.
 
+:func:`start_secondary_of` runs a secondary of any primary (the gateway's builtin
+server, say) for one zone, with a TSIG key.
+
 :func:`start_primary` runs ``named -g`` from its own folder on a free loopback
 port, serving ``example.test`` and ``example.org`` as dynamic zones. One TSIG key
 per requested algorithm may change **only TXT records at the listed
@@ -264,6 +267,28 @@ def start_secondary(directory: Path, primary: BindServer, *, port: int | None = 
                         primary.key, primary.keys, primary.update_names, primary.cnames,
                         _launch("secondary", directory, conf, port), primary=primary)
     server.wait_ready(wanted={z: primary.serial(z) for z in primary.zones})
+    return server
+
+
+def start_secondary_of(directory: Path, zone: str, primary: tuple[str, int], key: TsigKey,
+                       *, port: int | None = None, wait: bool = True) -> BindServer:
+    """Start ``named`` as a secondary of *zone* from *primary* (host, port), TSIG *key*:
+    it transfers the zone at start and on NOTIFY from the primary's address, and signs
+    its SOA queries and transfer requests with *key*. With *wait* it returns once it
+    serves the zone."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    control_port = free_port()
+    host, primary_port = primary
+    conf = _options(directory, port, "notify no;") + _controls(directory, control_port)
+    conf += key.statement()
+    conf += (f'zone "{zone}" {{ type secondary; file "{zone}.sec"; '
+             f'primaries {{ {host} port {primary_port} key "{key.name}"; }}; '
+             f"allow-notify {{ {host}; }}; }};\n")
+    server = BindServer("secondary", port, control_port, directory, (zone,), key, {}, (), {},
+                        _launch("secondary", directory, conf, port))
+    if wait:
+        server.wait_ready()
     return server
 
 

@@ -1,4 +1,5 @@
-"""A real Knot DNS primary for tests: TSIG-signed updates of TXT at ``_acme-challenge`` names.
+"""A real Knot DNS for tests: a primary taking TSIG-signed updates of TXT at ``_acme-challenge``
+names, or a secondary of another server's zone (:func:`start_knot_secondary`).
 
 :func:`start_knot` runs ``knotd`` in the foreground from its own folder (config,
 rundir, storage, journal, control socket all inside it; no root paths) on a free
@@ -70,13 +71,10 @@ def _zone_text(zone: str, zones: Sequence[str], extra: Sequence[str] = ()) -> st
     return "\n".join(lines) + "\n"
 
 
-def _config(directory: Path, port: int, key: TsigKey, zones: Sequence[str],
-            labels: Sequence[str]) -> str:
+def _common(directory: Path, port: int, key: TsigKey) -> str:
+    """What every knotd of ours has: its folder, its port, stderr logging, one key."""
     d = str(directory)
-    owners = ", ".join(labels)  # relative: Knot appends each zone's name
-    zone_list = "".join(f"  - domain: {zone}\n" for zone in zones)
-    # No `user`: knotd runs as whoever starts it. zonefile-sync -1 keeps updates
-    # in the journal only, so the zone files stay as written.
+    # No `user`: knotd runs as whoever starts it.
     return f"""server:
     rundir: "{d}/run"
     listen: {HOST}@{port}
@@ -96,7 +94,17 @@ key:
     algorithm: {key.algorithm}
     secret: {key.secret}
 
-acl:
+"""
+
+
+def _config(directory: Path, port: int, key: TsigKey, zones: Sequence[str],
+            labels: Sequence[str]) -> str:
+    d = str(directory)
+    owners = ", ".join(labels)  # relative: Knot appends each zone's name
+    zone_list = "".join(f"  - domain: {zone}\n" for zone in zones)
+    # zonefile-sync -1 keeps updates in the journal only, so the zone files stay
+    # as written.
+    return _common(directory, port, key) + f"""acl:
   - id: acme_txt
     key: {key.name}
     action: update
@@ -152,3 +160,47 @@ def knot_primary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KnotServe
         yield server
     finally:
         server.stop()
+
+
+def start_knot_secondary(directory: Path, zone: str, primary: tuple[str, int], key: TsigKey,
+                         port: int | None = None, wait: bool = True) -> KnotServer:
+    """Start ``knotd`` as a secondary of *zone* from *primary* (host, port), TSIG *key*.
+
+    It transfers the zone at start, takes NOTIFY from the primary's address signed
+    with *key*, and signs its own queries and transfer requests with it. With
+    *wait* it returns once it serves the zone.
+    """
+    knotd = need_program("knotd", "knot")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "run").mkdir(exist_ok=True)
+    (directory / "db").mkdir(exist_ok=True)
+    port = port or free_port()
+    d = str(directory)
+    host, primary_port = primary
+    conf = directory / "knot.conf"
+    conf.write_text(_common(directory, port, key) + f"""remote:
+  - id: primary
+    address: {host}@{primary_port}
+    key: {key.name}
+
+acl:
+  - id: notify_from_primary
+    address: {host}
+    key: {key.name}
+    action: notify
+
+template:
+  - id: default
+    storage: "{d}"
+    file: "%s.zone"
+
+zone:
+  - domain: {zone}
+    master: primary
+    acl: notify_from_primary
+""")
+    server = KnotServer(port, directory, (zone,), key, (),
+                        Server([knotd, "-c", str(conf)], directory / "knotd.log", cwd=directory))
+    if wait:
+        server.wait_ready()
+    return server

@@ -1,0 +1,264 @@
+"""Zone transfers to secondaries: AXFR and IXFR out, NOTIFY on every change, TSIG on all of it.
+
+Only the zone in ``BUILTIN_ZONE`` is transferable. With NS delegation each
+``_acme-challenge.<name>`` is a zone of one name that only the gateway serves
+(its NS records name the gateway); a secondary serving those would need every
+one of them configured. Names below ``BUILTIN_ZONE`` that are such a zone of
+their own (when ``BUILTIN_ZONE`` lies inside a managed domain) are not part of
+its transfer either.
+
+* **Who may transfer**: a TCP connection from an address in
+  ``BUILTIN_SECONDARIES``, and, when a key is configured, signed with it.
+  Anyone else gets REFUSED (another address) or NOTAUTH (no or a bad
+  signature); an AXFR for any other zone gets NOTAUTH.
+* **IXFR** is answered with the whole zone, in the form of an AXFR (RFC 1995
+  section 4 allows it; the zone is small), or with the SOA alone when the
+  secondary already has the current serial.
+* **NOTIFY** (RFC 1996) goes to every secondary when the server starts and
+  after every change in the zone, signed when a key is configured; it is
+  retried a few times until answered, and changes while one is in flight
+  send one more after it, so a burst of changes costs a couple of messages.
+
+Every record in a transfer is built from the same objects as the answers
+(:class:`providers.builtin.store.Answers`), never from text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Iterable, Sequence
+
+import dns.asyncquery
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.TXT
+import dns.rrset
+import dns.tsig
+
+from providers.builtin.network import TSIG_ERRORS, Throttled, header_reply
+from providers.builtin.serial import is_newer
+from providers.builtin.store import TYPE_SOA, Answers, Labels, name_wire
+
+log = logging.getLogger(__name__)
+
+# Records are packed into messages of about this size (as Knot does); far below 64 KiB.
+MESSAGE_SIZE = 16_000
+NOTIFY_ATTEMPTS = 5
+NOTIFY_TIMEOUT = 2.0
+
+
+
+def _name(labels: Labels) -> dns.name.Name:
+    return dns.name.Name((*labels, b""))
+
+
+class Transfers:
+    """Answers AXFR and IXFR for ``zone`` to the ``secondaries``' addresses."""
+
+    def __init__(
+        self,
+        answers: Answers,
+        zone: Labels,
+        secondaries: Iterable[str],
+        key: dns.tsig.Key | None,
+    ) -> None:
+        self.answers = answers
+        self.zone = zone
+        self.allowed = frozenset(ipaddress.ip_address(a) for a in secondaries)
+        self.key = key
+        self.refused = Throttled(
+            "builtin DNS: %d zone transfers refused (the last: %s)", logging.WARNING
+        )
+
+    @property
+    def keyring(self) -> dict[dns.name.Name, dns.tsig.Key] | None:
+        return None if self.key is None else {self.key.name: self.key}
+
+    def respond(self, data: bytes, address: str) -> list[bytes] | None:
+        """The messages answering the AXFR or IXFR query *data* from *address*."""
+        try:
+            allowed = ipaddress.ip_address(address.partition("%")[0]) in self.allowed
+        except ValueError:
+            allowed = False
+        if not allowed:
+            self.refused(f"{address} is not in BUILTIN_SECONDARIES")
+            return [header_reply(data, dns.rcode.REFUSED)]
+        try:
+            query = dns.message.from_wire(data, keyring=self.keyring or False)
+        except TSIG_ERRORS as exc:
+            self.refused(f"{address}: TSIG {type(exc).__name__}")
+            return [header_reply(data, dns.rcode.NOTAUTH)]
+        except Exception:
+            return [header_reply(data, dns.rcode.FORMERR)]
+        if self.key is not None and not query.had_tsig:
+            self.refused(f"{address}: not signed with BUILTIN_TSIG_KEY_NAME")
+            return [header_reply(data, dns.rcode.NOTAUTH)]
+        question = query.question[0] if len(query.question) == 1 else None
+        if (
+            question is None
+            or question.rdclass != dns.rdataclass.IN
+            or tuple(label.lower() for label in question.name.labels[:-1]) != self.zone
+        ):
+            response = dns.message.make_response(query)
+            response.set_rcode(dns.rcode.NOTAUTH)
+            return [response.to_wire()]
+        log.info(
+            "builtin DNS: %s of %s to %s",
+            dns.rdatatype.to_text(question.rdtype),
+            question.name,
+            address,
+        )
+        return self._messages(query, question.rdtype == dns.rdatatype.IXFR)
+
+    def _records(self) -> tuple[int, dns.rrset.RRset, list[dns.rrset.RRset]]:
+        """The zone's serial, its SOA and every other RRset, read under the answers' lock."""
+        answers = self.answers
+        with answers.lock:
+            serial = answers.serial
+            ttl = answers.ttl
+            soa_wire = answers.soa_rdata(self.zone)
+            names = [
+                (name, values)
+                for name, values in answers.store.below(self.zone)
+                if answers.served.apex_of(name) == self.zone
+            ]
+            nameservers = answers.nameservers
+        origin = _name(self.zone)
+        soa = dns.rrset.from_rdata(
+            origin,
+            ttl,
+            dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.SOA, soa_wire, 0, len(soa_wire)),
+        )
+        ns_wires = [name_wire(ns) for ns in nameservers]
+        rest = [
+            dns.rrset.from_rdata_list(
+                origin,
+                ttl,
+                [
+                    dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.NS, w, 0, len(w))
+                    for w in ns_wires
+                ],
+            )
+        ]
+        for name, values in sorted(names):
+            rest.append(
+                dns.rrset.from_rdata_list(
+                    _name(name),
+                    ttl,
+                    [
+                        dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, [v])
+                        for v in values
+                    ],
+                )
+            )
+        return serial, soa, rest
+
+    def _messages(self, query: dns.message.Message, incremental: bool) -> list[bytes]:
+        serial, soa, rest = self._records()
+        if incremental:
+            theirs = [r for r in query.authority if r.rdtype == TYPE_SOA]
+            if theirs and not is_newer(serial, int(theirs[0][0].serial)):
+                return self._render(query, [[soa]])  # up to date: the SOA alone
+        groups: list[list[dns.rrset.RRset]] = [[soa]]
+        size = 0
+        for rrset in [*rest, soa]:
+            owner = sum(len(label) + 1 for label in rrset.name.labels)
+            estimate = sum(owner + 10 + len(rd.to_wire() or b"") for rd in rrset)
+            if size + estimate > MESSAGE_SIZE and groups[-1]:
+                groups.append([])
+                size = 0
+            groups[-1].append(rrset)
+            size += estimate
+        return self._render(query, groups)
+
+    @staticmethod
+    def _render(query: dns.message.Message, groups: Sequence[list[dns.rrset.RRset]]) -> list[bytes]:
+        """One message per group; with TSIG each signs on from the one before (RFC 8945)."""
+        wires: list[bytes] = []
+        context = None
+        for index, group in enumerate(groups):
+            message = dns.message.make_response(query)
+            message.flags |= dns.flags.AA
+            if index:
+                message.question = []
+            message.answer = list(group)
+            # Over TCP: whatever payload size the query's EDNS record offered.
+            if query.had_tsig:
+                wires.append(message.to_wire(max_size=65535, multi=True, tsig_ctx=context))
+                context = message.tsig_ctx
+            else:
+                wires.append(message.to_wire(max_size=65535))
+        return wires
+
+
+class Notifier:
+    """Sends NOTIFY for ``zone`` to each secondary ``(host, port)``; runs on an event loop."""
+
+    def __init__(
+        self,
+        answers: Answers,
+        zone: Labels,
+        secondaries: Iterable[tuple[str, int]],
+        key: dns.tsig.Key | None,
+    ) -> None:
+        self.answers = answers
+        self.zone = zone
+        self.secondaries = tuple(secondaries)
+        self.key = key
+        self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._again: set[tuple[str, int]] = set()
+        self.failed = Throttled(
+            "builtin DNS: %d NOTIFY messages went unanswered (the last: %s)", logging.WARNING
+        )
+        # Answered NOTIFY messages, per secondary (for tests and logs).
+        self.sent: dict[tuple[str, int], int] = {}
+
+    def changed(self) -> None:
+        """The zone changed: tell every secondary (once more after any NOTIFY in flight)."""
+        for target in self.secondaries:
+            task = self._running.get(target)
+            if task is not None and not task.done():
+                self._again.add(target)
+            else:
+                self._running[target] = asyncio.get_running_loop().create_task(
+                    self._notify(target)
+                )
+
+    def _message(self) -> dns.message.Message:
+        message = dns.message.make_query(_name(self.zone), dns.rdatatype.SOA)
+        # The opcode lives in the flags: set it after them.
+        message.flags = dns.flags.AA
+        message.set_opcode(dns.opcode.NOTIFY)
+        if self.key is not None:
+            message.use_tsig(self.key)
+        return message
+
+    async def _notify(self, target: tuple[str, int]) -> None:
+        host, port = target
+        while True:
+            self._again.discard(target)
+            for attempt in range(NOTIFY_ATTEMPTS):
+                try:
+                    reply = await dns.asyncquery.udp(
+                        self._message(), host, port=port, timeout=NOTIFY_TIMEOUT
+                    )
+                    if reply.rcode() != dns.rcode.NOERROR:
+                        raise ValueError(dns.rcode.to_text(reply.rcode()))
+                except (dns.exception.DNSException, OSError, ValueError) as exc:
+                    if attempt == NOTIFY_ATTEMPTS - 1:
+                        self.failed(f"{host} port {port}: {type(exc).__name__} {exc}")
+                    continue
+                self.sent[target] = self.sent.get(target, 0) + 1
+                log.debug("builtin DNS: NOTIFY answered by %s port %s", host, port)
+                break
+            if target not in self._again:
+                return
