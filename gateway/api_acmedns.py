@@ -17,11 +17,11 @@ import logging
 
 from aiohttp import web
 
-from gateway.acmedns import account_name_allowed
+from gateway.acmedns import Account, account_name_allowed
 from gateway.auth import caller
 from gateway.bodies import read_json_object
 from gateway.config import Config, parse_network
-from gateway.errors import BadRequest, Forbidden, NotFound
+from gateway.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from gateway.keys import ACCOUNTS, LIVE, SERVICE
 from lib.names import InvalidValue, validate_value
 
@@ -33,14 +33,18 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def update(request: web.Request) -> web.Response:
-    config = request.app[LIVE].config
     identity = caller(request)
     account = identity.account
     assert account is not None  # Access.ACCOUNT
     # The account was made under some configuration; it writes only while the
     # one in force now still lets accounts write its name.
+    _check_name(request.app[LIVE].config, account.fqdn)
+    body = await read_json_object(request, request.app[LIVE].config.max_body)
+    # The body may come seconds after the head was judged: the account may have
+    # been deleted or changed, or its name taken away by a reload, meanwhile.
+    await _unchanged(request, account)
+    config = request.app[LIVE].config
     _check_name(config, account.fqdn)
-    body = await read_json_object(request, config.max_body)
     if body.get("subdomain") != account.subdomain:
         raise BadRequest("subdomain", "does not belong to this account")
     try:
@@ -100,6 +104,19 @@ async def _optional_body(request: web.Request, limit: int) -> dict[str, object]:
     ):
         return {}
     return await read_json_object(request, limit)
+
+
+async def _unchanged(request: web.Request, account: Account) -> None:
+    """401 unless *account* still exists with the key the request sent, as it was."""
+    now = await request.app[ACCOUNTS].verify(
+        account.username, request.headers.get("X-Api-Key", "")
+    )
+    if now is None or (now.fqdn, now.subdomain, now.allowfrom) != (
+        account.fqdn,
+        account.subdomain,
+        account.allowfrom,
+    ):
+        raise Unauthorized("this acme-dns account was deleted or changed during the request")
 
 
 def _check_name(config: Config, fqdn: str) -> None:
