@@ -1,0 +1,72 @@
+"""SIGHUP with changed provider settings: applied, or named as needing a restart.
+
+Issue 12 item 16: a reload that changes a provider's settings (a rotated TSIG
+secret or API token, a new ``BUILTIN_LISTEN``) logged "configuration reloaded"
+and went on with the old ones. Against a real gateway with the builtin DNS
+server, configured from a dotenv file as an admin does: after the reload
+either the new settings are in force (the new address answers DNS queries),
+or the log says which settings wait for a restart, naming them, and the old
+ones still serve.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from tests.gateway.procs import running_gateway
+from tests.system import free_port
+
+
+def write_dotenv(folder: Path, port: int, dns_port: int, ttl: int) -> Path:
+    dotenv = folder / ".env"
+    dotenv.write_text(
+        f"LISTEN=127.0.0.1:{port}\nPROVIDER=builtin\nBUILTIN_LISTEN=127.0.0.1:{dns_port}\n"
+        f"BUILTIN_NS=ns.example.test\nBUILTIN_TTL={ttl}\nDNSAPI_DOMAINS=example.test\n"
+        f"ALLOWED_HOSTS=127.0.0.1\nSTATE_DIR={folder / 'state'}\n"
+    )
+    dotenv.chmod(0o600)
+    return dotenv
+
+
+def answers(dns_port: int) -> bool:
+    query = dns.message.make_query("_acme-challenge.example.test", "SOA")
+    try:
+        reply = dns.query.udp(query, "127.0.0.1", port=dns_port, timeout=2)
+    except (dns.exception.Timeout, OSError):
+        return False
+    return reply.rcode() == dns.rcode.NOERROR and bool(reply.answer)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="owner auth (issue 12 item 16, reload in gateway/server.py): a reload compares "
+    "only the provider's label, so changed provider settings (BUILTIN_LISTEN, "
+    "BUILTIN_TTL, a TSIG secret, an API token) log 'configuration reloaded' and are "
+    "ignored; compare the provider's settings and name them as needing a restart",
+)
+def test_changed_provider_settings_are_applied_or_named(tmp_path: Path) -> None:
+    port, old_dns, new_dns = free_port(), free_port(), free_port()
+    dotenv = write_dotenv(tmp_path, port, old_dns, 60)
+    with running_gateway(tmp_path, {}, args=["-e", str(dotenv)]) as gw:
+        assert answers(old_dns)
+        write_dotenv(tmp_path, port, new_dns, 120)
+        gw.send(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while "reload" not in gw.stderr:
+            assert time.monotonic() < deadline, gw.describe()
+            time.sleep(0.05)
+        said = [line for line in gw.stderr.splitlines() if "reload" in line]
+        if answers(new_dns):
+            return  # applied
+        assert answers(old_dns), "neither the old nor the new BUILTIN_LISTEN answers"
+        restart = [line for line in said if "restart to apply" in line]
+        assert restart, f"the reload said: {said}"
+        assert "BUILTIN_LISTEN" in restart[0] and "BUILTIN_TTL" in restart[0], restart
