@@ -7,6 +7,7 @@ Commands::
         --gateway-user web1 --gateway-password-file /etc/acmegw/web1.password \\
         --deploy-hook 'systemctl reload nginx'
     acmegw-acme renew            # for cron / systemd timers: renews what is due
+    acmegw-acme renew --dry-run  # every certificate through the CA, nothing saved
     acmegw-acme revoke --cert /var/lib/acmegw-acme/certificates/example.com/cert.pem \\
         --reason superseded
     acmegw-acme account register|show|rollover|deactivate --server letsencrypt
