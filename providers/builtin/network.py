@@ -3,7 +3,7 @@
 :class:`Responder` turns one query packet into its answer. The fast path reads
 the header and the question by hand and answers from the cache of
 :class:`providers.builtin.store.Answers`, patching in the query's ID, RD and
-CD flags and echoing its question (so its 0x20 case survives); it takes queries
+flag and echoing its question (so its 0x20 case survives); it takes queries
 with one question and either no additional record or one plain EDNS OPT
 record, which is what resolvers and CAs send. Anything else (EDNS options such
 as cookies, a TSIG, other opcodes, zone transfers, junk) goes through dnspython's
@@ -80,7 +80,6 @@ _QR = 0x80
 _AA = 0x04
 _TC = 0x02
 _RD = 0x01
-_CD = 0x10
 
 TSIG_ERRORS = (
     dns.message.UnknownTSIGKey,
@@ -129,7 +128,9 @@ def _reply(
 ) -> bytes:
     """The answer packet: *head* is the query's first four bytes (ID and flags)."""
     flags = _QR | (_AA if answer.authoritative else 0) | (head[2] & _RD)
-    rcode = answer.rcode | (head[3] & _CD)
+    # CD is not copied: only a security-aware server must (RFC 4035 3.1.6), and
+    # this one offers no DNSSEC; Knot does the same.
+    rcode = answer.rcode
     opt = b"" if payload < 0 else _OPT[1 if do else 0]
     additional = 1 if opt else 0
     if 12 + len(question) + len(answer.sections) + len(opt) <= limit:
@@ -268,8 +269,10 @@ class Responder:
                     if log.isEnabledFor(logging.DEBUG):
                         self._log_fast(data, n, answer, "TCP")
                     return [_reply(data, data[12:], answer, -1, 0, TCP_SIZE)]
-            if self.transfers is not None and _is_transfer(data):
-                return self.transfers.respond(data, address)
+            if _is_transfer(data):
+                if self.transfers is not None:
+                    return self.transfers.respond(data, address)
+                return [_no_transfer(data)]
             reply = self._slow(data, address, tcp=True)
             return None if reply is None else [reply]
         except Exception as exc:
@@ -342,6 +345,16 @@ def _log_query(name: dns.name.Name, qtype: int, answer: Answer, transport: str) 
         transport,
         dns.rcode.to_text(dns.rcode.Rcode.make(answer.rcode)),
     )
+
+
+def _no_transfer(data: bytes) -> bytes:
+    """NOTAUTH for a transfer request when there are no secondaries (as Knot answers)."""
+    try:
+        response = dns.message.make_response(dns.message.from_wire(data, keyring=False))
+    except Exception:
+        return header_reply(data, RCODE_NOTAUTH)
+    response.set_rcode(dns.rcode.NOTAUTH)
+    return response.to_wire()
 
 
 def _is_transfer(data: bytes) -> bool:

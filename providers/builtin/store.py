@@ -287,8 +287,14 @@ class Answers:
         if qclass != CLASS_IN:
             return REFUSED
         start = self.served.apex_start(name)
-        if start is None or qtype in (TYPE_AXFR, TYPE_IXFR):
+        if start is None:
             return REFUSED
+        # Over UDP (TCP transfers never get here): no AXFR at all, and no IXFR
+        # either, which secondaries ask over TCP (Knot answers the same).
+        if qtype == TYPE_AXFR:
+            return Answer(RCODE_NOTIMP, False, b"", 0, 0)
+        if qtype == TYPE_IXFR:
+            return Answer(RCODE_NOTAUTH, False, b"", 0, 0)
         apex = name[start:]
         ttl = self.ttl
         every = qtype == TYPE_ANY

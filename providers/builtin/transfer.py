@@ -9,8 +9,9 @@ its transfer either.
 
 * **Who may transfer**: a TCP connection from an address in
   ``BUILTIN_SECONDARIES``, and, when a key is configured, signed with it.
-  Anyone else gets REFUSED (another address) or NOTAUTH (no or a bad
-  signature); an AXFR for any other zone gets NOTAUTH.
+  Anyone else, and a request for any other zone, gets NOTAUTH (as Knot
+  answers) and nothing of the zone; over UDP an AXFR gets NOTIMP and an IXFR
+  NOTAUTH.
 * **IXFR** is answered with the whole zone, in the form of an AXFR (RFC 1995
   section 4 allows it; the zone is small), or with the SOA alone when the
   secondary already has the current serial.
@@ -86,28 +87,31 @@ class Transfers:
     def respond(self, data: bytes, address: str) -> list[bytes] | None:
         """The messages answering the AXFR or IXFR query *data* from *address*."""
         try:
-            allowed = ipaddress.ip_address(address.partition("%")[0]) in self.allowed
-        except ValueError:
-            allowed = False
-        if not allowed:
-            self.refused(f"{address} is not in BUILTIN_SECONDARIES")
-            return [header_reply(data, dns.rcode.REFUSED)]
-        try:
             query = dns.message.from_wire(data, keyring=self.keyring or False)
         except TSIG_ERRORS as exc:
             self.refused(f"{address}: TSIG {type(exc).__name__}")
             return [header_reply(data, dns.rcode.NOTAUTH)]
         except Exception:
-            return [header_reply(data, dns.rcode.FORMERR)]
-        if self.key is not None and not query.had_tsig:
-            self.refused(f"{address}: not signed with BUILTIN_TSIG_KEY_NAME")
-            return [header_reply(data, dns.rcode.NOTAUTH)]
+            return [header_reply(data)]
+        try:
+            allowed = ipaddress.ip_address(address.partition("%")[0]) in self.allowed
+        except ValueError:
+            allowed = False
+        refusal = None
+        if not allowed:
+            refusal = f"{address} is not in BUILTIN_SECONDARIES"
+        elif self.key is not None and not query.had_tsig:
+            refusal = f"{address}: not signed with BUILTIN_TSIG_KEY_NAME"
         question = query.question[0] if len(query.question) == 1 else None
         if (
-            question is None
+            refusal is not None
+            or question is None
             or question.rdclass != dns.rdataclass.IN
             or tuple(label.lower() for label in question.name.labels[:-1]) != self.zone
         ):
+            if refusal is not None:
+                self.refused(refusal)
+            # NOTAUTH, as Knot answers: not authoritative for transferring this.
             response = dns.message.make_response(query)
             response.set_rcode(dns.rcode.NOTAUTH)
             return [response.to_wire()]

@@ -150,7 +150,7 @@ def _axfr(rig: Rig, name: str = ZONE, key: dns.tsig.Key | None = None) -> dns.me
 def test_only_the_secondaries_with_the_key_may_transfer(rig: Rig) -> None:
     # Another address, even with the key.
     reply = _tcp_exchange(_axfr(rig, key=rig.keyring()), rig.dns_port, source="127.0.0.2")
-    assert reply.rcode() == dns.rcode.REFUSED
+    assert reply.rcode() == dns.rcode.NOTAUTH
     assert reply.answer == []
     # The secondaries' address without the key, or with a wrong secret.
     for key in (None, rig.keyring(make_key().secret)):
@@ -164,7 +164,7 @@ def test_only_the_secondaries_with_the_key_may_transfer(rig: Rig) -> None:
     # Over UDP there is no transfer at all.
     udp = dns.query.udp(_axfr(rig, key=rig.keyring()), "127.0.0.1", port=rig.dns_port,
                         timeout=TIMEOUT)
-    assert udp.rcode() == dns.rcode.REFUSED
+    assert udp.rcode() == dns.rcode.NOTIMP
 
 
 def test_axfr_and_ixfr_carry_the_whole_zone(rig: Rig) -> None:

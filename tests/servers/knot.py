@@ -129,10 +129,11 @@ zone:
 def start_knot(directory: Path, *, zones: Sequence[str] = ZONES,
                challenge_labels: Sequence[str] = CHALLENGE_LABELS,
                records: Mapping[str, Sequence[str]] | None = None,
-               port: int | None = None) -> KnotServer:
+               bare: bool = False, port: int | None = None) -> KnotServer:
     """Start ``knotd`` in *directory* and wait until it serves every zone.
 
-    *records* adds zone-file lines per zone (``{"example.test": ["x TXT \"v\""]}``).
+    *records* adds zone-file lines per zone (``{"example.test": ["x TXT \"v\""]}``);
+    with *bare* they are the whole zone (SOA and NS included).
     """
     knotd = need_program("knotd", "knot")
     directory.mkdir(parents=True, exist_ok=True)
@@ -141,8 +142,9 @@ def start_knot(directory: Path, *, zones: Sequence[str] = ZONES,
     port = port or free_port()
     key = make_key("hmac-sha256", "acme-knot.")
     for zone in zones:
+        extra = (records or {}).get(zone, ())
         (directory / f"{zone}.zone").write_text(
-            _zone_text(zone, zones, (records or {}).get(zone, ())))
+            "\n".join(extra) + "\n" if bare else _zone_text(zone, zones, extra))
     conf = directory / "knot.conf"
     conf.write_text(_config(directory, port, key, zones, challenge_labels))
     update_names = tuple(f"{label}.{zone}" for zone in zones for label in challenge_labels)
