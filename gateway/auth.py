@@ -96,7 +96,10 @@ class Identity:
     def label(self) -> str:
         if self.account is not None:
             return self.account.label
-        return self.user if self.user is not None else f"host:{self.client}"
+        if self.user is not None:
+            return self.user
+        # One IPv6 host picks addresses in its /64 at will: one caller, as for the limiter.
+        return f"host:{FailureLimiter.key(self.client)}"
 
 
 # Where the access middleware (gateway.routes) leaves the admitted caller on a request.

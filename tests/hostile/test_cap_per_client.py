@@ -1,0 +1,64 @@
+"""``MAX_RECORDS_PER_USER`` for callers admitted by their address: one IPv6 host, one cap.
+
+An allowed host without a password is capped as ``host:<address>``. One IPv6
+machine owns a whole /64 and picks a new source address in it at will
+(privacy addresses), so per address it has no cap at all: the flood of issue
+12 item 4 again. The failure limiter and the connection limits already count
+an IPv6 client per /64; the record cap must too.
+
+A real gateway behind a trusted reverse proxy (the test, on 127.0.0.1, sends
+``X-Forwarded-For`` as the proxy would for its IPv6 clients): four setups
+from four addresses of one /64 with ``MAX_RECORDS_PER_USER=3`` must leave the
+fourth refused with 429 and unwritten. Two IPv4 hosts stay two callers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_value
+from tests.gateway.procs import running_gateway
+from tests.hostile.wire import send
+from tests.system import free_port
+
+NETWORK = "2001:db8:1:2::/64"
+
+
+@pytest.fixture(scope="module")
+def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    tmp: Path = tmp_path_factory.mktemp("cap")
+    port = free_port()
+    settings = {
+        "PROVIDER": "memory",
+        "DNSAPI_DOMAINS": "example.test",
+        "BASIC_AUTH": "off",
+        "ALLOWED_HOSTS": f"{NETWORK}, 192.0.2.0/24",
+        "ALLOWED_PROXIES": "127.0.0.1",
+        "LISTEN": f"127.0.0.1:{port}",
+        "STATE_DIR": str(tmp / "state"),
+        "PROPAGATION_CHECK": "off",
+        "MAX_RECORDS_PER_USER": "3",
+    }
+    with running_gateway(tmp, settings):
+        yield port
+
+
+def setup_from(port: int, client: str, name: str) -> int:
+    body = {"argument": "setup", "domain_name": name, "challenge_content": make_value()}
+    return send(port, "POST", "/", body=body, headers={"X-Forwarded-For": client}).status
+
+
+def test_one_ipv6_host_is_one_caller_for_the_cap(port: int) -> None:
+    statuses = [
+        setup_from(port, f"2001:db8:1:2::{n}", f"h{n}.example.test") for n in range(1, 5)
+    ]
+    assert statuses == [201, 201, 201, 429]
+
+
+def test_two_ipv4_hosts_are_two_callers(port: int) -> None:
+    for host in ("192.0.2.1", "192.0.2.2"):
+        statuses = [setup_from(port, host, f"{host}-{n}.example.test") for n in range(4)]
+        assert statuses == [201, 201, 201, 429], host
