@@ -34,7 +34,7 @@ from tests.conftest import make_value
 from tests.gateway.procs import GatewayProcess, running_gateway
 from tests.gateway.rawhttp import connect, read_response
 from tests.hostile.conftest import Answer
-from tests.hostile.wire import basic, send
+from tests.hostile.wire import basic, send, unread
 from tests.system import free_port
 
 ADMIN = basic("carol", "carol's password")
@@ -101,18 +101,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     write_dotenv(folder, port)
     with running_gateway(folder, {}, args=["-e", str(folder / ".env")]) as gw:
         yield Gateway(gw, port, folder)
-
-
-def unread(port: int, client: socket.socket) -> int | None:
-    """Bytes from *client* that the gateway listening on 127.0.0.1:*port* has not read
-    yet (its socket's receive queue, from /proc/net/tcp); None if it is not there."""
-    local = f"0100007F:{port:04X}"
-    remote = f"0100007F:{client.getsockname()[1]:04X}"
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[1] == local and fields[2] == remote:
-            return int(fields[4].partition(":")[2], 16)
-    return None
 
 
 class HalfSent:

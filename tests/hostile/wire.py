@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import socket
+from pathlib import Path
 from typing import Any
 
 from tests.hostile.conftest import Answer
@@ -43,3 +45,22 @@ def send(
         return Answer(response.status, response.read(), dict(response.getheaders()))
     finally:
         conn.close()
+
+
+def unread(port: int, client: socket.socket) -> int | None:
+    """Bytes from *client* that the server listening on 127.0.0.1:*port* has not read
+    yet (its socket's receive queue, from /proc/net/tcp); None if there is no such
+    connection. Lets a test wait until a server has taken what it sent, without
+    sleeping."""
+    local = f"0100007F:{port:04X}"
+    remote = f"{_hex_address(client.getsockname()[0])}:{client.getsockname()[1]:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[2] == remote:
+            return int(fields[4].partition(":")[2], 16)
+    return None
+
+
+def _hex_address(address: str) -> str:
+    """An IPv4 address as /proc/net/tcp writes it (host byte order, little-endian here)."""
+    return socket.inet_aton(address)[::-1].hex().upper()

@@ -1,0 +1,122 @@
+"""Many client addresses, each under its own connection cap, together lock nobody out.
+
+The per-client caps (``MAX_CONNECTIONS_PER_CLIENT`` for the API,
+``BUILTIN_TCP_CLIENTS_PER_ADDRESS`` for the builtin DNS over TCP) stop one
+address from taking every slot; the totals (``MAX_CONNECTIONS``,
+``BUILTIN_TCP_CLIENTS``) make room for a newcomer only by closing an *idle*
+connection. A connection that has sent the first byte of a request head (or
+of a DNS query's length) is not idle: total / per-client addresses — 32 with
+the defaults, an IPv6 /59 or 32 machines — each holding its quota of such
+connections, refreshed before the header timeout, take every slot, and an
+allowed client gets 503 (the API) or is hung up on (DNS over TCP) for as long
+as they keep it up.
+
+Against a real gateway with small caps: four addresses (127.0.0.10-13) each
+fill their quota with one byte per connection, filling the total; a client
+from 127.0.0.1 must still be served. A newcomer whose address holds fewer
+connections than the biggest holder could take that holder's oldest
+connection that is not being served.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from tests.gateway.procs import running_gateway
+from tests.gateway.rawhttp import connect
+from tests.hostile.wire import send, unread
+from tests.system import free_port
+
+ATTACKERS = [f"127.0.0.{n}" for n in range(10, 14)]
+PER_CLIENT = 4
+TOTAL = PER_CLIENT * len(ATTACKERS)
+
+
+@contextmanager
+def held(port: int, first_bytes: bytes) -> Iterator[list[socket.socket]]:
+    """Every attacker address holds PER_CLIENT connections that sent *first_bytes*,
+    each read by the server."""
+    with ExitStack() as stack:
+        socks = []
+        for source in ATTACKERS:
+            for _ in range(PER_CLIENT):
+                sock = stack.enter_context(connect(port, source))
+                sock.sendall(first_bytes)
+                socks.append(sock)
+        deadline = time.monotonic() + 30
+        while any(unread(port, s) != 0 for s in socks):
+            assert time.monotonic() < deadline, "the server did not read every first byte"
+            time.sleep(0.05)
+        yield socks
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="owner conn (issue 12 item 3, gateway/listeners.py): when MAX_CONNECTIONS is "
+    "reached only an idle connection makes way, and one that sent a byte of a head is not "
+    "idle; let the newcomer take the oldest unserved connection of the client holding the "
+    "most, when that client holds more than the newcomer's",
+)
+def test_api_many_addresses_lock_nobody_out(tmp_path: Path) -> None:
+    port = free_port()
+    settings = {
+        "PROVIDER": "memory",
+        "DNSAPI_DOMAINS": "example.test",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "LISTEN": f"127.0.0.1:{port}",
+        "STATE_DIR": str(tmp_path / "state"),
+        "PROPAGATION_CHECK": "off",
+        "MAX_CONNECTIONS": str(TOTAL),
+        "MAX_CONNECTIONS_PER_CLIENT": str(PER_CLIENT),
+        "HTTP_HEADER_TIMEOUT": "120",  # the attack renews them; the test holds them
+    }
+    with running_gateway(tmp_path, settings), held(port, b"G"):
+        answer = send(port, "GET", "/healthz", timeout=30)
+        assert answer.status == 200, answer
+
+
+def tcp_query(port: int) -> int:
+    """rcode of an SOA query over TCP from 127.0.0.1, -1 if the server hangs up."""
+    query = dns.message.make_query("_acme-challenge.example.test", "SOA")
+    try:
+        return int(dns.query.tcp(query, "127.0.0.1", port=port, timeout=15).rcode())
+    except (EOFError, ConnectionError, OSError):
+        return -1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="owner dns (issue 12 item 15, providers/builtin/network.py TcpServer): when "
+    "BUILTIN_TCP_CLIENTS is reached only an idle connection makes way, and one that sent "
+    "the first byte of a query is not idle; let the newcomer take the oldest unserved "
+    "connection of the address holding the most, when it holds more than the newcomer's",
+)
+def test_builtin_tcp_many_addresses_lock_nobody_out(tmp_path: Path) -> None:
+    port, dns_port = free_port(), free_port()
+    settings = {
+        "PROVIDER": "builtin",
+        "BUILTIN_LISTEN": f"127.0.0.1:{dns_port}",
+        "BUILTIN_NS": "ns.example.test",
+        "DNSAPI_DOMAINS": "example.test",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "LISTEN": f"127.0.0.1:{port}",
+        "STATE_DIR": str(tmp_path / "state"),
+        "BUILTIN_TCP_CLIENTS": str(TOTAL),
+        "BUILTIN_TCP_CLIENTS_PER_ADDRESS": str(PER_CLIENT),
+        "BUILTIN_TCP_READ_TIMEOUT": "120",
+    }
+    with running_gateway(tmp_path, settings):
+        assert tcp_query(dns_port) == dns.rcode.NOERROR
+        # The first byte of a two-byte length: a query begun and never finished.
+        with held(dns_port, struct.pack("!H", 40)[:1]):
+            assert tcp_query(dns_port) == dns.rcode.NOERROR
