@@ -21,8 +21,11 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from lib.acme.cas import directory_url
+from lib.acme.errors import UsageError
+from lib.acme.identifiers import dns_identifier
 from lib.dnscheck import PropagationSettings
-from lib.names import InvalidName, is_loopback_host, normalize_name
+from lib.names import InvalidName, challenge_name, is_loopback_host, is_within, normalize_name
 from lib.settings import ConfigError, Settings
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -73,6 +76,29 @@ class Listener:
 class TLSFiles:
     cert: Path
     key: Path
+
+
+@dataclass(frozen=True)
+class AcmeTLSConfig:
+    """``SSL_ACME_*``: the gateway obtains and renews its own certificate (gateway.tls_acme)."""
+
+    server: str  # the CA's directory URL
+    domains: tuple[str, ...]  # the names to order, ``*.`` kept for a wildcard
+    email: str | None
+    ca_file: Path | None  # trust for the CA's HTTPS, never for the gateway's clients
+    retry_delay: float  # the first wait after a failed attempt, doubling
+
+
+# Where the gateway keeps its own certificate: lib.acme's state directory layout
+# (accounts/, certificates/<name>/ with versions switched by one link) under STATE_DIR.
+ACME_STATE = "acme"
+ACME_LINEAGE = "gateway"
+
+
+def acme_files(state_dir: Path) -> TLSFiles:
+    """The files the gateway serves when it keeps its own certificate."""
+    folder = state_dir / ACME_STATE / "certificates" / ACME_LINEAGE
+    return TLSFiles(folder / "fullchain.pem", folder / "privkey.pem")
 
 
 @dataclass(frozen=True)
@@ -161,6 +187,8 @@ class Config:
     # Said at start-up, not fatal (gateway.checks): unknown settings, users outside
     # DNSAPI_DOMAINS, a password file others may read.
     warnings: tuple[str, ...] = ()
+    # SSL_ACME_*: ``tls`` then names the files in STATE_DIR that the gateway keeps itself.
+    tls_acme: AcmeTLSConfig | None = None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -421,6 +449,59 @@ def _acmedns(settings: Settings) -> AcmeDnsConfig:
     )
 
 
+def _tls_acme(settings: Settings, managed: tuple[str, ...]) -> AcmeTLSConfig | None:
+    """``SSL_ACME_*``, each name checked to be one the gateway may write the challenge of."""
+    server = settings.get("SSL_ACME_SERVER")
+    others = [k for k in ("SSL_ACME_DOMAINS", "SSL_ACME_EMAIL", "SSL_ACME_CA_FILE",
+                          "SSL_ACME_RETRY_DELAY") if settings.has(k)]
+    if server is None:
+        if others:
+            settings.problem(f"{', '.join(others)} without SSL_ACME_SERVER: set the ACME "
+                             "directory URL the gateway should get its own certificate from")
+        return None
+    for key in ("SSL_CERT", "SSL_KEY"):
+        if settings.has(key):
+            settings.problem(f"{key} and SSL_ACME_SERVER exclude each other: the gateway either "
+                             "serves the files you give it or keeps its own certificate")
+    try:
+        url = directory_url(server)
+    except UsageError:
+        settings.problem(f"SSL_ACME_SERVER={server!r} is neither an https:// directory URL "
+                         "nor a known CA (letsencrypt, letsencrypt-staging, buypass, zerossl, "
+                         "google)")
+        url = server
+    domains: list[str] = []
+    for item in settings.items("SSL_ACME_DOMAINS"):
+        try:
+            name = dns_identifier(item)
+        except UsageError as exc:
+            settings.problem(f"SSL_ACME_DOMAINS: {exc}")
+            continue
+        if not any(is_within(challenge_name(name.removeprefix("*.")), d) for d in managed):
+            settings.problem(f"SSL_ACME_DOMAINS: {item} lies outside DNSAPI_DOMAINS "
+                             f"({', '.join(managed) or 'none'}): the gateway could not publish "
+                             "its challenge")
+        domains.append(name)
+    if not settings.has("SSL_ACME_DOMAINS"):
+        settings.problem("SSL_ACME_DOMAINS is required with SSL_ACME_SERVER: the host names "
+                         "clients reach the gateway by")
+    email = settings.get("SSL_ACME_EMAIL")
+    if email is not None:
+        email = email.removeprefix("mailto:")
+        if "@" not in email or any(c in email for c in " ,<>"):
+            settings.problem(f"SSL_ACME_EMAIL={email!r} is not an e-mail address")
+    ca_file = settings.get("SSL_ACME_CA_FILE")
+    if ca_file is not None and not Path(ca_file).is_file():
+        settings.problem(f"SSL_ACME_CA_FILE: {ca_file} does not exist")
+    return AcmeTLSConfig(
+        server=url,
+        domains=tuple(dict.fromkeys(domains)),
+        email=email,
+        ca_file=Path(ca_file) if ca_file else None,
+        retry_delay=settings.duration("SSL_ACME_RETRY_DELAY", 120.0, 1.0, 3600.0),
+    )
+
+
 def _tls(settings: Settings, config_dir: Path | None) -> TLSFiles | None:
     cert, key = settings.get("SSL_CERT"), settings.get("SSL_KEY")
     if cert and key:
@@ -462,7 +543,10 @@ def _passwd_file(settings: Settings, mode: AuthMode, config_dir: Path | None) ->
 def build(settings: Settings, args: argparse.Namespace, config_dir: Path | None) -> Config:
     """Turn merged settings into a :class:`Config`; problems go to ``settings.problems``."""
     listeners = _listeners(settings)
-    tls = _tls(settings, config_dir)
+    managed_domains = _domains(settings)
+    state_dir = Path(settings.get("STATE_DIR") or "state")
+    tls_acme = _tls_acme(settings, managed_domains)
+    tls = acme_files(state_dir) if tls_acme is not None else _tls(settings, config_dir)
     mode = settings.choice("BASIC_AUTH", _AUTH_WORDS, AuthMode.OFF)
     hosts = _networks(settings, "ALLOWED_HOSTS")
     proxies = _networks(settings, "ALLOWED_PROXIES")
@@ -496,8 +580,8 @@ def build(settings: Settings, args: argparse.Namespace, config_dir: Path | None)
         if exposed:
             settings.problem(
                 f"passwords would cross the network in plaintext on {', '.join(exposed)}: set "
-                "SSL_CERT and SSL_KEY, listen on loopback only, or set INSECURE_HTTP=1 "
-                "behind a TLS-terminating proxy"
+                "SSL_CERT and SSL_KEY (or SSL_ACME_SERVER), listen on loopback only, or set "
+                "INSECURE_HTTP=1 behind a TLS-terminating proxy"
             )
     max_age = settings.duration("RECORD_MAX_AGE", 3600.0, 60.0, 30 * 86400.0)
     propagation = PropagationConfig(
@@ -517,8 +601,8 @@ def build(settings: Settings, args: argparse.Namespace, config_dir: Path | None)
         tls_reload_interval=settings.duration("TLS_RELOAD_INTERVAL", 60.0, 0.1, 86400.0),
         insecure_http=insecure,
         auth=auth,
-        managed_domains=_domains(settings),
-        state_dir=Path(settings.get("STATE_DIR") or "state"),
+        managed_domains=managed_domains,
+        state_dir=state_dir,
         record_max_age=max_age,
         janitor_interval=settings.duration(
             "JANITOR_INTERVAL", min(60.0, max_age / 4), 0.05, 86400.0
@@ -536,6 +620,7 @@ def build(settings: Settings, args: argparse.Namespace, config_dir: Path | None)
         acmedns=acmedns,
         max_records_per_user=_max_records(settings, acmedns),
         connections=_connection_limits(settings),
+        tls_acme=tls_acme,
     )
 
 

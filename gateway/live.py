@@ -16,7 +16,7 @@ from gateway.config import Config
 log = logging.getLogger(__name__)
 
 # Fields a reload cannot apply to a running process.
-RESTART_ONLY = ("listeners", "tls", "state_dir", "httpreq_prefix", "config_dir")
+RESTART_ONLY = ("listeners", "tls", "tls_acme", "state_dir", "httpreq_prefix", "config_dir")
 
 
 class Live:

@@ -119,6 +119,15 @@ class Metrics:
             registry=self.registry,
         ).set_function(not_after)
 
+    def acme_failures(self) -> Counter:
+        """Count the failed attempts at the gateway's own certificate (SSL_ACME_SERVER only)."""
+        return Counter(
+            "acmegw_tls_acme_failures",
+            "Attempts to obtain or renew the gateway's own TLS certificate from its ACME CA "
+            "that failed (each is tried again, with a growing wait).",
+            registry=self.registry,
+        )
+
     async def render(self) -> bytes:
         if self._journal_figures is not None:
             try:

@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -23,13 +24,16 @@ from gateway.app import apply_reload, create_app, load_static_accounts
 from gateway.auth import PasswordStore
 from gateway.config import Config, build, gather
 from gateway.errors import GatewayError
-from gateway.keys import LIVE, METRICS, PROVIDER
+from gateway.keys import LIVE, METRICS, PROVIDER, SERVICE
 from gateway.listeners import ConnectionGuard, GuardedSite, connection_budget
 from gateway.tls import ReloadingTLS, TLSFilesError
 from lib.passwd import PasswdFileError, UserEntry
 from lib.settings import ConfigError
 from providers.base import Provider, ProviderContext, ProviderError
 from providers.registry import create_provider
+
+if TYPE_CHECKING:
+    from gateway.tls_acme import OwnCertificate
 
 log = logging.getLogger("acmegw.server")
 
@@ -63,7 +67,10 @@ def prepare(
     except AccountError as exc:
         settings.problem(f"ACMEDNS_ACCOUNTS_FILE: {exc}")
     tls = None
-    if config.tls is not None and config.tls.cert.is_file() and config.tls.key.is_file():
+    if config.tls_acme is not None and config.tls is not None:
+        # The gateway's own certificate may not exist yet: it is obtained once serving.
+        tls = ReloadingTLS(config.tls, awaited=True)
+    elif config.tls is not None and config.tls.cert.is_file() and config.tls.key.is_file():
         try:
             tls = ReloadingTLS(config.tls)
         except TLSFilesError as exc:
@@ -83,8 +90,10 @@ async def serve(
 ) -> int:
     app = create_app(config, provider, passwords)
     if tls is not None:
-        app[METRICS].watch_certificate(
-            lambda: tls.validity.not_before, lambda: tls.validity.not_after
+        # Exported from the first certificate on: a gateway still waiting for its own
+        # has no notAfter to alert on (acmegw_tls_acme_failures_total counts its tries).
+        tls.when_loaded(
+            lambda: app[METRICS].watch_certificate(lambda: tls.not_before, lambda: tls.not_after)
         )
     guard = _connection_guard(app, config, tls)
     runner = web.AppRunner(
@@ -115,11 +124,12 @@ async def serve(
         return 1
     if tls is not None:
         tls.start(config.tls_reload_interval)
+    own = _own_certificate(app, config, tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload, app, argv, tls)
+    loop.add_signal_handler(signal.SIGHUP, reload, app, argv, tls, own)
     print(
         f"acmegw-server: ready ({', '.join(str(lst) for lst in config.listeners)})",
         file=sys.stderr,
@@ -127,12 +137,33 @@ async def serve(
     )
     await stop.wait()
     log.info("stopping: finishing requests in flight")
+    if own is not None:
+        await own.stop()  # withdraws what it published, while the service still runs
     if tls is not None:
         await tls.stop()
     await runner.cleanup()  # stops accepting, waits for handlers, then runs cleanup_ctx
     guard.close_all()
     log.info("stopped")
     return 0
+
+
+def _own_certificate(
+    app: web.Application, config: Config, tls: ReloadingTLS | None
+) -> OwnCertificate | None:
+    """With SSL_ACME_SERVER: start obtaining and renewing the gateway's certificate.
+
+    Started once the provider is open (the builtin DNS server answers the CA's
+    queries) and the listeners are bound.
+    """
+    if config.tls_acme is None or tls is None:
+        return None
+    # Imported only here: the ACME client brings cryptography and requests, which a
+    # gateway serving files of its own never needs (README "Performance").
+    from gateway.tls_acme import OwnCertificate
+
+    own = OwnCertificate(config.tls_acme, config.state_dir, app[SERVICE], tls, app[METRICS])
+    own.start()
+    return own
 
 
 def _connection_guard(
@@ -154,9 +185,14 @@ def _connection_guard(
     return guard
 
 
-def reload(app: web.Application, argv: Sequence[str] | None, tls: ReloadingTLS | None) -> None:
+def reload(
+    app: web.Application,
+    argv: Sequence[str] | None,
+    tls: ReloadingTLS | None,
+    own: OwnCertificate | None = None,
+) -> None:
     """SIGHUP: read the configuration, password file and acme-dns accounts file again
-    and adopt them.
+    and adopt them; with SSL_ACME_SERVER, look at the gateway's certificate now.
 
     A configuration with problems is refused as a whole and the running one
     stays; nothing in flight is dropped.
@@ -177,16 +213,28 @@ def reload(app: web.Application, argv: Sequence[str] | None, tls: ReloadingTLS |
         pending.append("provider")
     if tls is not None:
         tls.check()
+    if own is not None:
+        own.wake()
     if pending:
         log.warning("reloaded; restart to apply: %s", ", ".join(pending))
     else:
         log.info("configuration reloaded")
 
 
+def _tls_summary(config: Config) -> str:
+    if config.tls is None:
+        return "off (plaintext HTTP)"
+    if config.tls_acme is not None:
+        acme = config.tls_acme
+        return (f"{config.tls.cert}, obtained from {acme.server} for "
+                f"{', '.join(acme.domains)} (SSL_ACME_SERVER)")
+    return str(config.tls.cert)
+
+
 def summary(config: Config, provider: Provider) -> str:
     lines = [
         f"listeners:   {', '.join(str(lst) for lst in config.listeners)}",
-        f"tls:         {config.tls.cert if config.tls else 'off (plaintext HTTP)'}",
+        f"tls:         {_tls_summary(config)}",
         f"auth:        BASIC_AUTH={config.auth.mode.value}, "
         f"{len(config.auth.allowed_hosts)} allowed host networks",
         f"domains:     {', '.join(config.managed_domains)}",

@@ -11,6 +11,16 @@ context that is in use would leave it with a certificate and no matching key.
 There is never a fallback to plaintext: a pair that cannot be loaded at
 start-up stops the start, with a message naming the file at fault.
 
+When the gateway keeps its own certificate (``SSL_ACME_SERVER``,
+:mod:`gateway.tls_acme`) it may start before it has one: the listeners are
+bound (a port taken by another process still stops the start) and every
+handshake is refused with a TLS alert until the first pair loads. Neither
+plaintext nor a stand-in certificate is ever served: a temporary self-signed
+certificate would teach clients to skip verification (or get their password
+to whoever answers while they do), and its notAfter would be exported as if it
+were the gateway's. The builtin DNS server is up by then, so the CA's queries
+for that first certificate are answered.
+
 The validity of the certificate in use is kept (for ``/metrics``), and the log
 says when it is in the last fifth of its lifetime or expired: at start, after
 each reload, and once a day while it lasts. A fifth is past the point where
@@ -157,6 +167,13 @@ def _diagnose(files: TLSFiles, exc: Exception) -> str:
     return f"SSL_CERT/SSL_KEY: cannot use {files.cert} with {files.key}: {exc}"
 
 
+def _refusing_context() -> ssl.SSLContext:
+    """A server context without a certificate: its SNI callback ends every handshake."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 def _validity(files: TLSFiles) -> Validity:
     try:
         return certificate_validity(files.cert.read_text(errors="replace"))
@@ -172,22 +189,75 @@ def _duration(seconds: float) -> str:
     return f"{max(seconds, 0) / 60:.0f} minutes"
 
 
+RENEW_BY_HAND = "renew it (the renewed files are picked up without a restart)"
+
+
 class ReloadingTLS:
-    def __init__(self, files: TLSFiles, clock: Callable[[], float] = time.time) -> None:
+    """The pair of *files* in use, reloaded when they change.
+
+    With *awaited*, the pair may be missing (or unusable) at start: handshakes are
+    refused until it loads, and :attr:`validity` is None until then.
+    """
+
+    def __init__(
+        self,
+        files: TLSFiles,
+        clock: Callable[[], float] = time.time,
+        *,
+        awaited: bool = False,
+        renewal_hint: str = RENEW_BY_HAND,
+    ) -> None:
         self.files = files
         self._clock = clock
-        self._stamp = _stamp(files)
+        self.renewal_hint = renewal_hint
         self._failed: Stamp | None = None
-        self._current = load_context(files)  # raises TLSFilesError: no start without TLS
-        self.validity = _validity(files)
-        self.context = load_context(files)
+        self._current: ssl.SSLContext | None = None
+        self.validity: Validity | None = None
+        self._loaded: list[Callable[[], None]] = []
+        self._stamp = _stamp(files)
+        if awaited and self._stamp is None:
+            self.context = _refusing_context()
+        else:
+            try:
+                self._current = load_context(files)  # TLSFilesError: no start without TLS
+                self.validity = _validity(files)
+                self.context = load_context(files)
+            except TLSFilesError as exc:
+                if not awaited:
+                    raise
+                log.error("TLS certificate not loaded, a new one is awaited: %s", exc)
+                self._failed, self._stamp = self._stamp, None
+                self.context = _refusing_context()
         self.context.sni_callback = self._select
         self._task: asyncio.Task[None] | None = None
         self._expiry_said: tuple[float, float] | None = None  # (notAfter, when)
         self.reloads = 0
 
-    def _select(self, conn: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
+    def _select(
+        self, conn: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext
+    ) -> int | None:
+        if self._current is None:
+            # No certificate yet: end the handshake with an alert, never a stand-in.
+            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
         conn.context = self._current
+        return None
+
+    def when_loaded(self, callback: Callable[[], None]) -> None:
+        """Call *callback* once a pair is in use: now, or when the first one loads."""
+        if self.validity is not None:
+            callback()
+        else:
+            self._loaded.append(callback)
+
+    @property
+    def not_before(self) -> float:
+        assert self.validity is not None, "no certificate loaded yet"
+        return self.validity.not_before
+
+    @property
+    def not_after(self) -> float:
+        assert self.validity is not None, "no certificate loaded yet"
+        return self.validity.not_after
 
     def check(self) -> bool:
         """Load the files again if they changed; True if a new pair is in use."""
@@ -203,18 +273,24 @@ class ReloadingTLS:
                 log.error("TLS certificate not reloaded, the previous one stays: %s", exc)
                 self._failed = stamp
             return False
+        first = self._current is None
         self._current = context
         self.validity = validity
         self._stamp = stamp
         self._failed = None
         self.reloads += 1
-        log.info("TLS certificate reloaded from %s", self.files.cert)
+        log.info("TLS certificate %s from %s", "loaded" if first else "reloaded", self.files.cert)
+        loaded, self._loaded = self._loaded, []
+        for callback in loaded:
+            callback()
         self.check_expiry()
         return True
 
     def check_expiry(self) -> None:
         """Log when the certificate in use is expired or close to it (once a day at most)."""
         now, validity = self._clock(), self.validity
+        if validity is None:
+            return
         left = validity.not_after - now
         if left > (validity.not_after - validity.not_before) * EXPIRY_WARNING_SHARE:
             return
@@ -233,11 +309,11 @@ class ReloadingTLS:
             )
         else:
             log.warning(
-                "TLS certificate %s expires in %s (%s): renew it (the renewed files are "
-                "picked up without a restart)",
+                "TLS certificate %s expires in %s (%s): %s",
                 self.files.cert,
                 _duration(left),
                 until,
+                self.renewal_hint,
             )
 
     async def _watch(self, interval: float) -> None:

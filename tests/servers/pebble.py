@@ -42,7 +42,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from tests.servers.certs import make_tls_files
+from tests.servers.certs import TLSFiles, make_tls_files
 from tests.system import Server, free_port, need_program, wait_for_port
 
 MANAGEMENT_TIMEOUT = 10.0
@@ -91,16 +91,23 @@ def start_pebble(directory: Path, dns_server: str, *,
                  eab_keys: Mapping[str, str] | None = None,
                  alternate_roots: int = 0,
                  reject_nonces: bool = False,
-                 extra_env: Mapping[str, str] | None = None) -> Pebble:
+                 extra_env: Mapping[str, str] | None = None,
+                 port: int | None = None,
+                 tls: TLSFiles | None = None,
+                 config: Mapping[str, Any] | None = None) -> Pebble:
     """Run pebble in *directory*, validating against *dns_server* (``ip:port``).
 
     Returns once it listens; the caller stops it. *extra_env* adds pebble settings
-    such as ``PEBBLE_AUTHZREUSE``; never use it to switch validation off.
+    such as ``PEBBLE_AUTHZREUSE``; never use it to switch validation off. *port*
+    and *tls* (its HTTPS files, from :func:`tests.servers.certs.make_tls_files`)
+    let a client be configured before pebble starts (a CA that is down at first);
+    *config* adds keys to its configuration (``certificateValidityPeriod``: the
+    lifetime of what it issues, in seconds).
     """
     program = need_program("pebble", "pebble")
     directory.mkdir(parents=True, exist_ok=True)
-    tls = make_tls_files(directory / "tls", ca_name="pebble HTTPS test CA")
-    port, management = free_port(), free_port()
+    tls = tls or make_tls_files(directory / "tls", ca_name="pebble HTTPS test CA")
+    port, management = port or free_port(), free_port()
     settings: dict[str, Any] = {
         "listenAddress": f"127.0.0.1:{port}",
         "managementListenAddress": f"127.0.0.1:{management}",
@@ -114,6 +121,7 @@ def start_pebble(directory: Path, dns_server: str, *,
     }
     if eab_keys:
         settings["externalAccountMACKeys"] = dict(eab_keys)
+    settings.update(config or {})
     config = directory / "pebble-config.json"
     config.write_text(json.dumps({"pebble": settings}))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PEBBLE_VA_NOSLEEP": "1"}
@@ -141,10 +149,14 @@ def running_pebble(directory: Path, dns_server: str, *,
                    eab_keys: Mapping[str, str] | None = None,
                    alternate_roots: int = 0,
                    reject_nonces: bool = False,
-                   extra_env: Mapping[str, str] | None = None) -> Iterator[Pebble]:
+                   extra_env: Mapping[str, str] | None = None,
+                   port: int | None = None,
+                   tls: TLSFiles | None = None,
+                   config: Mapping[str, Any] | None = None) -> Iterator[Pebble]:
     """:func:`start_pebble`, stopped by pid when the block ends."""
     ca = start_pebble(directory, dns_server, eab_keys=eab_keys, alternate_roots=alternate_roots,
-                      reject_nonces=reject_nonces, extra_env=extra_env)
+                      reject_nonces=reject_nonces, extra_env=extra_env, port=port, tls=tls,
+                      config=config)
     try:
         yield ca
     finally:
