@@ -6,15 +6,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 # make image: BASE=<image with python3 and its venv module> (a local one needs no
-# registry), IMAGE=<tag>, PODMAN_BUILD_FLAGS for the host (README "Run in a container").
+# registry), IMAGE=<tag>, PODMAN_ULIMITS (--ulimit flags within the host's hard limits,
+# for the build and the wheelhouse's look into the base) and PODMAN_BUILD_FLAGS for the
+# host (README "Run in a container").
 BASE ?= docker.io/library/python:3.11-slim
 IMAGE ?= acmegw
 PODMAN ?= podman
 PODMAN_BUILD_FLAGS ?=
+PODMAN_ULIMITS ?=
 WHEELHOUSE := wheelhouse
-# The image's extras come from the Containerfile's `ARG EXTRAS=` line alone.
-IMAGE_EXTRAS := $(strip $(shell sed -n 's/^ARG EXTRAS=//p' Containerfile))
-IMAGE_REQUIREMENT := .$(if $(IMAGE_EXTRAS),[$(IMAGE_EXTRAS)])
 
 .PHONY: run test lint typecheck unit system-packages bench clean wheelhouse image provider-table
 
@@ -56,21 +56,15 @@ bench: $(VENV)/.installed
 	@for b in bench/*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(PY) "$$b" || exit 1; done
 
 # Every wheel the image needs but its own (built from the sources in the image
-# build), and the build backend that builds it, made by the venv's pip (the
-# only step that may use PyPI; its cache helps) for the venv's Python, which
-# must be the base image's minor version (another: VENV=.venv3X PYTHON=python3.X).
-wheelhouse: $(WHEELHOUSE)/.complete
-
-$(WHEELHOUSE)/.complete: pyproject.toml Containerfile $(VENV)/.runtime
-	rm -rf $(WHEELHOUSE)
-	$(PY) -m pip wheel -q --disable-pip-version-check --wheel-dir $(WHEELHOUSE) \
-	    '$(IMAGE_REQUIREMENT)' $$($(PY) -c 'import tomllib; \
-	    print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"])')
-	rm -f $(WHEELHOUSE)/acme_dns01_gateway-*.whl
-	touch $@
+# build), and the build backend that builds it, resolved for the base image's own
+# python3 (tools/wheelhouse.py asks the base; the only step that may use PyPI).
+# The folder is remade only when the requirements or the base's Python change.
+wheelhouse: $(VENV)/.runtime
+	$(PY) tools/wheelhouse.py --base '$(BASE)' --podman '$(PODMAN)' \
+	    --run-flags '$(PODMAN_ULIMITS)' --dest $(WHEELHOUSE)
 
 image: wheelhouse
-	$(PODMAN) build --network=none --format docker $(PODMAN_BUILD_FLAGS) \
+	$(PODMAN) build --network=none --format docker $(PODMAN_ULIMITS) $(PODMAN_BUILD_FLAGS) \
 	    --build-arg BASE=$(BASE) --build-arg WHEELS=$(WHEELHOUSE) -t $(IMAGE) .
 
 clean:

@@ -108,13 +108,14 @@ class Podman:
         ``--pull=never`` on top, so the build cannot reach a registry for the
         base either: *base* must be in podman's store.
         """
-        build_flags = ["--pull=never", "--layers=false", *self.limits]
+        build_flags = ["--pull=never", "--layers=false"]
         done = subprocess.run(
             [
                 "make", "--no-print-directory", "-C", str(repo), "image",
                 f"BASE={base}", f"IMAGE={tag}",
                 f"PODMAN={shlex.join([self.program, *self.global_args])}",
                 f"PODMAN_BUILD_FLAGS={shlex.join(build_flags)}",
+                f"PODMAN_ULIMITS={shlex.join(self.limits)}",
             ],
             capture_output=True, text=True, timeout=timeout, check=False,
             stdin=subprocess.DEVNULL,

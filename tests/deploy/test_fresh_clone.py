@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -28,9 +29,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.deploy.debian_base import NoDebianMirror, ensure_base_image
+from tests.deploy.podman import Podman
 from tests.gateway.procs import READY, REPO_ROOT
 from tests.gateway.test_demo import curl, printed_command, run
-from tests.system import free_port, need_program
+from tests.system import free_port, need_program, unavailable
 
 pytestmark = pytest.mark.system
 
@@ -38,9 +41,15 @@ START_TIMEOUT = 300.0  # a fresh venv and install on a loaded 2-core machine
 COMMANDS = ("acmegw-server", "acmegw-passwd", "acmegw-hook", "acmegw-acme")
 
 
-def wheelhouse() -> Path:
+def wheelhouse(podman: Podman, base: str) -> Path:
+    """The container test's wheelhouse (for the Debian base's python3, which the
+    host's venv can install too: both are 3.11)."""
     done = subprocess.run(
-        ["make", "--no-print-directory", "-C", str(REPO_ROOT), "wheelhouse"],
+        [
+            "make", "--no-print-directory", "-C", str(REPO_ROOT), "wheelhouse",
+            f"BASE={base}", f"PODMAN={shlex.join([podman.program, *podman.global_args])}",
+            f"PODMAN_ULIMITS={shlex.join(podman.limits)}",
+        ],
         capture_output=True, text=True, timeout=900, check=False, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -89,10 +98,15 @@ class MakeRun:
 
 
 @pytest.fixture
-def make_run(tmp_path: Path) -> Iterator[MakeRun]:
+def make_run(tmp_path: Path, podman: Podman, debootstrap: str) -> Iterator[MakeRun]:
     git = need_program("git", "git")
     need_program("make", "make")
-    wheels = wheelhouse()
+    try:
+        base = ensure_base_image(podman.program, debootstrap)
+    except NoDebianMirror as exc:
+        unavailable(f"cannot make the Debian base image: {exc}")
+        raise
+    wheels = wheelhouse(podman, base.name)
     clone = tmp_path / "acme-dns01-gateway"
     subprocess.run([git, "clone", "--quiet", str(REPO_ROOT), str(clone)], check=True, timeout=120)
     env = {
