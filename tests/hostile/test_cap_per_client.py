@@ -62,3 +62,40 @@ def test_two_ipv4_hosts_are_two_callers(port: int) -> None:
     for host in ("192.0.2.1", "192.0.2.2"):
         statuses = [setup_from(port, host, f"{host}-{n}.example.test") for n in range(4)]
         assert statuses == [201, 201, 201, 429], host
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="owner auth (issue 12 item 4, POST /register in gateway/api_acmedns.py): every "
+    "account a caller registers has a cap of its own, so registering one account per name "
+    "publishes without end; cap the accounts one caller may hold (or count their values "
+    "against it)",
+)
+def test_registering_accounts_does_not_lift_the_cap(tmp_path: Path) -> None:
+    """An allowed host is an admin (README): it may register acme-dns accounts, and
+    each one may publish ``ACMEDNS_KEEP`` values. Ten registrations and updates from
+    one host, with ``MAX_RECORDS_PER_USER=3``, must not leave more than 3 x 2 values."""
+    port = free_port()
+    settings = {
+        "PROVIDER": "memory",
+        "DNSAPI_DOMAINS": "example.test",
+        "BASIC_AUTH": "off",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "LISTEN": f"127.0.0.1:{port}",
+        "STATE_DIR": str(tmp_path / "state"),
+        "PROPAGATION_CHECK": "off",
+        "MAX_RECORDS_PER_USER": "3",
+        "ACMEDNS_ZONE": "acme.example.test",
+        "ACMEDNS_REGISTER": "1",
+    }
+    with running_gateway(tmp_path, settings):
+        for _ in range(10):
+            registered = send(port, "POST", "/register", body={})
+            if registered.status != 201:
+                continue
+            account = registered.json()
+            send(port, "POST", "/update",
+                 headers={"X-Api-User": account["username"], "X-Api-Key": account["password"]},
+                 body={"subdomain": account["subdomain"], "txt": make_value()})
+        records = send(port, "GET", "/records").json()["records"]
+    assert len(records) <= 3 * 2, f"{len(records)} values published by one host"
