@@ -380,7 +380,19 @@ def _networks(settings: Settings, key: str) -> tuple[IPNetwork, ...]:
 
 def _open_to_all(settings: Settings, mode: AuthMode, hosts: tuple[IPNetwork, ...],
                  proxies: tuple[IPNetwork, ...]) -> None:
-    """Refuse a combination that lets every address in without a password."""
+    """Refuse a combination that lets every address in without a password, or lets
+    every client claim an address of its choosing."""
+    claimed = everything_in(proxies)
+    if claimed and (mode is AuthMode.REQUIRED or not hosts):
+        # Passwords still hold, but every client is a "proxy" naming its own address:
+        # each claim is a fresh AUTH_MAX_FAILURES budget and exempt from
+        # MAX_CONNECTIONS_PER_CLIENT.
+        settings.problem(
+            f"ALLOWED_PROXIES trusts the forwarding header of every {' and '.join(claimed)} "
+            "address, so any client can claim any address: failed logins and connections "
+            "would be counted per claimed address, and a new claim is a new budget for "
+            "guessing passwords: list only your proxies"
+        )
     if mode is AuthMode.REQUIRED:
         return
     if everything_in(hosts):
