@@ -243,7 +243,8 @@ class BuiltinProvider(Provider):
         self.records: dict[Labels, list[str]] = {}
         self.serial: int | None = None
         self.server: ServerProcess | None = None
-        self._sockets: list[tuple[socket.socket, socket.socket]] = []
+        # Per listening address: its UDP sockets and its TCP socket.
+        self._sockets: list[tuple[list[socket.socket], socket.socket]] = []
 
     def _default_nameservers(self) -> tuple[str, ...]:
         if self.zone:
@@ -409,7 +410,7 @@ class BuiltinProvider(Provider):
     @property
     def addresses(self) -> list[tuple[str, int]]:
         """The (host, port) pairs the UDP servers listen on, once open."""
-        return [udp.getsockname()[:2] for udp, _ in self._sockets]
+        return [udp[0].getsockname()[:2] for udp, _ in self._sockets]
 
     def _snapshot(self) -> tuple[list[tuple[Labels, list[str]]], int]:
         return list(self.records.items()), self._current_serial()
@@ -451,7 +452,7 @@ class BuiltinProvider(Provider):
                 rate_limit_exempt=tuple(str(n) for n in self.settings.rate_limit_exempt),
                 tcp=self.settings.tcp,
                 log_level=log.getEffectiveLevel(),
-                udp_fds=tuple(udp.fileno() for udp, _ in self._sockets),
+                udp_fds=tuple(s.fileno() for udp, _ in self._sockets for s in udp),
                 tcp_fds=tuple(tcp.fileno() for _, tcp in self._sockets),
                 secondaries=self.settings.secondaries if self.settings.zone else (),
                 tsig=None
@@ -490,7 +491,8 @@ class BuiltinProvider(Provider):
     def _close_sockets(self) -> None:
         sockets, self._sockets = self._sockets, []
         for udp, tcp in sockets:
-            udp.close()
+            for sock in udp:
+                sock.close()
             tcp.close()
 
     async def aclose(self) -> None:

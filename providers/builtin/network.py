@@ -11,10 +11,15 @@ parser; a packet it cannot read is answered FORMERR, a packet too short for a
 header or that is itself a response is dropped, and neither logs more than one
 line a minute.
 
-Over UDP every answer first passes the :class:`providers.builtin.rrl.RateLimiter`
-and is cut to the size the client can take: 512 bytes without EDNS, else the
-EDNS payload it offers, at most 1232 (no fragmentation). A bigger answer goes
-out empty with TC set, and the client retries over TCP.
+Over UDP every packet first passes the :class:`providers.builtin.rrl.RateLimiter`
+(so that what a flood costs past the limit is the reading and a dropped or
+truncated answer), and an answer is cut to the size the client can take: 512
+bytes without EDNS, else the EDNS payload it offers, at most 1232 (no
+fragmentation). A bigger answer goes out empty with TC set, and the client
+retries over TCP. Each listening address has ``UDP_SOCKETS`` sockets sharing
+the port (:func:`bind_udp`), each read by a thread of its own: one source
+sending faster than the server reads fills only the queue its packets hash
+to, and other clients' queries, spread over the others, are still read.
 
 :class:`TcpServer` serves RFC 7766 connections (two-byte length, several
 queries per connection, answered in order) within limits: at most ``clients``
@@ -67,6 +72,8 @@ log = logging.getLogger(__name__)
 EDNS_PAYLOAD = 1232
 PLAIN_UDP_SIZE = 512
 TCP_SIZE = 65535
+# UDP sockets (and server threads) per listening address; see bind_udp.
+UDP_SOCKETS = 16
 # How often a kind of trouble (malformed packets, refused connections) may log a line.
 LOG_INTERVAL = 60.0
 
@@ -152,6 +159,10 @@ def _reply(
     )
 
 
+# What a slipped answer says besides TC: nothing.
+_SLIPPED = Answer(0, True, b"", 0, 0)
+
+
 def _udp_limit(payload: int) -> int:
     return PLAIN_UDP_SIZE if payload < 0 else max(PLAIN_UDP_SIZE, min(payload, EDNS_PAYLOAD))
 
@@ -225,6 +236,10 @@ class Responder:
     def udp(self, data: bytes, address: str) -> bytes | None:
         """The answer to a UDP query from *address*, or None to send nothing."""
         try:
+            # The rate limit first: a dropped answer is all a flood costs.
+            verdict = self.limiter.check(address) if self.limiter else SEND
+            if verdict == DROP:
+                return None
             n = len(data)
             if n >= 17 and not data[2] & 0xF8:  # a query, standard opcode
                 counts = data[4:12]
@@ -239,16 +254,16 @@ class Responder:
                 ):
                     end, payload, do = n - 11, data[n - 8] << 8 | data[n - 7], data[n - 4] & 0x80
                 if end:
+                    if verdict != SEND:
+                        # Slipped: empty and truncated, so a real resolver asks over TCP.
+                        return _reply(data, data[12:end], _SLIPPED, payload, do, 0)
                     answer = self._answer(data, end)
                     if answer is not None:
-                        verdict = self.limiter.check(address) if self.limiter else SEND
-                        if verdict == DROP:
-                            return None
                         if log.isEnabledFor(logging.DEBUG):
                             self._log_fast(data, end, answer, "UDP")
-                        # A slipped answer goes out empty and truncated: limit 0.
-                        limit = _udp_limit(payload) if verdict == SEND else 0
-                        return _reply(data, data[12:end], answer, payload, do, limit)
+                        return _reply(data, data[12:end], answer, payload, do, _udp_limit(payload))
+            if verdict != SEND:
+                return None  # nothing to slip: the question could not be read quickly
             return self._slow(data, address, tcp=False)
         except Exception as exc:  # a bug must cost one answer, never the server
             self.failed(f"{type(exc).__name__}: {exc}")
@@ -294,8 +309,6 @@ class Responder:
         if len(data) < 12 or data[2] & _QR:
             # Too short for a header, or a response: answering could start a loop.
             self.malformed(address)
-            return None
-        if not tcp and self.limiter is not None and self.limiter.check(address) == DROP:
             return None
         try:
             # Signed queries (a secondary's SOA query) are checked and answered
@@ -488,20 +501,31 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def bind_udp(host: str, port: int) -> socket.socket:
-    """A UDP socket bound to *host*:*port*; raises OSError."""
-    sock = socket.socket(_family(host), socket.SOCK_DGRAM)
+def bind_udp(host: str, port: int, count: int = UDP_SOCKETS) -> list[socket.socket]:
+    """*count* UDP sockets bound to *host*:*port* (SO_REUSEPORT); raises OSError.
+
+    The kernel spreads datagrams over them by source address and port, each
+    socket with a queue of its own: one source flooding faster than the server
+    reads fills its own queue, and a query from anywhere else most likely lands
+    in another one, which a thread of its own reads.
+    """
+    sockets: list[socket.socket] = []
     try:
-        if sock.family == socket.AF_INET6:
-            # So that 0.0.0.0:53 and [::]:53 can both be listed.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        # No SO_REUSEADDR: on UDP it would let a second server share the port
-        # silently instead of failing here.
-        sock.bind((host, port))
+        for _ in range(count):
+            sock = socket.socket(_family(host), socket.SOCK_DGRAM)
+            sockets.append(sock)
+            if sock.family == socket.AF_INET6:
+                # So that 0.0.0.0:53 and [::]:53 can both be listed.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            # SO_REUSEPORT shares the port only among sockets of this user that all
+            # set it: a DNS server already there still makes the first bind fail.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
     except BaseException:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         raise
-    return sock
+    return sockets
 
 
 def bind_tcp(host: str, port: int) -> socket.socket:
