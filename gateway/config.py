@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -87,6 +88,10 @@ class AcmeTLSConfig:
     email: str | None
     ca_file: Path | None  # trust for the CA's HTTPS, never for the gateway's clients
     retry_delay: float  # the first wait after a failed attempt, doubling
+    # External account binding, for CAs that require it (ZeroSSL, Google): the key id
+    # and the MAC key as the CA's console shows it (base64url).
+    eab_kid: str | None = None
+    eab_hmac_key: str | None = field(default=None, repr=False)
 
 
 # Where the gateway keeps its own certificate: lib.acme's state directory layout
@@ -465,7 +470,10 @@ def _tls_acme(settings: Settings, managed: tuple[str, ...]) -> AcmeTLSConfig | N
     """``SSL_ACME_*``, each name checked to be one the gateway may write the challenge of."""
     server = settings.get("SSL_ACME_SERVER")
     others = [k for k in ("SSL_ACME_DOMAINS", "SSL_ACME_EMAIL", "SSL_ACME_CA_FILE",
-                          "SSL_ACME_RETRY_DELAY") if settings.has(k)]
+                          "SSL_ACME_RETRY_DELAY", "SSL_ACME_EAB_KID") if settings.has(k)]
+    eab_key = settings.secret("SSL_ACME_EAB_HMAC_KEY")
+    if eab_key is not None:
+        others.append("SSL_ACME_EAB_HMAC_KEY")
     if server is None:
         if others:
             settings.problem(f"{', '.join(others)} without SSL_ACME_SERVER: set the ACME "
@@ -505,13 +513,25 @@ def _tls_acme(settings: Settings, managed: tuple[str, ...]) -> AcmeTLSConfig | N
     ca_file = settings.get("SSL_ACME_CA_FILE")
     if ca_file is not None and not Path(ca_file).is_file():
         settings.problem(f"SSL_ACME_CA_FILE: {ca_file} does not exist")
+    eab_kid = settings.get("SSL_ACME_EAB_KID")
+    if (eab_kid is None) != (eab_key is None):
+        settings.problem("SSL_ACME_EAB_KID and SSL_ACME_EAB_HMAC_KEY go together: external "
+                         "account binding needs the key id and the MAC key from the CA's console")
+    elif eab_key is not None and not _BASE64URL.match(eab_key.strip()):
+        # Never the value itself in the message: it is a secret.
+        settings.problem("SSL_ACME_EAB_HMAC_KEY is not base64url (copy it from the CA's console)")
     return AcmeTLSConfig(
         server=url,
         domains=tuple(dict.fromkeys(domains)),
         email=email,
         ca_file=Path(ca_file) if ca_file else None,
         retry_delay=settings.duration("SSL_ACME_RETRY_DELAY", 120.0, 1.0, 3600.0),
+        eab_kid=eab_kid,
+        eab_hmac_key=eab_key.strip() if eab_key else None,
     )
+
+
+_BASE64URL = re.compile(r"^[A-Za-z0-9_+/-]+=*$")
 
 
 def _tls(settings: Settings, config_dir: Path | None) -> TLSFiles | None:

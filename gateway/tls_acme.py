@@ -61,6 +61,8 @@ from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.service import ChallengeService
 from gateway.tls import ReloadingTLS
+from lib.acme import jws
+from lib.acme.client import ExternalAccount
 from lib.acme.dns01 import Report, Solver, TxtRecord
 from lib.acme.errors import AcmeError, LockBusy, SolverError
 from lib.acme.issuance import Driver, Outcome
@@ -196,10 +198,12 @@ def next_look(lineage: Lineage, now: datetime.datetime) -> tuple[float, str]:
     """Seconds until the certificate may be due, and when that is (for the log)."""
     moments: list[datetime.datetime] = []
     if lineage.ari_window and lineage.ari_chosen:
-        moments.append(parse_iso(lineage.ari_chosen))
-        if lineage.ari_next_check:
-            moments.append(parse_iso(lineage.ari_next_check))
+        chosen = parse_iso(lineage.ari_chosen)
+        moments.append(chosen)
         why = "the moment chosen in the CA's renewal window (ARI)"
+        if lineage.ari_next_check and parse_iso(lineage.ari_next_check) < chosen:
+            moments.append(parse_iso(lineage.ari_next_check))
+            why = "when the CA said to ask for its renewal window again (ARI)"
     elif lineage.not_before and lineage.not_after:
         start, end = parse_iso(lineage.not_before), parse_iso(lineage.not_after)
         moments.append(end - (end - start) / 3)
@@ -243,7 +247,8 @@ class OwnCertificate:
         self._stopping = threading.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # Made on the event loop the service runs on; runs publish through it.
+        self._loop = asyncio.get_running_loop()
 
     def lineage(self) -> Lineage:
         """What to ask for: the names, the CA and its trust (the rest is what was issued)."""
@@ -263,6 +268,8 @@ class OwnCertificate:
             contact=(f"mailto:{config.email}",) if config.email else (),
             # Setting SSL_ACME_SERVER is agreeing to that CA's terms (README).
             agree_tos=True,
+            eab=ExternalAccount(config.eab_kid, jws.b64url_decode(config.eab_hmac_key))
+            if config.eab_kid and config.eab_hmac_key else None,
             attempts=1,  # the loop below retries, with its own waits
             sleep=self._sleep,
         )
@@ -270,7 +277,6 @@ class OwnCertificate:
     # -- the loop ----------------------------------------------------------
 
     def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="tls-acme")
 
     def wake(self) -> None:
@@ -376,7 +382,6 @@ class OwnCertificate:
         """Issue or renew when due (*force*: whatever the files say); never raises but
         :class:`Stopping`."""
         loop = self._loop
-        assert loop is not None, "start() first"
         lineage = self.lineage()
         progress = LoggedProgress(quiet=True)
         try:

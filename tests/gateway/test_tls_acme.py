@@ -40,10 +40,12 @@ import dns.rdatatype
 import pytest
 from cryptography import x509
 
-from gateway.config import ACME_LINEAGE, ACME_STATE, acme_files, build, gather
+from gateway.config import ACME_LINEAGE, ACME_STATE, AcmeTLSConfig, acme_files, build, gather
 from gateway.keys import JOURNAL, SERVICE
+from gateway.tls import ReloadingTLS
 from gateway.tls_acme import (
     IDENTITY_USER,
+    OwnCertificate,
     ServiceSolver,
     gateway_identity,
     next_look,
@@ -51,8 +53,11 @@ from gateway.tls_acme import (
 )
 from lib.acme.dns01 import TxtRecord
 from lib.acme.errors import SolverError
-from lib.acme.store import Lineage, Store, iso
+from lib.acme.store import Lineage, Store, iso, now_utc
 from lib.passwd import PasswordFile
+from providers.builtin import BuiltinProvider, BuiltinSettings
+from tests.acme.fake_ca import FakeCA
+from tests.acme.fake_ca import serve as serve_fake_ca
 from tests.conftest import make_value
 from tests.gateway.conftest import GatewayFactory
 from tests.gateway.procs import GatewayProcess, run_gateway, running_gateway
@@ -61,6 +66,8 @@ from tests.servers.pebble import Pebble, running_pebble
 from tests.system import free_port
 
 USER, PASSWORD = "ops", "ops: secret password"
+EAB_KID = "kid-gw"
+EAB_KEY = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
 NAME = "gw.example.test"
 LIFETIME = 30  # seconds: a renewal every 20 s or so
 WAIT = 120.0  # generous: the machine may be loaded
@@ -162,6 +169,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     pebble_tls = make_tls_files(folder / "pebble-tls", ca_name="pebble HTTPS test CA")
     PasswordFile(folder / "acmepasswd").set_user(USER, PASSWORD, domains=["example.test"])
     state = folder / "state"
+    eab_file = folder / "eab.key"
+    eab_file.write_text(EAB_KEY + "\n")
+    eab_file.chmod(0o600)
     settings = {
         "PROVIDER": "builtin",
         "BUILTIN_LISTEN": f"127.0.0.1:{dns_port}",
@@ -176,6 +186,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         "SSL_ACME_EMAIL": "ops@example.test",
         "SSL_ACME_CA_FILE": str(pebble_tls.ca),
         "SSL_ACME_RETRY_DELAY": "1s",
+        "SSL_ACME_EAB_KID": EAB_KID,
+        "SSL_ACME_EAB_HMAC_KEY_FILE": str(eab_file),
     }
     before = BeforeTheCA()
     with running_gateway(folder, settings) as gateway:
@@ -188,7 +200,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         poll(lambda: gateway.stderr.count("not obtained from") >= 2, "two failed tries")
         before.failures_logged = gateway.stderr.count("not obtained from")
         with running_pebble(folder / "pebble", f"127.0.0.1:{dns_port}", port=acme_port,
-                            tls=pebble_tls,
+                            tls=pebble_tls, eab_keys={EAB_KID: EAB_KEY},
                             config={"certificateValidityPeriod": LIFETIME}) as pebble:
             site = Site(folder, gateway, pebble, gw_port, dns_port, state, before)
             poll(lambda: site.serial() > 0, f"HTTPS with pebble's certificate\n"
@@ -230,6 +242,8 @@ def test_the_gateway_serves_the_certificate_it_obtained(site: Site) -> None:
             pytest.raises(ssl.SSLCertVerificationError):
         context.wrap_socket(raw, server_hostname="other.example.test")
     log = site.gateway.stderr
+    # pebble requires external account binding here: the account was bound, the key unsaid.
+    assert f"bound to external account {EAB_KID}" in log and EAB_KEY not in log
     assert re.search(rf"TLS certificate for {NAME} issued by https://127\.0\.0\.1:\d+/dir: "
                      r"serial [0-9a-f]+, valid until \S+; next look at", log), log[-3000:]
     # The challenge went through the service every client uses, under its own identity.
@@ -348,10 +362,17 @@ def test_good_settings_serve_the_files_in_the_state_dir(tmp_path: Path) -> None:
     ({"SSL_ACME_SERVER": "https://ca.test/dir", "SSL_ACME_DOMAINS": "gw.example.test",
       "SSL_ACME_RETRY_DELAY": "2d"},
      "SSL_ACME_RETRY_DELAY=2d is out of range"),
+    ({"SSL_ACME_SERVER": "https://ca.test/dir", "SSL_ACME_DOMAINS": "gw.example.test",
+      "SSL_ACME_EAB_KID": "kid-1"},
+     "SSL_ACME_EAB_KID and SSL_ACME_EAB_HMAC_KEY go together"),
+    ({"SSL_ACME_SERVER": "https://ca.test/dir", "SSL_ACME_DOMAINS": "gw.example.test",
+      "SSL_ACME_EAB_KID": "kid-1", "SSL_ACME_EAB_HMAC_KEY": "not base64: secret!"},
+     "SSL_ACME_EAB_HMAC_KEY is not base64url (copy it from the CA's console)"),
 ])
 def test_bad_settings_are_problems(tmp_path: Path, env: dict[str, str], expected: str) -> None:
     found = problems(tmp_path, **env)
     assert any(expected in p for p in found), found
+    assert not any("secret!" in p for p in found)
 
 
 def test_bad_settings_stop_the_gateway_with_every_problem_listed(tmp_path: Path) -> None:
@@ -468,3 +489,71 @@ async def test_challenges_go_through_the_service_under_the_gateways_own_identity
                                 steps.append)
     assert provider.values("_acme-challenge.www.example.test") == []
 
+
+
+# --- renewal driven by the CA's window (ARI), with a fake CA ---------------------------------
+
+
+async def test_the_cas_renewal_window_decides_when_it_offers_one(
+        gateway: GatewayFactory, tmp_path: Path) -> None:
+    """pebble (Debian's 2.4) offers no ARI: a fake CA built from RFC 9773 does. Its window
+    makes a 90-day certificate due on the next look, and the renewal names the certificate
+    it replaces; a window in the future is waited for."""
+    dns_port = free_port()
+    now = datetime.datetime.now(datetime.UTC)
+    ca = FakeCA(dns_server=("127.0.0.1", dns_port), retry_after=None,
+                ari_window=(now - datetime.timedelta(days=2), now - datetime.timedelta(days=1)))
+    ca_tls = make_tls_files(tmp_path / "ca-tls", ca_name="fake ACME CA")
+    runner, url = await serve_fake_ca(ca, ca_tls)
+    builtin = BuiltinProvider(BuiltinSettings(listen=(("127.0.0.1", dns_port),),
+                                              nameservers=("ns.example.test",)),
+                              ("example.test", "example.org"))
+    try:
+        client, _ = await gateway(provider=builtin)
+        state = tmp_path / "gw-state"
+        settings = AcmeTLSConfig(server=url, domains=(NAME,), email=None, ca_file=ca_tls.ca,
+                                 retry_delay=1.0)
+        tls = ReloadingTLS(acme_files(state), awaited=True)
+        own = OwnCertificate(settings, state, client.server.app[SERVICE], tls)
+
+        first = await asyncio.to_thread(own.attempt)
+        assert first.outcome.action == "issued", first.outcome
+        assert ca.ari_queries == []  # nothing to ask about yet
+
+        second = await asyncio.to_thread(own.attempt)
+        assert second.outcome.action == "renewed", second.outcome
+        assert len(ca.ari_queries) == 1 and ca.new_orders[-1].get("replaces")
+        assert tls.check() and tls.validity is not None  # the new one is served
+
+        ca.ari_window = (now + datetime.timedelta(days=30), now + datetime.timedelta(days=31))
+        third = await asyncio.to_thread(own.attempt)
+        assert third.outcome.action == "kept", third.outcome
+        assert third.lineage is not None
+        seconds, when = next_look(third.lineage, now_utc())
+        # The CA's Retry-After (6 h) comes before the moment chosen in its window.
+        assert 5 * 3600 < seconds <= 6 * 3600 and "(ARI)" in when
+    finally:
+        ca.release()
+        await runner.cleanup()
+    assert ca.violations == []
+
+
+async def test_the_expiry_warning_points_at_the_gateways_own_renewal(
+        gateway: GatewayFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    client, _ = await gateway()
+    state = tmp_path / "gw-state"
+    files = acme_files(state)
+    now = datetime.datetime.now(datetime.UTC)
+    made = make_tls_files(tmp_path / "tls", valid=(now - datetime.timedelta(days=85),
+                                                   now + datetime.timedelta(days=5)))
+    files.cert.parent.mkdir(parents=True)
+    files.cert.write_bytes(made.cert.read_bytes())
+    files.key.write_bytes(made.key.read_bytes())
+    tls = ReloadingTLS(files, awaited=True)
+    OwnCertificate(AcmeTLSConfig(server="https://ca.test/dir", domains=(NAME,), email=None,
+                                 ca_file=None, retry_delay=1.0),
+                   state, client.server.app[SERVICE], tls)
+    with caplog.at_level("WARNING", logger="gateway.tls"):
+        tls.check_expiry()
+    assert "expires in 5 days" in caplog.text
+    assert "the gateway renews it itself from SSL_ACME_SERVER" in caplog.text
