@@ -94,13 +94,18 @@ class Stopping(BaseException):
 
 
 class LoggedProgress(Progress):
-    """acmegw-acme's protocol steps as log lines (the gateway has no terminal)."""
+    """acmegw-acme's protocol steps as log lines (the gateway has no terminal).
+
+    Its warnings are details too: the client says a failure at each level (the try,
+    the CA, the certificate), and the run's outcome is one line of its own (an error
+    when it failed, with the next try), so that one failure is one error in the log.
+    """
 
     def step(self, message: str) -> None:
         log.info("%s", message)
 
     def warn(self, message: str) -> None:
-        log.warning("%s", message)
+        log.info("warning: %s", message)
 
 
 def gateway_identity(config: AcmeTLSConfig) -> Identity:
