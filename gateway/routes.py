@@ -19,6 +19,7 @@ from aiohttp.web_urldispatcher import AbstractRoute
 from gateway import api_acmedns, api_admin, api_httpreq, api_native
 from gateway.auth import CALLER, Access
 from gateway.config import Config
+from gateway.errors import Forbidden
 from gateway.keys import AUTHENTICATOR
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,19 @@ def endpoint_of(request: web.Request) -> Endpoint | None:
     return request.app[ENDPOINTS].get(request.match_info.route)
 
 
+def made_by_a_web_page(request: web.Request) -> bool:
+    """Whether a browser sent *request* for a web page's script or form.
+
+    A caller admitted by its address needs nothing a browser would not send by
+    itself, and the API takes JSON under any Content-Type: any page opened on an
+    allowed host could write records (cross-site, or from a name rebound to the
+    gateway). Browsers mark such requests: ``Origin`` on cross-origin ones and on
+    any POST, ``Sec-Fetch-Site`` on all (``none`` when the user typed the
+    address). API clients send neither.
+    """
+    return "Origin" in request.headers or request.headers.get("Sec-Fetch-Site", "none") != "none"
+
+
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Apply the access the request's route declared, before its handler runs."""
@@ -81,6 +95,11 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         if request.match_info.http_exception is not None:
             return await handler(request)  # 404 or 405: nothing is served
         raise RuntimeError(f"{request.method} {request.path}: route without declared access")
+    if endpoint.access is not Access.PUBLIC and made_by_a_web_page(request):
+        raise Forbidden(
+            "this API is for programs: a request a web page made is refused",
+            detail="a browser request (Origin or Sec-Fetch-Site): cross-site or DNS rebinding",
+        )
     identity = await request.app[AUTHENTICATOR].admit(request, endpoint.access)
     if identity is not None:
         request[CALLER] = identity
