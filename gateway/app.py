@@ -40,7 +40,7 @@ from gateway.keys import (
     SERVICE,
     STATE,
 )
-from gateway.live import Live
+from gateway.live import Live, LiveProvider
 from gateway.metrics import Metrics
 from gateway.refusals import REFUSED, RefusalAudit, refusal
 from gateway.routes import access_middleware, add_routes, endpoint_of, endpoints
@@ -113,8 +113,9 @@ def create_app(
     journal = state.journal
     if passwords is None and config.auth.passwd_file is not None:
         passwords = PasswordStore.from_config(config.auth)
+    live_provider = LiveProvider(provider)  # a reload may put another instance in force
     service = ChallengeService(
-        provider,
+        live_provider,
         state,
         config.managed_domains,
         config.propagation,
@@ -129,7 +130,7 @@ def create_app(
     metrics.watch_journal(journal.figures)
     app[METRICS] = metrics
     service.metrics = metrics
-    app[PROVIDER] = provider
+    app[PROVIDER] = live_provider
     app[STATE] = state
     app[JOURNAL] = journal
     app[SERVICE] = service

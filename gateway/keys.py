@@ -9,15 +9,14 @@ from gateway.auth import Authenticator
 from gateway.config import Config
 from gateway.janitor import Janitor
 from gateway.journal import Journal
-from gateway.live import Live
+from gateway.live import Live, LiveProvider
 from gateway.metrics import Metrics
 from gateway.refusals import RefusalAudit
 from gateway.service import ChallengeService
 from gateway.state import State
-from providers.base import Provider
 
 CONFIG = web.AppKey("config", Config)
-PROVIDER = web.AppKey("provider", Provider)
+PROVIDER = web.AppKey("provider", LiveProvider)
 STATE = web.AppKey("state", State)
 JOURNAL = web.AppKey("journal", Journal)
 SERVICE = web.AppKey("service", ChallengeService)

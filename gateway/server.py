@@ -209,16 +209,25 @@ def reload(
     for warning in config.warnings:
         log.warning("%s", warning)
     pending = apply_reload(app, config, passwords, accounts)
-    if new_provider.label != app[PROVIDER].label:
-        pending.append("provider")
     if tls is not None:
         tls.check()
     if own is not None:
         own.wake()
-    if pending:
-        log.warning("reloaded; restart to apply: %s", ", ".join(pending))
-    else:
-        log.info("configuration reloaded")
+
+    def report(provider_problem: str | None) -> None:
+        if provider_problem is not None:
+            log.error("reloaded, but the provider keeps its old settings: %s", provider_problem)
+        if pending:
+            log.warning("reloaded; restart to apply: %s", ", ".join(pending))
+        elif provider_problem is None:
+            log.info("configuration reloaded")
+
+    # Last: a provider with new settings is opened in the background, and the report
+    # waits for it, so "configuration reloaded" means every setting is in force.
+    restart_only = app[PROVIDER].reload(new_provider, report)
+    if restart_only is not None:
+        pending.extend(restart_only)
+        report(None)
 
 
 def _tls_summary(config: Config) -> str:

@@ -15,6 +15,11 @@ change; a provider only has to talk to its DNS service. The contract:
   a hint. They never report success for a change that did not happen.
 * ``open()`` is called once before the first change, ``aclose()`` once at the
   end; both default to doing nothing.
+* On a reload (SIGHUP) the gateway builds the provider again from the new
+  settings; :meth:`Provider.restart_only` says what of a difference needs a
+  restart, and :meth:`Provider.adopt` may apply the rest in place. Otherwise the
+  new instance is opened and takes over, and the old one is closed after the
+  calls it was making have ended.
 
 ``fqdn`` is normalised: lower case, IDNA, no trailing dot. A provider's settings
 live in a frozen dataclass built by ``from_settings``, which reads them from a
@@ -24,9 +29,9 @@ live in a frozen dataclass built by ``from_settings``, which reads them from a
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from lib.settings import Settings
 
@@ -94,6 +99,35 @@ class Provider(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, empty by design
         """Release what ``open`` acquired."""
+
+    def restart_only(self, new: Self) -> list[str]:
+        """What of the difference between this running provider and *new* (built from the
+        settings a reload read; same class) only a restart can apply: the gateway then
+        keeps this provider as it is and reports these names. Empty: *new* may take
+        over, through :meth:`adopt` or by replacing this one.
+
+        By default nothing, unless the provider keeps state of its own (``volatile``:
+        records in memory, servers listening): that cannot pass to a new instance, so
+        every field of its ``settings`` that differs is named. A provider that can
+        apply some of its settings in place overrides this and :meth:`adopt`.
+        """
+        if not self.volatile:
+            return []
+        ours: Any = getattr(self, "settings", None)
+        theirs: Any = getattr(new, "settings", None)
+        if not is_dataclass(ours) or type(ours) is not type(theirs):
+            return [f"{self.name} settings"]
+        return [
+            f"{self.name} {f.name}"
+            for f in fields(ours)
+            if getattr(ours, f.name) != getattr(theirs, f.name)
+        ]
+
+    async def adopt(self, new: Self) -> bool:
+        """Take over *new*'s settings in place, if this provider can (it is asked only when
+        :meth:`restart_only` names nothing). False, the default: the gateway opens *new*,
+        sends new calls to it and closes this one once its calls have ended."""
+        return False
 
     def delegation_for(self, fqdn: str) -> tuple[str, tuple[str, ...]] | None:
         """For a provider that is itself the authoritative server (``serves_itself``): the

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from lib.settings import Settings
@@ -34,6 +35,14 @@ log = logging.getLogger(__name__)
 
 # The settings this module reads (providers.registry.declared_settings finds them unimported).
 SETTINGS = ("DNSAPI_USERNAME", "DNSAPI_PASSWORD", "DNSAPI_PASSWORD_FILE")
+
+
+@dataclass(frozen=True)
+class LegacySettings:
+    """What an original-gateway class is built from: a reload compares these."""
+
+    username: str | None
+    password: str | None = field(repr=False)
 
 
 class LegacyProvider(Provider):
@@ -52,6 +61,7 @@ class LegacyProvider(Provider):
         self._target = target
         self._label = label
         self._secrets = tuple(s for s in secrets if s)
+        self.settings: LegacySettings | None = None
         self._threads = DaemonThreads("legacy-provider", workers)
 
     @classmethod
@@ -73,7 +83,9 @@ class LegacyProvider(Provider):
             detail = redact(str(exc), [password] if password else [])
             settings.problem(f"{label} could not be created: {type(exc).__name__}: {detail}")
             return None
-        return cls(target, label, secrets=[password] if password else [])
+        provider = cls(target, label, secrets=[password] if password else [])
+        provider.settings = LegacySettings(username, password)
+        return provider
 
     @property
     def label(self) -> str:
