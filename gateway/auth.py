@@ -248,10 +248,10 @@ class PasswordStore:
     """The password file, reloaded when it changes, with a verification cache.
 
     Checks run in a small thread pool behind a bounded queue: at most
-    ``queue_size`` checks wait for a thread, none longer than ``queue_wait``
-    seconds; past either, the check is shed with 503 and ``Retry-After``
-    (:class:`Busy`) rather than queued without end. Concurrent checks of the
-    same credentials share one hash.
+    ``queue_size`` checks wait for a thread (a quarter of them for one user
+    name), none longer than ``queue_wait`` seconds; past either, the check is
+    shed with 503 and ``Retry-After`` (:class:`Busy`) rather than queued without
+    end. Concurrent checks of the same credentials share one hash.
 
     Every reading of the file is a generation. A check computed against an
     older generation than the one in force when it ends is not cached, and is
@@ -283,6 +283,7 @@ class PasswordStore:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="passwd")
         self._threads = asyncio.Semaphore(workers)
         self._waiting = 0
+        self._waiting_for: dict[str, int] = {}
         self._checks: dict[bytes, asyncio.Future[UserEntry | None]] = {}
 
     @classmethod
@@ -394,13 +395,21 @@ class PasswordStore:
         """Run one check in a hashing thread, after a bounded wait for one."""
         if self._waiting >= self.queue_size:
             raise Busy("too many password checks waiting")
+        # Guesses at one account from many addresses may take a quarter of the queue,
+        # so that other users (an admin among them) still find room in it.
+        if self._waiting_for.get(user, 0) >= max(1, self.queue_size // 4):
+            raise Busy("too many password checks waiting for this user name")
         self._waiting += 1
+        self._waiting_for[user] = self._waiting_for.get(user, 0) + 1
         try:
             await asyncio.wait_for(self._threads.acquire(), self.queue_wait)
         except TimeoutError:
             raise Busy(f"no password check could start within {self.queue_wait:g}s") from None
         finally:
             self._waiting -= 1
+            self._waiting_for[user] -= 1
+            if not self._waiting_for[user]:
+                del self._waiting_for[user]
         loop = asyncio.get_running_loop()
         try:
             job = self._pool.submit(self.file.verify, users, user, password)

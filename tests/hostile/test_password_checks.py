@@ -4,8 +4,9 @@ Checking a password is deliberately slow (scrypt, or an original ``$7$``
 PBKDF2-SHA3 hash several times slower), so it is where an attacker leans:
 
 * a flood of wrong logins from many addresses, each under its failure limit,
-  must be shed (503 with ``Retry-After``) once ``AUTH_QUEUE_SIZE`` checks wait,
-  or once one has waited ``AUTH_QUEUE_WAIT``, not queued without end;
+  must be shed (503 with ``Retry-After``) once ``AUTH_QUEUE_SIZE`` checks wait
+  (a quarter of that for one user name, so that others still get in), or once
+  one has waited ``AUTH_QUEUE_WAIT``, not queued without end;
 * concurrent guesses from one client get no more checks than its failure
   limit, and every address in an IPv6 /64 shares one limit, for passwords and
   acme-dns keys alike;
@@ -141,9 +142,8 @@ def test_a_flood_from_many_addresses_is_shed_not_queued(start: object) -> None:
     assert shed, "60 slow checks at once, with room for 8 to wait: none was shed"
     assert all(a.headers.get("Retry-After") == "1" for a in shed)
     assert "waiting" in shed[0].json()["message"]
-    # The admin was answered (or told when to come back), and gets in once it is over.
-    assert admin and admin[0].status in (201, 503), admin
-    assert gw.login(CAROL, "127.0.0.2").status == 201
+    # Guesses at one account take at most a quarter of the queue: the admin finds room.
+    assert admin and admin[0].status == 201, admin
 
 
 def test_a_check_that_cannot_start_in_time_is_shed(start: object) -> None:
