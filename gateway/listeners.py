@@ -9,10 +9,10 @@ limit, after which ``accept`` fails for everyone. So each listener
 * counts each before anything else happens (before the TLS handshake too):
   past ``MAX_CONNECTIONS_PER_CLIENT`` open connections from one address (an
   IPv6 /64; peers in ``ALLOWED_PROXIES`` are exempt) a new one is closed at
-  once, with a 503 on plain HTTP; past ``MAX_CONNECTIONS`` in all, the
-  connection idle the longest makes way, or, with none idle, the new one is
-  closed. asyncio's own accept loop would take up to a backlog's worth of
-  descriptors per round before any of this could run;
+  once, with a 503 on plain HTTP; past ``MAX_CONNECTIONS`` in all, another
+  connection makes way (:meth:`ConnectionGuard._make_way`), or, if none may,
+  the new one is closed. asyncio's own accept loop would take up to a
+  backlog's worth of descriptors per round before any of this could run;
 * puts a :class:`_Connection` in front of aiohttp's request handler, which
   runs the TLS handshake itself (``loop.start_tls``), then hands the
   connection to aiohttp, and
@@ -208,13 +208,37 @@ class ConnectionGuard:
         if self._per_client[key] >= self.limits.max_per_client and not self._exempt(key):
             return f"too many connections from {key} (MAX_CONNECTIONS_PER_CLIENT)"
         if len(self._open) >= self.max_connections:
-            victim = min(
-                (c for c in self._open if c.idle), key=lambda c: c.idle_since, default=None
-            )
+            victim = self._make_way(key)
             if victim is None:
                 return "too many connections (MAX_CONNECTIONS)"
             victim.abort()
         return None
+
+    def _make_way(self, key: str) -> _Connection | None:
+        """The connection to close for a newcomer from *key* when every slot is taken.
+
+        The one idle the longest, if any. Otherwise the oldest connection not being
+        served (a request head or a TLS handshake on its way) of the address
+        holding the most, if that address holds at least two more than *key*:
+        many addresses each under ``MAX_CONNECTIONS_PER_CLIENT``, all dripping
+        heads, would otherwise lock everyone else out. Taking from the biggest
+        holder, and only when the newcomer then holds no more than it, never
+        turns the order round (no two addresses take turns evicting each other),
+        and an address with one connection never loses it: fresh addresses
+        cannot push out a client that holds few. A request being handled is
+        never closed. Everyone is refused only when ``MAX_CONNECTIONS``
+        addresses hold one connection each.
+        """
+        idle = min((c for c in self._open if c.idle), key=lambda c: c.idle_since, default=None)
+        if idle is not None:
+            return idle
+        floor = self._per_client[key] + 2
+        unserved = (
+            c
+            for c in self._open
+            if not c.busy and not c.closed and self._per_client[c.client] >= floor
+        )
+        return max(unserved, key=lambda c: (self._per_client[c.client], -c.opened), default=None)
 
     def release(self, conn: _Connection) -> None:
         """Count *conn* out (once, however often it is called)."""
@@ -275,7 +299,7 @@ class _Connection(asyncio.Protocol):
         self.handler: RequestHandler | None = None
         self.busy = False  # a request is being handled
         self.partial = False  # part of a request head has come
-        self.idle_since = self.loop.time()
+        self.opened = self.idle_since = self.loop.time()
         self.closed = False
         self._after_response = False
         self._timer: asyncio.TimerHandle | None = None

@@ -16,6 +16,19 @@ def connect(port: int, source: str | None = None, host: str = "127.0.0.1") -> so
     return sock
 
 
+def closed_by_gateway(sock: socket.socket) -> bool:
+    """True once the other end has closed or reset *sock* (reads nothing else)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.setblocking(True)
+
+
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.1 response with a Content-Length body: (status, headers, body);
     :class:`ConnectionError` if the connection closes first."""

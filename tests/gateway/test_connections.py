@@ -36,7 +36,7 @@ from tests.gateway import filedns
 from tests.gateway.certs import CA
 from tests.gateway.filedns import Zone
 from tests.gateway.procs import GatewayProcess, running_gateway
-from tests.gateway.rawhttp import connect, read_response
+from tests.gateway.rawhttp import closed_by_gateway, connect, read_response
 from tests.system import free_port
 
 ATTACKER, PROXY, CLIENT = "127.0.0.2", "127.0.0.3", "127.0.0.1"
@@ -269,18 +269,6 @@ def ask(sock: socket.socket, port: int) -> tuple[int, bytes]:
     except OSError:
         return 0, b""
     return status, body
-
-
-def closed_by_gateway(sock: socket.socket) -> bool:
-    sock.setblocking(False)
-    try:
-        return sock.recv(1) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-    finally:
-        sock.setblocking(True)
 
 
 def test_a_trusted_proxy_is_exempt_from_the_per_client_cap(tmp_path: Path) -> None:

@@ -13,13 +13,16 @@ as they keep it up.
 
 Against a real gateway with small caps: four addresses (127.0.0.10-13) each
 fill their quota with one byte per connection, filling the total; a client
-from 127.0.0.1 must still be served. A newcomer whose address holds fewer
-connections than the biggest holder could take that holder's oldest
-connection that is not being served.
+from 127.0.0.1 must still be served. The API's rule (gateway/listeners.py): a
+newcomer whose address holds at least two fewer connections than the biggest
+holder takes that holder's oldest connection that is not being served. The
+rule must not be a weapon in turn: it takes from the biggest holder, not the
+oldest connection in all, and never a client's only connection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import time
@@ -33,7 +36,7 @@ import dns.rcode
 import pytest
 
 from tests.gateway.procs import running_gateway
-from tests.gateway.rawhttp import connect
+from tests.gateway.rawhttp import closed_by_gateway, connect, read_response
 from tests.hostile.wire import send, unread
 from tests.system import free_port
 
@@ -60,29 +63,78 @@ def held(port: int, first_bytes: bytes) -> Iterator[list[socket.socket]]:
         yield socks
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="owner conn (issue 12 item 3, gateway/listeners.py): when MAX_CONNECTIONS is "
-    "reached only an idle connection makes way, and one that sent a byte of a head is not "
-    "idle; let the newcomer take the oldest unserved connection of the client holding the "
-    "most, when that client holds more than the newcomer's",
-)
-def test_api_many_addresses_lock_nobody_out(tmp_path: Path) -> None:
-    port = free_port()
-    settings = {
+def api_settings(tmp_path: Path, port: int, total: int) -> dict[str, str]:
+    return {
         "PROVIDER": "memory",
         "DNSAPI_DOMAINS": "example.test",
         "ALLOWED_HOSTS": "127.0.0.1",
         "LISTEN": f"127.0.0.1:{port}",
         "STATE_DIR": str(tmp_path / "state"),
         "PROPAGATION_CHECK": "off",
-        "MAX_CONNECTIONS": str(TOTAL),
-        "MAX_CONNECTIONS_PER_CLIENT": str(PER_CLIENT),
+        "MAX_CONNECTIONS": str(total),
         "HTTP_HEADER_TIMEOUT": "120",  # the attack renews them; the test holds them
     }
+
+
+def test_api_many_addresses_lock_nobody_out(tmp_path: Path) -> None:
+    port = free_port()
+    settings = api_settings(tmp_path, port, TOTAL)
+    settings["MAX_CONNECTIONS_PER_CLIENT"] = str(PER_CLIENT)
     with running_gateway(tmp_path, settings), held(port, b"G"):
         answer = send(port, "GET", "/healthz", timeout=30)
         assert answer.status == 200, answer
+
+
+def served(port: int, source: str) -> int:
+    """Status of GET /healthz on a new connection from *source* (0: closed unanswered)."""
+    with contextlib.closing(connect(port, source)) as sock:
+        try:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+            return read_response(sock)[0]
+        except OSError:
+            return 0
+
+
+def begun(port: int, source: str, head: bytes = b"G") -> socket.socket:
+    """A connection from *source* that sent the start of a head, read by the server."""
+    sock = connect(port, source)
+    sock.sendall(head)
+    deadline = time.monotonic() + 30
+    while unread(port, sock) != 0:
+        assert time.monotonic() < deadline, "the server did not read the first bytes"
+        time.sleep(0.05)
+    return sock
+
+
+HALF_HEAD = b"GET /healthz HTTP/1.1\r\n"  # a slow link's client, its head on the way
+REST = b"Host: gw\r\n\r\n"
+
+
+def test_api_a_newcomer_takes_from_the_biggest_holder(tmp_path: Path) -> None:
+    """Not the oldest connection in all: a client whose two heads are on their way
+    (and older than everyone else's) keeps both."""
+    port = free_port()
+    with running_gateway(tmp_path, api_settings(tmp_path, port, 5)), ExitStack() as stack:
+        client = [stack.enter_context(begun(port, "127.0.0.1", HALF_HEAD)) for _ in range(2)]
+        attacker = [stack.enter_context(begun(port, "127.0.0.10")) for _ in range(3)]
+        assert served(port, "127.0.0.11") == 200
+        assert [closed_by_gateway(s) for s in attacker] == [True, False, False]
+        for sock in client:
+            sock.sendall(REST)
+            assert read_response(sock)[0] == 200
+
+
+def test_api_a_client_holding_one_connection_keeps_it(tmp_path: Path) -> None:
+    """Fresh addresses cannot push out a client's only connection: with every
+    address holding one, nobody has more to give up and the newcomer is refused."""
+    port = free_port()
+    with running_gateway(tmp_path, api_settings(tmp_path, port, 4)), ExitStack() as stack:
+        client = stack.enter_context(begun(port, "127.0.0.1", HALF_HEAD))
+        for source in ATTACKERS[:3]:
+            stack.enter_context(begun(port, source))
+        assert served(port, "127.0.0.20") == 503
+        client.sendall(REST)
+        assert read_response(client)[0] == 200
 
 
 def tcp_query(port: int) -> int:
