@@ -26,9 +26,10 @@ queries per connection, answered in order) within limits: at most ``clients``
 connections in all and ``per_client`` per client address (per /64 for IPv6);
 a connection with no query for ``idle_timeout`` seconds, or that takes longer
 than ``read_timeout`` to deliver a query it started or to take its answer, is
-closed. When every slot is taken a new connection replaces the one that has
-been idle longest, so clients holding connections they do not use cannot lock
-out one that asks.
+closed. When every slot is taken a new connection makes way for itself
+(:meth:`TcpServer._make_way`): clients holding connections they do not use, or
+many addresses each holding its quota of half-sent queries, cannot lock out
+one that asks.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import logging
 import socket
 import struct
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -405,7 +407,9 @@ class TcpLimits:
 class _Connection:
     client: str
     task: asyncio.Task[None]
-    # When it started waiting for its next query; None while a query is being served.
+    opened: float
+    # When it started waiting for its next query; None while a query is on its way in
+    # or its answer on its way out.
     idle_since: float | None
 
 
@@ -418,22 +422,52 @@ class TcpServer:
         self.respond = respond
         self.limits = limits
         self.connections: dict[asyncio.Task[None], _Connection] = {}
+        self._per_client: Counter[str] = Counter()
         self.refused = Throttled(
             "builtin DNS: %d TCP connections refused (the last: %s)", logging.WARNING
         )
 
-    def _per_client(self, client: str) -> int:
-        return sum(1 for c in self.connections.values() if c.client == client)
+    def _make_way(self, client: str) -> _Connection | None:
+        """The connection to close for a newcomer from *client* when every slot is taken.
 
-    def _make_room(self) -> bool:
-        """Close the connection idle longest to make room; False if none is idle."""
-        idle = [c for c in self.connections.values() if c.idle_since is not None]
-        if not idle:
-            return False
-        oldest = min(idle, key=lambda c: c.idle_since or 0.0)
-        oldest.task.cancel()
-        del self.connections[oldest.task]
-        return True
+        The one idle the longest, if any. Otherwise the oldest connection of the
+        client holding the most, if that client holds at least two more than
+        *client*: many addresses each under ``per_client``, all with a query
+        begun and never finished (or an answer they do not take), would
+        otherwise lock everyone else out. Taking from the biggest holder, and
+        only when the newcomer then holds no more than it, never turns the order
+        round (no two clients take turns closing each other's connections), and
+        a client with one connection never loses it: fresh addresses cannot push
+        out a client that holds few. Everyone is refused only when ``clients``
+        addresses hold one connection each.
+
+        Unlike the API's (gateway/listeners.py), no connection here is ever
+        being served at the moment a newcomer comes: an answer is made without
+        waiting for anything, so a connection that is not idle is waiting for
+        its client, to finish a query or to take an answer.
+        """
+        idle = min(
+            (c for c in self.connections.values() if c.idle_since is not None),
+            key=lambda c: c.idle_since or 0.0,
+            default=None,
+        )
+        if idle is not None:
+            return idle
+        floor = self._per_client[client] + 2
+        counts = self._per_client
+        return max(
+            (c for c in self.connections.values() if counts[c.client] >= floor),
+            key=lambda c: (counts[c.client], -c.opened),
+            default=None,
+        )
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        """Count *task*'s connection out (once, however often it is called)."""
+        connection = self.connections.pop(task, None)
+        if connection is not None:
+            self._per_client[connection.client] -= 1
+            if not self._per_client[connection.client]:
+                del self._per_client[connection.client]
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -443,20 +477,25 @@ class TcpServer:
         try:
             if task is None:
                 return
-            if self._per_client(client) >= self.limits.per_client:
+            if self._per_client[client] >= self.limits.per_client:
                 self.refused(f"{address} already holds {self.limits.per_client}")
                 return
-            if len(self.connections) >= self.limits.clients and not self._make_room():
-                self.refused(f"all {self.limits.clients} are busy; {address} hung up on")
-                return
-            connection = _Connection(client, task, time.monotonic())
-            self.connections[task] = connection
+            if len(self.connections) >= self.limits.clients:
+                victim = self._make_way(client)
+                if victim is None:
+                    self.refused(f"all {self.limits.clients} are busy; {address} hung up on")
+                    return
+                victim.task.cancel()
+                self._forget(victim.task)
+            now = time.monotonic()
+            self.connections[task] = connection = _Connection(client, task, now, now)
+            self._per_client[client] += 1
             await self._serve(reader, writer, address, connection)
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
             pass
         finally:
             if task is not None:
-                self.connections.pop(task, None)
+                self._forget(task)
             writer.close()
             # Bounded, and quiet even when cancelled: the socket is closed either way.
             with contextlib.suppress(Exception, asyncio.CancelledError):

@@ -146,13 +146,6 @@ def tcp_query(port: int) -> int:
         return -1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="owner dns (issue 12 item 15, providers/builtin/network.py TcpServer): when "
-    "BUILTIN_TCP_CLIENTS is reached only an idle connection makes way, and one that sent "
-    "the first byte of a query is not idle; let the newcomer take the oldest unserved "
-    "connection of the address holding the most, when it holds more than the newcomer's",
-)
 def test_builtin_tcp_many_addresses_lock_nobody_out(tmp_path: Path) -> None:
     port, dns_port = free_port(), free_port()
     settings = {

@@ -25,6 +25,7 @@ import pytest
 from providers.builtin import BuiltinProvider, BuiltinSettings
 from providers.builtin.network import TcpLimits
 from tests.conftest import make_value
+from tests.hostile.wire import unread
 from tests.system import free_port
 
 MANAGED = ("example.test",)
@@ -275,6 +276,60 @@ async def test_a_full_server_makes_room_by_closing_the_longest_idle() -> None:
         finally:
             for _, writer in held:
                 writer.close()
+
+
+def _begin_query(port: int, source: str) -> socket.socket:
+    """A connection from *source* that sent the first byte of a query, once the server
+    has read it (or hung up)."""
+    sock = socket.create_connection(("127.0.0.1", port), TIMEOUT, (source, 0))
+    sock.sendall(_frame(query_wire("_acme-challenge.example.test", "SOA"))[:1])
+    deadline = time.monotonic() + 30
+    while unread(port, sock) not in (0, None) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return sock
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except ConnectionError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def _finish_query(sock: socket.socket) -> bool:
+    """Whether the query *sock* began is answered once it sends the rest."""
+    sock.sendall(_frame(query_wire("_acme-challenge.example.test", "SOA"))[1:])
+    size = int.from_bytes(sock.recv(2, socket.MSG_WAITALL), "big")
+    return bool(dns.message.from_wire(sock.recv(size, socket.MSG_WAITALL)).answer)
+
+
+def _make_way_for_newcomers(port: int) -> None:
+    with contextlib.ExitStack() as stack:
+        few = stack.enter_context(_begin_query(port, "127.0.0.20"))
+        many = [stack.enter_context(_begin_query(port, "127.0.0.21")) for _ in range(3)]
+        # Every slot taken, none idle: each newcomer takes the oldest connection of
+        # the address holding the most, not the oldest connection of all (few's).
+        first = stack.enter_context(_begin_query(port, "127.0.0.22"))
+        assert _hung_up(many[0])
+        second = stack.enter_context(_begin_query(port, "127.0.0.23"))
+        assert _hung_up(many[1])
+        # Now every address holds one: nobody loses the one it has.
+        third = stack.enter_context(_begin_query(port, "127.0.0.24"))
+        assert _hung_up(third)
+        # Nor does an address holding one take from another holding one.
+        again = stack.enter_context(_begin_query(port, "127.0.0.21"))
+        assert _hung_up(again)
+        for sock in (few, many[2], first, second):
+            assert _finish_query(sock)
+
+
+async def test_a_full_server_with_nothing_idle_takes_from_the_biggest_holder() -> None:
+    port = free_port()
+    limits = TcpLimits(clients=4, per_client=4, read_timeout=120)
+    async with serving(_settings(port, rate_limit=0, tcp=limits)):
+        await asyncio.to_thread(_make_way_for_newcomers, port)
 
 
 async def test_idle_and_dripping_connections_are_closed() -> None:
