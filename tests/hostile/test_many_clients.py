@@ -33,7 +33,6 @@ from pathlib import Path
 import dns.message
 import dns.query
 import dns.rcode
-import pytest
 
 from tests.gateway.procs import running_gateway
 from tests.gateway.rawhttp import closed_by_gateway, connect, read_response
