@@ -15,7 +15,10 @@ limit, after which ``accept`` fails for everyone. So each listener
   backlog's worth of descriptors per round before any of this could run;
 * puts a :class:`_Connection` in front of aiohttp's request handler, which
   runs the TLS handshake itself (``loop.start_tls``), then hands the
-  connection to aiohttp, and
+  connection to aiohttp; while the gateway has no certificate yet it runs the
+  handshake on its own TLS object instead, so that the client gets the alert
+  that refuses it (asyncio's TLS transport drops the alert of a failed
+  handshake, and the client would see a reset), and
 * closes a connection whose request head is not complete within
   ``HTTP_HEADER_TIMEOUT`` of its opening (handshake included) or of the head's
   first byte (408 if part of a request came), and a kept-alive connection
@@ -120,9 +123,17 @@ class _Throttled:
 class ConnectionGuard:
     """The connections of every listener: their count, their clocks, their hand-over."""
 
-    def __init__(self, live: Live, tls: ssl.SSLContext | None, budget: int) -> None:
+    def __init__(
+        self,
+        live: Live,
+        tls: ssl.SSLContext | None,
+        budget: int,
+        tls_refusal: Callable[[], ssl.SSLContext | None] | None = None,
+    ) -> None:
         self.live = live
         self.tls = tls
+        # While it answers a context, every handshake is refused with that context's alert.
+        self.tls_refusal = tls_refusal or (lambda: None)
         self.budget = budget
         self.handlers: Callable[[], RequestHandler] | None = None  # aiohttp's, once set up
         self._open: dict[_Connection, None] = {}
@@ -307,6 +318,7 @@ class _Connection(asyncio.Protocol):
         self._early_size = 0
         self._early_eof = False
         self._handshake: asyncio.Task[None] | None = None  # held: a task must be referenced
+        self._refusing: _Refusal | None = None
         self._buffered = -1
 
     @property
@@ -326,6 +338,8 @@ class _Connection(asyncio.Protocol):
         self._arm(self.guard.limits.header_timeout)
         if self.guard.tls is None:
             self._attach(transport)
+        elif (refusal := self.guard.tls_refusal()) is not None:
+            self._refusing = _Refusal(refusal)
         else:
             self._handshake = self.loop.create_task(self._start_tls(transport, self.guard.tls))
 
@@ -362,6 +376,9 @@ class _Connection(asyncio.Protocol):
             self.handler.eof_received()
 
     def data_received(self, data: bytes) -> None:
+        if self._refusing is not None:
+            self._refuse(self._refusing, data)
+            return
         if not self.busy and not self.partial:
             self.partial = True
             if self._after_response:
@@ -395,6 +412,23 @@ class _Connection(asyncio.Protocol):
         if self.handler is not None:
             self.guard.detach(self.handler)
             self.handler.connection_lost(exc)
+
+    def _refuse(self, refusing: _Refusal, data: bytes) -> None:
+        """Feed the refused handshake; once it ends, send its alert and close."""
+        assert self.raw is not None
+        self._early_size += len(data)
+        if self._early_size > EARLY_DATA_MAX:  # no ClientHello is that long
+            self.abort()
+            return
+        ended, reply = refusing.feed(data)
+        if reply:
+            self.raw.write(reply)
+        if ended:
+            log.debug("TLS handshake with %s refused: %s", self.client, ended)
+            self._refusing = None
+            # close() sends what is buffered first; a peer that does not read gets CLOSE_GRACE.
+            self.raw.close()
+            self.loop.call_later(CLOSE_GRACE, self.abort)
 
     # -- requests (from the middleware) ------------------------------------
 
@@ -464,6 +498,28 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         self._cancel_timer()
         self.guard.release(self)
+
+
+class _Refusal:
+    """A TLS handshake run on memory buffers with a context that refuses it."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+
+    def feed(self, data: bytes) -> tuple[str, bytes]:
+        """(why it ended, or "" while it goes on; the bytes to send the client)."""
+        self.incoming.write(data)
+        try:
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            ended = ""
+        except ssl.SSLError as exc:
+            ended = exc.reason or str(exc)
+        else:  # the context refuses every handshake: not expected, but never serve it
+            ended = "handshake completed on a refusing context"
+        return ended, self.outgoing.read()
 
 
 def listening_sockets(host: str | None, port: int, backlog: int) -> list[socket.socket]:

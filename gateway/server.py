@@ -180,7 +180,9 @@ def _connection_guard(
             files,
             budget,
         )
-    guard = ConnectionGuard(app[LIVE], tls.context if tls else None, budget)
+    guard = ConnectionGuard(
+        app[LIVE], tls.context if tls else None, budget, tls.refusal if tls else None
+    )
     app.middlewares.insert(0, guard.middleware)
     return guard
 

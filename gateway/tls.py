@@ -174,6 +174,10 @@ def _refusing_context() -> ssl.SSLContext:
     return context
 
 
+def _refuse(conn: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> int:
+    return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
+
+
 def _validity(files: TLSFiles) -> Validity:
     try:
         return certificate_validity(files.cert.read_text(errors="replace"))
@@ -229,6 +233,8 @@ class ReloadingTLS:
                 self._failed, self._stamp = self._stamp, None
                 self.context = _refusing_context()
         self.context.sni_callback = self._select
+        self._refusal = _refusing_context()
+        self._refusal.sni_callback = _refuse
         self._task: asyncio.Task[None] | None = None
         self._expiry_said: tuple[float, float] | None = None  # (notAfter, when)
         self.reloads = 0
@@ -241,6 +247,15 @@ class ReloadingTLS:
             return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
         conn.context = self._current
         return None
+
+    def refusal(self) -> ssl.SSLContext | None:
+        """While no pair is in use, a context whose every handshake ends in an alert.
+
+        The listeners run such handshakes themselves (:mod:`gateway.listeners`):
+        asyncio's TLS transport drops the alert of a failed handshake, and the
+        client would see a reset instead of the reason.
+        """
+        return self._refusal if self._current is None else None
 
     def when_loaded(self, callback: Callable[[], None]) -> None:
         """Call *callback* once a pair is in use: now, or when the first one loads."""
