@@ -34,7 +34,6 @@ End of file on the control socket means the gateway is gone: the server exits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import json
 import logging
@@ -244,8 +243,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = logging.getLogger()
     root.handlers[:] = [ForwardHandler(control)]
     root.setLevel(config.log_level)
-    with contextlib.suppress(OSError):
+    try:
         os.nice(NICE)
+    except OSError as exc:
+        # A system call filter (systemd's SystemCallFilter=~@resources) may refuse it.
+        log.warning(
+            "builtin DNS: the server process runs at the gateway's CPU priority: "
+            "lowering it failed: %s",
+            exc,
+        )
     server = DnsServer(config)
     # Every record comes before the first answer: a restarted server never
     # serves an empty or partial zone, or an old serial.

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 
+from providers.builtin.server import NICE
 from tests.conftest import make_value
 from tests.deploy.debian_base import PACKAGES, ensure_base_image
 from tests.deploy.podman import Image, Podman
@@ -54,6 +55,21 @@ AUTH = (USER, PASSWORD)
 UNIT = REPO_ROOT / "contrib" / "acmegw.service"
 CAP_NET_BIND_SERVICE = 1 << 10
 STATE = "/var/lib/private/acmegw"  # where /var/lib/acmegw leads for a DynamicUser
+# The nice value of a process and of each of its children, with their command lines.
+NICE_PROBE = """
+import json, os, sys
+main = int(sys.argv[1])
+def nice(pid):
+    return int(open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[16])
+children = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if int(open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[1]) == main:
+            children[open(f"/proc/{pid}/cmdline").read().replace("\\0", " ")] = nice(pid)
+    except OSError:
+        pass
+print(json.dumps({"main": nice(main), "children": children}))
+"""
 
 SYSTEM_IMAGE = """\
 FROM {base}
@@ -151,6 +167,14 @@ def test_systemd_runs_the_hardened_unit_and_it_serves(
             assert int(status[caps], 16) == CAP_NET_BIND_SERVICE, (caps, status[caps])
         assert status["NoNewPrivs"] == "1"
         assert status["Seccomp"] == "2"  # a filter is installed
+
+        # The DNS server process runs at its lower priority: the filter lets it
+        # lower its own (and, without CAP_SYS_NICE, it can do nothing else with it).
+        probe = podman("exec", name, "/opt/acmegw/bin/python3", "-c", NICE_PROBE, main_pid)
+        nices = json.loads(probe.stdout)
+        assert nices["main"] == 0, nices
+        dns_server = [n for cmd, n in nices["children"].items() if "-m providers.builtin" in cmd]
+        assert dns_server == [NICE], nices
 
         first, second = make_value(), make_value()
         assert change(http_port, "POST", "setup", first, None).status_code == 401
