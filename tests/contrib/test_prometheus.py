@@ -4,16 +4,19 @@
 run on the shipped files. Then a real gateway (``python -m gateway``: HTTPS
 with a certificate in the last fifth of its lifetime, basic auth, the builtin
 DNS provider on a free port) serves a setup and refuses a wrong password, and
-its ``/metrics`` must contain every ``acmegw_*`` sample name, label and label
-value that the rules and their tests match on. So renaming a metric breaks
-this test instead of silently disarming an alert. The gateway's log must also
-say that its certificate expires soon.
+a second one keeps its own certificate (``SSL_ACME_SERVER``) from a CA that is
+not there, so its renewal fails. Between them their ``/metrics`` must contain
+every ``acmegw_*`` sample name, label and label value that the rules and their
+tests match on. So renaming a metric breaks this test instead of silently
+disarming an alert. The first gateway's log must also say that its certificate
+expires soon; the second one's failure counter must count its failed try.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ import requests
 from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.config import acme_files
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
 from tests.gateway.procs import REPO_ROOT, GatewayProcess, running_gateway
@@ -125,7 +129,68 @@ def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         yield Live(gw, f"https://127.0.0.1:{port}/", files.ca, files.cert, cert)
 
 
-def test_every_name_the_rules_use_is_exported_by_a_running_gateway(live_gateway: Live) -> None:
+@dataclass(frozen=True)
+class AcmeLive:
+    process: GatewayProcess
+    url: str
+    ca_file: Path
+
+    def metrics(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        scraped = requests.get(self.url + "metrics", verify=self.ca_file, timeout=30)
+        assert scraped.status_code == 200, scraped.text
+        return exported_samples(scraped.text)
+
+
+@pytest.fixture(scope="module")
+def acme_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AcmeLive]:
+    """A gateway on SSL_ACME_SERVER with nothing at that address: its certificate (in
+    the state directory, as an earlier run left it) is due for renewal, which fails."""
+    folder = tmp_path_factory.mktemp("acme-gateway")
+    files = make_tls_files(folder / "tls", valid=(days(-90), days(10)))
+    state = folder / "state"
+    served = acme_files(state)
+    served.cert.parent.mkdir(mode=0o700, parents=True)
+    for path in (state, *served.cert.parents[:3]):
+        path.chmod(0o700)
+    served.cert.write_bytes(files.cert.read_bytes())
+    served.key.touch(mode=0o600)
+    served.key.write_bytes(files.key.read_bytes())
+    port = free_port()
+    settings = {
+        "LISTEN": f"127.0.0.1:{port}",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "PROVIDER": "memory",
+        "DNSAPI_DOMAINS": "example.test",
+        "STATE_DIR": str(state),
+        "SSL_ACME_SERVER": f"https://127.0.0.1:{free_port()}/dir",  # nothing there
+        "SSL_ACME_DOMAINS": "gw.example.test",
+        "SSL_ACME_RETRY_DELAY": "1h",
+    }
+    with running_gateway(folder, settings) as gw:
+        yield AcmeLive(gw, f"https://127.0.0.1:{port}/", files.ca)
+
+
+def exported_samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Every sample in a /metrics page: name -> [(labels, value)]."""
+    exported: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            exported[sample.name].append((sample.labels, sample.value))
+    return exported
+
+
+def test_a_failed_renewal_is_counted(acme_gateway: AcmeLive) -> None:
+    gw = acme_gateway
+    deadline = time.monotonic() + 60
+    while not gw.metrics()["acmegw_tls_acme_failures_total"][0][1]:
+        assert time.monotonic() < deadline, gw.process.stderr
+        time.sleep(0.2)
+    assert "not obtained from" in gw.process.stderr
+
+
+def test_every_name_the_rules_use_is_exported_by_a_running_gateway(
+    live_gateway: Live, acme_gateway: AcmeLive
+) -> None:
     gw = live_gateway
     setup = {"argument": "setup", "domain_name": "example.test", "challenge_content": make_value()}
     done = gw.post(setup, (WWW, WWW_PASSWORD))
@@ -138,14 +203,15 @@ def test_every_name_the_rules_use_is_exported_by_a_running_gateway(live_gateway:
     assert scraped.status_code == 200
 
     exported: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for family in text_string_to_metric_families(scraped.text):
-        for sample in family.samples:
-            exported[sample.name].append(sample.labels)
+    for samples in (exported_samples(scraped.text), acme_gateway.metrics()):
+        for name, found in samples.items():
+            exported[name] += [labels for labels, _ in found]
 
     # Label values matter where the rules match on them; the tests' input
     # series must use real names and labels (their values are examples).
     checks = [(matchers(RULES.read_text()), True), (matchers(RULE_TESTS.read_text()), False)]
     assert "acmegw_tls_certificate_not_after_timestamp_seconds" in checks[0][0]
+    assert "acmegw_tls_acme_failures_total" in checks[0][0]
     for wanted, check_values in checks:
         for name, found in sorted(wanted.items()):
             assert name in exported, f"the rules use {name}, which the gateway does not export"
