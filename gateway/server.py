@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -23,6 +23,7 @@ from gateway.acmedns import AccountError
 from gateway.app import apply_reload, create_app, load_static_accounts
 from gateway.auth import PasswordStore
 from gateway.config import Config, build, gather
+from gateway.early_signals import EarlySignals
 from gateway.errors import GatewayError
 from gateway.keys import LIVE, METRICS, PROVIDER, SERVICE
 from gateway.listeners import ConnectionGuard, GuardedSite, connection_budget
@@ -87,6 +88,7 @@ async def serve(
     passwords: PasswordStore | None,
     tls: ReloadingTLS | None,
     argv: Sequence[str] | None = None,
+    early: EarlySignals | None = None,
 ) -> int:
     app = create_app(config, provider, passwords)
     if tls is not None:
@@ -130,6 +132,8 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload, app, argv, tls, own)
+    if early is not None:
+        _hand_over(early, stop, lambda: reload(app, argv, tls, own))
     print(
         f"acmegw-server: ready ({', '.join(str(lst) for lst in config.listeners)})",
         file=sys.stderr,
@@ -145,6 +149,16 @@ async def serve(
     guard.close_all()
     log.info("stopped")
     return 0
+
+
+def _hand_over(early: EarlySignals, stop: asyncio.Event, reload: Callable[[], None]) -> None:
+    """Act on the signals that came while starting, now that the loop handles them."""
+    if early.stop is not None:
+        log.info("%s came while starting: stopping", early.stop.name)
+        stop.set()
+    elif early.reload:
+        log.info("SIGHUP came while starting: reading the configuration again")
+        reload()
 
 
 def _own_certificate(
@@ -256,7 +270,14 @@ def summary(config: Config, provider: Provider) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, early: EarlySignals | None = None) -> int:
+    """*early*: the signals caught since the process started (gateway.__main__);
+    caught from here on without it."""
+    with early or EarlySignals.catch() as signals:
+        return _start(argv, signals)
+
+
+def _start(argv: Sequence[str] | None, signals: EarlySignals) -> int:
     try:
         config, provider, passwords, tls = prepare(argv, os.environ)
     except ConfigError as exc:
@@ -266,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 2
+    if config.check_delegation is not None or config.check_only:
+        # A check reloads nothing and stops as any command does.
+        signals.release(replay=True)
     if config.check_delegation is not None:
         # The report is the output; the log says only what goes wrong (or everything).
         logsetup.configure("DEBUG" if config.log_level == "DEBUG" else "WARNING", "text")
@@ -280,8 +304,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     for warning in config.warnings:
         log.warning("%s", warning)
+    if signals.stop is not None:
+        log.info("%s came while starting: stopped before serving", signals.stop.name)
+        return 0
     log.info("starting: provider %s", provider.label)
-    return asyncio.run(serve(config, provider, passwords, tls, argv))
+    return asyncio.run(serve(config, provider, passwords, tls, argv, signals))
 
 
 if __name__ == "__main__":

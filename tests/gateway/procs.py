@@ -59,13 +59,15 @@ class GatewayProcess:
         args: Sequence[str] = (),
         module: str = "gateway",
         open_files: int | None = None,
+        command: Sequence[str] | None = None,
     ) -> None:
+        """Runs ``python -m module args``, or *command* (an installed script) with *args*."""
         n = next(_counter)
         self.stdout_path = cwd / f"{module}-{n}.stdout"
         self.stderr_path = cwd / f"{module}-{n}.stderr"
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", module, *args],
+                [*(command or (sys.executable, "-m", module)), *args],
                 cwd=cwd,
                 env=gateway_env(settings),
                 stdin=subprocess.DEVNULL,
