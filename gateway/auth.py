@@ -277,7 +277,7 @@ class PasswordStore:
         self._clock = clock
         self._users: dict[str, UserEntry] = {}
         self._stamp: tuple[int, int, int] | None = None
-        self._checked = float("-inf")
+        self._stamp_error: str | None = None
         self._cache: dict[bytes, tuple[float, UserEntry]] = {}
         self._cache_key = os.urandom(32)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="passwd")
@@ -298,28 +298,24 @@ class PasswordStore:
 
     def load(self) -> None:
         """Read the file now; raises PasswdFileError."""
-        self._checked = self._clock()
         self._adopt(self.file.stamp(), self.file.load())
 
     def _adopt(self, stamp: tuple[int, int, int] | None, users: dict[str, UserEntry]) -> None:
         self._users, self._stamp = users, stamp
         self._cache.clear()
         self.generation += 1
-        # Measure the new file's hash kinds now, so that no unknown user pays for it.
-        with contextlib.suppress(RuntimeError):  # the pool is shut down
-            self._pool.submit(self.file.calibrate, users)
 
-    def _refresh(self, *, now: bool = False) -> None:
-        """Pick up a changed file, looking at it at most once a second (unless *now*)."""
-        clock = self._clock()
-        if not now and clock - self._checked < 1.0:
-            return
-        self._checked = clock
+    def _refresh(self) -> None:
+        """Pick up a changed file. One ``stat`` per check: a user deleted from the file is
+        refused from the next request on (cheap beside a request's TLS and JSON)."""
         try:
             stamp = self.file.stamp()
         except PasswdFileError as exc:
-            log.error("password file not reloaded: %s", exc)
+            if str(exc) != self._stamp_error:  # once, not on every request
+                log.error("password file not reloaded: %s", exc)
+            self._stamp_error = str(exc)
             return
+        self._stamp_error = None
         if stamp == self._stamp:
             return
         try:
@@ -375,7 +371,7 @@ class PasswordStore:
     ) -> UserEntry | None:
         generation = self.generation
         entry = await self._hash(users, user, password)
-        self._refresh(now=True)  # a file changed while we hashed must count now
+        self._refresh()  # a file changed while we hashed must count now
         if generation != self.generation:
             # Computed against a file that is no longer in force: it proves the password
             # only if the user still has the hash we checked it against.
@@ -461,9 +457,7 @@ class Authenticator:
         otherwise 401, 403 or 429."""
         if access is Access.PUBLIC:
             return None
-        addr = client_address(request, self.config)
-        host_ok = self.host_allowed(addr)
-        self._host_rule(addr, host_ok)
+        addr, host_ok = self.check_address(request)
         if access is Access.ACCOUNT:
             return await self._account(request, addr)
         identity = await self._basic(request, addr, host_ok)
@@ -476,6 +470,14 @@ class Authenticator:
         identity = await self.admit(request, Access.CALLER)
         assert identity is not None
         return identity
+
+    def check_address(self, request: web.Request) -> tuple[IPAddress, bool]:
+        """The caller's address and whether it is an allowed host; 403 now when the rules
+        refuse that address whatever it sends."""
+        addr = client_address(request, self.config)
+        host_ok = self.host_allowed(addr)
+        self._host_rule(addr, host_ok)
+        return addr, host_ok
 
     def _host_rule(self, addr: IPAddress, host_ok: bool) -> None:
         """The part of the rules that depends on the address alone, the same for every API."""

@@ -11,6 +11,8 @@ from aiohttp import web
 from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout
 from gateway.keys import LIVE
 
+_BODY = web.RequestKey("body", bytes)
+
 
 async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
     """The body as a JSON object; 413 past *limit* bytes, 400 for anything else wrong.
@@ -35,7 +37,15 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The whole body, however many segments or chunks it came in; 413 past *limit*,
-    408 when it does not come within ``HTTP_BODY_TIMEOUT``."""
+    408 when it does not come within ``HTTP_BODY_TIMEOUT``. Read once: a second call
+    (the access middleware reads it before judging the caller) returns the same."""
+    if _BODY in request:
+        return request[_BODY]
+    request[_BODY] = raw = await _read(request, limit)
+    return raw
+
+
+async def _read(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"body is larger than {limit} bytes")
     timeout = request.app[LIVE].config.connections.body_timeout

@@ -18,9 +18,10 @@ from aiohttp.web_urldispatcher import AbstractRoute
 
 from gateway import api_acmedns, api_admin, api_httpreq, api_native
 from gateway.auth import CALLER, Access
+from gateway.bodies import read_body
 from gateway.config import Config
 from gateway.errors import Forbidden
-from gateway.keys import AUTHENTICATOR
+from gateway.keys import AUTHENTICATOR, LIVE
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,14 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
             "this API is for programs: a request a web page made is refused",
             detail="a browser request (Origin or Sec-Fetch-Site): cross-site or DNS rebinding",
         )
-    identity = await request.app[AUTHENTICATOR].admit(request, endpoint.access)
+    auth = request.app[AUTHENTICATOR]
+    if endpoint.access is not Access.PUBLIC and request.can_read_body:
+        # The caller is judged once its whole (bounded) request is in, not when the head
+        # came, seconds before the body: a user deleted meanwhile writes nothing. A
+        # refused address is refused before anything of its body is read.
+        auth.check_address(request)
+        await read_body(request, request.app[LIVE].config.max_body)
+    identity = await auth.admit(request, endpoint.access)
     if identity is not None:
         request[CALLER] = identity
     return await handler(request)

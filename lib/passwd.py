@@ -56,8 +56,6 @@ import hashlib
 import logging
 import secrets
 import stat
-import threading
-import time
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -373,11 +371,8 @@ class PasswordFile:
         # Users whose upgrade could not be written (read-only file): not retried for the same
         # old hash, so a read-only deployment neither re-hashes nor warns on every login.
         self._upgrade_failed: dict[str, str] = {}
-        # What one check of each hash kind costs (CPU seconds), measured once per process,
-        # and the slowest kind's hash for the users last asked about (see dummy_hash).
-        self._kind_cost: dict[str, float] = {}
-        self._dummy_for: tuple[Mapping[str, UserEntry], str | None] | None = None
-        self._measuring = threading.Lock()
+        # One hash of each kind in the users last asked about (see dummy_hashes).
+        self._dummies_for: tuple[Mapping[str, UserEntry], dict[str, str]] | None = None
 
     def load(self) -> dict[str, UserEntry]:
         """Parse the file; raise :class:`PasswdFileError` if it is missing or malformed."""
@@ -399,13 +394,19 @@ class PasswordFile:
     def verify(self, users: Mapping[str, UserEntry], name: str, password: str) -> UserEntry | None:
         """Return the user's entry if *password* is correct, else None.
 
-        An unknown user costs as much as a known one, so timing does not reveal user names.
+        Every failed check costs the same, whoever it names: one hash of each kind in
+        *users* (a kind is a scheme with its cost: scrypt, an original ``$7$``...). An
+        unknown user is checked against one of each; a known user with a wrong
+        password against their own and one of each other kind. So timing tells neither
+        which names exist nor which users are still on a slow original hash. (While a
+        file holds several kinds a failed check costs their sum; once every user has
+        logged in, and been upgraded to scrypt, it costs one scrypt.)
         A correct password for a legacy or deprecated hash upgrades the stored hash; the
         returned entry then carries the new hash.
         """
         entry = users.get(name)
         if entry is None:
-            self._verify_nobody(users, password)
+            self._verify_dummies(users, password)
             return None
         try:
             if self._upgrade_failed.get(name) == entry.hash:
@@ -415,6 +416,7 @@ class PasswordFile:
             # Over-long password, or a hash that a caller built by hand and does not parse.
             return None
         if not ok:
+            self._verify_dummies(users, password, but=_hash_kind(entry.hash))
             return None
         if new_hash is None:
             return entry
@@ -434,47 +436,30 @@ class PasswordFile:
             )
         return replace(entry, hash=new_hash)
 
-    def _verify_nobody(self, users: Mapping[str, UserEntry], password: str) -> None:
-        """Spend on an unknown user what the slowest kind of hash in *users* costs."""
-        dummy = self.dummy_hash(users)
-        if dummy is None:
+    def _verify_dummies(
+        self, users: Mapping[str, UserEntry], password: str, but: str | None = None
+    ) -> None:
+        """Check *password* against one hash of each kind in *users* but *but*; whatever
+        the checks say is ignored (they are real users' hashes: the same scheme and cost)."""
+        dummies = self.dummy_hashes(users)
+        if not dummies:
             self._context.dummy_verify()
             return
-        with contextlib.suppress(ValueError, TypeError):
-            # A real user's hash: the same scheme and cost; whatever it says is ignored.
-            self._context.verify(password, dummy)
+        for kind, dummy in dummies.items():
+            if kind != but:
+                with contextlib.suppress(ValueError, TypeError):
+                    self._context.verify(password, dummy)
 
-    def dummy_hash(self, users: Mapping[str, UserEntry]) -> str | None:
-        """A hash from *users* of the kind that costs the most to check (None: no users).
-
-        Checking an unknown user's password against it costs what the slowest known
-        user costs, so timing cannot tell an unknown user from one still on, say, an
-        original ``$7$`` hash (PBKDF2-SHA3, several times scrypt's cost). A kind is a
-        scheme with its cost parameters; each is measured once per process, in CPU
-        time, so a busy machine does not misrank them. :meth:`calibrate` measures
-        ahead, so that no request pays for it.
-        """
-        known = self._dummy_for
+    def dummy_hashes(self, users: Mapping[str, UserEntry]) -> dict[str, str]:
+        """One hash of each kind in *users*, by kind (remembered for the same *users*)."""
+        known = self._dummies_for
         if known is not None and known[0] is users:
             return known[1]
-        samples: dict[str, str] = {}
+        dummies: dict[str, str] = {}
         for entry in users.values():
-            samples.setdefault(_hash_kind(entry.hash), entry.hash)
-        with self._measuring:
-            for kind, sample in samples.items():
-                if kind not in self._kind_cost:
-                    started = time.thread_time()
-                    with contextlib.suppress(ValueError, TypeError):
-                        self._context.verify("not the password", sample)
-                    self._kind_cost[kind] = time.thread_time() - started
-        slowest = max(samples, key=lambda kind: self._kind_cost[kind], default=None)
-        dummy = None if slowest is None else samples[slowest]
-        self._dummy_for = (users, dummy)
-        return dummy
-
-    def calibrate(self, users: Mapping[str, UserEntry]) -> None:
-        """Measure the hash kinds of *users* now (in a worker thread, after a load)."""
-        self.dummy_hash(users)
+            dummies.setdefault(_hash_kind(entry.hash), entry.hash)
+        self._dummies_for = (users, dummies)
+        return dummies
 
     def set_user(
         self,

@@ -12,7 +12,7 @@ is refused, and only then sends the rest:
   withdrawn"): its update wrote anyway, and the value stayed journaled under an
   owner nobody can act for, until the janitor's ``RECORD_MAX_AGE``;
 * an acme-dns account whose name a reload took out of the configuration;
-* a password user deleted from the password file (xfail: see its reason).
+* a password user deleted from the password file.
 
 The write must be refused, and nothing of that caller may be journaled.
 """
@@ -167,13 +167,6 @@ def test_an_account_whose_name_a_reload_took_away_writes_nothing(gateway: Gatewa
         gateway.reload()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="owner auth (issue 12 item 8): the access middleware admits a password user "
-    "when the request head arrives, from the cache; a user deleted while the body comes "
-    "still writes. Judge the caller once the whole request is in (read the bounded body "
-    "before admitting), or again before the write.",
-)
 def test_a_user_deleted_while_a_setup_arrives_writes_nothing(gateway: Gateway) -> None:
     alice = basic("alice", "alice's password")
     value = make_value()

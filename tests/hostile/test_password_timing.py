@@ -13,19 +13,10 @@ measures it, so a busy machine does not decide the outcome.
 
 from __future__ import annotations
 
-import pytest
-
 from tests.hostile.test_password_checks import Gateway, start  # noqa: F401 - the fixture
 from tests.hostile.wire import basic
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="owner auth (issue 12 item 10, lib/passwd.py and gateway/auth.py): an unknown "
-    "user costs the slowest kind in the file, but a known user on a faster kind (scrypt "
-    "beside $7$) costs only their own: a wrong password for them is five times faster. "
-    "Make every failed check cost one hash of each kind in the file",
-)
 def test_a_user_on_the_fast_hash_costs_what_an_unknown_user_costs(
     start: object,  # noqa: F811 - the fixture imported above
 ) -> None:

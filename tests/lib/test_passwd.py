@@ -225,7 +225,7 @@ def test_unknown_user_costs_as_much_as_a_known_one(pwfile: Path) -> None:
     assert 0.5 < ratio < 2, (known, unknown)
 
 
-def test_an_unknown_user_is_checked_against_the_slowest_kind_in_the_file(
+def test_every_failed_check_costs_one_hash_of_each_kind_in_the_file(
     pwfile: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pf = PasswordFile(pwfile)
@@ -237,21 +237,29 @@ def test_an_unknown_user_is_checked_against_the_slowest_kind_in_the_file(
     real_verify = pf._context.verify
 
     def spy(secret: str, hashed: str) -> bool:
-        checked.append(hashed)
+        checked.append(hashed.split("$")[1])  # the scheme
         return bool(real_verify(secret, hashed))
 
-    pf.calibrate(users)  # measures each kind once (what the gateway does after a load)
     monkeypatch.setattr(pf._context, "verify", spy)
-    assert pf.verify(users, "nobody", "dave pass") is None  # his password, not his name
-    assert checked == [users["dave"].hash]
-    assert pf.dummy_hash(users) == users["dave"].hash  # measured once, not per check
-    assert len(checked) == 1
+    monkeypatch.setattr(pf._context, "verify_and_update", lambda secret, hashed: (
+        spy(secret, hashed), None))
+    # An unknown name (with another user's password, which proves nothing)...
+    assert pf.verify(users, "nobody", "dave pass") is None
+    assert sorted(checked) == ["7", "scrypt"]
+    # ... and a wrong password for a user of either kind cost the same: one of each.
+    for name in ("alice", "dave"):
+        checked.clear()
+        assert pf.verify(users, name, "wrong") is None
+        assert sorted(checked) == ["7", "scrypt"], name
+    checked.clear()
+    assert pf.verify(users, "alice", "correct horse") is not None
+    assert checked == ["scrypt"]  # a success costs its own check only: it says so anyway
 
 
 def test_an_empty_file_still_costs_a_hash(pwfile: Path) -> None:
     write(pwfile, "# nobody yet\n")
     pf = PasswordFile(pwfile)
-    assert pf.dummy_hash(pf.load()) is None
+    assert pf.dummy_hashes(pf.load()) == {}
     assert pf.verify(pf.load(), "nobody", "x") is None
 
 
