@@ -157,6 +157,23 @@ def test_every_setting_the_readme_lists_is_known_to_the_code(tmp_path: Path) -> 
     assert not unknown, f"the README lists settings that nothing reads: {sorted(unknown)}"
 
 
+def test_every_setting_the_gateway_reads_has_a_row_in_the_reference(tmp_path: Path) -> None:
+    """The other way round: nothing the gateway itself reads is missing from the table.
+    Providers' settings have their own sections; a secret's ``_FILE`` form is said once."""
+    reference = readme_section("Configuration reference")
+    rows = set(table_column(reference, 0))
+    env = {"PROVIDER": "memory", "DNSAPI_DOMAINS": "example.test", "ALLOWED_HOSTS": "127.0.0.1",
+           "STATE_DIR": str(tmp_path / "state")}
+    settings, args, config_dir = gather([], env)
+    build(settings, args, config_dir)
+    assert not settings.problems
+    missing = {
+        key for key in settings.asked - declared_settings()
+        if key not in rows and not (key.endswith("_FILE") and key.removesuffix("_FILE") in rows)
+    }
+    assert not missing, f"the configuration reference has no row for {sorted(missing)}"
+
+
 # --- the state directory ------------------------------------------------------------------
 
 
