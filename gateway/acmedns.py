@@ -122,6 +122,10 @@ class AccountTable(abc.ABC):
     async def delete(self, username: str) -> bool:
         """Delete the account called *username*; False if there was none."""
 
+    @abc.abstractmethod
+    async def count_owned(self, owner: str) -> int:
+        """How many accounts *owner* (a caller's label) registered."""
+
 
 class AccountStore:
     """Registered accounts from the state layer, pre-registered ones from a file.
@@ -162,6 +166,9 @@ class AccountStore:
         account = await self.get(username)
         ok = check_key(key, account.key_hash if account else _DUMMY_HASH)
         return account if ok and account is not None else None
+
+    async def count_owned(self, owner: str) -> int:
+        return await self.table.count_owned(owner)
 
     async def register(
         self,

@@ -21,7 +21,7 @@ from gateway.acmedns import Account, account_name_allowed
 from gateway.auth import caller
 from gateway.bodies import read_json_object
 from gateway.config import Config, parse_network
-from gateway.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from gateway.errors import BadRequest, Forbidden, NotFound, TooManyRecords, Unauthorized
 from gateway.keys import ACCOUNTS, LIVE, SERVICE
 from lib.names import InvalidValue, validate_value
 
@@ -77,6 +77,7 @@ async def register(request: web.Request) -> web.Response:
         _check_name(config, domain_fqdn)
     elif config.acmedns.zone is None:
         raise BadRequest("domain", "no ACMEDNS_ZONE is configured: name the domain")
+    await _check_account_cap(request, identity.label)
     account, key = await request.app[ACCOUNTS].register(
         identity.label, config.acmedns.zone, domain_fqdn, allowfrom
     )
@@ -127,4 +128,25 @@ def _check_name(config: Config, fqdn: str) -> None:
             f"{fqdn} is not a name acme-dns accounts may write",
             name=fqdn,
             detail="outside ACMEDNS_ZONE, DELEGATIONS and DNSAPI_DOMAINS",
+        )
+
+
+async def _check_account_cap(request: web.Request, owner: str) -> None:
+    """429 when *owner* holds as many accounts as its own cap allows.
+
+    Each account may keep ``ACMEDNS_KEEP`` values published, each under its own
+    label: without this, registering one account per name would publish without
+    end. So the accounts one caller registers may publish no more, together, than
+    ``MAX_RECORDS_PER_USER`` lets that caller publish itself.
+    """
+    config = request.app[LIVE].config
+    if not config.max_records_per_user:
+        return
+    allowed = max(1, config.max_records_per_user // config.acmedns.keep)
+    held = await request.app[ACCOUNTS].count_owned(owner)
+    if held >= allowed:
+        raise TooManyRecords(
+            f"{owner} already holds {held} acme-dns accounts, which may publish as many "
+            f"values as MAX_RECORDS_PER_USER allows ({config.max_records_per_user}, "
+            f"ACMEDNS_KEEP={config.acmedns.keep} each); delete ones no longer needed first"
         )

@@ -271,6 +271,14 @@ class SqliteAccounts(_File, AccountTable):
             raise Unavailable(f"acme-dns account store cannot be written: {exc}") from exc
         return deleted.rowcount > 0
 
+    async def count_owned(self, owner: str) -> int:
+        db = self._connection()
+        try:
+            row = db.execute("SELECT COUNT(*) FROM accounts WHERE owner=?", (owner,)).fetchone()
+        except sqlite3.Error as exc:
+            raise Unavailable(f"acme-dns account store cannot be read: {exc}") from exc
+        return int(row[0])
+
 
 class SqliteState(State):
     """The journal and the accounts in ``STATE_DIR``, for one process."""

@@ -64,13 +64,6 @@ def test_two_ipv4_hosts_are_two_callers(port: int) -> None:
         assert statuses == [201, 201, 201, 429], host
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="owner auth (issue 12 item 4, POST /register in gateway/api_acmedns.py): every "
-    "account a caller registers has a cap of its own, so registering one account per name "
-    "publishes without end; cap the accounts one caller may hold (or count their values "
-    "against it)",
-)
 def test_registering_accounts_does_not_lift_the_cap(tmp_path: Path) -> None:
     """An allowed host is an admin (README): it may register acme-dns accounts, and
     each one may publish ``ACMEDNS_KEEP`` values. Ten registrations and updates from
