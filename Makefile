@@ -27,7 +27,7 @@ $(VENV)/.runtime: pyproject.toml
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.runtime
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,lexicon]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,lexicon,postgresql]'
 	touch $@
 
 system-packages:

@@ -153,6 +153,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     # whenever it changes.
     state, provider, janitor = app[STATE], app[PROVIDER], app[JANITOR]
     await state.open()
+    log.info("state: %s", state.description)
     try:
         app[ACCOUNTS].set_static(load_static_accounts(app[CONFIG]))
         await provider.open()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -163,6 +164,23 @@ class AcmeDnsConfig:
 
 
 @dataclass(frozen=True)
+class DatabaseConfig:
+    """``DATABASE_URL``: the PostgreSQL database that replicas share (:mod:`gateway.state`).
+
+    ``url`` never holds the password (it may be logged and shown); ``password``
+    comes from the URL, ``DATABASE_PASSWORD`` or ``DATABASE_PASSWORD_FILE``, or
+    is None and libpq finds one itself (``PGPASSFILE``, ``~/.pgpass``).
+    """
+
+    url: str
+    password: str | None = field(default=None, repr=False)
+    # Connections one process may open; changes may hold all but a quarter of them.
+    pool_size: int = 20
+    # How long a request waits for a connection before the answer is 503.
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class Config:
     listeners: tuple[Listener, ...]
     tls: TLSFiles | None
@@ -189,6 +207,8 @@ class Config:
     # Values one user (acme-dns account, allowed host) may have published at once; 0: no cap.
     max_records_per_user: int = 1000
     connections: ConnectionLimits = ConnectionLimits()
+    # PostgreSQL shared by replicas; None: SQLite files in state_dir.
+    database: DatabaseConfig | None = None
     # Said at start-up, not fatal (gateway.checks): unknown settings, users outside
     # DNSAPI_DOMAINS, a password file others may read.
     warnings: tuple[str, ...] = ()
@@ -653,6 +673,7 @@ def build(settings: Settings, args: argparse.Namespace, config_dir: Path | None)
         max_records_per_user=_max_records(settings, acmedns),
         connections=_connection_limits(settings),
         tls_acme=tls_acme,
+        database=database_config(settings),
     )
 
 
@@ -664,6 +685,60 @@ def _connection_limits(settings: Settings) -> ConnectionLimits:
         max_connections=settings.integer("MAX_CONNECTIONS", 1024, 1, 1_000_000),
         max_per_client=settings.integer("MAX_CONNECTIONS_PER_CLIENT", 32, 1, 1_000_000),
     )
+
+
+def database_config(settings: Settings) -> DatabaseConfig | None:
+    """``DATABASE_URL`` (or ``DATABASE_URL_FILE``), its password taken out of it."""
+    url = settings.secret("DATABASE_URL")
+    password = settings.secret("DATABASE_PASSWORD")
+    pool_size = settings.integer("DATABASE_POOL_SIZE", 20, 2, 1000)
+    timeout = settings.duration("DATABASE_TIMEOUT", 10.0, 0.1, 600.0)
+    if url is None:
+        if password is not None:
+            settings.problem("DATABASE_PASSWORD is set but DATABASE_URL is not")
+        return None
+    try:
+        url, in_url = split_password(url)
+    except ValueError as exc:
+        settings.problem(f"DATABASE_URL: {exc}")
+        return None
+    if in_url is not None and password is not None:
+        settings.problem("DATABASE_URL holds a password and DATABASE_PASSWORD is set; keep one")
+    return DatabaseConfig(
+        url=url,
+        password=password if password is not None else in_url,
+        pool_size=pool_size,
+        timeout=timeout,
+    )
+
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """``postgresql://user:secret@host/db`` -> (``postgresql://user@host/db``, ``secret``).
+
+    A password in the query (``?password=``) is taken out too; ValueError for
+    anything but a ``postgresql://`` (or ``postgres://``) URL. Nothing else is
+    checked here: libpq judges the rest when it connects.
+    """
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("expected postgresql://user@host:port/database")
+    password = None
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        if colon:
+            password = urllib.parse.unquote(secret) or None
+            userinfo = user
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    for key, value in query:
+        if key == "password":
+            password = value or None
+    kept = urllib.parse.urlencode(
+        [(k, v) for k, v in query if k != "password"], quote_via=urllib.parse.quote
+    )
+    netloc = f"{userinfo}@{hosts}" if at else hosts
+    # Not urlunsplit: it drops the "//" of an empty host (postgresql:///db, a local socket).
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{kept}" if kept else ""), password
 
 
 def _max_records(settings: Settings, acmedns: AcmeDnsConfig) -> int:

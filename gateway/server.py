@@ -27,6 +27,7 @@ from gateway.early_signals import EarlySignals
 from gateway.errors import GatewayError
 from gateway.keys import LIVE, METRICS, PROVIDER, SERVICE
 from gateway.listeners import ConnectionGuard, GuardedSite, connection_budget
+from gateway.state import describe as state_description
 from gateway.tls import ReloadingTLS, TLSFilesError
 from lib.passwd import PasswdFileError, UserEntry
 from lib.settings import ConfigError
@@ -264,7 +265,7 @@ def summary(config: Config, provider: Provider) -> str:
         f"{len(config.auth.allowed_hosts)} allowed host networks",
         f"domains:     {', '.join(config.managed_domains)}",
         f"provider:    {provider.label}",
-        f"state:       {config.state_dir}",
+        f"state:       {state_description(config)}",
         f"propagation: {'authoritative' if config.propagation.check else 'off'}",
     ]
     return "\n".join(lines)

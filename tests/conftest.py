@@ -7,6 +7,9 @@ import string
 
 import pytest
 
+# Fixtures for every test: one PostgreSQL per session, and a fresh database in it.
+from tests.servers.postgres import postgres_database, postgres_server  # noqa: F401
+
 _B64URL = string.ascii_letters + string.digits + "-_"
 
 

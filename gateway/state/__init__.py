@@ -59,8 +59,20 @@ class State(abc.ABC):
         """Raise Unavailable if the database cannot be used right now (``/healthz``)."""
 
 
+def describe(config: Config) -> str:
+    """Where *config* keeps the state, for logs and ``--check-config`` (never a secret)."""
+    if config.database is not None:
+        return f"PostgreSQL at {config.database.url}"
+    return f"SQLite in {config.state_dir}"
+
+
 def state_for(config: Config) -> State:
     """The backend *config* asks for, not yet opened (no I/O here)."""
+    if config.database is not None:
+        # Only a configuration with DATABASE_URL needs (and imports) the driver.
+        from gateway.state.postgres import PostgresState
+
+        return PostgresState(config.database, config.provider_timeout)
     from gateway.state.sqlite import SqliteState
 
     return SqliteState(config.state_dir)

@@ -13,6 +13,7 @@ from gateway.app import create_app
 from gateway.config import Config, load
 from providers.base import Provider
 from providers.memory import MemoryProvider
+from tests.gateway.backends import Backend
 from tests.passwords import copy_passwd_file, write_passwd_template
 
 PASSWORDS = {
@@ -42,16 +43,23 @@ ConfigFactory = Callable[..., Config]
 
 
 @pytest.fixture
-def make_config(tmp_path: Path, passwd_path: Path) -> ConfigFactory:
+def backend(tmp_path: Path) -> Backend:
+    """The state backend: SQLite, unless a module imports the one of
+    :mod:`tests.gateway.backends` to run on both."""
+    return Backend("sqlite", tmp_path / "state")
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, passwd_path: Path, backend: Backend) -> ConfigFactory:
     def factory(**env: str) -> Config:
         base = {
             "PROVIDER": "memory",
             "DNSAPI_DOMAINS": "example.test, example.org",
             "BASIC_AUTH": "sufficient",
             "PASSWD_FILE": str(passwd_path),
-            "STATE_DIR": str(tmp_path / "state"),
             "LISTEN": "127.0.0.1:0",
             "PROPAGATION_CHECK": "off",
+            **backend.env,
         }
         base.update(env)
         config, _ = load([], {k: v for k, v in base.items() if v is not None})
@@ -65,9 +73,14 @@ GatewayFactory = Callable[..., Awaitable[tuple[TestClient, MemoryProvider]]]
 
 @pytest.fixture
 def gateway(
-    aiohttp_client: Callable[..., Awaitable[TestClient]], make_config: ConfigFactory
+    backend: Backend,
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
+    make_config: ConfigFactory,
 ) -> GatewayFactory:
-    """``await gateway(provider=None, **env)`` -> (client, provider)."""
+    """``await gateway(provider=None, **env)`` -> (client, provider).
+
+    *backend* comes first so that the apps are closed before it is torn down.
+    """
 
     async def start(
         provider: Provider | None = None, **env: str

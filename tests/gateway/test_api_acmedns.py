@@ -9,6 +9,7 @@ import pytest
 
 from gateway.acmedns import AccountError, check_key, hash_key, load_accounts_file
 from tests.conftest import make_value
+from tests.gateway.backends import Backend, both_backends  # noqa: F401 (a fixture)
 from tests.gateway.conftest import PASSWORDS, GatewayFactory, basic
 
 USER = "c36f50e8-4632-44f0-83fe-e070fef28a10"
@@ -207,17 +208,42 @@ async def test_register_bad_allowfrom(gateway: GatewayFactory) -> None:
     assert r.status == 400
 
 
-async def test_keys_are_stored_hashed(gateway: GatewayFactory, tmp_path: Path) -> None:
+async def test_keys_are_stored_hashed(
+    gateway: GatewayFactory, tmp_path: Path, backend: Backend
+) -> None:
     client, _ = await gateway(
         ACMEDNS_ZONE="acme.example.test", ACMEDNS_REGISTER="1", ALLOWED_HOSTS="127.0.0.1"
     )
     acct = await (await client.post("/register")).json()
     await client.close()
-    raw = (tmp_path / "state" / "acmedns.sqlite3").read_bytes()
-    assert acct["password"].encode() not in raw
-    wal = tmp_path / "state" / "acmedns.sqlite3-wal"
-    if wal.exists():
-        assert acct["password"].encode() not in wal.read_bytes()
+    rows = backend.sql("accounts", "SELECT * FROM accounts")
+    assert acct["username"] in repr(rows) and acct["password"] not in repr(rows)
+    if backend.name == "sqlite":  # nor anywhere in the files
+        raw = (tmp_path / "state" / "acmedns.sqlite3").read_bytes()
+        assert acct["password"].encode() not in raw
+        wal = tmp_path / "state" / "acmedns.sqlite3-wal"
+        if wal.exists():
+            assert acct["password"].encode() not in wal.read_bytes()
+
+
+async def test_an_account_registered_on_one_replica_works_on_every_one(
+    gateway: GatewayFactory,
+) -> None:
+    """Two gateways on one state: what one registers, the other accepts at once; what
+    one deletes, the other refuses at once."""
+    env = {"ACMEDNS_ZONE": "acme.example.test", "ACMEDNS_REGISTER": "1"}
+    a, _ = await gateway(**env)
+    b, b_provider = await gateway(**env)
+    carol = basic("carol", PASSWORDS["carol"])
+    acct = await (await a.post("/register", headers=carol)).json()
+    v = make_value()
+    update = {"subdomain": acct["subdomain"], "txt": v}
+    who = creds(acct["username"], acct["password"])
+    assert (await b.post("/update", json=update, headers=who)).status == 200
+    assert b_provider.values(acct["fulldomain"]) == [v]
+    r = await b.delete(f"/accounts/{acct['username']}", headers=carol)
+    assert r.status == 200
+    assert (await a.post("/update", json=update, headers=who)).status == 401
 
 
 def test_key_hash_roundtrip() -> None:

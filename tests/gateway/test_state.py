@@ -3,14 +3,23 @@ state directories of earlier versions taken over as they are."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
 from gateway.acmedns import AccountStore, hash_key
+from gateway.config import DatabaseConfig
 from gateway.errors import Unavailable
+from gateway.state.postgres import ACCOUNT_MIGRATIONS as PG_ACCOUNTS
+from gateway.state.postgres import JOURNAL_MIGRATIONS as PG_JOURNAL
+from gateway.state.postgres import PostgresState
 from gateway.state.sqlite import (
     ACCOUNT_MIGRATIONS,
     ACCOUNTS_FILE_NAME,
@@ -19,6 +28,9 @@ from gateway.state.sqlite import (
     SqliteState,
 )
 from tests.conftest import make_value
+from tests.gateway.procs import run_gateway, running_gateway
+from tests.servers.postgres import PostgresServer
+from tests.system import free_port
 
 NAME = "_acme-challenge.example.test"
 
@@ -107,3 +119,274 @@ async def test_a_state_dir_from_a_newer_gateway_is_refused(tmp_path: Path) -> No
     with pytest.raises(Unavailable) as info:
         await state.open()
     assert "newer than this gateway knows" in info.value.message
+
+
+# -- PostgreSQL ---------------------------------------------------------------
+
+
+def pg_state(
+    server: PostgresServer, database: str, provider_timeout: float = 30.0, **kwargs: Any
+) -> PostgresState:
+    config = DatabaseConfig(server.url(database), server.password, **kwargs)
+    return PostgresState(config, provider_timeout)
+
+
+@asynccontextmanager
+async def pg_opened(
+    server: PostgresServer, database: str, **kwargs: Any
+) -> AsyncIterator[PostgresState]:
+    state = pg_state(server, database, **kwargs)
+    await state.open()
+    try:
+        yield state
+    finally:
+        await state.close()
+
+
+async def test_replicas_starting_together_create_the_schema_once(
+    postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    states = [pg_state(postgres_server, postgres_database) for _ in range(5)]
+    try:
+        await asyncio.gather(*(state.open() for state in states))
+        value = make_value()
+        await states[0].journal.begin_add(NAME, value, "alice")
+        assert [r.value for r in await states[4].journal.all()] == [value]
+    finally:
+        await asyncio.gather(*(state.close() for state in states))
+    with contextlib.closing(postgres_server.connect(postgres_database)) as db:
+        rows = db.execute("SELECT part, version FROM schema_version ORDER BY part").fetchall()
+    assert rows == [("accounts", len(PG_ACCOUNTS)), ("journal", len(PG_JOURNAL))]
+
+
+async def test_a_database_from_a_newer_gateway_is_refused(
+    postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    async with pg_opened(postgres_server, postgres_database):
+        pass
+    with contextlib.closing(postgres_server.connect(postgres_database)) as db:
+        db.execute("UPDATE schema_version SET version = version + 1 WHERE part = 'journal'")
+    with pytest.raises(Unavailable) as info:
+        async with pg_opened(postgres_server, postgres_database):
+            pass
+    assert "newer than this gateway knows" in info.value.message
+
+
+async def test_a_wrong_password_is_a_clear_error_that_shows_no_password(
+    postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    config = DatabaseConfig(postgres_server.url(postgres_database), "not-the-password", timeout=2)
+    state = PostgresState(config)
+    with pytest.raises(Unavailable) as info:
+        await state.open()
+    assert "cannot connect to PostgreSQL at postgresql://acmegw@127.0.0.1:" in info.value.message
+    assert "not-the-password" not in info.value.message
+
+
+async def test_a_name_is_changed_by_one_replica_at_a_time(
+    postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    async with (
+        pg_opened(postgres_server, postgres_database) as a,
+        pg_opened(postgres_server, postgres_database) as b,
+    ):
+        order: list[str] = []
+        held = asyncio.Event()
+
+        async def first() -> None:
+            async with a.hold(NAME):
+                held.set()
+                order.append("a in")
+                await asyncio.sleep(0.3)
+                order.append("a out")
+
+        async def second() -> None:
+            await held.wait()
+            async with b.hold(NAME):
+                order.append("b in")
+            # Another name is never held up by this one.
+            async with b.hold("_acme-challenge.other.example.test"):
+                pass
+
+        await asyncio.gather(first(), second())
+        assert order == ["a in", "a out", "b in"]
+
+
+async def test_waiting_for_a_name_another_replica_holds_is_bounded(
+    postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    async with (
+        pg_opened(postgres_server, postgres_database) as a,
+        pg_opened(postgres_server, postgres_database, provider_timeout=0.2, timeout=0.3) as b,
+    ):
+        async with a.hold(NAME):
+            with pytest.raises(Unavailable) as info:
+                async with b.hold(NAME):
+                    pass
+        assert f"another gateway has been changing {NAME}" in info.value.message
+        async with b.hold(NAME):  # and nothing of the refused wait is left over
+            pass
+
+
+async def test_a_cancelled_wait_for_a_name_leaves_no_lock_behind(
+    postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    async with (
+        pg_opened(postgres_server, postgres_database) as a,
+        pg_opened(postgres_server, postgres_database, pool_size=2) as b,
+    ):
+        async with a.hold(NAME):
+            waiting = asyncio.create_task(b.hold(NAME).__aenter__())
+            await asyncio.sleep(0.3)
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+        # Whatever b's connections went through, none of them holds the name now.
+        async with a.hold(NAME), b.hold("_acme-challenge.other.example.test"):
+            with contextlib.closing(postgres_server.connect(postgres_database)) as db:
+                held = db.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                ).fetchone()
+            assert held == (2,)
+
+
+async def test_changes_cannot_take_every_connection(
+    postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    """With the pool's change slots all held through slow provider calls, another change
+    is refused (503) in bounded time, and short queries still get a connection."""
+    async with pg_opened(postgres_server, postgres_database, pool_size=4, timeout=0.5) as state:
+        assert state.change_slots == 3
+        names = [f"_acme-challenge.n{i}.example.test" for i in range(state.change_slots)]
+        async with contextlib.AsyncExitStack() as stack:
+            for name in names:
+                journal = await stack.enter_async_context(state.hold(name))
+                await journal.begin_add(name, make_value(), "alice")
+            with pytest.raises(Unavailable) as info:
+                async with state.hold("_acme-challenge.more.example.test"):
+                    pass
+            assert "changes are in flight on this replica" in info.value.message
+            await state.check()
+            account = await AccountStore(state.accounts).get("nobody")
+            assert account is None
+            assert len(await state.journal.all()) == 3
+
+
+async def test_the_owner_limit_holds_when_two_replicas_insert_at_the_same_instant(
+    postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    """Two setups for one owner at different names, both under way before either
+    commits, cannot both take the last place under MAX_RECORDS_PER_USER."""
+    async with (
+        pg_opened(postgres_server, postgres_database) as a,
+        pg_opened(postgres_server, postgres_database) as b,
+    ):
+        for i in range(4):
+            await a.journal.begin_add(f"_acme-challenge.n{i}.example.test", make_value(), "bob")
+        # Each insert now takes a second after its statement has counted bob's values.
+        with contextlib.closing(postgres_server.connect(postgres_database)) as db:
+            db.execute(
+                "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN PERFORM pg_sleep(1); RETURN NEW; END $$"
+            )
+            db.execute("CREATE TRIGGER slow BEFORE INSERT ON records FOR EACH ROW EXECUTE "
+                       "FUNCTION slow()")
+        taken = await asyncio.gather(
+            *(
+                state.journal.begin_add(f"_acme-challenge.{n}.example.test", make_value(), "bob",
+                                        limit=5)
+                for state, n in ((a, "x"), (b, "y"))
+            )
+        )
+        assert sorted(taken) == [False, True]
+        assert len(await a.journal.values("_acme-challenge.x.example.test")) + len(
+            await a.journal.values("_acme-challenge.y.example.test")
+        ) == 1
+
+
+async def test_one_replica_sweeps_at_a_time(
+    postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    async with (
+        pg_opened(postgres_server, postgres_database) as a,
+        pg_opened(postgres_server, postgres_database) as b,
+    ):
+        async with a.janitor_turn() as mine:
+            assert mine
+            async with b.janitor_turn() as theirs:
+                assert not theirs
+        async with b.janitor_turn() as theirs:
+            assert theirs
+
+
+# -- the database's password, as the server process handles it ------------------
+
+
+def server_settings(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "PROVIDER": "memory",
+        "DNSAPI_DOMAINS": "example.test",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "LISTEN": f"127.0.0.1:{free_port()}",
+        "PROPAGATION_CHECK": "off",
+        "STATE_DIR": str(tmp_path / "state"),
+        "LOG_LEVEL": "DEBUG",
+        **extra,
+    }
+
+
+def setup_through(settings: dict[str, str]) -> int:
+    url = f"http://{settings['LISTEN']}/"
+    body = {"argument": "setup", "domain_name": "example.test", "challenge_content": make_value()}
+    return requests.post(url, json=body, timeout=10).status_code
+
+
+def test_the_password_in_database_url_is_never_shown(
+    tmp_path: Path, postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    url = postgres_server.url(postgres_database, password=True)
+    settings = server_settings(tmp_path, DATABASE_URL=url)
+    check = run_gateway(tmp_path, settings, ["--check-config"])
+    assert check.returncode == 0, check.stderr
+    plain = postgres_server.url(postgres_database)
+    assert f"state:       PostgreSQL at {plain}" in check.stdout
+    with running_gateway(tmp_path, settings) as gw:
+        assert setup_through(settings) == 201
+    wrong = server_settings(tmp_path, DATABASE_URL=url.replace(postgres_server.password, "wr0ng"))
+    refused = run_gateway(tmp_path, {**wrong, "DATABASE_TIMEOUT": "2"})
+    assert refused.returncode == 1 and "password authentication failed" in refused.stderr
+    for text in (check.stdout, check.stderr, gw.stdout, gw.stderr, refused.stderr):
+        assert postgres_server.password not in text
+        assert "wr0ng" not in text
+
+
+@pytest.mark.parametrize("source", ["DATABASE_PASSWORD_FILE", "PGPASSFILE"])
+def test_the_database_password_from_a_file(
+    tmp_path: Path, postgres_server: PostgresServer, postgres_database: str, source: str
+) -> None:
+    secret = tmp_path / "db-password"
+    if source == "PGPASSFILE":  # libpq's own format, found by libpq itself
+        line = f"127.0.0.1:{postgres_server.port}:{postgres_database}:acmegw:"
+        secret.write_text(line + postgres_server.password + "\n")
+    else:
+        secret.write_text(postgres_server.password + "\n")
+    secret.chmod(0o600)
+    settings = server_settings(
+        tmp_path, DATABASE_URL=postgres_server.url(postgres_database), **{source: str(secret)}
+    )
+    with running_gateway(tmp_path, settings) as gw:
+        assert setup_through(settings) == 201
+    assert postgres_server.password not in gw.stderr + gw.stdout
+
+
+def test_database_settings_that_cannot_work_are_problems(tmp_path: Path) -> None:
+    settings = server_settings(tmp_path, DATABASE_URL="mysql://u:secret@h/db")
+    result = run_gateway(tmp_path, settings, ["--check-config"])
+    assert result.returncode == 2
+    assert "DATABASE_URL: expected postgresql://user@host:port/database" in result.stderr
+    assert "secret" not in result.stderr
+    both = server_settings(
+        tmp_path, DATABASE_URL="postgresql://u:secret@h/db", DATABASE_PASSWORD="other"
+    )
+    result = run_gateway(tmp_path, both, ["--check-config"])
+    assert "DATABASE_URL holds a password and DATABASE_PASSWORD is set" in result.stderr

@@ -1,0 +1,456 @@
+"""The PostgreSQL backend: one database shared by every replica of the gateway.
+
+Driver: psycopg 3 with psycopg_pool (the ``postgresql`` extra). It is libpq, so
+``PGPASSFILE``, ``~/.pgpass``, service files, ``sslmode`` and the rest of
+libpq's connection settings work as in ``psql``; it speaks asyncio natively;
+and LISTEN/NOTIFY, which the builtin DNS needs to hear other replicas'
+changes, is a plain async iterator on a connection.
+
+One pool per process (``DATABASE_POOL_SIZE``), in autocommit mode: each
+journal write is one statement, committed when it returns.
+
+Serialising changes across replicas. The journal row must be committed
+*before* the provider is called (restart safety), so a transaction-scoped lock
+would end at that commit, before the provider call it must cover. A change
+therefore takes a *session* advisory lock on its name (``pg_advisory_lock``)
+on one pooled connection, writes its journal rows on that same connection, and
+unlocks when it ends; if the replica dies, its session ends and PostgreSQL
+drops the lock. One connection per change: a change never waits for a second
+connection while holding one, so an exhausted pool cannot deadlock, and
+changes may hold at most three quarters of the pool so that short queries
+(an acme-dns login, ``/healthz``) always find one. Every wait is bounded:
+for a connection or a change slot ``DATABASE_TIMEOUT``, for a name another
+replica holds ``PROVIDER_TIMEOUT`` plus ``DATABASE_TIMEOUT``; then the answer
+is 503.
+
+The schema is created and migrated at start under a transaction-scoped
+advisory lock, so replicas starting together never race; ``schema_version``
+holds each part's version, as in the SQLite files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from gateway.acmedns import Account, AccountTable, allowfrom_of, allowfrom_text
+from gateway.config import DatabaseConfig
+from gateway.errors import Unavailable
+from gateway.journal import Journal, Record
+from gateway.state import State
+
+log = logging.getLogger(__name__)
+
+# Advisory locks take two 32-bit keys: a class (ours start at "acme") and a key in it.
+_ACMEGW = int.from_bytes(b"acme", "big")
+MIGRATION = (_ACMEGW, 0)
+JANITOR = (_ACMEGW, 1)
+NAMES = _ACMEGW + 1  # key: a hash of the name
+OWNERS = _ACMEGW + 2  # key: a hash of the owner (MAX_RECORDS_PER_USER)
+
+JOURNAL_MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
+    (
+        "CREATE TABLE records ("
+        " fqdn TEXT NOT NULL,"
+        " value TEXT NOT NULL,"
+        " owner TEXT NOT NULL,"
+        " state TEXT NOT NULL CHECK (state IN ('adding', 'present', 'removing')),"
+        " created DOUBLE PRECISION NOT NULL,"
+        " updated DOUBLE PRECISION NOT NULL,"
+        " PRIMARY KEY (fqdn, value))",
+        "CREATE INDEX records_created ON records (created)",
+        "CREATE INDEX records_owner ON records (owner)",
+    ),
+)
+ACCOUNT_MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
+    (
+        "CREATE TABLE accounts ("
+        " username TEXT PRIMARY KEY,"
+        " key_hash TEXT NOT NULL,"
+        " subdomain TEXT NOT NULL UNIQUE,"
+        " fqdn TEXT NOT NULL,"
+        " allowfrom TEXT NOT NULL,"
+        " owner TEXT NOT NULL,"
+        " created DOUBLE PRECISION NOT NULL)",
+    ),
+)
+MIGRATIONS: dict[str, tuple[tuple[LiteralString, ...], ...]] = {
+    "journal": JOURNAL_MIGRATIONS,
+    "accounts": ACCOUNT_MIGRATIONS,
+}
+
+
+def lock_key(text: str) -> int:
+    """A signed 32-bit key for *text*, the same in every replica (collisions only
+    serialise two names that need not be)."""
+    digest = hashlib.blake2b(text.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())[:300]
+
+
+class PostgresState(State):
+    """The journal and the accounts in a PostgreSQL database, shared by replicas."""
+
+    def __init__(
+        self,
+        config: DatabaseConfig,
+        provider_timeout: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.description = f"PostgreSQL at {config.url}"
+        # A name held by another replica is free once its change ends: at most a
+        # provider call and its journal writes.
+        self.lock_wait = provider_timeout + config.timeout
+        self.conninfo = make_conninfo(
+            config.url,
+            password=config.password,
+            application_name="acmegw",
+            connect_timeout=max(1, round(config.timeout)),
+            # A database host that vanishes (no RST) is noticed in seconds, not hours.
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=3,
+        )
+        self.pool = AsyncConnectionPool(
+            self.conninfo,
+            kwargs={"autocommit": True},
+            min_size=1,
+            max_size=config.pool_size,
+            open=False,
+            configure=self._configure,
+            # A connection a database restart broke is replaced before a request gets it.
+            check=AsyncConnectionPool.check_connection,
+            timeout=config.timeout,
+            name="acmegw",
+        )
+        self.change_slots = max(1, config.pool_size - max(1, config.pool_size // 4))
+        self._slots: asyncio.Semaphore | None = None  # made on the running loop
+        self.journal = PostgresJournal(self, None, clock)
+        self.accounts = PostgresAccounts(self)
+
+    async def _configure(self, conn: AsyncConnection[Any]) -> None:
+        ms = round(self.lock_wait * 1000)
+        # Bounded waits: for a lock another replica holds, and for any statement.
+        await conn.execute(
+            "SELECT set_config('lock_timeout', %s, false), "
+            "set_config('statement_timeout', %s, false)",
+            (str(ms), str(ms + 5000)),
+        )
+
+    # -- connections ----------------------------------------------------------
+
+    @asynccontextmanager
+    async def connection(
+        self,
+        what: str,
+        bound: AsyncConnection[Any] | None = None,
+        wait: float | None = None,
+    ) -> AsyncIterator[AsyncConnection[Any]]:
+        """*bound*, or a connection from the pool (waiting at most *wait* seconds, by
+        default ``DATABASE_TIMEOUT``); a database error in the block is
+        :class:`Unavailable` saying *what* failed."""
+        wait = self.config.timeout if wait is None else wait
+        try:
+            if bound is not None:
+                yield bound
+            else:
+                async with self.pool.connection(timeout=wait) as conn:
+                    yield conn
+        except PoolTimeout:
+            raise Unavailable(
+                f"{what}: no database connection within {wait:g}s (is PostgreSQL reachable?)"
+            ) from None
+        except psycopg.Error as exc:
+            raise Unavailable(f"{what}: {_one_line(exc)}") from exc
+
+    async def open(self) -> None:
+        self._slots = asyncio.Semaphore(self.change_slots)
+        try:
+            await self.pool.open(wait=True, timeout=self.config.timeout)
+        except PoolTimeout:
+            await self.pool.close()
+            raise Unavailable(
+                f"cannot connect to {self.description} within {self.config.timeout:g}s"
+            ) from None
+        try:
+            async with self.connection("cannot prepare the database") as conn:
+                await migrate(conn)
+        except BaseException:
+            await self.pool.close()
+            raise
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def check(self) -> None:
+        # Short: a load balancer's health check must get its 503 before it gives up.
+        wait = min(2.0, self.config.timeout)
+        async with self.connection("the database cannot be used", wait=wait) as conn:
+            await conn.execute("SELECT 1")
+
+    # -- locks ------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _change_slot(self) -> AsyncIterator[None]:
+        slots = self._slots
+        if slots is None:
+            raise Unavailable("the database is not open")
+        try:
+            await asyncio.wait_for(slots.acquire(), self.config.timeout)
+        except TimeoutError:
+            raise Unavailable(
+                f"{self.change_slots} changes are in flight on this replica, as many as "
+                "its database connections allow (DATABASE_POOL_SIZE); try again"
+            ) from None
+        try:
+            yield
+        finally:
+            slots.release()
+
+    @asynccontextmanager
+    async def hold(self, fqdn: str) -> AsyncIterator[Journal]:
+        key = lock_key(fqdn)
+        async with self._change_slot(), self.connection(f"cannot lock {fqdn}") as conn:
+            try:
+                await _lock(conn, "SELECT pg_advisory_lock(%s, %s)", (NAMES, key))
+            except psycopg.errors.LockNotAvailable:
+                raise Unavailable(
+                    f"another gateway has been changing {fqdn} for over {self.lock_wait:g}s; "
+                    "try again"
+                ) from None
+            try:
+                yield PostgresJournal(self, conn, self.journal.clock)
+            finally:
+                await _unlock(conn, "SELECT pg_advisory_unlock(%s, %s)", (NAMES, key))
+
+    @asynccontextmanager
+    async def janitor_turn(self) -> AsyncIterator[bool]:
+        async with self.connection("the janitor cannot lock") as conn:
+            if not await _lock(conn, "SELECT pg_try_advisory_lock(%s, %s)", JANITOR):
+                yield False  # another replica is sweeping
+                return
+            try:
+                yield True
+            finally:
+                await _unlock(conn, "SELECT pg_advisory_unlock(%s, %s)", JANITOR)
+
+
+async def _lock(conn: AsyncConnection[Any], sql: LiteralString, key: tuple[int, int]) -> bool:
+    """Take a session lock; True unless it is a try-lock that found the lock taken.
+
+    Interrupted (cancelled, the connection failing), we cannot tell whether the
+    server granted the lock: the session is ended, which releases it if it did.
+    A wait past ``lock_timeout`` raises LockNotAvailable with nothing granted.
+    """
+    try:
+        cursor = await conn.execute(sql, key)
+        row = await cursor.fetchone()
+    except psycopg.errors.LockNotAvailable:
+        raise
+    except BaseException:
+        await conn.close()
+        raise
+    return row is None or row[0] is not False
+
+
+async def _unlock(conn: AsyncConnection[Any], sql: LiteralString, key: tuple[int, int]) -> None:
+    """Release a session lock; if that fails, end the session, which releases it too
+    (a pooled connection must never go back to the pool holding a lock)."""
+    try:
+        await conn.execute(sql, key)
+    except BaseException:
+        await conn.close()
+        raise
+
+
+async def migrate(conn: AsyncConnection[Any]) -> dict[str, int]:
+    """Create or migrate every part's tables; returns the versions found.
+
+    One transaction under an advisory lock: a replica starting at the same time
+    waits, then finds the work done.
+    """
+    found: dict[str, int] = {}
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", MIGRATION)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(part TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+        )
+        cursor = await conn.execute("SELECT part, version FROM schema_version")
+        versions = {part: int(version) for part, version in await cursor.fetchall()}
+        for part, migrations in MIGRATIONS.items():
+            at = found[part] = versions.get(part, 0)
+            if at > len(migrations):
+                raise Unavailable(
+                    f"the {part} tables are at version {at}, newer than this gateway knows "
+                    f"({len(migrations)}): upgrade this replica like the others"
+                )
+            for statements in migrations[at:]:
+                for statement in statements:
+                    await conn.execute(statement)
+            if at < len(migrations):
+                log.info("database: %s tables at version %d (were %d)", part, len(migrations), at)
+            await conn.execute(
+                "INSERT INTO schema_version VALUES (%s, %s) "
+                "ON CONFLICT (part) DO UPDATE SET version = excluded.version",
+                (part, len(migrations)),
+            )
+    return found
+
+
+class PostgresJournal(Journal):
+    """The journal in table ``records``; bound to the connection that holds a name's
+    lock (:meth:`PostgresState.hold`), or taking one from the pool per call."""
+
+    def __init__(
+        self,
+        state: PostgresState,
+        bound: AsyncConnection[Any] | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(clock)
+        self.state = state
+        self.bound = bound
+
+    async def _write(
+        self, sql: LiteralString, args: Sequence[object] | dict[str, object]
+    ) -> int:
+        async with self.state.connection("journal cannot be written", self.bound) as conn:
+            cursor = await conn.execute(sql, args)
+            return cursor.rowcount
+
+    async def _select(self, where: LiteralString = "", args: Sequence[object] = ()) -> list[Record]:
+        async with self.state.connection("journal cannot be read", self.bound) as conn:
+            cursor = await conn.execute(
+                "SELECT fqdn, value, owner, state, created, updated FROM records "  # noqa: S608
+                + where  # one of this class's constant clauses; values are bound
+                + " ORDER BY created",
+                args,
+            )
+            return [Record(*row) for row in await cursor.fetchall()]
+
+    async def begin_add(self, fqdn: str, value: str, owner: str, limit: int = 0) -> bool:
+        now = self.clock()
+        insert: LiteralString = (
+            "INSERT INTO records (fqdn, value, owner, state, created, updated) "
+            "SELECT %(fqdn)s, %(value)s, %(owner)s, 'adding', %(now)s, %(now)s "
+            "WHERE %(limit)s = 0 "
+            "OR EXISTS (SELECT 1 FROM records "
+            "           WHERE fqdn = %(fqdn)s AND value = %(value)s AND owner = %(owner)s) "
+            "OR (SELECT count(*) FROM records WHERE owner = %(owner)s) < %(limit)s "
+            "ON CONFLICT (fqdn, value) DO UPDATE SET owner = excluded.owner, "
+            "state = 'adding', created = excluded.created, updated = excluded.updated"
+        )
+        args = {"fqdn": fqdn, "value": value, "owner": owner, "now": now, "limit": limit}
+        if not limit:
+            return await self._write(insert, args) > 0
+        async with self.state.connection("journal cannot be written", self.bound) as conn:
+            # Replicas setting values for one owner at once, each under its own
+            # name's lock, must not pass the limit together: one owner's count
+            # and insert at a time.
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(%s, %s)", (OWNERS, lock_key(owner))
+                )
+                cursor = await conn.execute(insert, args)
+            return cursor.rowcount > 0
+
+    async def commit_add(self, fqdn: str, value: str) -> None:
+        await self._write(
+            "UPDATE records SET state = 'present', updated = %s WHERE fqdn = %s AND value = %s",
+            (self.clock(), fqdn, value),
+        )
+
+    async def begin_remove(self, fqdn: str, value: str) -> None:
+        await self._write(
+            "UPDATE records SET state = 'removing', updated = %s WHERE fqdn = %s AND value = %s",
+            (self.clock(), fqdn, value),
+        )
+
+    async def commit_remove(self, fqdn: str, value: str) -> None:
+        await self._write("DELETE FROM records WHERE fqdn = %s AND value = %s", (fqdn, value))
+
+    async def values(self, fqdn: str, owner: str | None = None) -> list[Record]:
+        if owner is None:
+            return await self._select("WHERE fqdn = %s", (fqdn,))
+        return await self._select("WHERE fqdn = %s AND owner = %s", (fqdn, owner))
+
+    async def record(self, fqdn: str, value: str) -> Record | None:
+        found = await self._select("WHERE fqdn = %s AND value = %s", (fqdn, value))
+        return found[0] if found else None
+
+    async def all(self) -> list[Record]:
+        return await self._select()
+
+    async def due(self, max_age: float) -> list[Record]:
+        cutoff = self.clock() - max_age
+        return await self._select("WHERE created < %s OR state = 'removing'", (cutoff,))
+
+    async def figures(self) -> tuple[int, float]:
+        async with self.state.connection("journal cannot be read", self.bound) as conn:
+            cursor = await conn.execute("SELECT count(*), min(created) FROM records")
+            row = await cursor.fetchone()
+        count, oldest = row if row is not None else (0, None)
+        return int(count), 0.0 if oldest is None else max(0.0, self.clock() - float(oldest))
+
+
+class PostgresAccounts(AccountTable):
+    """Registered acme-dns accounts in table ``accounts``: what one replica registers,
+    every replica knows at once."""
+
+    def __init__(self, state: PostgresState) -> None:
+        self.state = state
+
+    async def insert(self, account: Account, created: float) -> None:
+        async with self.state.connection("acme-dns account store cannot be written") as conn:
+            await conn.execute(
+                "INSERT INTO accounts VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (
+                    account.username,
+                    account.key_hash,
+                    account.subdomain,
+                    account.fqdn,
+                    allowfrom_text(account),
+                    account.owner,
+                    created,
+                ),
+            )
+
+    async def get(self, username: str) -> Account | None:
+        async with self.state.connection("acme-dns account store cannot be read") as conn:
+            cursor = await conn.execute(
+                "SELECT username, key_hash, subdomain, fqdn, allowfrom, owner FROM accounts "
+                "WHERE username = %s",
+                (username,),
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        return Account(row[0], row[1], row[2], row[3], allowfrom_of(row[4]), row[5])
+
+    async def delete(self, username: str) -> bool:
+        async with self.state.connection("acme-dns account store cannot be written") as conn:
+            cursor = await conn.execute("DELETE FROM accounts WHERE username = %s", (username,))
+            return cursor.rowcount > 0
+
+    async def count_owned(self, owner: str) -> int:
+        async with self.state.connection("acme-dns account store cannot be read") as conn:
+            cursor = await conn.execute("SELECT count(*) FROM accounts WHERE owner = %s", (owner,))
+            row = await cursor.fetchone()
+        return 0 if row is None else int(row[0])

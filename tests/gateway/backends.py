@@ -1,0 +1,109 @@
+"""The state backends a test suite runs against: SQLite in ``STATE_DIR`` and PostgreSQL.
+
+A test module runs its tests once per backend by importing the fixture
+``both_backends``, which is named ``backend`` and so replaces the SQLite-only
+one of ``tests/gateway/conftest.py`` in that module::
+
+    from tests.gateway.backends import both_backends  # noqa: F401 (a fixture)
+
+A :class:`Backend` gives the settings that choose it (``env``, for the gateway's
+configuration), opens a :class:`gateway.state.State` directly, and reads or
+changes the tables from outside as an operator would (``sql``), with ``?`` for
+parameters on both. PostgreSQL runs once per test session
+(:mod:`tests.servers.postgres`), with a fresh database per test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.state import State
+from gateway.state.sqlite import ACCOUNTS_FILE_NAME, JOURNAL_FILE_NAME, SqliteState
+from tests.servers.postgres import PostgresServer
+
+BACKENDS = ("sqlite", "postgresql")
+
+# Which SQLite file holds which table.
+_SQLITE_FILES = {"records": JOURNAL_FILE_NAME, "accounts": ACCOUNTS_FILE_NAME}
+
+
+class Backend:
+    """One backend for one test: SQLite files in *state_dir*, or a PostgreSQL database."""
+
+    def __init__(
+        self,
+        name: str,
+        state_dir: Path,
+        postgres: PostgresServer | None = None,
+        database: str | None = None,
+    ) -> None:
+        self.name = name
+        self.state_dir = state_dir
+        self.postgres = postgres
+        self.database = database
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The gateway settings that select this backend (STATE_DIR is set either way)."""
+        env = {"STATE_DIR": str(self.state_dir)}
+        if self.postgres is not None and self.database is not None:
+            env["DATABASE_URL"] = self.postgres.url(self.database)
+            env["DATABASE_PASSWORD"] = self.postgres.password
+        return env
+
+    def state(self, clock: Callable[[], float] = time.time, **kwargs: Any) -> State:
+        """A state on this backend, not yet opened."""
+        if self.postgres is None or self.database is None:
+            return SqliteState(self.state_dir, clock=clock)
+        from gateway.config import DatabaseConfig
+        from gateway.state.postgres import PostgresState
+
+        config = DatabaseConfig(
+            self.postgres.url(self.database), self.postgres.password, **kwargs
+        )
+        return PostgresState(config, clock=clock)
+
+    def sql(self, table: str, statement: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run *statement* (about *table*: SQLite keeps tables in separate files) from
+        outside the gateway and return its rows; ``?`` marks parameters."""
+        if self.postgres is None or self.database is None:
+            path = self.state_dir / _SQLITE_FILES[table]
+            with contextlib.closing(sqlite3.connect(path, timeout=10)) as db, db:
+                return db.execute(statement, args).fetchall()
+        with contextlib.closing(self.postgres.connect(self.database)) as pg:
+            cursor = pg.execute(statement.replace("?", "%s"), args)
+            return cursor.fetchall() if cursor.description else []
+
+    def refuse_writes(self, table: str) -> None:
+        """Make every insert and update of *table* fail, as a full or read-only disk would."""
+        if self.postgres is None:
+            for event in ("INSERT", "UPDATE"):
+                self.sql(
+                    table,
+                    f"CREATE TRIGGER refuse_{event.lower()} BEFORE {event} ON {table} "
+                    "BEGIN SELECT RAISE(ABORT, 'writes refused by the test'); END",
+                )
+        else:
+            # Not validated against the rows there: only new writes fail.
+            self.sql(table, f"ALTER TABLE {table} ADD CONSTRAINT refuse CHECK (false) NOT VALID")
+
+
+@pytest.fixture(params=BACKENDS, name="backend")
+def both_backends(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Each test twice: on SQLite, and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield Backend("sqlite", tmp_path / "state")
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    database = server.new_database()
+    try:
+        yield Backend("postgresql", tmp_path / "state", server, database)
+    finally:
+        server.drop_database(database)
