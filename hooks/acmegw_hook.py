@@ -52,7 +52,8 @@ setting                           alias       meaning
 Secrets: never taken from the command line and never logged. hook.conf, the password file
 and the CA file are refused if anyone but root and the hook's user may change them, and a
 file holding a password if anyone outside the hook's group may read it
-(:mod:`hooks.file_trust`).
+(:mod:`hooks.file_trust`). The log is created mode 640, never written through a link, and
+held to the same rules (its group may write it when that is the hook's own).
 A key in hook.conf that the hook does not read (a misspelling) is a warning line on stderr,
 with the closest known name.
 
@@ -85,7 +86,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import NamedTuple, NoReturn, TextIO
 from urllib.parse import urlsplit
 
-from hooks.file_trust import Untrusted, check_ca, check_private, read_trusted
+from hooks.file_trust import Untrusted, check_ca, check_private, open_log, read_trusted
 from hooks.transport import (
     NoAnswer,
     Proxy,
@@ -805,11 +806,12 @@ class RunLog:
         self._file: TextIO | None = None
         if path:
             try:
-                # O_NONBLOCK: a FIFO nobody reads would block the open, and each write.
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK,
-                             0o666)
+                # Non-blocking: a FIFO nobody reads would block the open, and each write.
+                fd = open_log(path)
                 self._file = open(fd, "a", encoding="utf-8",  # noqa: SIM115 - close()
                                   errors="backslashreplace")
+            except Untrusted as exc:
+                self.problem = f"{PROG}: ACMEGW_LOG: {exc}; going on without it"
             except OSError as exc:
                 self.problem = (f"{PROG}: cannot write the log {path}: {exc.strerror}; "
                                 "going on without it")

@@ -1,4 +1,5 @@
-"""Whether the hook may believe a file it reads: hook.conf, the password file, the CA.
+"""Whether the hook may believe a file it reads (hook.conf, the password file, the CA),
+and write the one it appends to (its log).
 
 Whoever can change hook.conf decides where the hook sends its password (a new
 ``ACMEGW_URL``); whoever can change the CA file decides whom the hook takes for the
@@ -18,6 +19,13 @@ password only if nobody outside the hook's own group can read it:
 
 OpenSSH's ``StrictModes`` and PostgreSQL's key-file check make the same demands. Each
 refusal says what is wrong and gives the command that fixes it.
+
+Whoever may put a link where the log goes decides which file the hook appends to (a
+web page the hook's user owns, say): the log is never opened through a symbolic link,
+nor kept in a file with other names, or one that others own or may change
+(:func:`open_log`). Its directories are not held to the rules above: the log holds no
+secret, the file is checked once open wherever a directory led, and ``/var/log`` itself
+is group-writable on some systems (``root:syslog`` 775 on Ubuntu).
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ import stat
 
 # Group and others may write.
 _WRITABLE = stat.S_IWGRP | stat.S_IWOTH
+# A new log: the hook's user writes it, its group (the administrators) may read it.
+LOG_MODE = 0o640
 
 
 class Untrusted(Exception):
@@ -79,11 +89,7 @@ def check_private(path: str, info: os.stat_result) -> None:
     """:class:`Untrusted` if anyone outside the hook's own group may read *path*, which
     holds a password."""
     mode = _mode(info)
-    readers = []
-    if mode & stat.S_IRGRP and info.st_gid != os.getegid():
-        readers.append(f"group {_group_name(info.st_gid)}")
-    if mode & stat.S_IROTH:
-        readers.append("others")
+    readers = _outsiders(info, stat.S_IRGRP, stat.S_IROTH)
     if readers:
         raise Untrusted(f"{path} holds a password but {' and '.join(readers)} may read it "
                         f"(mode {mode:o}) — run `{_private_fix(path, info)}`")
@@ -103,6 +109,60 @@ def check_ca(path: str) -> None:
                 if entry.is_file():  # what OpenSSL may load (links followed, as it does)
                     check_file(entry.path, entry.stat())
     check_directories(path)
+
+
+def open_log(path: str) -> int:
+    """A descriptor appending to the log *path* (created :data:`LOG_MODE` if missing), once
+    it passed the checks (:class:`Untrusted` if not); :class:`OSError` if it cannot be opened.
+
+    Refused: a symbolic link; a regular file with more than one name (a hard link: the
+    lines would land in the file behind the others too), that someone other than root and
+    the hook's user owns, or that others or a group other than the hook's may write. A
+    FIFO or a device (``/dev/null``) is fine from root or the hook's user. A FIFO nobody
+    reads is an error, not a wait.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags, LOG_MODE)
+    except OSError:
+        if os.path.islink(path):
+            raise Untrusted(f"{path} is a symbolic link, and the log is not written through "
+                            f"one — set ACMEGW_LOG to the file it names") from None
+        raise
+    try:
+        _check_log(path, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_log(path: str, info: os.stat_result) -> None:
+    if info.st_uid not in (0, os.geteuid()):
+        raise Untrusted(f"{path} belongs to {_user_name(info.st_uid)}, who could rewrite the "
+                        f"log — run `chown {_user_name(os.geteuid())} {path}`")
+    if not stat.S_ISREG(info.st_mode):
+        return  # a FIFO or a device of root's or the hook's user: nothing to overwrite
+    mode = _mode(info)
+    # Its group may write when that is the hook's own: root:www-data 660 for a www-data hook.
+    writers = _outsiders(info, stat.S_IWGRP, stat.S_IWOTH)
+    if writers:
+        kept = mode & ~stat.S_IWOTH & ~(stat.S_IWGRP if info.st_gid != os.getegid() else 0)
+        raise Untrusted(f"{path} may be changed by {' and '.join(writers)} (mode {mode:o}) — "
+                        f"run `chmod {kept:o} {path}`")
+    if info.st_nlink > 1:
+        raise Untrusted(f"{path} has {info.st_nlink} names (hard links), and the log would "
+                        f"go to the file behind the others too — give the log a file of its own")
+
+
+def _outsiders(info: os.stat_result, group_bit: int, others_bit: int) -> list[str]:
+    """Who outside the hook's user and its own group the two permission bits let in."""
+    who = []
+    if info.st_mode & group_bit and info.st_gid != os.getegid():
+        who.append(f"group {_group_name(info.st_gid)}")
+    if info.st_mode & others_bit:
+        who.append("others")
+    return who
 
 
 def _changed_by(info: os.stat_result, writable_ok: bool = False) -> str:

@@ -13,6 +13,7 @@ import json
 import os
 import random
 import socket
+import stat
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 
 from tests.conftest import make_value
 from tests.hooks.conftest import (
+    CLOSE_STDIN,
     PASSWORDS,
     PROXIED_NAME,
     GatewayFactory,
@@ -463,6 +465,98 @@ async def test_a_ca_file_others_may_change_is_refused(tmp_path: Path) -> None:
                                  ACMEGW_CA_FILE=str(certs))
     assert status == 2
     assert f"{certs} may be changed by its group and others (mode 1777)" in one_line(err)
+
+
+# -- the log: written only to a file of its own that others cannot change --------------
+#
+# A link put where ACMEGW_LOG points would have the hook append its lines to any file
+# its user may write (a web page); a file someone else made there is theirs to rewrite.
+# mod_md's events need no gateway and still open the log.
+
+PAGE = "<p>a page the hook's user may write</p>\n"
+
+
+async def log_an_event(log: Path, umask: str = "022") -> tuple[int, str]:
+    shell = f"umask {umask}; {CLOSE_STDIN}"
+    status, out, err = await spawn(["-m", "hooks", "renewed", "example.test"],
+                                   bare_env(ACMEGW_URL="https://gw.example.net/",
+                                            ACMEGW_LOG=str(log)), shell=shell)
+    assert out == ""
+    return status, err
+
+
+@pytest.mark.parametrize("target", ["a file", "no file yet"])
+async def test_a_log_that_is_a_symbolic_link_is_not_followed(tmp_path: Path, target: str) -> None:
+    page = tmp_path / "www" / "index.html"
+    page.parent.mkdir()
+    if target == "a file":
+        write(page, PAGE, 0o644)
+    log = tmp_path / "hook.log"
+    log.symlink_to(page)
+    status, err = await log_an_event(log)
+    assert status == 0  # the run goes on without its log
+    assert one_line(err) == (f"acmegw-hook: ACMEGW_LOG: {log} is a symbolic link, and the log "
+                             f"is not written through one — set ACMEGW_LOG to the file it "
+                             f"names; going on without it")
+    assert page.read_text() == PAGE if target == "a file" else not page.exists()
+
+
+async def test_a_log_with_another_name_is_refused(tmp_path: Path) -> None:
+    page = write(tmp_path / "index.html", PAGE, 0o644)
+    log = tmp_path / "hook.log"
+    os.link(page, log)
+    status, err = await log_an_event(log)
+    assert status == 0
+    assert one_line(err) == (f"acmegw-hook: ACMEGW_LOG: {log} has 2 names (hard links), and "
+                             f"the log would go to the file behind the others too — give the "
+                             f"log a file of its own; going on without it")
+    assert page.read_text() == PAGE
+
+
+async def test_a_new_log_is_created_mode_640_whatever_the_umask(tmp_path: Path) -> None:
+    log = tmp_path / "hook.log"
+    status, err = await log_an_event(log, umask="000")
+    assert (status, err) == (0, "")
+    assert stat.S_IMODE(log.stat().st_mode) == 0o640
+    assert "renewed" in log.read_text()
+
+
+async def test_a_log_someone_else_owns_is_refused(tmp_path: Path) -> None:
+    need_root()
+    log = write(tmp_path / "hook.log", "", 0o644, owner=(SOMEONE, -1))
+    status, err = await log_an_event(log)
+    assert status == 0
+    assert one_line(err) == (f"acmegw-hook: ACMEGW_LOG: {log} belongs to uid {SOMEONE}, who "
+                             f"could rewrite the log — run `chown root {log}`; going on "
+                             f"without it")
+    assert log.read_text() == ""
+
+
+@pytest.mark.parametrize(("mode", "group", "refused"), [
+    (0o602, "own", "others (mode 602) — run `chmod 600"),
+    (0o620, "another", "group 4242 (mode 620) — run `chmod 600"),
+    (0o666, "another", "group 4242 and others (mode 666) — run `chmod 644"),
+    (0o660, "own", ""),  # root:www-data 660 for a www-data hook: its own group writes it
+])
+async def test_a_log_others_may_change_is_refused(
+    tmp_path: Path, mode: int, group: str, refused: str,
+) -> None:
+    need_root()
+    log = write(tmp_path / "hook.log", "", mode,
+                owner=(-1, SOMEONE if group == "another" else os.getegid()))
+    status, err = await log_an_event(log)
+    assert status == 0
+    if not refused:
+        assert err == ""
+        assert "renewed" in log.read_text()
+        return
+    assert one_line(err) == (f"acmegw-hook: ACMEGW_LOG: {log} may be changed by {refused} "
+                             f"{log}`; going on without it")
+    assert log.read_text() == ""
+
+
+async def test_a_log_to_dev_null_is_fine() -> None:
+    assert await log_an_event(Path(os.devnull)) == (0, "")
 
 
 # -- more of the same kinds: what settings and arguments may smuggle into the output ----
