@@ -23,6 +23,14 @@ for a connection or a change slot ``DATABASE_TIMEOUT``, for a name another
 replica holds ``PROVIDER_TIMEOUT`` plus ``DATABASE_TIMEOUT``; then the answer
 is 503.
 
+The janitor sweeps on one replica at a time: a round starts only with
+``pg_try_advisory_lock`` on the janitor's key, held on one connection for the
+round. Each replica holds a lock on a number of its own for as long as it
+runs (on a connection outside the pool, taken again after a reconnect) and
+writes that number on the changes it begins: a setup left ``adding`` by a
+replica whose lock is gone was never confirmed, and the others' janitor
+removes it once its provider call must have ended, instead of an hour later.
+
 The schema is created and migrated at start under a transaction-scoped
 advisory lock, so replicas starting together never race; ``schema_version``
 holds each part's version, as in the SQLite files.
@@ -31,8 +39,10 @@ holds each part's version, as in the SQLite files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -57,6 +67,7 @@ MIGRATION = (_ACMEGW, 0)
 JANITOR = (_ACMEGW, 1)
 NAMES = _ACMEGW + 1  # key: a hash of the name
 OWNERS = _ACMEGW + 2  # key: a hash of the owner (MAX_RECORDS_PER_USER)
+REPLICAS = _ACMEGW + 3  # key: a replica's number, held while it runs
 
 JOURNAL_MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
     (
@@ -71,6 +82,9 @@ JOURNAL_MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
         "CREATE INDEX records_created ON records (created)",
         "CREATE INDEX records_owner ON records (owner)",
     ),
+    # Which replica began the change in progress (0: none known), so that the
+    # others can finish what a replica that died left half done.
+    ("ALTER TABLE records ADD COLUMN replica INTEGER NOT NULL DEFAULT 0",),
 )
 ACCOUNT_MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
     (
@@ -141,6 +155,11 @@ class PostgresState(State):
         )
         self.change_slots = max(1, config.pool_size - max(1, config.pool_size // 4))
         self._slots: asyncio.Semaphore | None = None  # made on the running loop
+        # This process among the replicas: a number it holds a session lock on for
+        # as long as it runs (:meth:`_stay_present`), written on the changes it begins.
+        self.replica = 1 + secrets.randbelow(2**31 - 2)
+        self._presence: asyncio.Task[None] | None = None
+        self._present = asyncio.Event()
         self.journal = PostgresJournal(self, None, clock)
         self.accounts = PostgresAccounts(self)
 
@@ -191,12 +210,52 @@ class PostgresState(State):
         try:
             async with self.connection("cannot prepare the database") as conn:
                 await migrate(conn)
+            self._presence = asyncio.create_task(self._stay_present(), name="database presence")
+            try:
+                await asyncio.wait_for(self._present.wait(), self.config.timeout)
+            except TimeoutError:
+                raise Unavailable(
+                    f"cannot hold this replica's lock in {self.description}"
+                ) from None
         except BaseException:
-            await self.pool.close()
+            await self.close()
             raise
 
     async def close(self) -> None:
+        if self._presence is not None:
+            self._presence.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._presence
+            self._presence = None
         await self.pool.close()
+
+    async def _stay_present(self) -> None:
+        """Hold this replica's lock on a connection of its own while the process runs,
+        taking it again after the connection is lost.
+
+        Other replicas read the lock in ``pg_locks``: the changes this one began are
+        its own to finish while it holds it. Once the process dies, so does its
+        session, and the lock with it.
+        """
+        pause = 0.1
+        while True:
+            try:
+                conn = await AsyncConnection.connect(self.conninfo, autocommit=True)
+                async with conn:
+                    await conn.execute(
+                        "SELECT pg_advisory_lock(%s, %s)", (REPLICAS, self.replica)
+                    )
+                    self._present.set()
+                    pause = 0.1
+                    # Nothing to do but notice the connection's end.
+                    async for _ in conn.notifies():
+                        pass
+            except psycopg.Error as exc:
+                if self._present.is_set():
+                    log.warning("database: lost this replica's connection: %s", _one_line(exc))
+            self._present.clear()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
     async def check(self) -> None:
         # Short: a load balancer's health check must get its 503 before it gives up.
@@ -348,16 +407,24 @@ class PostgresJournal(Journal):
     async def begin_add(self, fqdn: str, value: str, owner: str, limit: int = 0) -> bool:
         now = self.clock()
         insert: LiteralString = (
-            "INSERT INTO records (fqdn, value, owner, state, created, updated) "
-            "SELECT %(fqdn)s, %(value)s, %(owner)s, 'adding', %(now)s, %(now)s "
+            "INSERT INTO records (fqdn, value, owner, state, created, updated, replica) "
+            "SELECT %(fqdn)s, %(value)s, %(owner)s, 'adding', %(now)s, %(now)s, %(replica)s "
             "WHERE %(limit)s = 0 "
             "OR EXISTS (SELECT 1 FROM records "
             "           WHERE fqdn = %(fqdn)s AND value = %(value)s AND owner = %(owner)s) "
             "OR (SELECT count(*) FROM records WHERE owner = %(owner)s) < %(limit)s "
             "ON CONFLICT (fqdn, value) DO UPDATE SET owner = excluded.owner, "
-            "state = 'adding', created = excluded.created, updated = excluded.updated"
+            "state = 'adding', created = excluded.created, updated = excluded.updated, "
+            "replica = excluded.replica"
         )
-        args = {"fqdn": fqdn, "value": value, "owner": owner, "now": now, "limit": limit}
+        args = {
+            "fqdn": fqdn,
+            "value": value,
+            "owner": owner,
+            "now": now,
+            "limit": limit,
+            "replica": self.state.replica,
+        }
         if not limit:
             return await self._write(insert, args) > 0
         async with self.state.connection("journal cannot be written", self.bound) as conn:
@@ -379,8 +446,9 @@ class PostgresJournal(Journal):
 
     async def begin_remove(self, fqdn: str, value: str) -> None:
         await self._write(
-            "UPDATE records SET state = 'removing', updated = %s WHERE fqdn = %s AND value = %s",
-            (self.clock(), fqdn, value),
+            "UPDATE records SET state = 'removing', updated = %s, replica = %s "
+            "WHERE fqdn = %s AND value = %s",
+            (self.clock(), self.state.replica, fqdn, value),
         )
 
     async def commit_remove(self, fqdn: str, value: str) -> None:
@@ -399,8 +467,18 @@ class PostgresJournal(Journal):
         return await self._select()
 
     async def due(self, max_age: float) -> list[Record]:
-        cutoff = self.clock() - max_age
-        return await self._select("WHERE created < %s OR state = 'removing'", (cutoff,))
+        """Also a setup that a replica which is gone left ``adding``: it was never
+        confirmed. Only once its provider call must have ended, whatever became of
+        that replica (a lost connection looks the same for a while)."""
+        now = self.clock()
+        return await self._select(
+            "WHERE created < %s OR state = 'removing' "
+            "OR (state = 'adding' AND updated < %s AND NOT EXISTS ("
+            "    SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            "    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            "    AND classid = %s::oid AND objid = records.replica::oid AND objsubid = 2))",
+            (now - max_age, now - self.state.lock_wait, REPLICAS),
+        )
 
     async def figures(self) -> tuple[int, float]:
         async with self.state.connection("journal cannot be read", self.bound) as conn:

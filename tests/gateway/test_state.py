@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ from gateway.config import DatabaseConfig
 from gateway.errors import Unavailable
 from gateway.state.postgres import ACCOUNT_MIGRATIONS as PG_ACCOUNTS
 from gateway.state.postgres import JOURNAL_MIGRATIONS as PG_JOURNAL
-from gateway.state.postgres import PostgresState
+from gateway.state.postgres import NAMES, PostgresState
 from gateway.state.sqlite import (
     ACCOUNT_MIGRATIONS,
     ACCOUNTS_FILE_NAME,
@@ -33,6 +34,14 @@ from tests.servers.postgres import PostgresServer
 from tests.system import free_port
 
 NAME = "_acme-challenge.example.test"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
 
 # The files as gateways before the state layer wrote them: no version table.
 OLD_JOURNAL = """
@@ -245,7 +254,9 @@ async def test_a_cancelled_wait_for_a_name_leaves_no_lock_behind(
         async with a.hold(NAME), b.hold("_acme-challenge.other.example.test"):
             with contextlib.closing(postgres_server.connect(postgres_database)) as db:
                 held = db.execute(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    "SELECT count(*) FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND granted AND classid = %s",
+                    (NAMES,),
                 ).fetchone()
             assert held == (2,)
 
@@ -390,3 +401,77 @@ def test_database_settings_that_cannot_work_are_problems(tmp_path: Path) -> None
     )
     result = run_gateway(tmp_path, both, ["--check-config"])
     assert "DATABASE_URL holds a password and DATABASE_PASSWORD is set" in result.stderr
+
+
+async def test_setups_a_replica_left_unfinished_are_cleaned_up_once_it_is_gone(
+    postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    """A replica that dies mid-setup leaves a value ``adding``: never confirmed, it is
+    due at the others' next sweep once its provider call must have ended, not an
+    hour later; its confirmed values stay until their teardown."""
+    clock = Clock()
+    config = DatabaseConfig(postgres_server.url(postgres_database), postgres_server.password)
+    b = PostgresState(config, provider_timeout=5.0, clock=clock)
+    await b.open()
+    try:
+        unfinished, confirmed = make_value(), make_value()
+        async with pg_opened(postgres_server, postgres_database) as a:
+            await a.journal.begin_add(NAME, unfinished, "alice")
+            await a.journal.begin_add(NAME, confirmed, "alice")
+            await a.journal.commit_add(NAME, confirmed)
+            clock.now = time.time() + b.lock_wait + 1
+            assert await b.journal.due(3600) == []  # a is alive: its change may go on
+        # a is gone (its session ended); right after its call, b waits still.
+        clock.now = time.time()
+        assert await b.journal.due(3600) == []
+        clock.now = time.time() + b.lock_wait + 1
+        assert [r.value for r in await b.journal.due(3600)] == [unfinished]
+    finally:
+        await b.close()
+
+
+async def test_a_replica_holds_its_presence_through_a_lost_connection(
+    postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    async with pg_opened(postgres_server, postgres_database) as a:
+
+        def present() -> bool:
+            with contextlib.closing(postgres_server.connect(postgres_database)) as db:
+                row = db.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s",
+                    (a.replica,),
+                ).fetchone()
+            return row == (1,)
+
+        assert present()
+        with contextlib.closing(postgres_server.connect(postgres_database)) as db:
+            db.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND objid = %s",
+                (a.replica,),
+            )
+        for _ in range(200):
+            if present():
+                break
+            await asyncio.sleep(0.05)
+        assert present()
+
+
+async def test_a_database_of_an_earlier_version_is_migrated_and_kept(
+    postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    value = make_value()
+    with contextlib.closing(postgres_server.connect(postgres_database)) as db:
+        db.execute("CREATE TABLE schema_version (part TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+        for statement in PG_JOURNAL[0]:
+            db.execute(statement)
+        db.execute("INSERT INTO schema_version VALUES ('journal', 1)")
+        db.execute(
+            "INSERT INTO records VALUES (%s, %s, 'alice', 'present', 1.0, 1.0)", (NAME, value)
+        )
+    async with pg_opened(postgres_server, postgres_database) as state:
+        assert [(r.value, r.state) for r in await state.journal.all()] == [(value, "present")]
+        await state.journal.begin_add(NAME, make_value(), "bob")
+    with contextlib.closing(postgres_server.connect(postgres_database)) as db:
+        rows = db.execute("SELECT part, version FROM schema_version ORDER BY part").fetchall()
+    assert rows == [("accounts", len(PG_ACCOUNTS)), ("journal", len(PG_JOURNAL))]
