@@ -537,7 +537,7 @@ def _tls_acme(settings: Settings, managed: tuple[str, ...]) -> AcmeTLSConfig | N
     if (eab_kid is None) != (eab_key is None):
         settings.problem("SSL_ACME_EAB_KID and SSL_ACME_EAB_HMAC_KEY go together: external "
                          "account binding needs the key id and the MAC key from the CA's console")
-    elif eab_key is not None and not _BASE64URL.match(eab_key.strip()):
+    elif eab_key is not None and not _BASE64URL.fullmatch(eab_key.strip()):
         # Never the value itself in the message: it is a secret.
         settings.problem("SSL_ACME_EAB_HMAC_KEY is not base64url (copy it from the CA's console)")
     return AcmeTLSConfig(
@@ -551,7 +551,7 @@ def _tls_acme(settings: Settings, managed: tuple[str, ...]) -> AcmeTLSConfig | N
     )
 
 
-_BASE64URL = re.compile(r"^[A-Za-z0-9_+/-]+=*$")
+_BASE64URL = re.compile(r"[A-Za-z0-9_+/-]+=*")  # used with fullmatch
 
 
 def _tls(settings: Settings, config_dir: Path | None) -> TLSFiles | None:

@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", re.IGNORECASE)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -157,7 +157,7 @@ class Settings:
         value = self.get(key)
         if value is None:
             return default
-        match = _DURATION.match(value)
+        match = _DURATION.fullmatch(value)
         if not match:
             self.problem(f"{key}={value!r} is not a duration (e.g. 30, 30s, 5m, 1h)")
             return default

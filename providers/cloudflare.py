@@ -74,7 +74,7 @@ PERMISSION_HINT = "Does your API token have Zone:DNS:Edit for this zone?"
 PAGE_SIZE = 100
 MAX_PAGES = 20
 MAX_CACHED_ZONES = 10_000
-_ZONE_ID = re.compile(r"^[0-9a-f]{32}$")
+_ZONE_ID = re.compile(r"[0-9a-f]{32}")  # used with fullmatch
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ class CloudflareProvider(Provider):
         if token is not None and (not token.strip() or any(c.isspace() for c in token)):
             settings.problem("CLOUDFLARE_API_TOKEN contains blanks; paste the token alone")
         zone_id = settings.get("CLOUDFLARE_ZONE_ID")
-        if zone_id is not None and not _ZONE_ID.match(zone_id.lower()):
+        if zone_id is not None and not _ZONE_ID.fullmatch(zone_id.lower()):
             settings.problem(f"CLOUDFLARE_ZONE_ID={zone_id!r} is not a 32-digit hex zone id")
         api_url = api_url_setting(settings, "CLOUDFLARE_API_URL", DEFAULT_API_URL)
         ttl = settings.integer("CLOUDFLARE_TTL", DEFAULT_TTL, 1, 86400)

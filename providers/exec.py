@@ -84,7 +84,7 @@ PROXY_KEYS = ("ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY")
 TAIL_BYTES = 4096
 LINE_CHARS = 300
 MAX_RUNNING = 8
-_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # used with fullmatch
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -121,7 +121,7 @@ def _environment(settings: Settings) -> tuple[dict[str, str], list[str]]:
             env[key] = env[key.lower()] = value
             secrets.append(urlsplit(value).password or "")
     for name in settings.items("EXEC_ENV"):
-        if not _VARIABLE.match(name):
+        if not _VARIABLE.fullmatch(name):
             settings.problem(f"EXEC_ENV: {name!r} is not a variable name")
             continue
         value = settings.secret(name)

@@ -17,7 +17,8 @@ import re
 from lib.acme.errors import UsageError
 from lib.names import InvalidName, normalize_name
 
-_HOST_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# Used with fullmatch, as lib.names does.
+_HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def dns_identifier(text: str) -> str:
@@ -35,7 +36,7 @@ def dns_identifier(text: str) -> str:
         raise UsageError(f"{text!r}: {exc}") from None
     labels = base.split(".")
     why = None
-    bad = next((label for label in labels if not _HOST_LABEL.match(label)), None)
+    bad = next((label for label in labels if not _HOST_LABEL.fullmatch(label)), None)
     if bad is not None:
         why = f"the label {bad!r} is not letters, digits and inner hyphens"
     elif len(labels) < 2:

@@ -48,7 +48,8 @@ from lib.acme.keys import KEY_TYPES
 from lib.acme.versions import CertificateFiles, Check
 from lib.dnscheck import parse_server
 
-_NAME = re.compile(r"^[a-z0-9_][a-z0-9._-]{0,250}$")
+# Used with fullmatch: "$" would also match before a final line break.
+_NAME = re.compile(r"[a-z0-9_][a-z0-9._-]{0,250}")
 # Bounds on what a lineage may ask for: the command line checks them, and so does loading
 # meta.json, so that one bad value fails its certificate and never the run.
 PROPAGATION_TIMEOUT = (1.0, 3600.0)
@@ -91,7 +92,7 @@ def lineage_name_for(domains: list[str]) -> str:
 
 
 def check_lineage_name(name: str) -> str:
-    if not _NAME.match(name) or ".." in name:
+    if not _NAME.fullmatch(name) or ".." in name:
         raise UsageError(f"{name!r} is not a usable certificate name "
                          "(lower-case letters, digits, '.', '-', '_')")
     return name
@@ -196,7 +197,7 @@ class Lineage:
                     or (not empty and not value):
                 found.append(f"{name} must be a list of names")
 
-        if not isinstance(self.name, str) or not _NAME.match(self.name) or ".." in self.name:
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name) or ".." in self.name:
             found.append(f"name {self.name!r} is not a usable certificate name")
         text_list("domains", self.domains, empty=False)
         text_list("servers", self.servers, empty=False)

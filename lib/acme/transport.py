@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 USER_AGENT = "acmegw-acme/0.1 (acme-dns01-gateway; python-requests)"
 BAD_NONCE_RETRIES = 5
 CONNECT_TIMEOUT = 10.0
-_NONCE = re.compile(r"^[A-Za-z0-9_-]+$")
+_NONCE = re.compile(r"[A-Za-z0-9_-]+")  # used with fullmatch
 _JOSE = "application/jose+json"
 
 
@@ -134,7 +134,7 @@ class Transport:
                 f"cannot reach {host_of(url)}: {describe_request_error(exc)}") from None
         log.debug("%s %s -> %s", method, url, response.status_code)
         nonce = response.headers.get("Replay-Nonce")
-        if nonce and _NONCE.match(nonce):
+        if nonce and _NONCE.fullmatch(nonce):
             self._nonces.append(nonce)
         return response
 

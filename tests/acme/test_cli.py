@@ -249,3 +249,33 @@ def test_a_long_wait_says_that_it_goes_on() -> None:
     lines = stream.getvalue().splitlines()
     assert lines[0].endswith("] waiting for the DNS")
     assert "s): waiting for the DNS" in lines[1] and "still waiting (" in lines[1]
+
+
+# A "$" anchor also matches before a final line break: a certificate name that ends in
+# one made a folder of that name, and an output line that starts with what follows it.
+
+
+def _acme(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """acmegw-acme as a process of its own, as cron or a systemd timer runs it."""
+    return subprocess.run([sys.executable, "-m", "lib.acme", *args, "--state-dir", str(state)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+def test_a_certificate_name_ending_in_a_line_break_is_a_usage_error(state: Path) -> None:
+    done = _acme(state, "renew", "--name", "www.example.test\n")
+    assert done.returncode == EXIT_USAGE, done.stderr
+    assert "'www.example.test\\n' is not a usable certificate name" in done.stderr
+    assert done.stdout == ""
+
+
+def test_a_stored_name_ending_in_a_line_break_is_damage(state: Path) -> None:
+    store = Store(state)
+    _lineage_meta(store, "a.example.test")
+    meta = store.lineage_dir("a.example.test") / "meta.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "name": "a.example.test\n"}))
+    done = _acme(state, "list")
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.splitlines() == [
+        "a.example.test: unreadable: certificate metadata: name 'a.example.test\\n' is not a "
+        "usable certificate name"]
