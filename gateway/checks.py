@@ -14,6 +14,11 @@
   user. A missing directory is created as the server would and removed again.
 * **Users' domains** outside ``DNSAPI_DOMAINS``: a warning naming user and domain
   (that user can change nothing there).
+* **A proxy in front that is not named** (:func:`proxy_blind_hosts`):
+  ``INSECURE_HTTP=1`` with ``ALLOWED_HOSTS`` but no ``ALLOWED_PROXIES``. Behind a
+  TLS-terminating proxy every request comes from the proxy's address, so the host
+  list lets in everyone behind it, or no one. A warning, not a problem: a tunnel
+  (``ssh -R``, stunnel) also needs ``INSECURE_HTTP=1`` and has no header to trust.
 * **Files that hold secrets must be private** (:func:`secret_files`): the password
   file, the TLS key, the dotenv file when it holds a secret setting, each
   ``<KEY>_FILE`` of a secret, and ``ACMEDNS_ACCOUNTS_FILE`` when it holds keys
@@ -66,6 +71,9 @@ def run(settings: Settings, config: Config, users: Iterable[UserEntry] = ()) -> 
             settings.problem(problem)
     for message in users_outside(users, config.managed_domains):
         settings.warn(message)
+    blind = proxy_blind_hosts(config)
+    if blind is not None:
+        settings.warn(blind)
     for what, path in secret_files(settings, config):
         problem = private_file_problem(what, path)
         if problem is not None:
@@ -133,6 +141,21 @@ def users_outside(users: Iterable[UserEntry], managed: tuple[str, ...]) -> list[
                 f"({', '.join(managed)}); that user can change no name there"
             )
     return messages
+
+
+def proxy_blind_hosts(config: Config) -> str | None:
+    """The warning for ALLOWED_HOSTS behind a TLS proxy the gateway does not know, if so."""
+    auth = config.auth
+    if not config.insecure_http or config.tls is not None or not auth.allowed_hosts \
+            or auth.allowed_proxies:
+        return None
+    return (
+        "INSECURE_HTTP=1 says a TLS-terminating proxy is in front, but ALLOWED_PROXIES is "
+        "empty: every request then comes from the proxy's address, so ALLOWED_HOSTS "
+        f"({', '.join(str(n) for n in auth.allowed_hosts)}) lets in everyone behind the "
+        "proxy, or no one — set ALLOWED_PROXIES to the proxy's address (and PROXY_XFF to "
+        "the header it sets, X-Forwarded-For by default)"
+    )
 
 
 # Dotenv keys that hold a secret though no code read them as one this time (a

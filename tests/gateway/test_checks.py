@@ -305,3 +305,44 @@ def test_check_config_warns_of_users_outside_and_refuses_a_password_file_others_
     assert "warning: user bob: domain example.net lies outside DNSAPI_DOMAINS" in result.stderr
     assert "alice" not in result.stderr
     assert "PASSWD_FILE" not in result.stderr
+
+
+# --- INSECURE_HTTP=1 (a TLS proxy in front) with ALLOWED_HOSTS but no ALLOWED_PROXIES -------
+
+PROXY_BLIND = ("warning: INSECURE_HTTP=1 says a TLS-terminating proxy is in front, but "
+               "ALLOWED_PROXIES is empty: every request then comes from the proxy's address, "
+               "so ALLOWED_HOSTS (10.0.0.5/32) lets in everyone behind the proxy, or no one — "
+               "set ALLOWED_PROXIES to the proxy's address (and PROXY_XFF to the header it "
+               "sets, X-Forwarded-For by default)")
+
+
+def test_insecure_http_without_allowed_proxies_is_a_warning(tmp_path: Path) -> None:
+    dotenv = write_dotenv(tmp_path, "PROVIDER=memory\nDNSAPI_DOMAINS=example.test\n",
+                          ALLOWED_HOSTS="10.0.0.5", INSECURE_HTTP="1")
+    result = check(tmp_path, dotenv)
+    assert result.returncode == 0, result  # tunnels (ssh -R, stunnel) use it rightly
+    assert "configuration OK" in result.stdout
+    assert f"acmegw-server: {PROXY_BLIND}" in result.stderr.splitlines(), result.stderr
+    env = {"STATE_DIR": str(tmp_path / "state"), "LISTEN": f"127.0.0.1:{free_port()}"}
+    with running_gateway(tmp_path, env, ["-e", str(dotenv)]) as gw:
+        pass
+    assert f"WARNING acmegw.server: {PROXY_BLIND.removeprefix('warning: ')}" in gw.stderr, \
+        gw.stderr
+
+
+@pytest.mark.parametrize("more", [
+    {"ALLOWED_PROXIES": "10.0.0.1"},  # the proxy is known: the client's address is used
+    {"INSECURE_HTTP": "0"},  # no proxy said to be in front
+    {"ALLOWED_HOSTS": "", "BASIC_AUTH": "required"},  # passwords only: no host to mistake
+])
+def test_no_proxy_warning_when_addresses_mean_what_they_say(
+    tmp_path: Path, more: dict[str, str],
+) -> None:
+    passwd = tmp_path / "acmepasswd"
+    PasswordFile(passwd).set_user("alice", "correct horse", domains=["example.test"])
+    settings = {"ALLOWED_HOSTS": "10.0.0.5", "INSECURE_HTTP": "1", **more}
+    dotenv = write_dotenv(tmp_path, "PROVIDER=memory\nDNSAPI_DOMAINS=example.test\n",
+                          PASSWD_FILE=str(passwd), **settings)
+    result = check(tmp_path, dotenv)
+    assert result.returncode == 0, result
+    assert "ALLOWED_PROXIES is empty" not in result.stderr
