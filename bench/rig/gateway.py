@@ -126,6 +126,57 @@ def memory_kib(pid: int) -> dict[str, int]:
     return result
 
 
+@dataclass(frozen=True)
+class ProcessMemory:
+    """One process of a tree: what it runs and its memory in KiB."""
+
+    pid: int
+    command: str
+    rss: int  # VmRSS: its resident pages, shared ones included
+    pss: int  # Pss: shared pages split among the processes sharing them
+
+
+def process_tree(pid: int) -> list[int]:
+    """*pid* and its descendants (the builtin DNS server process is the gateway's child)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        parent = int(stat.rpartition(")")[2].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(sorted(children.get(current, ())))
+    return tree
+
+
+def tree_memory(pid: int) -> list[ProcessMemory]:
+    """The memory of *pid* and of each of its descendants, *pid* first."""
+    result = []
+    for member in process_tree(pid):
+        try:
+            command = Path(f"/proc/{member}/cmdline").read_bytes().replace(b"\0", b" ")
+            rollup = Path(f"/proc/{member}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        fields = {
+            line.partition(":")[0]: int(line.split()[1])
+            for line in rollup.splitlines()[1:]
+            if line.endswith("kB")
+        }
+        result.append(
+            ProcessMemory(member, command.decode(errors="replace").strip(), fields["Rss"],
+                          fields["Pss"])
+        )
+    return result
+
+
 def percentile(values: list[float], p: float) -> float:
     """The *p*-th percentile (0-100) by the nearest-rank method."""
     ordered = sorted(values)
