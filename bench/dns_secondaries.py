@@ -4,10 +4,11 @@ The real gateway (``PROVIDER=builtin``, ``BUILTIN_ZONE=acme.example.net``,
 ``DELEGATIONS`` writing ``example.test``'s value into that zone) is the primary
 of a Knot and a BIND secondary (tests/servers), TSIG-signed, and its
 propagation check asks both (``PROPAGATION_NAMESERVERS``). For ``--runs``
-setup/teardown pairs it prints: the time to the setup's 201, whether both
-secondaries serve the value the moment it comes (they must), and after the
-teardown's answer how long until each no longer serves it (polled every
-couple of milliseconds; the target is under a second).
+setup/teardown pairs it prints: the time to the setup's 201 (the first, which
+meets secondaries that have just started, apart), whether both secondaries
+serve the value the moment it comes (they must), and after the teardown's
+answer how long until each no longer serves it (polled every couple of
+milliseconds, first Knot, then BIND; the target is under a second).
 
 Run: ``python bench/dns_secondaries.py [--runs 20]``. Needs knot and bind9. Prints figures only.
 """
@@ -27,7 +28,7 @@ if str(ROOT) not in sys.path:
 
 import requests  # noqa: E402
 
-from bench.rig.gateway import machine  # noqa: E402
+from bench.rig.gateway import machine, percentile  # noqa: E402
 from tests.conftest import make_value  # noqa: E402
 from tests.gateway.procs import running_gateway  # noqa: E402
 from tests.servers.bind import make_key, start_secondary_of  # noqa: E402
@@ -40,7 +41,7 @@ TARGET = f"d1.{ZONE}"
 
 def ms(values: list[float]) -> str:
     return (f"median {statistics.median(values) * 1000:.0f} ms, "
-            f"max {max(values) * 1000:.0f} ms")
+            f"p90 {percentile(values, 90) * 1000:.0f} ms, max {max(values) * 1000:.0f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,8 +103,11 @@ def main(argv: list[str] | None = None) -> int:
                     secondary.stop()
     print(f"{args.runs} setups and teardowns, Knot 3 and BIND 9 secondaries of the "
           "gateway, NOTIFY and TSIG")
-    print(f"  setup answered (201): {ms(setup)}; both secondaries served the value at the "
-          f"201: {served_at_201}/{args.runs}")
+    # The first change comes while the secondaries have just started (their first
+    # transfer, the primary's first NOTIFY): shown apart from the others.
+    print(f"  setup answered (201): the first {setup[0] * 1000:.0f} ms, the others "
+          f"{ms(setup[1:])}; both secondaries served the value at the 201: "
+          f"{served_at_201}/{args.runs}")
     for title, times in gone.items():
         print(f"  {title}: value gone after the teardown's answer: {ms(times)}")
     return 0

@@ -16,9 +16,8 @@ its transfer either.
   section 4 allows it; the zone is small), or with the SOA alone when the
   secondary already has the current serial.
 * **NOTIFY** (RFC 1996) goes to every secondary when the server starts and
-  after every change in the zone, signed when a key is configured; it is
-  retried a few times until answered, and changes while one is in flight
-  send one more after it, so a burst of changes costs a couple of messages.
+  after every change in the zone, at once, with the new serial, signed when a
+  key is configured; it is sent again, quickly at first, until answered.
 
 Every record in a transfer is built from the same objects as the answers
 (:class:`providers.builtin.store.Answers`), never from text.
@@ -53,13 +52,20 @@ log = logging.getLogger(__name__)
 
 # Records are packed into messages of about this size (as Knot does); far below 64 KiB.
 MESSAGE_SIZE = 16_000
-NOTIFY_ATTEMPTS = 5
-NOTIFY_TIMEOUT = 2.0
-
+# How long each NOTIFY waits for its answer before the next is sent (RFC 1996
+# 3.6 leaves the timing to the operator): a lost datagram costs a quarter of a
+# second, a secondary that is down about 15 s of tries, then the next change.
+NOTIFY_TIMEOUTS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def _name(labels: Labels) -> dns.name.Name:
     return dns.name.Name((*labels, b""))
+
+
+def _soa_rrset(zone: Labels, ttl: int, wire: bytes) -> dns.rrset.RRset:
+    """The SOA RRset of *zone* from its rdata in wire format."""
+    rdata = dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.SOA, wire, 0, len(wire))
+    return dns.rrset.from_rdata(_name(zone), ttl, rdata)
 
 
 class Transfers:
@@ -137,11 +143,7 @@ class Transfers:
             ]
             nameservers = answers.nameservers
         origin = _name(self.zone)
-        soa = dns.rrset.from_rdata(
-            origin,
-            ttl,
-            dns.rdata.from_wire(dns.rdataclass.IN, dns.rdatatype.SOA, soa_wire, 0, len(soa_wire)),
-        )
+        soa = _soa_rrset(self.zone, ttl, soa_wire)
         ns_wires = [name_wire(ns) for ns in nameservers]
         rest = [
             dns.rrset.from_rdata_list(
@@ -205,7 +207,16 @@ class Transfers:
 
 
 class Notifier:
-    """Sends NOTIFY for ``zone`` to each secondary ``(host, port)``; runs on an event loop."""
+    """Sends NOTIFY for ``zone`` to each secondary ``(host, port)``; runs on an event loop.
+
+    Each NOTIFY carries the zone's SOA in its answer section (RFC 1996 3.7, as
+    BIND and Knot send it), so a secondary that already has that serial drops
+    it instead of queueing another refresh. An unanswered NOTIFY is sent again
+    after ``NOTIFY_TIMEOUTS`` (quickly at first: on a working network an answer
+    takes milliseconds), and a change while one waits for its answer sends the
+    new serial at once: a secondary that is slow to answer, or not started
+    yet, does not hold back the news of a change.
+    """
 
     def __init__(
         self,
@@ -219,7 +230,8 @@ class Notifier:
         self.secondaries = tuple(secondaries)
         self.key = key
         self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
-        self._again: set[tuple[str, int]] = set()
+        # Per secondary: set by a change not yet announced to it.
+        self._news: dict[tuple[str, int], asyncio.Event] = {}
         self.failed = Throttled(
             "builtin DNS: %d NOTIFY messages went unanswered (the last: %s)", logging.WARNING
         )
@@ -227,14 +239,14 @@ class Notifier:
         self.sent: dict[tuple[str, int], int] = {}
 
     def changed(self) -> None:
-        """The zone changed: tell every secondary (once more after any NOTIFY in flight)."""
+        """The zone changed: tell every secondary now."""
         for target in self.secondaries:
+            news = self._news.setdefault(target, asyncio.Event())
+            news.set()
             task = self._running.get(target)
-            if task is not None and not task.done():
-                self._again.add(target)
-            else:
+            if task is None or task.done():
                 self._running[target] = asyncio.get_running_loop().create_task(
-                    self._notify(target)
+                    self._notify(target, news)
                 )
 
     def _message(self) -> dns.message.Message:
@@ -242,27 +254,36 @@ class Notifier:
         # The opcode lives in the flags: set it after them.
         message.flags = dns.flags.AA
         message.set_opcode(dns.opcode.NOTIFY)
+        with self.answers.lock:
+            ttl, soa = self.answers.ttl, self.answers.soa_rdata(self.zone)
+        message.answer = [_soa_rrset(self.zone, ttl, soa)]
         if self.key is not None:
             message.use_tsig(self.key)
         return message
 
-    async def _notify(self, target: tuple[str, int]) -> None:
+    async def _notify(self, target: tuple[str, int], news: asyncio.Event) -> None:
+        """NOTIFY *target* until it answers, anew whenever *news* says the zone changed."""
         host, port = target
-        while True:
-            self._again.discard(target)
-            for attempt in range(NOTIFY_ATTEMPTS):
+        while news.is_set():
+            news.clear()
+            for attempt, timeout in enumerate(NOTIFY_TIMEOUTS):
+                query = asyncio.ensure_future(
+                    dns.asyncquery.udp(self._message(), host, port=port, timeout=timeout)
+                )
+                newer = asyncio.ensure_future(news.wait())
+                await asyncio.wait((query, newer), return_when=asyncio.FIRST_COMPLETED)
+                newer.cancel()
+                if not query.done():
+                    query.cancel()  # a newer serial to announce: at once
+                    break
                 try:
-                    reply = await dns.asyncquery.udp(
-                        self._message(), host, port=port, timeout=NOTIFY_TIMEOUT
-                    )
+                    reply = query.result()
                     if reply.rcode() != dns.rcode.NOERROR:
                         raise ValueError(dns.rcode.to_text(reply.rcode()))
                 except (dns.exception.DNSException, OSError, ValueError) as exc:
-                    if attempt == NOTIFY_ATTEMPTS - 1:
+                    if attempt == len(NOTIFY_TIMEOUTS) - 1:
                         self.failed(f"{host} port {port}: {type(exc).__name__} {exc}")
                     continue
                 self.sent[target] = self.sent.get(target, 0) + 1
                 log.debug("builtin DNS: NOTIFY answered by %s port %s", host, port)
                 break
-            if target not in self._again:
-                return
