@@ -35,7 +35,7 @@ import string
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,7 @@ class Account:
     fqdn: str  # the record the account writes
     allowfrom: tuple[IPNetwork, ...]
     owner: str  # who registered it ("file" for pre-registered)
+    created: float | None = None  # when ``/register`` made it (None: from the file)
 
     @property
     def label(self) -> str:
@@ -111,8 +112,15 @@ class AccountTable(abc.ABC):
     """
 
     @abc.abstractmethod
-    async def insert(self, account: Account, created: float) -> None:
-        """Store a new account (its username and subdomain are fresh UUIDs)."""
+    async def insert(self, account: Account, limit: int = 0) -> bool:
+        """Store a new account (its username and subdomain are fresh UUIDs, its
+        ``created`` set); False, storing nothing, when its owner already holds
+        *limit* accounts (0: no limit).
+
+        The count and the insert are one step for every process on the
+        database: two registrations by one owner at once cannot both take the
+        last place.
+        """
 
     @abc.abstractmethod
     async def get(self, username: str) -> Account | None:
@@ -125,6 +133,14 @@ class AccountTable(abc.ABC):
     @abc.abstractmethod
     async def count_owned(self, owner: str) -> int:
         """How many accounts *owner* (a caller's label) registered."""
+
+    @abc.abstractmethod
+    async def all(self, owner: str | None = None) -> list[Account]:
+        """Every account (or *owner*'s), oldest first."""
+
+    @abc.abstractmethod
+    async def set_key(self, username: str, key_hash: str) -> bool:
+        """Give the account called *username* a new key; False if there is none."""
 
 
 class AccountStore:
@@ -170,20 +186,46 @@ class AccountStore:
     async def count_owned(self, owner: str) -> int:
         return await self.table.count_owned(owner)
 
+    async def all(self, owner: str | None = None) -> list[Account]:
+        """The pre-registered accounts, then the registered ones, oldest first."""
+        static = [a for a in self._static.values() if owner is None or a.owner == owner]
+        return static + await self.table.all(owner)
+
     async def register(
         self,
         owner: str,
         zone: str | None,
         domain_fqdn: str | None,
         allowfrom: tuple[IPNetwork, ...],
-    ) -> tuple[Account, str]:
-        """A new account writing ``<subdomain>.<zone>`` (or *domain_fqdn*); returns its key."""
+        limit: int = 0,
+    ) -> tuple[Account, str] | None:
+        """A new account writing ``<subdomain>.<zone>`` (or *domain_fqdn*) and its key;
+        None when *owner* already holds *limit* accounts (0: no limit)."""
         subdomain = str(uuid.uuid4())
         fqdn = domain_fqdn or f"{subdomain}.{zone}"
-        key = "".join(secrets.choice(_KEY_ALPHABET) for _ in range(40))
-        account = Account(str(uuid.uuid4()), hash_key(key), subdomain, fqdn, allowfrom, owner)
-        await self.table.insert(account, time.time())
+        key = _new_key()
+        account = Account(
+            str(uuid.uuid4()), hash_key(key), subdomain, fqdn, allowfrom, owner, time.time()
+        )
+        if not await self.table.insert(account, limit):
+            return None
         return account, key
+
+    async def rotate(self, username: str) -> tuple[Account, str] | None:
+        """A new key for the registered account *username*, which the old one no longer
+        opens from now on; None if there is no such registered account."""
+        account = None if self.is_static(username) else await self.table.get(username)
+        if account is None:
+            return None
+        key = _new_key()
+        key_hash = hash_key(key)
+        if not await self.table.set_key(username, key_hash):
+            return None  # deleted meanwhile
+        return replace(account, key_hash=key_hash), key
+
+
+def _new_key() -> str:
+    return "".join(secrets.choice(_KEY_ALPHABET) for _ in range(40))
 
 
 def _entries(path: Path) -> list[tuple[str, Any]]:

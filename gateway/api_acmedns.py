@@ -14,6 +14,7 @@ hosts.
 from __future__ import annotations
 
 import logging
+from typing import NoReturn
 
 from aiohttp import web
 
@@ -77,10 +78,12 @@ async def register(request: web.Request) -> web.Response:
         _check_name(config, domain_fqdn)
     elif config.acmedns.zone is None:
         raise BadRequest("domain", "no ACMEDNS_ZONE is configured: name the domain")
-    await _check_account_cap(request, identity.label)
-    account, key = await request.app[ACCOUNTS].register(
-        identity.label, config.acmedns.zone, domain_fqdn, allowfrom
+    registered = await request.app[ACCOUNTS].register(
+        identity.label, config.acmedns.zone, domain_fqdn, allowfrom, _account_cap(config)
     )
+    if registered is None:
+        _refuse_past_cap(config, identity.label)
+    account, key = registered
     log.info(
         "acme-dns account %s registered by %s for %s",
         account.username,
@@ -131,22 +134,24 @@ def _check_name(config: Config, fqdn: str) -> None:
         )
 
 
-async def _check_account_cap(request: web.Request, owner: str) -> None:
-    """429 when *owner* holds as many accounts as its own cap allows.
+def _account_cap(config: Config) -> int:
+    """How many acme-dns accounts one caller may register (0: no limit).
 
     Each account may keep ``ACMEDNS_KEEP`` values published, each under its own
-    label: without this, registering one account per name would publish without
+    label: without a cap, registering one account per name would publish without
     end. So the accounts one caller registers may publish no more, together, than
-    ``MAX_RECORDS_PER_USER`` lets that caller publish itself.
+    ``MAX_RECORDS_PER_USER`` lets that caller publish itself. The state layer
+    counts and inserts in one step, so registrations at once cannot both take
+    the last place.
     """
-    config = request.app[LIVE].config
     if not config.max_records_per_user:
-        return
-    allowed = max(1, config.max_records_per_user // config.acmedns.keep)
-    held = await request.app[ACCOUNTS].count_owned(owner)
-    if held >= allowed:
-        raise TooManyRecords(
-            f"{owner} already holds {held} acme-dns accounts, which may publish as many "
-            f"values as MAX_RECORDS_PER_USER allows ({config.max_records_per_user}, "
-            f"ACMEDNS_KEEP={config.acmedns.keep} each); delete ones no longer needed first"
-        )
+        return 0
+    return max(1, config.max_records_per_user // config.acmedns.keep)
+
+
+def _refuse_past_cap(config: Config, owner: str) -> NoReturn:
+    raise TooManyRecords(
+        f"{owner} already holds {_account_cap(config)} acme-dns accounts, which may publish "
+        f"as many values as MAX_RECORDS_PER_USER allows ({config.max_records_per_user}, "
+        f"ACMEDNS_KEEP={config.acmedns.keep} each); delete ones no longer needed first"
+    )

@@ -68,6 +68,7 @@ JANITOR = (_ACMEGW, 1)
 NAMES = _ACMEGW + 1  # key: a hash of the name
 OWNERS = _ACMEGW + 2  # key: a hash of the owner (MAX_RECORDS_PER_USER)
 REPLICAS = _ACMEGW + 3  # key: a replica's number, held while it runs
+ACCOUNT_OWNERS = _ACMEGW + 4  # key: a hash of a registrant (its acme-dns account cap)
 
 JOURNAL_MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
     (
@@ -488,6 +489,16 @@ class PostgresJournal(Journal):
         return int(count), 0.0 if oldest is None else max(0.0, self.clock() - float(oldest))
 
 
+_SELECT_ACCOUNTS: LiteralString = (
+    "SELECT username, key_hash, subdomain, fqdn, allowfrom, owner, created FROM accounts"
+)
+
+
+def _account(row: Sequence[Any]) -> Account:
+    username, key_hash, subdomain, fqdn, allowfrom, owner, created = row
+    return Account(username, key_hash, subdomain, fqdn, allowfrom_of(allowfrom), owner, created)
+
+
 class PostgresAccounts(AccountTable):
     """Registered acme-dns accounts in table ``accounts``: what one replica registers,
     every replica knows at once."""
@@ -495,32 +506,58 @@ class PostgresAccounts(AccountTable):
     def __init__(self, state: PostgresState) -> None:
         self.state = state
 
-    async def insert(self, account: Account, created: float) -> None:
+    async def insert(self, account: Account, limit: int = 0) -> bool:
+        insert: LiteralString = (
+            "INSERT INTO accounts SELECT %(username)s, %(key_hash)s, %(subdomain)s, %(fqdn)s, "
+            "%(allowfrom)s, %(owner)s, %(created)s "
+            "WHERE %(limit)s = 0 "
+            "OR (SELECT count(*) FROM accounts WHERE owner = %(owner)s) < %(limit)s"
+        )
+        args = {
+            "username": account.username,
+            "key_hash": account.key_hash,
+            "subdomain": account.subdomain,
+            "fqdn": account.fqdn,
+            "allowfrom": allowfrom_text(account),
+            "owner": account.owner,
+            "created": account.created,
+            "limit": limit,
+        }
         async with self.state.connection("acme-dns account store cannot be written") as conn:
-            await conn.execute(
-                "INSERT INTO accounts VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (
-                    account.username,
-                    account.key_hash,
-                    account.subdomain,
-                    account.fqdn,
-                    allowfrom_text(account),
-                    account.owner,
-                    created,
-                ),
-            )
+            if not limit:
+                return (await conn.execute(insert, args)).rowcount > 0
+            # Two registrations by one owner on two replicas would each count the
+            # other's insert out (read committed): one owner's count and insert at a time.
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(%s, %s)",
+                    (ACCOUNT_OWNERS, lock_key(account.owner)),
+                )
+                cursor = await conn.execute(insert, args)
+            return cursor.rowcount > 0
 
     async def get(self, username: str) -> Account | None:
         async with self.state.connection("acme-dns account store cannot be read") as conn:
-            cursor = await conn.execute(
-                "SELECT username, key_hash, subdomain, fqdn, allowfrom, owner FROM accounts "
-                "WHERE username = %s",
-                (username,),
-            )
+            cursor = await conn.execute(_SELECT_ACCOUNTS + " WHERE username = %s", (username,))
             row = await cursor.fetchone()
-        if row is None:
-            return None
-        return Account(row[0], row[1], row[2], row[3], allowfrom_of(row[4]), row[5])
+        return None if row is None else _account(row)
+
+    async def all(self, owner: str | None = None) -> list[Account]:
+        async with self.state.connection("acme-dns account store cannot be read") as conn:
+            if owner is None:
+                cursor = await conn.execute(_SELECT_ACCOUNTS + " ORDER BY created")
+            else:
+                cursor = await conn.execute(
+                    _SELECT_ACCOUNTS + " WHERE owner = %s ORDER BY created", (owner,)
+                )
+            return [_account(row) for row in await cursor.fetchall()]
+
+    async def set_key(self, username: str, key_hash: str) -> bool:
+        async with self.state.connection("acme-dns account store cannot be written") as conn:
+            cursor = await conn.execute(
+                "UPDATE accounts SET key_hash = %s WHERE username = %s", (key_hash, username)
+            )
+            return cursor.rowcount > 0
 
     async def delete(self, username: str) -> bool:
         async with self.state.connection("acme-dns account store cannot be written") as conn:

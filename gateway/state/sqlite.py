@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from gateway.acmedns import Account, AccountTable, allowfrom_of, allowfrom_text
 from gateway.errors import Unavailable
@@ -222,6 +223,16 @@ class SqliteJournal(_File, Journal):
         return int(count), 0.0 if oldest is None else max(0.0, self.clock() - float(oldest))
 
 
+_SELECT_ACCOUNTS = (
+    "SELECT username, key_hash, subdomain, fqdn, allowfrom, owner, created FROM accounts"
+)
+
+
+def _account(row: Sequence[Any]) -> Account:
+    username, key_hash, subdomain, fqdn, allowfrom, owner, created = row
+    return Account(username, key_hash, subdomain, fqdn, allowfrom_of(allowfrom), owner, created)
+
+
 class SqliteAccounts(_File, AccountTable):
     """Registered acme-dns accounts in ``acmedns.sqlite3``."""
 
@@ -229,12 +240,15 @@ class SqliteAccounts(_File, AccountTable):
     part = "accounts"
     migrations = ACCOUNT_MIGRATIONS
 
-    async def insert(self, account: Account, created: float) -> None:
+    async def insert(self, account: Account, limit: int = 0) -> bool:
         db = self._connection()
         try:
             with db:
-                db.execute(
-                    "INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                # One statement: SQLite takes the write lock before it counts, so no
+                # other process can insert between the count and the insert.
+                inserted = db.execute(
+                    "INSERT INTO accounts SELECT ?, ?, ?, ?, ?, ?, ? "
+                    "WHERE ? = 0 OR (SELECT count(*) FROM accounts WHERE owner=?) < ?",
                     (
                         account.username,
                         account.key_hash,
@@ -242,25 +256,47 @@ class SqliteAccounts(_File, AccountTable):
                         account.fqdn,
                         allowfrom_text(account),
                         account.owner,
-                        created,
+                        account.created,
+                        limit,
+                        account.owner,
+                        limit,
                     ),
-                )
+                ).rowcount
         except sqlite3.Error as exc:
             raise Unavailable(f"acme-dns account store cannot be written: {exc}") from exc
+        return inserted > 0
 
     async def get(self, username: str) -> Account | None:
         db = self._connection()
         try:
-            row = db.execute(
-                "SELECT username, key_hash, subdomain, fqdn, allowfrom, owner FROM accounts "
-                "WHERE username=?",
-                (username,),
-            ).fetchone()
+            row = db.execute(_SELECT_ACCOUNTS + " WHERE username=?", (username,)).fetchone()
         except sqlite3.Error as exc:
             raise Unavailable(f"acme-dns account store cannot be read: {exc}") from exc
-        if row is None:
-            return None
-        return Account(row[0], row[1], row[2], row[3], allowfrom_of(row[4]), row[5])
+        return None if row is None else _account(row)
+
+    async def all(self, owner: str | None = None) -> list[Account]:
+        db = self._connection()
+        try:
+            if owner is None:
+                rows = db.execute(_SELECT_ACCOUNTS + " ORDER BY created").fetchall()
+            else:
+                rows = db.execute(
+                    _SELECT_ACCOUNTS + " WHERE owner=? ORDER BY created", (owner,)
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise Unavailable(f"acme-dns account store cannot be read: {exc}") from exc
+        return [_account(row) for row in rows]
+
+    async def set_key(self, username: str, key_hash: str) -> bool:
+        db = self._connection()
+        try:
+            with db:
+                changed = db.execute(
+                    "UPDATE accounts SET key_hash=? WHERE username=?", (key_hash, username)
+                ).rowcount
+        except sqlite3.Error as exc:
+            raise Unavailable(f"acme-dns account store cannot be written: {exc}") from exc
+        return changed > 0
 
     async def delete(self, username: str) -> bool:
         db = self._connection()

@@ -1,0 +1,117 @@
+"""acme-dns accounts on two gateway processes sharing one PostgreSQL database.
+
+Two real gateways (``python -m gateway``), as two replicas behind a load
+balancer, on one database of a real PostgreSQL server: what an admin does
+through one replica holds on the other from the next request on, with no
+cache in either that could outlive it.
+
+* Registrations by one admin at the same instant, spread over both replicas,
+  never pass that admin's account cap together (the database counts and
+  inserts in one step; the test makes each insert slow, so that every
+  registration has counted before any has inserted unless they are serialised).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pytest
+
+from lib.passwd import PasswordFile
+from tests.gateway.procs import running_gateway
+from tests.hostile.conftest import Answer
+from tests.hostile.wire import basic, send
+from tests.servers.postgres import PostgresServer
+from tests.system import free_port
+
+ZONE = "acme.example.test"
+PASSWORDS = {"carol": "carol's password", "erin": "erin's password"}
+CAROL = basic("carol", PASSWORDS["carol"])
+ERIN = basic("erin", PASSWORDS["erin"])
+# MAX_RECORDS_PER_USER / ACMEDNS_KEEP: how many accounts one admin may register.
+CAP = 10
+
+
+@dataclass(frozen=True)
+class Replicas:
+    ports: tuple[int, int]
+    postgres: PostgresServer
+    database: str
+
+    def call(self, replica: int, method: str, path: str, **kw: object) -> Answer:
+        return send(self.ports[replica], method, path, **kw)  # type: ignore[arg-type]
+
+    def sql(self, statement: str) -> list[tuple[object, ...]]:
+        with contextlib.closing(self.postgres.connect(self.database)) as db:
+            cursor = db.execute(statement)
+            return cursor.fetchall() if cursor.description else []
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer
+) -> Iterator[Replicas]:
+    tmp = tmp_path_factory.mktemp("replicas")
+    users = PasswordFile(tmp / "acmepasswd")
+    for name, password in PASSWORDS.items():
+        users.set_user(name, password, roles=["admin"])
+    database = postgres_server.new_database()
+    ports = (free_port(), free_port())
+    try:
+        with contextlib.ExitStack() as stack:
+            for n, port in enumerate(ports):
+                folder = tmp / f"replica{n}"
+                folder.mkdir()
+                settings = {
+                    "PROVIDER": "memory",
+                    "DNSAPI_DOMAINS": "example.test",
+                    "BASIC_AUTH": "required",
+                    "PASSWD_FILE": str(tmp / "acmepasswd"),
+                    "LISTEN": f"127.0.0.1:{port}",
+                    "STATE_DIR": str(folder / "state"),
+                    "DATABASE_URL": postgres_server.url(database),
+                    "DATABASE_PASSWORD": postgres_server.password,
+                    "PROPAGATION_CHECK": "off",
+                    "ACMEDNS_ZONE": ZONE,
+                    "ACMEDNS_REGISTER": "1",
+                    "ACMEDNS_KEEP": "2",
+                    "MAX_RECORDS_PER_USER": str(CAP * 2),
+                }
+                stack.enter_context(running_gateway(folder, settings))
+            yield Replicas(ports, postgres_server, database)
+    finally:
+        postgres_server.drop_database(database)
+
+
+@contextlib.contextmanager
+def slow_account_inserts(replicas: Replicas) -> Iterator[None]:
+    """Each account insert takes a fifth of a second after its statement began."""
+    replicas.sql(
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep(0.2); RETURN NEW; END $$"
+    )
+    replicas.sql(
+        "CREATE TRIGGER slow BEFORE INSERT ON accounts FOR EACH ROW EXECUTE FUNCTION slow()"
+    )
+    try:
+        yield
+    finally:
+        replicas.sql("DROP TRIGGER slow ON accounts")
+        replicas.sql("DROP FUNCTION slow()")
+
+
+def test_registrations_at_once_on_two_replicas_stay_under_the_cap(replicas: Replicas) -> None:
+    attempts = CAP + 6
+    with slow_account_inserts(replicas), ThreadPoolExecutor(attempts) as pool:
+        answers = list(
+            pool.map(
+                lambda n: replicas.call(n % 2, "POST", "/register", headers=ERIN, body={}),
+                range(attempts),
+            )
+        )
+    statuses = sorted(a.status for a in answers)
+    assert statuses == [201] * CAP + [429] * (attempts - CAP), [a.body for a in answers]
+    assert replicas.sql("SELECT count(*) FROM accounts WHERE owner = 'erin'") == [(CAP,)]
