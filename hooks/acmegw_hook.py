@@ -59,7 +59,9 @@ with the closest known name.
 
 Behaviour the clients rely on: no child processes (a child keeping stderr open blocks
 mod_md), stdin never read, closed standard descriptors tolerated, no ``PATH`` needed;
-connection failures and 5xx answers are retried with back-off, 4xx are not; the whole run
+connection failures and 5xx answers are retried with back-off, 4xx are not, except that
+a wait the gateway asks for with ``Retry-After`` (503: it is overloaded; 429 from its
+failure limiter) is kept, a few times at most, when it ends within the run; the whole run
 never takes longer than ``ACMEGW_TIMEOUT``. ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` and
 ``NO_PROXY`` in the environment are honoured as curl and requests read them (an ``http://``
 proxy; the connection to an https gateway is tunnelled through it with CONNECT), except that
@@ -108,6 +110,14 @@ DEFAULT_TIMEOUT = 150.0
 MAX_BACKOFF = 10.0
 FIRST_BACKOFF = 0.5
 CONNECT_TIMEOUT = 10.0
+# Waits the gateway asks for with Retry-After (a 503: too many password checks or
+# connections waiting; a 429 of its failure limiter): at most this many, each only
+# if it ends before ACMEGW_TIMEOUT does.
+MAX_ASKED_RETRIES = 3
+# Such a wait is lengthened by a random part of up to this share of it (at least
+# JITTER_MIN seconds), so that hooks turned away together do not come back together.
+JITTER_SHARE = 0.25
+JITTER_MIN = 0.5
 # The gateway's own messages are shown to the user: keep them to a readable line.
 MAX_MESSAGE = 300
 
@@ -590,6 +600,48 @@ def _message(response: Reply) -> str:
     return _one_line(response.text[:MAX_MESSAGE] or response.reason or "")
 
 
+def _retry_after(response: Reply) -> float | None:
+    """The seconds ``Retry-After`` asks for (delta-seconds, or an HTTP-date); None when
+    the field is absent or unreadable."""
+    text = (response.retry_after or "").strip()
+    if text.isascii() and text.isdigit():
+        return float(int(text[:12]))  # beyond any run's timeout anyway
+    if not text:
+        return None
+    # Only for a date, which the gateway never sends: email costs a run some 9 ms to load.
+    from datetime import UTC
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000"; an HTTP-date is always GMT
+        when = when.replace(tzinfo=UTC)
+    return float(max(0, -((time.time() - when.timestamp()) // 1)))  # whole seconds, up
+
+
+def _asked_to_wait(response: Reply) -> float | None:
+    """How long the gateway asks to be left alone when trying again after that may
+    succeed: a 503 with ``Retry-After`` (password checks or connections queue up
+    there), or a 429 with it from the failure limiter (too many failed logins from
+    this address, maybe other callers'). None otherwise: any other 4xx, a 401 above
+    all, is an answer that trying again would not change (nor a wrong password)."""
+    if response.status == 503 or (
+        response.status == 429
+        and (response.json_object() or {}).get("error") == "too_many_requests"
+    ):
+        return _retry_after(response)
+    return None
+
+
+def _jitter(wait: float, room: float) -> float:
+    """A random lengthening of *wait*, at most *room*; os.urandom rather than the random
+    module, which a run would otherwise load for this alone."""
+    spread = min(max(JITTER_MIN, wait * JITTER_SHARE), room)
+    return spread * int.from_bytes(os.urandom(2), "big") / 65536
+
+
 def _hint(status: int, message: str, settings: HookSettings) -> str:
     if status == 400:
         return "check the arguments the ACME client passed"
@@ -671,11 +723,12 @@ class GatewayClient:
         headers = {**self._headers, "User-Agent": f"{PROG} ({client})"}
         context = self._tls()
         backoff = FIRST_BACKOFF
-        attempts = 0
+        attempts = asked_retries = 0
         while True:
             attempts += 1
             problem: str
             status: int | None = None
+            asked: float | None = None
             try:
                 response = exchange(method, self._url, body, headers, context=context,
                                     proxy=self.settings.proxy, deadline=self.deadline.end,
@@ -701,10 +754,16 @@ class GatewayClient:
                     return Confirmed(_confirmation(change, response, self.settings), attempts)
                 message = _message(response)
                 problem = f"gateway answered {status}" + (f": {message}" if message else "")
-                if status < 500:
+                asked = _asked_to_wait(response)
+                if status < 500 and asked is None:
                     raise HookError(f"{what}: {problem} — "
                                     f"{_hint(status, message, self.settings)}")
-            wait = backoff
+            if asked is not None:
+                asked_retries += 1
+                wait = self._asked_wait(what, problem, status, asked, asked_retries, attempts)
+            else:
+                wait = backoff
+                backoff = min(backoff * 2, MAX_BACKOFF)
             if self.deadline.remaining() <= wait:
                 hint = (_hint(status, problem, self.settings) if status is not None else
                         f"check that the gateway runs and ACMEGW_URL={self.settings.url} "
@@ -716,7 +775,29 @@ class GatewayClient:
             self.log.warning("%s: %s; attempt %d, trying again in %.1fs", what, problem,
                              attempts, wait)
             self._sleep(wait)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _asked_wait(self, what: str, problem: str, status: int | None, asked: float,
+                    retries: int, attempts: int) -> float:
+        """The wait before retry number *retries* that the gateway asked for (*asked*
+        seconds, plus jitter); :class:`HookError` when that is one retry too many or
+        would end past ACMEGW_TIMEOUT."""
+        if status == 429:
+            hint = ("too many failed logins from this host: check the passwords of "
+                    "everything on it that uses the gateway")
+        else:
+            hint = ("the gateway is overloaded: check its log, and AUTH_QUEUE_SIZE, "
+                    "AUTH_QUEUE_WAIT and MAX_CONNECTIONS there")
+        timeout = f"ACMEGW_TIMEOUT={self.settings.timeout:g}s"
+        if retries > MAX_ASKED_RETRIES:
+            raise HookError(f"{what}: {problem}; gave up after {attempts} attempt(s) in "
+                            f"{self.deadline.elapsed():.0f}s, each after the wait the gateway "
+                            f"asked for ({timeout}) — {hint}")
+        room = self.deadline.remaining() - asked
+        if room <= 0:
+            raise HookError(f"{what}: {problem}; not tried again: the gateway asks for a wait "
+                            f"of {asked:.0f}s, and {timeout} leaves "
+                            f"{self.deadline.remaining():.0f}s — {hint}")
+        return asked + _jitter(asked, room / 2)
 
 
 # -- the run ----------------------------------------------------------------

@@ -77,6 +77,8 @@ class Reply(NamedTuple):
     status: int
     reason: str
     body: bytes
+    # The ``Retry-After`` field as sent (RFC 9110 10.2.3), if any: the caller reads it.
+    retry_after: str | None = None
 
     def json_object(self) -> dict[str, Any] | None:
         """The body as a JSON object, or None when it is not one."""
@@ -382,7 +384,7 @@ def _read_reply(reader: _Reader) -> Reply:
         body = reader.exactly(length)
     else:  # the answer ends when the connection does
         body = reader.rest()[:MAX_REPLY]
-    return Reply(status, reason, body)
+    return Reply(status, reason, body, fields.get("retry-after"))
 
 
 def _tunnel(sock: socket.socket, authority: str, proxy: Proxy, deadline: float) -> None:
