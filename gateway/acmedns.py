@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import IPNetwork, parse_network
-from lib.names import InvalidName, challenge_name, is_within, normalize_name
+from lib.names import InvalidName, base_name, challenge_name, is_within, normalize_name
 
 _KEY_ALPHABET = string.ascii_letters + string.digits + "-_"
 
@@ -304,3 +304,37 @@ def account_name_allowed(
     if fqdn in set(delegation_targets):
         return True
     return fqdn.startswith("_acme-challenge.") and any(is_within(fqdn, d) for d in managed)
+
+
+def names_validated(account: Account, delegations: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    """The names whose ``dns-01`` challenges *account*'s record answers, as the
+    configuration says: the names ``DELEGATIONS`` point at its record, or the base
+    of its ``_acme-challenge`` name. None for an account under ``ACMEDNS_ZONE``: it
+    answers for whichever names their owners CNAME to it."""
+    delegated = tuple(name for name, target in delegations if target == account.fqdn)
+    if delegated:
+        return delegated
+    base = base_name(account.fqdn)
+    return () if base == account.fqdn else (base,)
+
+
+def may_administer(
+    domains: tuple[str, ...] | None,
+    label: str,
+    account: Account,
+    delegations: Iterable[tuple[str, str]],
+) -> bool:
+    """Whether an admin with *domains* (None: every domain) and *label* may see,
+    rotate and delete *account*.
+
+    An account bound to names is the business of the admins of one of them (as
+    the configuration in force says, so that an admin whose domains shrink loses
+    the accounts outside them); an account under ``ACMEDNS_ZONE`` is bound to no
+    name, and is the business of the admin who registered it.
+    """
+    if domains is None:
+        return True
+    names = names_validated(account, delegations)
+    if names:
+        return any(is_within(name, domain) for name in names for domain in domains)
+    return account.created is not None and account.owner == label

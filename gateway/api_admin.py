@@ -6,21 +6,32 @@ admitted caller; ``/records`` (the pending records with age and owner) and
 ``/accounts`` admin users and allowed hosts; ``/healthz`` and the API
 description anyone. No answer shows a TXT value: only its short tag, as the
 audit log does.
+
+``/accounts`` lists, rotates and deletes acme-dns accounts. An admin user
+restricted to some domains sees only the accounts bound to names within them,
+and the accounts under ``ACMEDNS_ZONE`` it registered itself
+(:func:`gateway.acmedns.may_administer`); any other account is, to it, one that
+does not exist (404, the answer for a name nobody has), so that it learns
+nothing of others' accounts. No answer holds a key or a key's hash, except the
+new key a rotation makes, once.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
+from datetime import UTC, datetime
 
 from aiohttp import web
 
+from gateway.acmedns import Account, may_administer, names_validated
 from gateway.auth import Identity, caller
-from gateway.errors import Conflict, NotFound
-from gateway.keys import ACCOUNTS, JOURNAL, METRICS, SERVICE, STATE
+from gateway.errors import BadRequest, Conflict, NotFound
+from gateway.keys import ACCOUNTS, JOURNAL, LIVE, METRICS, SERVICE, STATE
 from gateway.metrics import CONTENT_TYPE
 from gateway.openapi import document
-from lib.names import value_tag
+from lib.names import InvalidName, is_within, normalize_name, value_tag
 
 log = logging.getLogger(__name__)
 
@@ -59,34 +70,136 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(document(request.app))
 
 
-async def delete_account(request: web.Request) -> web.Response:
-    """``DELETE /accounts/{username}``: the account stops working at once, and the
-    values it published are withdrawn.
-
-    The account API is ``/accounts`` (``GET`` to list and ``POST
-    /accounts/{username}/key`` to rotate fit beside this).
-    """
+async def list_accounts(request: web.Request) -> web.Response:
+    """``GET /accounts[?owner=LABEL][&name=NAME]``: the accounts this admin may
+    administer, pre-registered ones first, then the registered ones oldest first."""
     admin = caller(request)
+    owner, within = _account_filters(request)
+    delegations = request.app[LIVE].config.delegations
+    store = request.app[ACCOUNTS]
+    published = Counter(record.owner for record in await request.app[JOURNAL].all())
+    rows = [
+        {
+            "username": account.username,
+            "fulldomain": account.fqdn,
+            "subdomain": account.subdomain,
+            "allowfrom": [str(n) for n in account.allowfrom],
+            "owner": account.owner,
+            "created": _timestamp(account.created),
+            "source": "file" if store.is_static(account.username) else "registered",
+            "values": published[account.label],
+        }
+        for account in await store.all(owner)
+        if may_administer(admin.domains, admin.label, account, delegations)
+        and (
+            within is None
+            or any(
+                is_within(name, within)
+                for name in (account.fqdn, *names_validated(account, delegations))
+            )
+        )
+    ]
+    return web.json_response({"accounts": rows})
+
+
+def _account_filters(request: web.Request) -> tuple[str | None, str | None]:
+    """``owner`` (a registrant's label) and ``name`` (accounts for names within it).
+
+    An unknown parameter is a 400, not ignored: a script that misspells a filter
+    must not get (and act on) every account.
+    """
+    for key in request.query:
+        if key not in ("owner", "name"):
+            raise BadRequest(key, "unknown parameter; the filters are owner and name")
+    owner = request.query.get("owner") or None
+    name = request.query.get("name") or None
+    if name is None:
+        return owner, None
+    try:
+        return owner, normalize_name(name)
+    except InvalidName as exc:
+        raise BadRequest("name", f"invalid name: {exc}") from None
+
+
+def _timestamp(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+async def _administered(request: web.Request, admin: Identity) -> Account:
+    """The registered account the path names, if *admin* may administer it: 404
+    when there is none it may see, 409 for a pre-registered one."""
     username = request.match_info["username"]
     store = request.app[ACCOUNTS]
-    if store.is_static(username):
-        raise Conflict(
-            f"account {username} comes from ACMEDNS_ACCOUNTS_FILE: remove it there and "
-            "reload the gateway (SIGHUP)"
-        )
-    account = await store.delete(username)
+    account = await store.get(username)
     if account is None:
         raise NotFound(f"no acme-dns account {username}")
+    if not may_administer(
+        admin.domains, admin.label, account, request.app[LIVE].config.delegations
+    ):
+        log.info(
+            "acme-dns account %s (%s) is not one %s may administer: answered as unknown",
+            username,
+            account.fqdn,
+            admin.label,
+        )
+        raise NotFound(f"no acme-dns account {username}")
+    if store.is_static(username):
+        raise Conflict(
+            f"account {username} comes from ACMEDNS_ACCOUNTS_FILE: change it there and "
+            "reload the gateway (SIGHUP)"
+        )
+    return account
+
+
+async def rotate_account(request: web.Request) -> web.Response:
+    """``POST /accounts/{username}/rotate``: a new key, shown in this answer only; the
+    old one opens nothing from now on, on every replica. The values the account
+    published stay."""
+    admin = caller(request)
+    account = await _administered(request, admin)
+    rotated = await request.app[ACCOUNTS].rotate(account.username)
+    if rotated is None:  # deleted meanwhile
+        raise NotFound(f"no acme-dns account {account.username}")
+    account, key = rotated
+    log.info(
+        "acme-dns account %s (%s) given a new key by %s", account.username, account.fqdn,
+        admin.label,
+    )
+    return web.json_response(
+        {
+            "username": account.username,
+            "password": key,
+            "fulldomain": account.fqdn,
+            "subdomain": account.subdomain,
+            "allowfrom": [str(n) for n in account.allowfrom],
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def delete_account(request: web.Request) -> web.Response:
+    """``DELETE /accounts/{username}``: the account stops working at once, and the
+    values it published are withdrawn."""
+    admin = caller(request)
+    account = await _administered(request, admin)
+    if await request.app[ACCOUNTS].delete(account.username) is None:  # deleted meanwhile
+        raise NotFound(f"no acme-dns account {account.username}")
     # Its values go with it: nobody may tear them down any more.
     owner = Identity(admin.client, account.label, None, account=account)
     change = await request.app[SERVICE].remove_own(owner, account.fqdn)
     log.info(
         "acme-dns account %s (%s) deleted by %s; %d value(s) withdrawn",
-        username,
+        account.username,
         account.fqdn,
         admin.label,
         len(change.values),
     )
     return web.json_response(
-        {"username": username, "fulldomain": account.fqdn, "withdrawn": len(change.values)}
+        {
+            "username": account.username,
+            "fulldomain": account.fqdn,
+            "withdrawn": len(change.values),
+        }
     )

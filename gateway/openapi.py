@@ -46,6 +46,20 @@ _RECORD = {
 }
 
 
+_ADMIN_FAILURES = {
+    "400": _error("an unknown or malformed parameter"),
+    "401": _error("authentication required"),
+    "403": _error("not an admin user or allowed host"),
+    "429": _error("too many failed attempts"),
+    "503": _error("the state cannot be used"),
+}
+_ACCOUNT_FAILURES = {
+    "404": _error("no such account, or none this admin may administer"),
+    "409": _error("the account comes from ACMEDNS_ACCOUNTS_FILE"),
+}
+_USERNAME = {"name": "username", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
 def _native_op(summary: str, ok: str, ok_description: str) -> dict[str, Any]:
     return {
         "summary": summary,
@@ -159,19 +173,51 @@ def document(app: web.Application) -> dict[str, Any]:
                     },
                 }
             },
+            "/accounts": {
+                "get": {
+                    "summary": "List the acme-dns accounts this admin may administer, never "
+                    "a key (admin users, allowed hosts)",
+                    "security": [{"basic": []}, {}],
+                    "parameters": [
+                        {
+                            "name": "owner",
+                            "in": "query",
+                            "required": False,
+                            "description": "only the accounts this caller registered",
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "name",
+                            "in": "query",
+                            "required": False,
+                            "description": "only the accounts for names within this one",
+                            "schema": NAME,
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["accounts"],
+                                "properties": {
+                                    "accounts": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/ListedAccount"},
+                                    }
+                                },
+                            },
+                            "the accounts",
+                        ),
+                        **_ADMIN_FAILURES,
+                    },
+                }
+            },
             "/accounts/{username}": {
                 "delete": {
                     "summary": "Delete a registered acme-dns account and withdraw its values "
                     "(admin users, allowed hosts)",
                     "security": [{"basic": []}, {}],
-                    "parameters": [
-                        {
-                            "name": "username",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
+                    "parameters": [_USERNAME],
                     "responses": {
                         "200": _json(
                             {
@@ -184,9 +230,22 @@ def document(app: web.Application) -> dict[str, Any]:
                             },
                             "deleted",
                         ),
-                        "404": _error("no such registered account"),
-                        "409": _error("the account comes from ACMEDNS_ACCOUNTS_FILE"),
+                        **_ACCOUNT_FAILURES,
                         **_FAILURES,
+                    },
+                }
+            },
+            "/accounts/{username}/rotate": {
+                "post": {
+                    "summary": "Give a registered acme-dns account a new key, shown in this "
+                    "answer only; the old key stops working, published values stay "
+                    "(admin users, allowed hosts)",
+                    "security": [{"basic": []}, {}],
+                    "parameters": [_USERNAME],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Account"}, "the new key"),
+                        **_ACCOUNT_FAILURES,
+                        **_ADMIN_FAILURES,
                     },
                 }
             },
@@ -272,6 +331,34 @@ def document(app: web.Application) -> dict[str, Any]:
                         "domain": NAME,
                         "token": {"type": "string"},
                         "keyAuth": {"type": "string", "minLength": 1, "maxLength": 512},
+                    },
+                },
+                "ListedAccount": {
+                    "type": "object",
+                    "required": [
+                        "username", "fulldomain", "subdomain", "allowfrom", "owner", "created",
+                        "source", "values",
+                    ],
+                    "properties": {
+                        "username": {"type": "string"},
+                        "fulldomain": {"type": "string"},
+                        "subdomain": {"type": "string"},
+                        "allowfrom": {"type": "array", "items": {"type": "string"}},
+                        "owner": {
+                            "type": "string",
+                            "description": "who registered it (file: ACMEDNS_ACCOUNTS_FILE)",
+                        },
+                        "created": {
+                            "type": "string",
+                            "format": "date-time",
+                            "nullable": True,
+                            "description": "when it was registered (null: from the file)",
+                        },
+                        "source": {"type": "string", "enum": ["registered", "file"]},
+                        "values": {
+                            "type": "integer",
+                            "description": "TXT values it has published now",
+                        },
                     },
                 },
                 "Account": {

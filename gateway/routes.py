@@ -47,7 +47,11 @@ def endpoints(config: Config) -> tuple[Endpoint, ...]:
         Endpoint("GET", "/openapi.json", api_admin.openapi, Access.PUBLIC),
         Endpoint("GET", "/metrics", api_admin.metrics, Access.CALLER),
         Endpoint("GET", "/records", api_admin.records, Access.ADMIN),
+        Endpoint("GET", "/accounts", api_admin.list_accounts, Access.ADMIN),
         Endpoint("DELETE", "/accounts/{username}", api_admin.delete_account, Access.ADMIN),
+        Endpoint(
+            "POST", "/accounts/{username}/rotate", api_admin.rotate_account, Access.ADMIN
+        ),
         Endpoint("POST", f"{prefix}/present", api_httpreq.present, Access.CALLER, "httpreq"),
         Endpoint("POST", f"{prefix}/cleanup", api_httpreq.cleanup, Access.CALLER, "httpreq"),
         Endpoint("POST", "/update", api_acmedns.update, Access.ACCOUNT, "acmedns"),

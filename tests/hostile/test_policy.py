@@ -71,7 +71,10 @@ EXPECTED_ACCESS = {
     ("POST", f"{PREFIX}/cleanup"): Access.CALLER,
     ("POST", "/update"): Access.ACCOUNT,
     ("POST", "/register"): Access.ADMIN,
+    ("GET", "/accounts"): Access.ADMIN,
+    ("HEAD", "/accounts"): Access.ADMIN,
     ("DELETE", "/accounts/{username}"): Access.ADMIN,
+    ("POST", "/accounts/{username}/rotate"): Access.ADMIN,
     ("*", "/"): Access.CALLER,
     ("*", "/{tail}"): Access.CALLER,
 }
