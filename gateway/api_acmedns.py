@@ -41,9 +41,8 @@ async def update(request: web.Request) -> web.Response:
     # one in force now still lets accounts write its name.
     _check_name(request.app[LIVE].config, account.fqdn)
     body = await read_json_object(request, request.app[LIVE].config.max_body)
-    # The body may come seconds after the head was judged: the account may have
-    # been deleted or changed, or its name taken away by a reload, meanwhile.
-    await _unchanged(request, account)
+    # The body may come seconds after the head was judged: the name may have been
+    # taken away by a reload meanwhile.
     config = request.app[LIVE].config
     _check_name(config, account.fqdn)
     if body.get("subdomain") != account.subdomain:
@@ -53,7 +52,11 @@ async def update(request: web.Request) -> web.Response:
     except InvalidValue as exc:
         raise BadRequest("txt", str(exc)) from None
     service = request.app[SERVICE]
-    await service.add(identity, account.fqdn, value)
+    # The account may have been deleted or given a new key since the head was
+    # judged, on this replica or another: it is looked at again once the name's
+    # lock is held, so that a deletion's withdrawal of its values (under the same
+    # lock) comes either after this value or never sees it written.
+    await service.add(identity, account.fqdn, value, lambda: _unchanged(request, account))
     await service.trim(identity, account.fqdn, config.acmedns.keep)
     return web.json_response({"txt": value})
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -222,9 +222,20 @@ class ChallengeService:
 
     # -- changes -----------------------------------------------------------
 
-    async def add(self, identity: Identity, fqdn: str, value: str) -> Change:
+    async def add(
+        self,
+        identity: Identity,
+        fqdn: str,
+        value: str,
+        still_allowed: Callable[[], Awaitable[None]] | None = None,
+    ) -> Change:
+        """Publish *value* at *fqdn*; *still_allowed* raises to refuse the change once
+        the name's lock is held, before anything is written (a credential that may
+        have been withdrawn meanwhile, on any replica)."""
         async with self._audited(identity, "add", fqdn, [value]):
             async with self.locks.hold(fqdn) as journal:
+                if still_allowed is not None:
+                    await still_allowed()
                 if not await journal.begin_add(fqdn, value, identity.label, self.max_records):
                     raise TooManyRecords(
                         f"{identity.label} already has {self.max_records} values published, "

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from gateway.acmedns import AccountError, check_key, hash_key, load_accounts_file
+from gateway.journal import Journal
+from gateway.keys import STATE
 from tests.conftest import make_value
 from tests.gateway.backends import Backend, both_backends  # noqa: F401 (a fixture)
 from tests.gateway.conftest import PASSWORDS, GatewayFactory, basic
@@ -310,3 +314,29 @@ async def test_account_outside_allowed_names_stops_startup(tmp_path: Path) -> No
         f"ACMEDNS_ACCOUNTS_FILE={path}\nSTATE_DIR={tmp_path}/s\n"
     )
     assert main(["-e", str(env_file), "--check-config"]) == 2
+
+
+async def test_an_account_deleted_while_its_update_waits_for_the_name_writes_nothing(
+    gateway: GatewayFactory,
+) -> None:
+    """Another replica deletes the account after this one judged the update but before
+    it holds the name's lock: that replica's withdrawal found nothing to withdraw, so
+    the update must not publish (its value would outlive the account)."""
+    client, provider = await gateway(ACMEDNS_ZONE="acme.example.test", ACMEDNS_REGISTER="1")
+    carol = basic("carol", PASSWORDS["carol"])
+    acct = await (await client.post("/register", headers=carol)).json()
+    state = client.server.app[STATE]
+    real_hold = state.hold
+
+    @asynccontextmanager
+    async def hold_after_a_deletion(fqdn: str) -> AsyncIterator[Journal]:
+        await state.accounts.delete(acct["username"])  # the other replica, just now
+        async with real_hold(fqdn) as journal:
+            yield journal
+
+    state.hold = hold_after_a_deletion  # type: ignore[method-assign]
+    update = {"subdomain": acct["subdomain"], "txt": make_value()}
+    r = await client.post("/update", json=update, headers=creds(acct["username"], acct["password"]))
+    assert r.status == 401, await r.text()
+    assert provider.values(acct["fulldomain"]) == []
+    assert await state.journal.all() == []
