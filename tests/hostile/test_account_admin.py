@@ -10,11 +10,17 @@ alice, a user who is no admin. The attacks, on the wire:
   name nobody has), and keeps working;
 * an old key after a rotation, a deleted account: 401 from the next request on;
 * a key (or its hash) in any answer but the one that made it, or in the log.
+
+``acmegw-accounts`` (a client of the admin API) is run as an admin runs it, with
+the gateway and credentials in its environment, and gets what the API gives
+the user it names.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +30,10 @@ import pytest
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, running_gateway
+from tests.gateway.procs import GatewayProcess, gateway_env, running_gateway
 from tests.hostile.conftest import Answer
 from tests.hostile.wire import basic, send
+from tests.servers.certs import make_tls_files
 from tests.system import free_port
 
 ZONE = "acme.example.test"
@@ -266,6 +273,133 @@ def test_a_deleted_account_is_refused_at_once_and_its_values_withdrawn(
     records = gateway.call("GET", "/records", headers=CAROL).json()["records"]
     assert [r for r in records if r["fqdn"] == account.fulldomain] == []
     assert gateway.call("DELETE", f"/accounts/{account.username}", headers=CAROL).status == 404
+
+
+def cli(
+    gateway: Gateway, *args: str, user: str | None = "carol", **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``acmegw-accounts ARGS`` as an admin runs it: the gateway and the user in the
+    environment, the password too (never on the command line)."""
+    settings = {"ACMEGW_URL": f"http://127.0.0.1:{gateway.port}/"}
+    if user is not None:
+        settings |= {"ACMEGW_USER": user, "ACMEGW_PASSWORD": PASSWORDS[user]}
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.accounts_cli", *args],
+        cwd=gateway.folder, env=gateway_env(settings | env), capture_output=True, text=True,
+        timeout=60, check=False, stdin=subprocess.DEVNULL,
+    )
+    if done.returncode == 0 and "rotate" in args:
+        gateway.keys.append(
+            json.loads(done.stdout)["password"] if "--json" in args
+            else done.stdout.split("password:")[1].split()[0]
+        )
+    return done
+
+
+def test_the_command_line_lists_rotates_and_deletes(gateway: Gateway) -> None:
+    account = gateway.register(CAROL, domain="cli.example.org")
+    assert account.update(gateway).status == 200
+    listed = cli(gateway, "list", "--json", "--name", "cli.example.org")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)["accounts"]
+    assert (row["username"], row["owner"], row["values"]) == (account.username, "carol", 1)
+    assert account.key not in listed.stdout
+    table = cli(gateway, "list", "--owner", "carol")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.startswith("USERNAME")
+    (line,) = [x for x in table.stdout.splitlines() if account.username in x]
+    assert line.split()[1:3] == ["_acme-challenge.cli.example.org", "carol"]
+    assert cli(gateway, "--json", "list", "--name", "none.example.org").stdout.strip() == (
+        '{\n  "accounts": []\n}'
+    )
+
+    rotated = cli(gateway, "--json", "rotate", account.username)
+    assert rotated.returncode == 0, rotated.stderr
+    new_key = json.loads(rotated.stdout)["password"]
+    assert account.update(gateway).status == 401
+    assert account.update(gateway, new_key).status == 200
+    again = cli(gateway, "rotate", account.username)
+    assert again.returncode == 0, again.stderr
+    newest = again.stdout.split("password:")[1].split()[0]
+    assert len(newest) == 40 and newest != new_key
+    assert "old key no longer works" in again.stderr
+    assert account.update(gateway, new_key).status == 401
+    assert account.update(gateway, newest).status == 200
+
+    deleted = cli(gateway, "delete", account.username)
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout.strip() == (
+        f"deleted acme-dns account {account.username} (_acme-challenge.cli.example.org); "
+        "2 value(s) withdrawn"
+    )
+    assert account.update(gateway, newest).status == 401
+    gone = cli(gateway, "delete", account.username)
+    assert (gone.returncode, gone.stdout) == (1, "")
+    assert f"404 no acme-dns account {account.username}" in gone.stderr
+
+
+def test_the_command_line_gets_what_the_api_gives_the_user(gateway: Gateway) -> None:
+    account = gateway.register(CAROL)
+    refused = cli(gateway, "list", user="alice")
+    assert refused.returncode == 1
+    assert "403" in refused.stderr and "admin" in refused.stderr
+    assert account.username not in cli(gateway, "list", user="dora").stdout
+    for command in ("rotate", "delete"):
+        outside = cli(gateway, command, account.username, user="dora")
+        assert outside.returncode == 1
+        assert f"404 no acme-dns account {account.username}" in outside.stderr
+    wrong = cli(gateway, "list", ACMEGW_PASSWORD="not carol's password")
+    assert wrong.returncode == 1 and "401" in wrong.stderr
+    assert account.update(gateway).status == 200
+
+
+def test_the_command_line_takes_the_password_from_a_file_and_never_sends_it_in_clear(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    secret = tmp_path / "password"
+    secret.write_text(PASSWORDS["carol"] + "\n")
+    secret.chmod(0o600)
+    from_file = cli(gateway, "list", "--user", "carol", "--password-file", str(secret),
+                    user=None)
+    assert from_file.returncode == 0, from_file.stderr
+    # Plain http to an address that is not this machine: refused before connecting.
+    clear = cli(gateway, "--url", "http://192.0.2.1:8000/", "list")
+    assert clear.returncode == 2
+    assert "plain http" in clear.stderr
+    no_url = cli(gateway, "list", ACMEGW_URL="")
+    assert no_url.returncode == 2 and "--url" in no_url.stderr
+    no_password = cli(gateway, "list", ACMEGW_PASSWORD="")
+    assert no_password.returncode == 2 and "no password for carol" in no_password.stderr
+    closed = cli(gateway, "--url", f"http://127.0.0.1:{free_port()}/", "list")
+    assert closed.returncode == 1 and "cannot reach" in closed.stderr
+
+
+def test_the_command_line_checks_the_gateways_certificate(tmp_path: Path) -> None:
+    tls = make_tls_files(tmp_path / "tls")
+    users = PasswordFile(tmp_path / "acmepasswd")
+    users.set_user("carol", PASSWORDS["carol"], roles=["admin"])
+    port = free_port()
+    settings = {
+        "PROVIDER": "memory",
+        "DNSAPI_DOMAINS": "example.test",
+        "BASIC_AUTH": "required",
+        "PASSWD_FILE": str(tmp_path / "acmepasswd"),
+        "LISTEN": f"127.0.0.1:{port}",
+        "SSL_CERT": str(tls.cert),
+        "SSL_KEY": str(tls.key),
+        "STATE_DIR": str(tmp_path / "state"),
+        "PROPAGATION_CHECK": "off",
+        "ACMEDNS_ZONE": ZONE,
+    }
+    with running_gateway(tmp_path, settings) as process:
+        https = Gateway(process, port, tmp_path)
+        url = f"https://localhost:{port}/"
+        trusted = cli(https, "--url", url, "--ca-file", str(tls.ca), "list")
+        assert trusted.returncode == 0, trusted.stderr
+        assert trusted.stdout.strip() == "no acme-dns accounts"
+        untrusted = cli(https, "--url", url, "list")
+        assert untrusted.returncode == 1
+        assert "certificate verify failed" in untrusted.stderr
 
 
 def test_no_key_reaches_the_log(gateway: Gateway) -> None:

@@ -8,8 +8,9 @@ SIGHUP the way an operator does it:
   that away;
 * a pre-registered account taken out of ``ACMEDNS_ACCOUNTS_FILE`` is refused
   after the reload;
-* a registered account deleted through the admin API or ``acmegw-accounts`` is
-  refused from its next request on, and its values are withdrawn (API).
+* a registered account deleted through the admin API or ``acmegw-accounts`` (a
+  client of that API) is refused from its next request on, and its values are
+  withdrawn.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pytest
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import REPO_ROOT, GatewayProcess, gateway_env, running_gateway
+from tests.gateway.procs import GatewayProcess, gateway_env, running_gateway
 from tests.hostile.conftest import Answer
 from tests.hostile.wire import basic, send
 from tests.system import free_port
@@ -171,20 +172,23 @@ def test_deleting_an_account_through_the_admin_api(gateway: Gateway) -> None:
 def test_deleting_an_account_from_the_command_line(gateway: Gateway, tmp_path: Path) -> None:
     account = register(gateway)
     assert account.update(gateway).status == 200
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway.accounts_cli", "-e", str(gateway.dotenv),
-         "delete", account.username],
-        cwd=tmp_path, env=gateway_env({}), capture_output=True, text=True, timeout=60,
-        check=False,
-    )
+    env = gateway_env({
+        "ACMEGW_URL": f"http://127.0.0.1:{gateway.port}/",
+        "ACMEGW_USER": "carol",
+        "ACMEGW_PASSWORD": "carol's password",
+    })
+
+    def delete() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway.accounts_cli", "delete", account.username],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+        )
+
+    done = delete()
     assert done.returncode == 0, done.stderr
-    assert account.username in done.stdout
+    assert f"deleted acme-dns account {account.username}" in done.stdout
+    assert "1 value(s) withdrawn" in done.stdout
     assert account.update(gateway).status == 401
-    missing = subprocess.run(
-        [sys.executable, "-m", "gateway.accounts_cli", "--state-dir", str(tmp_path / "state"),
-         "delete", account.username],
-        cwd=REPO_ROOT, env=gateway_env({}), capture_output=True, text=True, timeout=60,
-        check=False,
-    )
+    missing = delete()
     assert missing.returncode == 1
-    assert "no registered acme-dns account" in missing.stderr
+    assert f"404 no acme-dns account {account.username}" in missing.stderr
