@@ -5,6 +5,10 @@ balancer, on one database of a real PostgreSQL server: what an admin does
 through one replica holds on the other from the next request on, with no
 cache in either that could outlive it.
 
+* An account registered on one replica is listed and works on the other; a key
+  rotated on one is refused by the other from the next request on, and so is
+  an account deleted (with ``acmegw-accounts``) on one, whose values are gone
+  from the shared journal.
 * Registrations by one admin at the same instant, spread over both replicas,
   never pass that admin's account cap together (the database counts and
   inserts in one step; the test makes each insert slow, so that every
@@ -14,14 +18,18 @@ cache in either that could outlive it.
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from lib.passwd import PasswordFile
-from tests.gateway.procs import running_gateway
+from tests.conftest import make_value
+from tests.gateway.procs import gateway_env, running_gateway
 from tests.hostile.conftest import Answer
 from tests.hostile.wire import basic, send
 from tests.servers.postgres import PostgresServer
@@ -84,6 +92,54 @@ def replicas(
             yield Replicas(ports, postgres_server, database)
     finally:
         postgres_server.drop_database(database)
+
+
+def update(replicas: Replicas, replica: int, account: dict[str, str], key: str) -> int:
+    return replicas.call(
+        replica, "POST", "/update",
+        headers={"X-Api-User": account["username"], "X-Api-Key": key},
+        body={"subdomain": account["subdomain"], "txt": make_value()},
+    ).status
+
+
+def listed(replicas: Replicas, replica: int) -> dict[str, dict[str, object]]:
+    answer = replicas.call(replica, "GET", "/accounts", headers=CAROL)
+    assert answer.status == 200, answer
+    return {row["username"]: row for row in answer.json()["accounts"]}
+
+
+def test_what_one_replica_does_to_an_account_the_other_holds_to_at_once(
+    replicas: Replicas, tmp_path: Path
+) -> None:
+    registered = replicas.call(0, "POST", "/register", headers=CAROL, body={})
+    assert registered.status == 201, registered
+    account = registered.json()
+    name = account["username"]
+    assert update(replicas, 1, account, account["password"]) == 200
+    assert listed(replicas, 1)[name]["values"] == 1
+    assert listed(replicas, 0)[name]["values"] == 1
+
+    rotated = replicas.call(1, "POST", f"/accounts/{name}/rotate", headers=CAROL)
+    assert rotated.status == 200, rotated
+    key = rotated.json()["password"]
+    assert update(replicas, 0, account, account["password"]) == 401
+    assert update(replicas, 0, account, key) == 200
+
+    deleted = subprocess.run(
+        [sys.executable, "-m", "gateway.accounts_cli", "delete", name],
+        env=gateway_env({
+            "ACMEGW_URL": f"http://127.0.0.1:{replicas.ports[0]}",
+            "ACMEGW_USER": "carol",
+            "ACMEGW_PASSWORD": PASSWORDS["carol"],
+        }),
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert deleted.returncode == 0, deleted.stderr
+    assert "2 value(s) withdrawn" in deleted.stdout
+    assert update(replicas, 1, account, key) == 401
+    assert name not in listed(replicas, 1)
+    records = replicas.call(1, "GET", "/records", headers=CAROL).json()["records"]
+    assert [r for r in records if r["fqdn"] == account["fulldomain"]] == []
 
 
 @contextlib.contextmanager
