@@ -11,15 +11,16 @@ from the new settings (a rotated TSIG secret or API token, a new server): if
 they differ, the new instance is opened and new calls go to it, while calls in
 flight finish on the old one, which is closed once the last has ended. What a
 provider says only a restart can change (:meth:`Provider.restart_only`: the
-builtin DNS server's listening addresses, say) is reported instead, and the
-running provider stays as it was.
+builtin DNS server's listening addresses, say) is reported instead and stays as
+it was; a provider that applies settings in place (:meth:`Provider.adopt`: the
+builtin one) takes the rest, others keep running as they were.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, Self
 
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 
 # Fields a reload cannot apply to a running process.
 RESTART_ONLY = ("listeners", "tls", "tls_acme", "state_dir", "httpreq_prefix", "config_dir")
+
+# Told when a reload's provider settings are in force, or why not (a problem), and
+# what of them waits for a restart.
+Done = Callable[[str | None, Sequence[str]], None]
 
 
 class Live:
@@ -119,13 +124,15 @@ class LiveProvider(Provider):
 
     # -- reload --------------------------------------------------------------------------
 
-    def reload(self, new: Provider, done: Callable[[str | None], None]) -> list[str] | None:
+    def reload(self, new: Provider, done: Done) -> list[str] | None:
         """Start putting *new* (built from reloaded settings) in force, if it differs.
 
         Returns what of the difference only a restart can apply ([] when nothing
         differs); the running provider then stays as it is. None: *new* is being put
-        in force in the background, and *done* will be called with None once it is,
-        or with why not (it could not be opened, say: the running one stays).
+        in force in the background (in place, by a provider that can, all but what
+        only a restart applies), and *done* will be called once it is with None and
+        what waits for a restart, or with why not (it could not be opened, say: the
+        running one stays).
         """
         old = self.current
         if type(new) is not type(old) or new.label != old.label:
@@ -134,30 +141,30 @@ class LiveProvider(Provider):
         if ours is not None and ours == getattr(new, "settings", None):
             return []
         blockers = old.restart_only(new)
-        if blockers:
-            return blockers
-        task = asyncio.get_running_loop().create_task(self._take_over(new, done))
+        if blockers and type(old).adopt is Provider.adopt:
+            return blockers  # nothing can be taken in place: it all waits for the restart
+        task = asyncio.get_running_loop().create_task(self._take_over(new, blockers, done))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return None
 
-    async def _take_over(self, new: Provider, done: Callable[[str | None], None]) -> None:
+    async def _take_over(self, new: Provider, blockers: list[str], done: Done) -> None:
         old = self.current
         try:
             if await old.adopt(new):
-                done(None)
+                done(None, blockers)
                 return
-            if old.volatile:
-                done(f"{old.name} cannot take new settings without a restart")
+            if old.volatile or blockers:
+                done(f"{old.name} cannot take new settings without a restart", blockers)
                 return
             await new.open()
         except Exception as exc:  # a provider's own failure: keep the running one
             log.error("provider %s: new settings not applied: %s", old.label, exc)
-            done(f"{old.label}: {exc}")
+            done(f"{old.label}: {exc}", blockers)
             return
         self.current = new
         log.info("provider %s: new settings in force", new.label)
-        done(None)
+        done(None, [])
         if old in self._calls:
             idle = self._idle[old] = asyncio.Event()
             await idle.wait()

@@ -231,7 +231,10 @@ def reload(
     if own is not None:
         own.wake()
 
-    def report(provider_problem: str | None) -> None:
+    def report(provider_problem: str | None, restart: Sequence[str] = ()) -> None:
+        pending.extend(restart)
+        # The provider in force may serve differently now (builtin with secondaries).
+        app[SERVICE].update_propagation()
         if provider_problem is not None:
             log.error("reloaded, but the provider keeps its old settings: %s", provider_problem)
         if pending:

@@ -17,9 +17,9 @@ change; a provider only has to talk to its DNS service. The contract:
   end; both default to doing nothing.
 * On a reload (SIGHUP) the gateway builds the provider again from the new
   settings; :meth:`Provider.restart_only` says what of a difference needs a
-  restart, and :meth:`Provider.adopt` may apply the rest in place. Otherwise the
-  new instance is opened and takes over, and the old one is closed after the
-  calls it was making have ended.
+  restart, and :meth:`Provider.adopt` may apply the rest in place. Otherwise
+  (nothing needs a restart) the new instance is opened and takes over, and the
+  old one is closed after the calls it was making have ended.
 
 ``fqdn`` is normalised: lower case, IDNA, no trailing dot. A provider's settings
 live in a frozen dataclass built by ``from_settings``, which reads them from a
@@ -102,9 +102,10 @@ class Provider(abc.ABC):
 
     def restart_only(self, new: Self) -> list[str]:
         """What of the difference between this running provider and *new* (built from the
-        settings a reload read; same class) only a restart can apply: the gateway then
-        keeps this provider as it is and reports these names. Empty: *new* may take
-        over, through :meth:`adopt` or by replacing this one.
+        settings a reload read; same class) only a restart can apply: the gateway
+        reports these names and keeps them as they are (the rest is still offered to an
+        :meth:`adopt` of the provider's own; by default this provider stays as it is).
+        Empty: *new* may take over, through :meth:`adopt` or by replacing this one.
 
         By default nothing, unless the provider keeps state of its own (``volatile``:
         records in memory, servers listening): that cannot pass to a new instance, so
@@ -124,9 +125,12 @@ class Provider(abc.ABC):
         ]
 
     async def adopt(self, new: Self) -> bool:
-        """Take over *new*'s settings in place, if this provider can (it is asked only when
-        :meth:`restart_only` names nothing). False, the default: the gateway opens *new*,
-        sends new calls to it and closes this one once its calls have ended."""
+        """Take over *new*'s settings in place, if this provider can: all but those that
+        :meth:`restart_only` named, which stay as they are until a restart. False, the
+        default: the gateway opens *new*, sends new calls to it and closes this one once
+        its calls have ended (when nothing needed a restart; else it keeps this one as
+        it is). Only a provider that overrides this is asked while something waits
+        for a restart."""
         return False
 
     def delegation_for(self, fqdn: str) -> tuple[str, tuple[str, ...]] | None:

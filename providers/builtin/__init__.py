@@ -61,6 +61,14 @@ Settings:
   ``hmac-sha256``): the key that signs NOTIFY and transfers; with a key, an
   unsigned transfer request is refused, and signed queries get signed answers.
 
+A reload (SIGHUP) applies every setting but ``BUILTIN_LISTEN`` in place, and
+the gateway's ``DNSAPI_DOMAINS`` (whose ``_acme-challenge`` names are served):
+the server process keeps its sockets and records and is sent the rest
+(:meth:`BuiltinProvider.adopt`); a change to what the zones hold (names, NS,
+TTL) comes with a new serial, announced to the secondaries. The listening
+sockets are bound once, at start (port 53 takes a privilege the gateway need
+not keep): a new ``BUILTIN_LISTEN`` waits for a restart.
+
 API permissions: none. Listening on port 53 needs root or ``CAP_NET_BIND_SERVICE``.
 
 Quirks:
@@ -94,7 +102,7 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import ClassVar, Self
 
 from lib.names import InvalidName, normalize_name
@@ -138,6 +146,26 @@ SETTINGS = (
     "BUILTIN_TSIG_ALGORITHM",
 )
 
+# What each field of BuiltinSettings is called where users set it (for the log).
+SETTING_NAMES = {
+    "listen": "BUILTIN_LISTEN",
+    "zone": "BUILTIN_ZONE",
+    "nameservers": "BUILTIN_NS",
+    "ttl": "BUILTIN_TTL",
+    "rate_limit": "BUILTIN_RATE_LIMIT",
+    "rate_limit_slip": "BUILTIN_RATE_LIMIT_SLIP",
+    "rate_limit_exempt": "BUILTIN_RATE_LIMIT_EXEMPT",
+    "tcp.clients": "BUILTIN_TCP_CLIENTS",
+    "tcp.per_client": "BUILTIN_TCP_CLIENTS_PER_ADDRESS",
+    "tcp.idle_timeout": "BUILTIN_TCP_IDLE_TIMEOUT",
+    "tcp.read_timeout": "BUILTIN_TCP_READ_TIMEOUT",
+    "secondaries": "BUILTIN_SECONDARIES",
+    "tsig": "BUILTIN_TSIG_*",
+    "managed_domains": "DNSAPI_DOMAINS",
+}
+# The fields whose change changes what the zones hold: a new serial tells secondaries.
+ZONE_CONTENT = ("zone", "nameservers", "ttl", "managed_domains")
+
 DEFAULT_LISTEN = "127.0.0.1:8053"
 MAX_VALUES_PER_NAME = 100
 SERIAL_FILE = "builtin-serial"
@@ -157,6 +185,9 @@ class BuiltinSettings:
     # addresses that may transfer) and the key that signs it all.
     secondaries: tuple[tuple[str, int], ...] = ()
     tsig: TsigSettings | None = None
+    # The gateway's DNSAPI_DOMAINS, whose _acme-challenge names are served: here, so
+    # that a reload sees them change.
+    managed_domains: tuple[str, ...] = ()
     # Not settings users need: how long the server process may take to start,
     # and to stop before it is killed.
     start_timeout: float = 30.0
@@ -231,8 +262,10 @@ class BuiltinProvider(Provider):
         managed_domains: Iterable[str] = (),
         serials: SerialStore | None = None,
     ) -> None:
+        if managed_domains:  # given apart from the settings (a provider built on its own)
+            settings = replace(settings, managed_domains=tuple(managed_domains))
         self.settings = settings
-        self.managed = tuple(labels_of(d) for d in managed_domains)
+        self.managed = tuple(labels_of(d) for d in settings.managed_domains)
         self.zone = labels_of(settings.zone) if settings.zone else None
         self.served = Served(self.managed, self.zone)
         self.nameservers = settings.nameservers or self._default_nameservers()
@@ -321,9 +354,9 @@ class BuiltinProvider(Provider):
                 tcp=tcp,
                 secondaries=tuple(secondaries),
                 tsig=tsig,
+                managed_domains=tuple(context.managed_domains),
             ),
-            context.managed_domains,
-            serials,
+            serials=serials,
         )
 
     # -- the provider contract ----------------------------------------------
@@ -442,25 +475,11 @@ class BuiltinProvider(Provider):
         tsig = self.settings.tsig
         try:
             self._bind()
-            config = ServerConfig(
-                managed=tuple(text_of(d) for d in self.managed),
-                zone=self.settings.zone,
-                nameservers=self.nameservers,
-                ttl=self.settings.ttl,
-                rate_limit=self.settings.rate_limit,
-                rate_limit_slip=self.settings.rate_limit_slip,
-                rate_limit_exempt=tuple(str(n) for n in self.settings.rate_limit_exempt),
-                tcp=self.settings.tcp,
-                log_level=log.getEffectiveLevel(),
-                udp_fds=tuple(s.fileno() for udp, _ in self._sockets for s in udp),
-                tcp_fds=tuple(tcp.fileno() for _, tcp in self._sockets),
-                secondaries=self.settings.secondaries if self.settings.zone else (),
-                tsig=None
-                if tsig is None
-                else (tsig.key_name, tsig.secret, ALGORITHMS[tsig.algorithm].to_text()),
-            )
             server = ServerProcess(
-                config, self._snapshot, self.settings.start_timeout, self.settings.close_timeout
+                self._server_config(),
+                self._snapshot,
+                self.settings.start_timeout,
+                self.settings.close_timeout,
             )
             try:
                 await server.start()
@@ -488,6 +507,65 @@ class BuiltinProvider(Provider):
                 ", ".join(self.nameservers),
             )
 
+    def _server_config(self) -> ServerConfig:
+        """What the server process is told: these settings, on the sockets bound."""
+        tsig = self.settings.tsig
+        return ServerConfig(
+            managed=tuple(text_of(d) for d in self.managed),
+            zone=self.settings.zone,
+            nameservers=self.nameservers,
+            ttl=self.settings.ttl,
+            rate_limit=self.settings.rate_limit,
+            rate_limit_slip=self.settings.rate_limit_slip,
+            rate_limit_exempt=tuple(str(n) for n in self.settings.rate_limit_exempt),
+            tcp=self.settings.tcp,
+            log_level=log.getEffectiveLevel(),
+            udp_fds=tuple(s.fileno() for udp, _ in self._sockets for s in udp),
+            tcp_fds=tuple(tcp.fileno() for _, tcp in self._sockets),
+            secondaries=self.settings.secondaries if self.settings.zone else (),
+            tsig=None
+            if tsig is None
+            else (tsig.key_name, tsig.secret, ALGORITHMS[tsig.algorithm].to_text()),
+        )
+
+    # -- reload (SIGHUP) ----------------------------------------------------------
+
+    def restart_only(self, new: Self) -> list[str]:
+        """Only new listening addresses: the sockets are bound once, at start."""
+        return [] if new.settings.listen == self.settings.listen else ["BUILTIN_LISTEN"]
+
+    async def adopt(self, new: Self) -> bool:
+        """Serve under *new*'s settings, all but ``BUILTIN_LISTEN``, without a restart.
+
+        The server process keeps its sockets and records and is sent the rest (names
+        served, NS, TTL, rate and TCP limits, secondaries, TSIG key); it is in force
+        when this returns. A change to what the zones hold comes under a new serial,
+        and the secondaries are told.
+        """
+        settings = replace(new.settings, listen=self.settings.listen)
+        changed = _changed(self.settings, settings)
+        if not changed:
+            return True
+        content = any(
+            getattr(settings, name) != getattr(self.settings, name) for name in ZONE_CONTENT
+        )
+        serial = self._current_serial()
+        if content:
+            serial = next_serial(serial)
+            try:
+                self.serials.save(serial)
+            except OSError as exc:
+                raise self.error(f"cannot store the SOA serial: {exc}") from None
+            self.serial = serial
+        # The provider first: a server process started again from now on gets these.
+        self.settings = settings
+        self.managed, self.zone, self.served = new.managed, new.zone, new.served
+        self.nameservers, self.serves_itself = new.nameservers, new.serves_itself
+        if self.server is not None:
+            await self.server.reconfigure(self._server_config(), serial)
+        log.info("builtin DNS: new %s in force", ", ".join(changed))
+        return True
+
     def _close_sockets(self) -> None:
         sockets, self._sockets = self._sockets, []
         for udp, tcp in sockets:
@@ -500,3 +578,21 @@ class BuiltinProvider(Provider):
         if server is not None:
             await server.close()
         self._close_sockets()
+
+
+def _changed(old: BuiltinSettings, new: BuiltinSettings) -> list[str]:
+    """The settings that differ between *old* and *new*, by the names users set."""
+    names: list[str] = []
+    for item in fields(old):
+        before, after = getattr(old, item.name), getattr(new, item.name)
+        if before == after:
+            continue
+        if isinstance(before, TcpLimits):
+            names.extend(
+                SETTING_NAMES[f"tcp.{limit.name}"]
+                for limit in fields(before)
+                if getattr(before, limit.name) != getattr(after, limit.name)
+            )
+        elif item.name in SETTING_NAMES:  # not start_timeout and close_timeout
+            names.append(SETTING_NAMES[item.name])
+    return names

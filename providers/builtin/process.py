@@ -3,7 +3,8 @@
 :class:`ServerProcess` starts ``python -m providers.builtin`` (the server in
 :mod:`providers.builtin.server`) with the listening sockets the provider bound, sends it the
 configuration and every record, and then each change; :meth:`ServerProcess.set`
-returns once the server serves the change. Its log lines come back over the
+returns once the server serves the change, :meth:`ServerProcess.reconfigure` once
+it serves under a reload's new settings. Its log lines come back over the
 control socket and are logged here under their own logger names.
 
 If the server process dies, it is started again on the same sockets with the
@@ -146,10 +147,14 @@ class ServerProcess:
     def _request(
         self, op: str, records: list[list[Any]], serial: int, **extra: bool
     ) -> asyncio.Future[None]:
+        return self._ask({"op": op, "serial": serial, "records": records, **extra})
+
+    def _ask(self, message: dict[str, Any]) -> asyncio.Future[None]:
+        """Send *message* under a new id; the future is done once the server did it."""
         number = next(self._ids)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[number] = future
-        self._send({"op": op, "id": number, "serial": serial, "records": records, **extra})
+        self._send({**message, "id": number})
         return future
 
     async def set(self, name: Labels, values: Iterable[str], serial: int) -> None:
@@ -159,6 +164,15 @@ class ServerProcess:
             await asyncio.shield(self._restart_task)
             return
         await self._request("set", _records([(name, values)]), serial)
+
+    async def reconfigure(self, config: ServerConfig, serial: int) -> None:
+        """Serve under *config* (the same sockets) and *serial* from now on; returns once
+        the server does. A process started again later starts with *config*."""
+        self.config = config
+        if self._restart_task is not None:
+            # The new process may have been sent the old configuration: it gets this too.
+            await asyncio.shield(self._restart_task)
+        await self._ask({"op": "reconfigure", "serial": serial, "config": config.to_json()})
 
     async def _read(self, reader: asyncio.StreamReader, proc: asyncio.subprocess.Process) -> None:
         try:

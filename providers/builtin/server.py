@@ -24,7 +24,9 @@ Control protocol, one JSON object per line:
   then every record in ``{"op": "load", "id": N, "serial": S, "records": [[name,
   [values]], ...], "first": bool, "last": bool}`` batches (the first replaces what
   there was; nothing is answered before the last), then each change as
-  ``{"op": "set", ...}`` with the same fields but ``first`` and ``last``;
+  ``{"op": "set", ...}`` with the same fields but ``first`` and ``last``, and a
+  reload's settings as ``{"op": "reconfigure", "id": N, "serial": S, "config":
+  {...}}`` (the same sockets: everything else may change);
 * server → gateway: ``{"op": "done", "id": N}`` once a change is served, and
   ``{"op": "log", "level": L, "name": logger, "message": text}`` for its log lines.
 
@@ -41,7 +43,7 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -49,7 +51,7 @@ import dns.tsig
 
 from providers.builtin.network import Responder, TcpLimits, TcpServer
 from providers.builtin.rrl import RateLimiter
-from providers.builtin.store import Answers, Served, labels_of
+from providers.builtin.store import Answers, Labels, Served, labels_of
 from providers.builtin.transfer import Notifier, Transfers
 
 log = logging.getLogger(__name__)
@@ -149,38 +151,79 @@ class DnsServer:
 
     def __init__(self, config: ServerConfig, serial: int = 0) -> None:
         self.config = config
-        served = Served(
-            (labels_of(d) for d in config.managed),
-            labels_of(config.zone) if config.zone else None,
-        )
         self.answers = Answers(
-            served, (labels_of(ns) for ns in config.nameservers), config.ttl, serial
-        )
-        limiter = (
-            RateLimiter(
-                config.rate_limit,
-                config.rate_limit_slip,
-                (ipaddress.ip_network(n) for n in config.rate_limit_exempt),
-            )
-            if config.rate_limit
-            else None
+            _served(config), (labels_of(ns) for ns in config.nameservers), config.ttl, serial
         )
         key = config.key()
-        self.transfers: Transfers | None = None
-        self.notifier: Notifier | None = None
-        if config.zone and config.secondaries:
-            zone = labels_of(config.zone)
-            self.transfers = Transfers(
-                self.answers, zone, (host for host, _ in config.secondaries), key
-            )
-            self.notifier = Notifier(self.answers, zone, config.secondaries, key)
+        self.transfers = self._transfers(config, key)
+        self.notifier = (
+            None
+            if self.transfers is None
+            else Notifier(self.answers, self.transfers.zone, config.secondaries, key)
+        )
         keyring = None if key is None else {key.name: key}
-        self.responder = Responder(self.answers, limiter, self.transfers, keyring)
+        self.responder = Responder(self.answers, _limiter(config), self.transfers, keyring)
         self.tcp = TcpServer(self.responder.tcp, config.tcp)
         self.loop: asyncio.AbstractEventLoop | None = None
 
+    def _transfers(self, config: ServerConfig, key: dns.tsig.Key | None) -> Transfers | None:
+        """Transfers of ``config.zone`` to ``config.secondaries``, if both are set."""
+        if not (config.zone and config.secondaries):
+            return None
+        return Transfers(
+            self.answers, labels_of(config.zone), (host for host, _ in config.secondaries), key
+        )
+
+    def reconfigure(self, config: ServerConfig, serial: int) -> None:
+        """Serve under *config* from now on (a reload), on the same sockets and with the
+        same records; the secondaries are told at once."""
+        old, self.config = self.config, config
+        self.answers.reshape(
+            _served(config), (labels_of(ns) for ns in config.nameservers), config.ttl, serial
+        )
+        responder = self.responder
+        if _limiter_settings(config) != _limiter_settings(old):
+            responder.limiter = _limiter(config)  # its counts start afresh
+        key = config.key()
+        self.transfers = self._transfers(config, key)
+        if self.transfers is None:
+            self.notifier = None  # NOTIFY messages being retried end by themselves
+        else:
+            zone = self.transfers.zone
+            if self.notifier is None:
+                self.notifier = Notifier(self.answers, zone, (), key)
+            self._on_loop(self._announce, self.notifier, zone, config.secondaries, key)
+        # Attributes the server threads read per query: a query sees the old or the new.
+        responder.transfers = self.transfers
+        responder.keyring = None if key is None else {key.name: key}
+        self.tcp.limits = config.tcp  # for connections from now on
+
+    def _on_loop(self, call: Callable[..., None], *args: Any) -> None:
+        """*call* on the TCP loop, whose objects the notifier's are; at once if the loop
+        is not running yet (it tells the secondaries when it starts)."""
+        if self.loop is None:
+            call(*args)
+        else:
+            self.loop.call_soon_threadsafe(call, *args)
+
+    def _announce(
+        self,
+        notifier: Notifier,
+        zone: Labels,
+        secondaries: Sequence[tuple[str, int]],
+        key: dns.tsig.Key | None,
+    ) -> None:
+        """Have *notifier* tell *secondaries* about *zone*, with *key*, from now on (NOTIFY
+        messages being retried go out so too) and tell them now."""
+        notifier.zone, notifier.secondaries, notifier.key = zone, tuple(secondaries), key
+        if self.loop is not None:
+            notifier.changed()
+
     def apply(self, message: dict[str, Any]) -> None:
-        """Apply a ``set`` or ``load`` message from the gateway."""
+        """Apply a ``set``, ``load`` or ``reconfigure`` message from the gateway."""
+        if message["op"] == "reconfigure":
+            self.reconfigure(ServerConfig.from_json(message["config"]), message["serial"])
+            return
         records = [
             (labels_of(name), [v.encode("ascii") for v in values])
             for name, values in message["records"]
@@ -221,6 +264,27 @@ class DnsServer:
         finally:
             for server in servers:
                 server.close()
+
+
+def _served(config: ServerConfig) -> Served:
+    return Served(
+        (labels_of(d) for d in config.managed),
+        labels_of(config.zone) if config.zone else None,
+    )
+
+
+def _limiter_settings(config: ServerConfig) -> tuple[int, int, tuple[str, ...]]:
+    return config.rate_limit, config.rate_limit_slip, config.rate_limit_exempt
+
+
+def _limiter(config: ServerConfig) -> RateLimiter | None:
+    if not config.rate_limit:
+        return None
+    return RateLimiter(
+        config.rate_limit,
+        config.rate_limit_slip,
+        (ipaddress.ip_network(n) for n in config.rate_limit_exempt),
+    )
 
 
 def _follow(control: Control, server: DnsServer) -> None:

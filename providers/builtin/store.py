@@ -244,6 +244,19 @@ class Answers:
             self.serial = serial
             self.cache = {}
 
+    def reshape(
+        self, served: Served, nameservers: Iterable[Labels], ttl: int, serial: int
+    ) -> None:
+        """Serve the records held under new zones, NS names, TTL and serial (a reload)."""
+        nameservers = tuple(nameservers)
+        with self.lock:
+            self.served = served
+            self.nameservers = nameservers
+            self._ns_rdata = [name_wire(ns) for ns in nameservers]
+            self.ttl = ttl
+            self.serial = serial
+            self.cache = {}
+
     def set_serial(self, serial: int) -> None:
         with self.lock:
             self.serial = serial

@@ -10,6 +10,7 @@ state of its own reports its changed settings as needing a restart.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Self
 
@@ -57,15 +58,51 @@ class Held(Provider):
         self.events.append("close")
 
 
+@dataclass(frozen=True)
+class PlaceSettings:
+    token: str
+    region: str  # as a server's address: only a restart changes it
+
+
+class InPlace(Provider):
+    """A provider that keeps state of its own and takes new settings in place, all
+    but its region."""
+
+    name = "in-place"
+    volatile = True
+
+    def __init__(self, token: str, region: str) -> None:
+        self.settings = PlaceSettings(token, region)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, context: ProviderContext) -> Self:
+        raise TypeError("built by the test")
+
+    async def add_txt(self, fqdn: str, value: str) -> None:
+        pass
+
+    async def remove_txt(self, fqdn: str, value: str) -> None:
+        pass
+
+    def restart_only(self, new: Self) -> list[str]:
+        return [] if new.settings.region == self.settings.region else ["REGION"]
+
+    async def adopt(self, new: Self) -> bool:
+        self.settings = PlaceSettings(new.settings.token, self.settings.region)
+        return True
+
+
 class Reports:
     """The ``done`` callback of :meth:`LiveProvider.reload`, remembering what it was told."""
 
     def __init__(self) -> None:
         self.said: list[str | None] = []
+        self.restart: list[str] = []
         self.done = asyncio.Event()
 
-    def __call__(self, problem: str | None) -> None:
+    def __call__(self, problem: str | None, restart: Sequence[str] = ()) -> None:
         self.said.append(problem)
+        self.restart = list(restart)
         self.done.set()
 
     async def wait(self) -> list[str | None]:
@@ -119,3 +156,12 @@ def test_a_provider_with_state_of_its_own_names_what_needs_a_restart() -> None:
     # Another provider altogether is never swapped in: its records were written elsewhere.
     assert live.reload(Held("token-1"), report) == ["provider"]
     assert live.current is old and report.said == []
+
+
+async def test_a_provider_that_adopts_settings_takes_all_but_what_needs_a_restart() -> None:
+    old = InPlace("token-1", "eu")
+    live = LiveProvider(old)
+    report = Reports()
+    assert live.reload(InPlace("token-2", "us"), report) is None
+    assert await report.wait() == [None] and report.restart == ["REGION"]
+    assert live.current is old and old.settings == PlaceSettings("token-2", "eu")

@@ -205,7 +205,7 @@ def test_builtin_listen_changes_need_a_restart_and_the_server_keeps_serving(
         write(other_port)
         gw.send(signal.SIGHUP)
         line = reloaded(gw, 0)
-        assert "restart to apply: builtin listen" in line, line
+        assert line.endswith("restart to apply: BUILTIN_LISTEN"), line
         value = make_value()
         assert setup(port, "example.test", "pw", value).status_code == 201
         query = dns.message.make_query("_acme-challenge.example.test", dns.rdatatype.TXT)
