@@ -249,6 +249,24 @@ def _bind_hint(exc: OSError, port: int) -> str | None:
     return None
 
 
+def _changed(old: BuiltinSettings, new: BuiltinSettings) -> list[str]:
+    """The settings that differ between *old* and *new*, by the names users set."""
+    names: list[str] = []
+    for item in fields(old):
+        before, after = getattr(old, item.name), getattr(new, item.name)
+        if before == after:
+            continue
+        if isinstance(before, TcpLimits):
+            names.extend(
+                SETTING_NAMES[f"tcp.{limit.name}"]
+                for limit in fields(before)
+                if getattr(before, limit.name) != getattr(after, limit.name)
+            )
+        elif item.name in SETTING_NAMES:  # not start_timeout and close_timeout
+            names.append(SETTING_NAMES[item.name])
+    return names
+
+
 class BuiltinProvider(Provider):
     """An authoritative DNS server run by the gateway; ``records`` holds what it serves."""
 
@@ -578,21 +596,3 @@ class BuiltinProvider(Provider):
         if server is not None:
             await server.close()
         self._close_sockets()
-
-
-def _changed(old: BuiltinSettings, new: BuiltinSettings) -> list[str]:
-    """The settings that differ between *old* and *new*, by the names users set."""
-    names: list[str] = []
-    for item in fields(old):
-        before, after = getattr(old, item.name), getattr(new, item.name)
-        if before == after:
-            continue
-        if isinstance(before, TcpLimits):
-            names.extend(
-                SETTING_NAMES[f"tcp.{limit.name}"]
-                for limit in fields(before)
-                if getattr(before, limit.name) != getattr(after, limit.name)
-            )
-        elif item.name in SETTING_NAMES:  # not start_timeout and close_timeout
-            names.append(SETTING_NAMES[item.name])
-    return names
