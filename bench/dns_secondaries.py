@@ -10,12 +10,16 @@ serve the value the moment it comes (they must), and after the teardown's
 answer how long until each no longer serves it (polled every couple of
 milliseconds, first Knot, then BIND; the target is under a second).
 
-Run: ``python bench/dns_secondaries.py [--runs 20]``. Needs knot and bind9. Prints figures only.
+By default each setup comes as soon as the teardown before it is gone from
+both secondaries, as a client's second setup comes right after its first;
+``--spacing`` pauses a random while before each. Run: ``python bench/dns_secondaries.py [--runs 20]
+[--spacing SECONDS]``. Needs knot and bind9. Prints figures only.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import tempfile
@@ -47,6 +51,9 @@ def ms(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--spacing", type=float, default=0.0, metavar="SECONDS",
+                        help="a random pause of up to SECONDS before each setup, so that the "
+                        "changes do not keep in step with the secondaries' own timers")
     args = parser.parse_args(argv)
     print(machine())
     key = make_key("hmac-sha256", "bench-transfer.")
@@ -82,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 gone: dict[str, list[float]] = {s.title: [] for s in secondaries}
                 url = f"http://127.0.0.1:{port}/"
                 for _ in range(args.runs):
+                    time.sleep(random.uniform(0, args.spacing))
                     value = make_value()
                     body = {"argument": "setup", "domain_name": "example.test",
                             "challenge_content": value}
@@ -102,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 for secondary in secondaries:
                     secondary.stop()
     print(f"{args.runs} setups and teardowns, Knot 3 and BIND 9 secondaries of the "
-          "gateway, NOTIFY and TSIG")
+          f"gateway, NOTIFY and TSIG; random pauses of up to {args.spacing:g} s")
     # The first change comes while the secondaries have just started (their first
     # transfer, the primary's first NOTIFY): shown apart from the others.
     print(f"  setup answered (201): the first {setup[0] * 1000:.0f} ms, the others "
