@@ -17,7 +17,8 @@ mount namespace. The configuration lives in a root-only ``/etc/acmegw``.
 The test checks the service from outside, as its administrator would: setup
 and teardown over the API with basic auth, the records over DNS from port 53
 (bound by the dynamic user through its one capability), the process's uid,
-capabilities, seccomp mode and no-new-privs, and, inside its own mount
+capabilities, seccomp mode and no-new-privs, the DNS server process's lower CPU
+priority (the system call filter lets it lower it), and, inside its own mount
 namespace and as its own uid, that the state directory is the only lasting
 place it can write to.
 """
