@@ -26,7 +26,6 @@ from gateway.auth import Authenticator, PasswordStore
 from gateway.config import Config
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
 from gateway.janitor import Janitor
-from gateway.journal import Journal
 from gateway.keys import (
     ACCOUNTS,
     AUTHENTICATOR,
@@ -156,10 +155,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     log.info("state: %s", state.description)
     try:
         app[ACCOUNTS].set_static(load_static_accounts(app[CONFIG]))
+        provider.keep_records_in(state.records)
         await provider.open()
         try:
             if provider.volatile:
-                await _replay(state.journal, provider)
+                await _replay(app[SERVICE], provider)
             janitor.start()
             yield
         finally:
@@ -179,13 +179,23 @@ async def _flush_refusals(app: web.Application) -> None:
     app[REFUSALS].flush()
 
 
-async def _replay(journal: Journal, provider: Provider) -> None:
-    """Give a provider that forgets on restart the values still journaled."""
-    records = [r for r in await journal.all() if r.state != "removing"]
-    for record in records:
-        await provider.add_txt(record.fqdn, record.value)
-    if records:
-        log.info("re-published %d journaled values", len(records))
+async def _replay(service: ChallengeService, provider: Provider) -> None:
+    """Give a provider that forgets on restart the values still journaled.
+
+    Each under its name's lock, read again there: another replica may be
+    tearing one down meanwhile, and a value put back after its teardown would
+    be served with nothing left in the journal to remove it.
+    """
+    replayed = 0
+    for record in await service.journal.all():
+        async with service.locks.hold(record.fqdn) as journal:
+            now = await journal.record(record.fqdn, record.value)
+            if now is None or now.state == "removing":
+                continue
+            await provider.add_txt(record.fqdn, record.value)
+            replayed += 1
+    if replayed:
+        log.info("re-published %d journaled values", replayed)
 
 
 def load_static_accounts(config: Config) -> list[Account]:

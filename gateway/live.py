@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Self
 
 from gateway.config import Config
 from lib.settings import Settings
+from providers._shared import SharedRecords
 from providers.base import Provider, ProviderContext
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ class LiveProvider(Provider):
 
     def delegation_for(self, fqdn: str) -> tuple[str, tuple[str, ...]] | None:
         return self.current.delegation_for(fqdn)
+
+    def keep_records_in(self, records: SharedRecords) -> None:
+        self.current.keep_records_in(records)
 
     async def open(self) -> None:
         await self.current.open()

@@ -31,9 +31,12 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from lib.settings import Settings
+
+if TYPE_CHECKING:
+    from providers._shared import SharedRecords
 
 
 class ProviderError(Exception):
@@ -85,6 +88,11 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def from_settings(cls, settings: Settings, context: ProviderContext) -> Self:
         """Build the provider from its settings, recording problems in *settings*."""
+
+    def keep_records_in(self, records: SharedRecords) -> None:  # noqa: B027 - optional hook
+        """Offered by the gateway before :meth:`open`: where records can be kept so that
+        every replica of the gateway sees them (:mod:`providers._shared`). A provider
+        that is itself the DNS server keeps its records there; others need not."""
 
     async def open(self) -> None:  # noqa: B027 - optional hook, empty by design
         """Acquire connections or start servers; called once before use."""

@@ -1,8 +1,9 @@
 """The state layer: everything the gateway keeps, in one database, behind one interface.
 
 The journal (:class:`gateway.journal.Journal`), the registered acme-dns accounts
-(:class:`gateway.acmedns.AccountTable`) and the serialisation of changes go
-through a :class:`State`; the services never talk SQL. Two backends:
+(:class:`gateway.acmedns.AccountTable`), the builtin DNS server's records and
+SOA serial (:class:`providers._shared.SharedRecords`) and the serialisation of
+changes go through a :class:`State`; the services never talk SQL. Two backends:
 
 * :mod:`gateway.state.sqlite`: files in ``STATE_DIR``, for one gateway process
   (the embedded default, ``make run``);
@@ -22,6 +23,7 @@ from contextlib import AbstractAsyncContextManager
 from gateway.acmedns import AccountTable
 from gateway.config import Config
 from gateway.journal import Journal
+from providers._shared import SharedRecords
 
 
 class State(abc.ABC):
@@ -29,6 +31,8 @@ class State(abc.ABC):
 
     journal: Journal
     accounts: AccountTable
+    # The builtin DNS server's values and serial (providers._shared).
+    records: SharedRecords
     # What this backend is, for logs and the configuration summary (never a secret).
     description: str
 

@@ -44,7 +44,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, LiteralString
 
@@ -99,9 +99,24 @@ ACCOUNT_MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
         " created DOUBLE PRECISION NOT NULL)",
     ),
 )
+RECORDS_MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
+    (
+        "CREATE TABLE zone_values ("
+        " id BIGSERIAL PRIMARY KEY,"
+        " name TEXT NOT NULL,"
+        " value TEXT NOT NULL,"
+        " UNIQUE (name, value))",
+        "CREATE TABLE zone_serial ("
+        " id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " serial BIGINT NOT NULL)",
+    ),
+)
+# Each change of the builtin server's records is announced here: "<replica> <name>".
+ZONE_CHANNEL = "acmegw_zone"
 MIGRATIONS: dict[str, tuple[tuple[LiteralString, ...], ...]] = {
     "journal": JOURNAL_MIGRATIONS,
     "accounts": ACCOUNT_MIGRATIONS,
+    "builtin": RECORDS_MIGRATIONS,
 }
 
 
@@ -145,7 +160,9 @@ class PostgresState(State):
         self.pool = AsyncConnectionPool(
             self.conninfo,
             kwargs={"autocommit": True},
-            min_size=1,
+            # A few kept open: a burst, or the first requests after the database
+            # came back, need not wait for each connection to be made.
+            min_size=min(4, config.pool_size),
             max_size=config.pool_size,
             open=False,
             configure=self._configure,
@@ -163,6 +180,7 @@ class PostgresState(State):
         self._present = asyncio.Event()
         self.journal = PostgresJournal(self, None, clock)
         self.accounts = PostgresAccounts(self)
+        self.records: PostgresRecords = PostgresRecords(self)
 
     async def _configure(self, conn: AsyncConnection[Any]) -> None:
         ms = round(self.lock_wait * 1000)
@@ -246,14 +264,21 @@ class PostgresState(State):
                     await conn.execute(
                         "SELECT pg_advisory_lock(%s, %s)", (REPLICAS, self.replica)
                     )
+                    await conn.execute(f"LISTEN {ZONE_CHANNEL}")
                     self._present.set()
                     pause = 0.1
-                    # Nothing to do but notice the connection's end.
-                    async for _ in conn.notifies():
-                        pass
-            except psycopg.Error as exc:
+                    # Changes made while this connection was not listening were missed.
+                    await self.records.reload()
+                    async for notice in conn.notifies():
+                        replica, _, name = notice.payload.partition(" ")
+                        if replica != str(self.replica):
+                            await self.records.changed(name)
+            except (psycopg.Error, Unavailable) as exc:
                 if self._present.is_set():
                     log.warning("database: lost this replica's connection: %s", _one_line(exc))
+            except Exception:
+                # A change heard could not be applied: start again, and read everything.
+                log.exception("database: applying another replica's change failed")
             self._present.clear()
             await asyncio.sleep(pause)
             pause = min(pause * 2, 5.0)
@@ -569,3 +594,103 @@ class PostgresAccounts(AccountTable):
             cursor = await conn.execute("SELECT count(*) FROM accounts WHERE owner = %s", (owner,))
             row = await cursor.fetchone()
         return 0 if row is None else int(row[0])
+
+
+class PostgresRecords:
+    """The builtin DNS server's values and SOA serial (:class:`providers._shared.SharedRecords`)
+    in tables ``zone_values`` and ``zone_serial``, shared by every replica.
+
+    Each change is one transaction that also bumps the serial (a row lock: one
+    change at a time across replicas) and sends ``NOTIFY acmegw_zone`` with the
+    name; each replica's listening connection (:meth:`PostgresState._stay_present`)
+    hears it and reads that name's values, and reads everything again after a
+    reconnect. The payload is only the name: the tables are the truth.
+    """
+
+    def __init__(self, state: PostgresState) -> None:
+        self.state = state
+        self._changed: Callable[[str], Awaitable[None]] | None = None
+        self._reload: Callable[[], Awaitable[None]] | None = None
+
+    def watch(
+        self, changed: Callable[[str], Awaitable[None]], reload: Callable[[], Awaitable[None]]
+    ) -> None:
+        self._changed, self._reload = changed, reload
+
+    async def changed(self, name: str) -> None:
+        if self._changed is not None:
+            await self._changed(name)
+
+    async def reload(self) -> None:
+        if self._reload is not None:
+            await self._reload()
+
+    @staticmethod
+    async def _values(conn: AsyncConnection[Any], name: str) -> tuple[list[str], int]:
+        cursor = await conn.execute(
+            "SELECT value FROM zone_values WHERE name = %s ORDER BY id", (name,)
+        )
+        values = [row[0] for row in await cursor.fetchall()]
+        cursor = await conn.execute("SELECT serial FROM zone_serial WHERE id = 1")
+        row = await cursor.fetchone()
+        return values, 0 if row is None else int(row[0])
+
+    async def _bump(self, conn: AsyncConnection[Any], name: str) -> None:
+        await conn.execute(
+            "INSERT INTO zone_serial VALUES (1, %s) "
+            "ON CONFLICT (id) DO UPDATE SET serial = (zone_serial.serial + 1) %% 4294967296",
+            (int(time.time()),),
+        )
+        await conn.execute(
+            "SELECT pg_notify(%s, %s)", (ZONE_CHANNEL, f"{self.state.replica} {name}")
+        )
+
+    async def load(self, floor: int) -> tuple[dict[str, list[str]], int]:
+        async with (
+            self.state.connection("the builtin DNS server's records cannot be read") as conn,
+            conn.transaction(),
+        ):
+            await conn.execute(
+                "INSERT INTO zone_serial VALUES (1, %s) ON CONFLICT (id) "
+                "DO UPDATE SET serial = GREATEST(zone_serial.serial, excluded.serial)",
+                (floor,),
+            )
+            cursor = await conn.execute("SELECT name, value FROM zone_values ORDER BY id")
+            records: dict[str, list[str]] = {}
+            for name, value in await cursor.fetchall():
+                records.setdefault(name, []).append(value)
+            cursor = await conn.execute("SELECT serial FROM zone_serial WHERE id = 1")
+            row = await cursor.fetchone()
+        return records, floor if row is None else int(row[0])
+
+    async def add(self, name: str, value: str, limit: int) -> tuple[list[str], int] | None:
+        async with (
+            self.state.connection("the builtin DNS server's records cannot be written") as conn,
+            conn.transaction(),
+        ):
+            values, serial = await self._values(conn, name)
+            if value in values:
+                return values, serial
+            if len(values) >= limit:
+                return None
+            await conn.execute(
+                "INSERT INTO zone_values (name, value) VALUES (%s, %s)", (name, value)
+            )
+            await self._bump(conn, name)
+            return await self._values(conn, name)
+
+    async def remove(self, name: str, value: str) -> tuple[list[str], int]:
+        async with (
+            self.state.connection("the builtin DNS server's records cannot be written") as conn,
+            conn.transaction(),
+        ):
+            cursor = await conn.execute(
+                "DELETE FROM zone_values WHERE name = %s AND value = %s", (name, value)
+            )
+            if cursor.rowcount:
+                await self._bump(conn, name)
+            return await self._values(conn, name)
+
+    async def current(self, name: str) -> tuple[list[str], int]:
+        async with self.state.connection("the builtin DNS server's records cannot be read") as c:
+            return await self._values(c, name)

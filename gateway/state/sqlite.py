@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,8 @@ from gateway.storage import open_database
 
 JOURNAL_FILE_NAME = "journal.sqlite3"
 ACCOUNTS_FILE_NAME = "acmedns.sqlite3"
+# Made on first use: only PROVIDER=builtin keeps records in the state.
+RECORDS_FILE_NAME = "builtin.sqlite3"
 
 # Each part's migrations, in order: version n is reached by running the n-th.
 JOURNAL_MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -59,6 +61,18 @@ ACCOUNT_MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " owner TEXT NOT NULL,"
         " created REAL NOT NULL"
         ")",
+    ),
+)
+
+RECORDS_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE IF NOT EXISTS zone_values ("
+        " name TEXT NOT NULL,"
+        " value TEXT NOT NULL,"
+        " UNIQUE (name, value))",
+        "CREATE TABLE IF NOT EXISTS zone_serial ("
+        " id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " serial INTEGER NOT NULL)",
     ),
 )
 
@@ -316,6 +330,93 @@ class SqliteAccounts(_File, AccountTable):
         return int(row[0])
 
 
+class SqliteRecords(_File):
+    """The builtin DNS server's values and SOA serial in ``builtin.sqlite3``
+    (:class:`providers._shared.SharedRecords`), for one process: nothing to watch."""
+
+    what = "the builtin DNS server's records"
+    part = "builtin"
+    migrations = RECORDS_MIGRATIONS
+
+    def _opened(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.open()
+        return self._connection()
+
+    def _values(self, db: sqlite3.Connection, name: str) -> tuple[list[str], int]:
+        rows = db.execute("SELECT value FROM zone_values WHERE name=? ORDER BY rowid", (name,))
+        values = [row[0] for row in rows.fetchall()]
+        serial = db.execute("SELECT serial FROM zone_serial WHERE id=1").fetchone()
+        return values, int(serial[0]) if serial else 0
+
+    @contextlib.contextmanager
+    def _change(self) -> Iterator[sqlite3.Connection]:
+        db = self._opened()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise Unavailable(f"{self.what} cannot be written: {exc}") from exc
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection) -> None:
+        db.execute(
+            "INSERT INTO zone_serial VALUES (1, ?) "
+            "ON CONFLICT (id) DO UPDATE SET serial = (serial + 1) % 4294967296",
+            (int(time.time()),),
+        )
+
+    async def load(self, floor: int) -> tuple[dict[str, list[str]], int]:
+        with self._change() as db:
+            db.execute(
+                "INSERT INTO zone_serial VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET serial = max(serial, excluded.serial)",
+                (floor,),
+            )
+            records: dict[str, list[str]] = {}
+            for name, value in db.execute("SELECT name, value FROM zone_values ORDER BY rowid"):
+                records.setdefault(name, []).append(value)
+            serial = int(db.execute("SELECT serial FROM zone_serial").fetchone()[0])
+        return records, serial
+
+    async def add(self, name: str, value: str, limit: int) -> tuple[list[str], int] | None:
+        with self._change() as db:
+            values, serial = self._values(db, name)
+            if value in values:
+                return values, serial
+            if len(values) >= limit:
+                return None
+            db.execute("INSERT INTO zone_values VALUES (?, ?)", (name, value))
+            self._bump(db)
+            return self._values(db, name)
+
+    async def remove(self, name: str, value: str) -> tuple[list[str], int]:
+        with self._change() as db:
+            removed = db.execute(
+                "DELETE FROM zone_values WHERE name=? AND value=?", (name, value)
+            ).rowcount
+            if removed:
+                self._bump(db)
+            return self._values(db, name)
+
+    async def current(self, name: str) -> tuple[list[str], int]:
+        db = self._opened()
+        try:
+            return self._values(db, name)
+        except sqlite3.Error as exc:
+            raise Unavailable(f"{self.what} cannot be read: {exc}") from exc
+
+    def watch(
+        self, changed: Callable[[str], Awaitable[None]], reload: Callable[[], Awaitable[None]]
+    ) -> None:
+        """One process owns the files: nobody else changes them."""
+
+
 class SqliteState(State):
     """The journal and the accounts in ``STATE_DIR``, for one process."""
 
@@ -323,6 +424,7 @@ class SqliteState(State):
         self.state_dir = state_dir
         self.journal: SqliteJournal = SqliteJournal(state_dir / JOURNAL_FILE_NAME, clock)
         self.accounts: SqliteAccounts = SqliteAccounts(state_dir / ACCOUNTS_FILE_NAME)
+        self.records: SqliteRecords = SqliteRecords(state_dir / RECORDS_FILE_NAME)
         self.description = f"SQLite in {state_dir}"
 
     async def open(self) -> None:
@@ -334,6 +436,7 @@ class SqliteState(State):
             raise
 
     async def close(self) -> None:
+        self.records.close()
         self.accounts.close()
         self.journal.close()
 

@@ -73,9 +73,15 @@ API permissions: none. Listening on port 53 needs root or ``CAP_NET_BIND_SERVICE
 
 Quirks:
 
-* Records live in memory (``volatile``): the gateway re-adds its journaled
-  records after a restart. The SOA serial is kept in ``STATE_DIR``
-  (``builtin-serial``) so that it never goes back.
+* In the gateway, the values and the SOA serial live in its state
+  (:mod:`providers._shared`): ``STATE_DIR/builtin.sqlite3``, or the PostgreSQL
+  database of ``DATABASE_URL``, where every replica's server serves every
+  value (a change on one reaches the others through LISTEN/NOTIFY, and each
+  reads everything again after a reconnect). The serial is the database's
+  and never goes back; a ``STATE_DIR/builtin-serial`` of an earlier version is
+  where it starts from. Built on its own (tests), the provider keeps records in
+  memory and the serial in that file. Either way the gateway re-adds its
+  journaled values at start (``volatile``): those of an earlier version.
 * The server process (``python -m providers.builtin``, about 28 MB) runs at a
   lower CPU priority than the gateway; if it dies it is started again with
   every record, and it exits when the gateway does. Its log lines appear in
@@ -97,6 +103,7 @@ Quirks:
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import logging
@@ -107,6 +114,7 @@ from typing import ClassVar, Self
 
 from lib.names import InvalidName, normalize_name
 from lib.settings import Settings
+from providers._shared import SharedRecords
 from providers._tsig import ALGORITHMS, TsigSettings, tsig_settings
 from providers.base import Provider, ProviderContext, ProviderError
 from providers.builtin.network import TcpLimits, bind_tcp, bind_udp
@@ -117,6 +125,7 @@ from providers.builtin.serial import (
     MemorySerialStore,
     SerialStore,
     first_serial,
+    is_newer,
     next_serial,
 )
 from providers.builtin.server import ServerConfig
@@ -293,6 +302,10 @@ class BuiltinProvider(Provider):
         self.serves_itself = not (settings.secondaries and settings.zone)
         self.records: dict[Labels, list[str]] = {}
         self.serial: int | None = None
+        # The gateway's state, when it keeps the records (keep_records_in): then
+        # self.records is a copy of what every replica serves.
+        self.shared: SharedRecords | None = None
+        self._applying = asyncio.Lock()
         self.server: ServerProcess | None = None
         # Per listening address: its UDP sockets and its TCP socket.
         self._sockets: list[tuple[list[socket.socket], socket.socket]] = []
@@ -413,6 +426,17 @@ class BuiltinProvider(Provider):
         key = self._served_key(fqdn)
         if not (value.isascii() and value.isprintable() and 0 < len(value) <= 255):
             raise self.error("a TXT value must be 1 to 255 printable ASCII characters")
+        if self.shared is not None:
+            # The state's copy is the truth: this one may not have heard of another
+            # replica's change yet.
+            changed = await self.shared.add(_name(key), value, MAX_VALUES_PER_NAME)
+            if changed is None:
+                raise self.error(
+                    f"{text_of(key)} already has {MAX_VALUES_PER_NAME} values",
+                    hint="stale values are not being removed; check the janitor",
+                )
+            await self._apply(key, *changed)
+            return
         values = self.records.get(key, [])
         if value in values:
             return
@@ -426,6 +450,9 @@ class BuiltinProvider(Provider):
 
     async def remove_txt(self, fqdn: str, value: str) -> None:
         key = self._key(fqdn)
+        if self.shared is not None:
+            await self._apply(key, *await self.shared.remove(_name(key), value))
+            return
         values = self.records.get(key)
         if not values or value not in values:
             return
@@ -447,6 +474,47 @@ class BuiltinProvider(Provider):
             self.records.pop(key, None)
         if self.server is not None:
             await self.server.set(key, values, serial)
+
+    # -- records kept in the gateway's state --------------------------------------
+
+    def keep_records_in(self, records: SharedRecords) -> None:
+        self.shared = records
+
+    async def _apply(self, key: Labels, values: list[str], serial: int) -> None:
+        """Serve *values* at *key* as the state has them after a change of *serial*."""
+        async with self._applying:
+            await self._serve(key, values, serial)
+
+    async def _serve(self, key: Labels, values: list[str], serial: int) -> None:
+        if values:
+            self.records[key] = values
+        else:
+            self.records.pop(key, None)
+        if self.serial is None or is_newer(serial, self.serial):
+            self.serial = serial
+        if self.server is not None:
+            await self.server.set(key, values, self.serial)
+
+    async def _heard(self, name: str) -> None:
+        """Another replica changed *name*: serve what the state has there now."""
+        assert self.shared is not None
+        async with self._applying:
+            values, serial = await self.shared.current(name)
+            await self._serve(labels_of(name), values, serial)
+
+    async def _load(self) -> None:
+        """Serve every record as the state has it (at start, and after changes may
+        have been missed)."""
+        assert self.shared is not None
+        async with self._applying:
+            floor = self.serial if self.serial is not None else self._current_serial()
+            records, serial = await self.shared.load(floor)
+            wanted = {labels_of(name): values for name, values in records.items()}
+            for key in set(self.records) | set(wanted):
+                if self.records.get(key) != wanted.get(key):
+                    await self._serve(key, wanted.get(key, []), serial)
+            if is_newer(serial, self.serial or 0):
+                self.serial = serial
 
     def _current_serial(self) -> int:
         if self.serial is None:
@@ -489,6 +557,9 @@ class BuiltinProvider(Provider):
     async def open(self) -> None:
         if self.server is not None:
             return
+        if self.shared is not None:
+            self.shared.watch(self._heard, self._load)
+            await self._load()
         self._current_serial()
         tsig = self.settings.tsig
         try:
@@ -596,3 +667,8 @@ class BuiltinProvider(Provider):
         if server is not None:
             await server.close()
         self._close_sockets()
+
+
+def _name(key: Labels) -> str:
+    """*key* as the text the state keeps names in."""
+    return b".".join(key).decode("ascii")

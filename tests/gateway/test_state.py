@@ -21,6 +21,7 @@ from gateway.errors import Unavailable
 from gateway.state.postgres import ACCOUNT_MIGRATIONS as PG_ACCOUNTS
 from gateway.state.postgres import JOURNAL_MIGRATIONS as PG_JOURNAL
 from gateway.state.postgres import NAMES, PostgresState
+from gateway.state.postgres import RECORDS_MIGRATIONS as PG_RECORDS
 from gateway.state.sqlite import (
     ACCOUNT_MIGRATIONS,
     ACCOUNTS_FILE_NAME,
@@ -165,7 +166,11 @@ async def test_replicas_starting_together_create_the_schema_once(
         await asyncio.gather(*(state.close() for state in states))
     with contextlib.closing(postgres_server.connect(postgres_database)) as db:
         rows = db.execute("SELECT part, version FROM schema_version ORDER BY part").fetchall()
-    assert rows == [("accounts", len(PG_ACCOUNTS)), ("journal", len(PG_JOURNAL))]
+    assert rows == [
+        ("accounts", len(PG_ACCOUNTS)),
+        ("builtin", len(PG_RECORDS)),
+        ("journal", len(PG_JOURNAL)),
+    ]
 
 
 async def test_a_database_from_a_newer_gateway_is_refused(
@@ -474,4 +479,8 @@ async def test_a_database_of_an_earlier_version_is_migrated_and_kept(
         await state.journal.begin_add(NAME, make_value(), "bob")
     with contextlib.closing(postgres_server.connect(postgres_database)) as db:
         rows = db.execute("SELECT part, version FROM schema_version ORDER BY part").fetchall()
-    assert rows == [("accounts", len(PG_ACCOUNTS)), ("journal", len(PG_JOURNAL))]
+    assert rows == [
+        ("accounts", len(PG_ACCOUNTS)),
+        ("builtin", len(PG_RECORDS)),
+        ("journal", len(PG_JOURNAL)),
+    ]

@@ -4,9 +4,11 @@ dies, leaves when the gateway does, and keeps its serial growing across restarts
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -134,7 +136,9 @@ def test_the_serial_keeps_growing_across_gateway_restarts(tmp_path: Path) -> Non
                     "challenge_content": make_value()})
                 assert answer.status_code == 201, answer.text
             serials.append(asyncio.run(_serial(dns_port)))
-    stored = FileSerialStore(tmp_path / "state" / "builtin-serial").load()
+    # The gateway keeps the serial in its state (gateway/state/sqlite.py).
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "builtin.sqlite3")) as db:
+        stored = db.execute("SELECT serial FROM zone_serial").fetchone()[0]
     assert stored == serials[-1]
     assert serials[1] > serials[0]
 
