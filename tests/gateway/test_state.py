@@ -484,3 +484,25 @@ async def test_a_database_of_an_earlier_version_is_migrated_and_kept(
         ("builtin", len(PG_RECORDS)),
         ("journal", len(PG_JOURNAL)),
     ]
+
+
+@pytest.mark.parametrize("key", ["DATABASE_PASSWORD_FILE", "DATABASE_URL_FILE"])
+def test_a_database_secret_file_others_may_read_stops_start_up(
+    tmp_path: Path, postgres_server: PostgresServer, postgres_database: str, key: str
+) -> None:
+    secret = tmp_path / "db-secret"
+    if key == "DATABASE_URL_FILE":
+        secret.write_text(postgres_server.url(postgres_database, password=True) + "\n")
+        extra = {key: str(secret)}
+    else:
+        secret.write_text(postgres_server.password + "\n")
+        extra = {key: str(secret), "DATABASE_URL": postgres_server.url(postgres_database)}
+    secret.chmod(0o644)
+    settings = server_settings(tmp_path, **extra)
+    result = run_gateway(tmp_path, settings)
+    assert result.returncode == 2, result.stderr
+    assert f"{secret} holds secrets, but every user may read it" in result.stderr
+    assert postgres_server.password not in result.stderr
+    secret.chmod(0o600)
+    with running_gateway(tmp_path, settings):
+        assert setup_through(settings) == 201

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import dns.asyncquery
 import dns.message
-import dns.rdatatype
 import pytest
 import pytest_asyncio
 
@@ -33,6 +32,7 @@ from providers.builtin.serial import FileSerialStore
 from tests.conftest import make_value
 from tests.gateway.backends import BACKENDS
 from tests.providers.contract import ProviderContract, Served
+from tests.providers.test_builtin import txt_values
 from tests.servers.postgres import PostgresServer
 from tests.system import free_port
 
@@ -142,14 +142,9 @@ def twin_provider(replicas: list[BuiltinProvider]) -> BuiltinProvider:
 
 
 async def txt_at(port: int, fqdn: str) -> set[str]:
+    """The TXT values the DNS server on 127.0.0.1:*port* serves at *fqdn*."""
     query = dns.message.make_query(fqdn + ".", "TXT")
-    reply = await dns.asyncquery.udp(query, "127.0.0.1", port=port, timeout=3)
-    return {
-        b"".join(rd.strings).decode()
-        for rrset in reply.answer
-        if rrset.rdtype == dns.rdatatype.TXT
-        for rd in rrset
-    }
+    return txt_values(await dns.asyncquery.udp(query, "127.0.0.1", port=port, timeout=3))
 
 
 @pytest.fixture
