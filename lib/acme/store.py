@@ -243,6 +243,12 @@ class Lineage:
                                        and all(isinstance(window.get(k), str)
                                                for k in ("start", "end"))):
             found.append("ari_window must be null or {start, end}")
+        elif window is not None:
+            for edge in ("start", "end"):
+                try:
+                    parse_iso(window[edge])
+                except ValueError:
+                    found.append(f"ari_window {edge} {window[edge]!r} is not a time")
         return found
 
 

@@ -279,3 +279,25 @@ def test_a_stored_name_ending_in_a_line_break_is_damage(state: Path) -> None:
     assert done.stdout.splitlines() == [
         "a.example.test: unreadable: certificate metadata: name 'a.example.test\\n' is not a "
         "usable certificate name"]
+
+
+def test_a_damaged_renewal_window_is_reported_with_the_others(
+        state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hand-edited ARI window failed list altogether (an internal error, no certificate
+    listed) and renew with a ValueError: it is damage of that certificate's metadata."""
+    store = Store(state)
+    _lineage_meta(store, "a.example.test")
+    _lineage_meta(store, "b.example.test", ari_window={"start": "soon", "end": "later"},
+                  ari_chosen="2026-01-01T00:00:00Z")
+    status, out, err = run(capsys, "list", "--state-dir", str(state))
+    assert status == 1 and "internal error" not in err
+    assert out.splitlines() == [
+        "a.example.test: valid, until 2999-01-01T00:00:00Z, a.example.test, ec256, from None, "
+        f"files in {state}/certificates/a.example.test",
+        "b.example.test: unreadable: certificate metadata: ari_window start 'soon' is not a "
+        "time; ari_window end 'later' is not a time"]
+    status, out, err = run(capsys, "renew", "--json", "--state-dir", str(state))
+    assert status == 1
+    outcomes = {c["name"]: c for c in json.loads(out)["certificates"]}
+    assert outcomes["a.example.test"]["action"] == "kept"
+    assert "ari_window end 'later' is not a time" in outcomes["b.example.test"]["error"]
