@@ -411,7 +411,9 @@ def _outcome_text(outcome: Outcome) -> str:
         return text + (f" (but: {outcome.error})" if outcome.error else "")
     if outcome.action == "failed":
         return f"{outcome.name}: FAILED: {outcome.error}"
-    return f"{outcome.name}: {outcome.action}: {outcome.detail}"
+    text = f"{outcome.name}: {outcome.action}: {outcome.detail}"
+    # A kept certificate fails too when its pending deploy hook fails again.
+    return text + (f" (but: {outcome.error})" if outcome.error else "")
 
 
 class _Output:

@@ -301,3 +301,17 @@ def test_a_damaged_renewal_window_is_reported_with_the_others(
     outcomes = {c["name"]: c for c in json.loads(out)["certificates"]}
     assert outcomes["a.example.test"]["action"] == "kept"
     assert "ari_window end 'later' is not a time" in outcomes["b.example.test"]["error"]
+
+
+def test_a_deploy_hook_that_fails_again_says_so_in_every_output(
+        state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A certificate that is not due runs its pending deploy hook again; when that fails,
+    --quiet (a timer) printed only "error: NAME: kept: ... days left", never the hook."""
+    _lineage_meta(Store(state), "a.example.test", deploy_hook="echo cannot reload; exit 4",
+                  deploy_pending=True)
+    status, out, err = run(capsys, "renew", "--quiet", "--state-dir", str(state))
+    assert status == 1 and out == ""
+    assert "deploy hook exited with status 4: cannot reload" in err, err
+    status, out, _ = run(capsys, "renew", "--state-dir", str(state))
+    assert status == 1
+    assert "kept" in out and "deploy hook exited with status 4: cannot reload" in out, out
