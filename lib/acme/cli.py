@@ -83,6 +83,15 @@ class _Parser(argparse.ArgumentParser):
         # This parser's own usage: a mistake in `renew` shows how to call `renew`.
         raise UsageError(message, usage=self.format_usage())
 
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: Any = None) -> tuple[Any, list[str]]:
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and self._subparsers is None:
+            # A command's own parser has the last word on its arguments: what it does not
+            # know is its error, not the top-level parser's (which knows no options).
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
 
 def _number(kind: type[float] | type[int], low: float, high: float,
             unit: str = "seconds") -> Callable[[str], float]:

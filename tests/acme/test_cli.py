@@ -315,3 +315,17 @@ def test_a_deploy_hook_that_fails_again_says_so_in_every_output(
     status, out, _ = run(capsys, "renew", "--state-dir", str(state))
     assert status == 1
     assert "kept" in out and "deploy hook exited with status 4: cannot reload" in out, out
+
+
+@pytest.mark.parametrize(("command", "argv"), [
+    ("renew", ["renew", "--bogus"]),
+    ("issue", ["issue", "-d", "example.test", "--frobnicate", "x"]),
+    ("account register", ["account", "register", "--bogus"]),
+    ("list", ["list", "extra"]),
+])
+def test_an_unknown_option_shows_the_subcommands_usage(
+        state: Path, capsys: pytest.CaptureFixture[str], command: str, argv: list[str]) -> None:
+    status, out, err = run(capsys, *argv, "--state-dir", str(state))
+    assert status == EXIT_USAGE and out == ""
+    assert err.startswith(f"usage: acmegw-acme {command} "), err
+    assert "unrecognized arguments" in err
