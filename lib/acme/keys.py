@@ -24,6 +24,8 @@ _CURVES = {"ec256": ec.SECP256R1, "ec384": ec.SECP384R1}
 _RSA_BITS = {"rsa2048": 2048, "rsa3072": 3072, "rsa4096": 4096}
 # RFC 5280 ub-common-name: longer names go only into the SAN extension.
 _MAX_CN = 64
+_SAN_KINDS: dict[type, str] = {x509.IPAddress: "IP address", x509.RFC822Name: "e-mail address",
+                               x509.UniformResourceIdentifier: "URI"}
 
 
 def generate_key(key_type: str) -> PrivateKey:
@@ -106,9 +108,16 @@ def read_csr(data: bytes) -> UserCsr:
     names: list[str] = []
     try:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names += san.get_values_for_type(x509.DNSName)
     except x509.ExtensionNotFound:
         pass
+    else:
+        for entry in san:
+            # A CA signs all that a CSR asks for or nothing: one IP address (or e-mail
+            # address, URI) beside the DNS names is refused at finalize, after validation.
+            if not isinstance(entry, x509.DNSName):
+                raise UsageError(f"the CSR asks for the {_SAN_KINDS.get(type(entry), 'entry')} "
+                                 f"{entry.value}: dns-01 validates DNS names only")
+            names.append(entry.value)
     for attribute in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
         value = attribute.value if isinstance(attribute.value, str) else ""
         if value and value not in names:

@@ -4,6 +4,7 @@ output formats, and secrets that must never be shown."""
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import os
 import subprocess
@@ -12,6 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from lib.acme.cli import EXIT_BUSY, EXIT_OK, EXIT_USAGE, main
 from lib.acme.progress import Progress
@@ -329,3 +334,31 @@ def test_an_unknown_option_shows_the_subcommands_usage(
     assert status == EXIT_USAGE and out == ""
     assert err.startswith(f"usage: acmegw-acme {command} "), err
     assert "unrecognized arguments" in err
+
+
+@pytest.mark.parametrize(("entry", "why"), [
+    ("ip", "asks for the IP address 192.0.2.7: dns-01 validates DNS names only"),
+    ("email", "asks for the e-mail address web@example.test: dns-01 validates DNS names only"),
+    ("uri", "asks for the URI https://example.test/: dns-01 validates DNS names only"),
+])
+def test_a_csr_asking_for_more_than_dns_names_is_a_usage_error_before_any_request(
+        state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], entry: str,
+        why: str) -> None:
+    """A CSR with an IP address beside its DNS names passed the checks, was ordered and
+    validated (TXT values published), and then refused at finalize."""
+    extra = {"ip": x509.IPAddress(ipaddress.ip_address("192.0.2.7")),
+             "email": x509.RFC822Name("web@example.test"),
+             "uri": x509.UniformResourceIdentifier("https://example.test/")}[entry]
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "example.test")]))
+           .add_extension(x509.SubjectAlternativeName([x509.DNSName("example.test"), extra]),
+                          critical=False)
+           .sign(key, hashes.SHA256()))
+    csr_file = tmp_path / "request.csr"
+    csr_file.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    status, out, err = run(capsys, "issue", "--csr", str(csr_file), "--server",
+                           "https://192.0.2.1:9/dir", "--gateway-url", "https://192.0.2.1:9/",
+                           "--state-dir", str(state), "--attempts", "1", "--lock-timeout", "0")
+    assert status == EXIT_USAGE, err
+    assert f"--csr {csr_file}: the CSR {why}" in err and out == ""
