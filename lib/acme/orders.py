@@ -48,6 +48,7 @@ from lib.acme.errors import (
     OrderPending,
     PollTimeout,
     ProblemError,
+    StateError,
     UsageError,
 )
 from lib.acme.journal import Journal, Published
@@ -254,7 +255,13 @@ class OrderFlow:
         with the order before the CSR leaves."""
         assert self.pending is not None
         if self.pending.key_pem is not None:
-            return load_key(self.pending.key_pem, "key of the pending order")
+            try:
+                return load_key(self.pending.key_pem, "key of the pending order")
+            except StateError as exc:
+                # Damage must not fail the certificate at every run: before finalize a
+                # new key will do; after it, the order is of no use (below).
+                self.progress.warn(f"{self.lineage.name}: {exc}; it is dropped")
+                self.pending.key_pem = None
         if order.status in ("processing", "valid"):
             # Finalized by a run that died before keeping the key: its certificate is
             # of no use. Rare (the key is kept before the CSR is sent).

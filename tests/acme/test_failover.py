@@ -112,20 +112,27 @@ async def test_an_order_still_processing_at_its_deadline_is_resumed_not_replaced
     assert not (rig.state / "certificates" / "example.test" / "pending.json").exists()
 
 
+async def killed_at_finalize(rig: Rig, monkeypatch: pytest.MonkeyPatch, *,
+                             after_sending: bool) -> None:
+    """An issue whose process dies at finalize, before or after the CSR is sent."""
+    real = AcmeClient.finalize
+
+    def die(self: AcmeClient, *args: object) -> object:
+        if after_sending:
+            real(self, *args)  # type: ignore[arg-type]
+        raise Crash("killed at finalize")
+
+    monkeypatch.setattr(AcmeClient, "finalize", die)
+    with pytest.raises(Crash):
+        await rig.cli("issue", *domains())
+    monkeypatch.setattr(AcmeClient, "finalize", real)
+
+
 async def test_an_order_left_by_a_crash_after_finalize_is_resumed(
         make_rig: RigFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     ca = fast()
     rig = await make_rig(ca)
-    real = AcmeClient.finalize
-
-    def finalize_then_die(self: AcmeClient, *args: object) -> object:
-        real(self, *args)  # type: ignore[arg-type]
-        raise Crash("killed after the CSR was sent")
-
-    monkeypatch.setattr(AcmeClient, "finalize", finalize_then_die)
-    with pytest.raises(Crash):
-        await rig.cli("issue", *domains())
-    monkeypatch.setattr(AcmeClient, "finalize", real)
+    await killed_at_finalize(rig, monkeypatch, after_sending=True)
     status, _, err = await rig.cli("issue", *domains())
     assert status == 0, err
     assert "Resuming order" in err
@@ -152,3 +159,21 @@ async def test_values_that_die_with_the_process_are_not_journaled(
     status, _, err = await rig.cli("issue", *domains())
     assert status == 0, err
     assert "left by an interrupted run" not in err
+
+
+@pytest.mark.parametrize("finalized", [False, True])
+async def test_a_damaged_key_of_a_pending_order_does_not_block_the_certificate(
+        make_rig: RigFactory, monkeypatch: pytest.MonkeyPatch, finalized: bool) -> None:
+    """The key kept beside a pending order was loaded at every run, and a damaged one
+    failed the certificate at every run, for good. Before finalize a new key will do;
+    after it, the CA's certificate is of no use and the certificate is ordered anew."""
+    ca = fast()
+    rig = await make_rig(ca)
+    await killed_at_finalize(rig, monkeypatch, after_sending=finalized)
+    kept = rig.state / "certificates" / "example.test" / "pending-key.pem"
+    kept.write_text("-----BEGIN PRIVATE KEY-----\ndamaged\n-----END PRIVATE KEY-----\n")
+    status, _, err = await rig.cli("issue", *domains())
+    assert status == 0, err
+    assert "the stored key of the pending order is unreadable" in err
+    assert len(ca.new_orders) == (2 if finalized else 1)
+    assert not kept.exists()
