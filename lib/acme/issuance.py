@@ -122,7 +122,15 @@ class Driver:
     def withdraw_leftovers(self) -> None:
         """Withdraw the dns-01 values an interrupted run left published (its journal)."""
         journal = Journal(self.store.root)
-        for entry in journal.entries():
+        try:
+            entries = journal.entries()
+        except StateError as exc:
+            # One damaged file must not stop every run: it is kept aside, and the values
+            # it lists (if any) are the operator's to withdraw now.
+            self.progress.warn(f"{exc}; moved to {journal.set_aside()}: TXT values an "
+                               "interrupted run left may still be published (it lists them)")
+            return
+        for entry in entries:
             where = Lineage(name=entry.name, domains=list(entry.domains), servers=[],
                             solver=entry.solver,
                             propagation_nameservers=list(entry.propagation_nameservers))

@@ -8,12 +8,16 @@ the gateway it only saves the wait for the gateway's janitor.
 
 Each entry keeps what is needed to withdraw it without the certificate's metadata
 (the first issue of a certificate has none yet): the certificate's name and names,
-how it publishes (the solver settings, never a secret), and the record.
+how it publishes (the solver settings, never a secret), and the record. A file that
+cannot be read is moved aside (``published.json.damaged-<time>``) with a warning, so
+that it never stops a run.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +66,17 @@ class Journal:
             except (KeyError, TypeError, ValueError):
                 continue  # a damaged entry cannot be withdrawn; the rest still can
         return found
+
+    def set_aside(self) -> Path:
+        """Move a damaged file out of the way, keeping it for whoever withdraws what it
+        lists by hand; returns where it went."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = self.path.with_name(f"{FILE}.damaged-{stamp}")
+        try:
+            os.replace(self.path, target)
+        except OSError as exc:
+            raise StateError(f"cannot move {self.path} aside: {exc.strerror}") from None
+        return target
 
     def add(self, entry: Published) -> None:
         """List *entry*'s records (with any still listed for that certificate)."""

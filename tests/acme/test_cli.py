@@ -362,3 +362,20 @@ def test_a_csr_asking_for_more_than_dns_names_is_a_usage_error_before_any_reques
                            "--state-dir", str(state), "--attempts", "1", "--lock-timeout", "0")
     assert status == EXIT_USAGE, err
     assert f"--csr {csr_file}: the CSR {why}" in err and out == ""
+
+
+def test_a_damaged_list_of_published_values_does_not_stop_every_run(
+        state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """STATE/published.json is read before any certificate is worked on: a damaged one
+    failed every issue and renew, for good. It is moved aside (for whoever wants to
+    withdraw what it lists by hand), and the run goes on."""
+    _lineage_meta(Store(state), "a.example.test")
+    (state / "published.json").write_text('{"certificates": [')
+    status, out, err = run(capsys, "renew", "--state-dir", str(state))
+    assert status == EXIT_OK, err
+    assert out.startswith("a.example.test: kept")
+    aside = [p.name for p in state.iterdir() if p.name.startswith("published.json")]
+    assert len(aside) == 1 and aside[0].startswith("published.json.damaged-"), aside
+    assert f"cannot read {state}/published.json" in err and f"moved to {state}/{aside[0]}" in err
+    status, _, err = run(capsys, "renew", "--state-dir", str(state))
+    assert status == EXIT_OK and "published.json" not in err
