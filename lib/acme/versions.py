@@ -113,7 +113,7 @@ class CertificateFiles:
         unfinished = self.versions_dir / f"{_UNFINISHED}{name}"
         warnings: list[str] = []
         try:
-            unfinished.mkdir(mode=0o755)
+            _new_folder(unfinished)
             for file_name, data in files.items():
                 warnings += _write(unfinished / file_name, data,
                                    _DEFAULT_MODES.get(file_name, 0o644),
@@ -170,7 +170,7 @@ class CertificateFiles:
             try:
                 with contextlib.suppress(FileNotFoundError):
                     shutil.rmtree(unfinished)
-                unfinished.mkdir(mode=0o755)
+                _new_folder(unfinished)
                 for file_name in plain:
                     _write(unfinished / file_name, (self.folder / file_name).read_bytes(),
                            _DEFAULT_MODES.get(file_name, 0o644), templates.get(file_name))
@@ -310,9 +310,19 @@ def _write(path: Path, data: bytes, default_mode: int, template: os.stat_result 
 
 
 def _mkdir(path: Path, mode: int) -> None:
-    """*path* with *mode* (its missing parents private)."""
+    """*path*, created with *mode* (its missing parents private); one that exists keeps
+    the mode it has (an administrator's chgrp and chmod of an --out folder)."""
     make_dirs(path.parent)
     try:
-        path.mkdir(mode=mode, exist_ok=True)
+        _new_folder(path, mode)
+    except FileExistsError:
+        pass
     except OSError as exc:
         raise StateError(f"cannot create {path}: {exc.strerror}") from None
+
+
+def _new_folder(path: Path, mode: int = 0o755) -> None:
+    """Create *path* with exactly *mode*, past the umask: under a systemd UMask=0077 a
+    0700 version folder would shut out a service that reads the key through its group."""
+    path.mkdir()
+    os.chmod(path, mode)

@@ -82,6 +82,29 @@ def test_out_folder_holds_the_files_and_the_state_keeps_the_metadata(tmp_path: P
     assert not (tmp_path / "state" / "certificates" / "example.test" / "cert.pem").exists()
 
 
+def test_version_folders_can_be_entered_whatever_the_umask(tmp_path: Path) -> None:
+    """The README's systemd unit sets UMask=0077: a renewal from the timer made its new
+    version folder 0700, and a service reading the key through its group (chgrp ssl-cert;
+    chmod 640 privkey.pem) lost it at the first renewal. What may read a file is its own
+    mode's business; the folders on the way are 0755."""
+    store = Store(tmp_path / "state")
+    out = tmp_path / "tls"
+    lineage = Lineage(name="example.test", domains=["example.test"], servers=["https://ca/"],
+                      out=str(out))
+    files = {"privkey.pem": b"k", "cert.pem": b"c", "fullchain.pem": b"c"}
+    old = os.umask(0o077)
+    try:
+        store.save_certificate(lineage, files)
+        (out / "privkey.pem").chmod(0o640)
+        store.save_certificate(lineage, files)
+    finally:
+        os.umask(old)
+    assert (out / "versions").stat().st_mode & 0o777 == 0o755
+    for version in store.versions(lineage):
+        assert version.stat().st_mode & 0o777 == 0o755, version
+    assert (out / "privkey.pem").stat().st_mode & 0o777 == 0o640
+
+
 def test_metadata_from_a_newer_version_still_loads(tmp_path: Path) -> None:
     store = Store(tmp_path)
     lineage = Lineage(name="a.test", domains=["a.test"], servers=["https://ca/"])
