@@ -35,6 +35,10 @@ class NoAnswer(TransportError):
     """The CA accepted the connection (or not even that) but sent no answer in time."""
 
 
+class Unreachable(TransportError):
+    """The CA could not be reached at all: a refused or dropped connection, no TLS."""
+
+
 class NotOffered(AcmeError):
     """The CA's directory does not offer the resource a step needs (keyChange, ...)."""
 

@@ -12,6 +12,9 @@ another try could change:
   alone for the rest of the run, and the message says when it may be asked again;
 * **the CA does not answer** (a timeout): left alone for the rest of the run at once; a
   CA that hangs for one certificate hangs for the next, and each would cost minutes;
+* **the CA cannot be reached** (a refused or dropped connection, no TLS): tried again
+  after a back-off like the rest below, but once every try of a certificate failed so,
+  left alone for the rest of the run;
 * **the order is still processing at its deadline**: not replaced by a new order (that
   would have the CA issue twice); the next run resumes it (:mod:`lib.acme.orders`);
 * **anything else** (``serverInternal``, a refused connection, an answer that is not
@@ -40,6 +43,7 @@ from lib.acme.errors import (
     ProblemError,
     SolverError,
     StateError,
+    Unreachable,
     UsageError,
 )
 from lib.acme.options import Options
@@ -98,6 +102,7 @@ class Failover:
                 failures.append(f"{host}: {self._down[server]}")
                 self.progress.step(f"Skipping {host}: {self._down[server]}")
                 continue
+            unreached = True
             for number in range(1, self.options.attempts + 1):
                 try:
                     return attempt(server)
@@ -105,6 +110,7 @@ class Failover:
                     raise
                 except AcmeError as exc:
                     self._forget(server)
+                    unreached = unreached and isinstance(exc, Unreachable)
                     verdict = self.judge(exc, deadline, number)
                     failures.append(f"{host}: {exc}")
                     more = verdict.retry and number < self.options.attempts
@@ -117,6 +123,9 @@ class Failover:
                     if verdict.wait:
                         self.progress.step(f"Trying {host} again in {verdict.wait:g}s")
                         self.options.sleep(verdict.wait)
+            if unreached:
+                # Down for this certificate's every try: down for the next ones too.
+                self.mark_down(server, "could not be reached; not asked again in this run")
             if index + 1 < len(servers):
                 self.progress.step(f"Failing over from {host} to {servers[index + 1]}")
         if len(failures) == 1:

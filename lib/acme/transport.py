@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import requests
 
 from lib.acme import jws
-from lib.acme.errors import NoAnswer, ProblemError, TransportError
+from lib.acme.errors import NoAnswer, ProblemError, TransportError, Unreachable
 from lib.acme.messages import Directory, problem_from_json
 
 log = logging.getLogger(__name__)
@@ -125,10 +125,13 @@ class Transport:
                                              verify=self._verify,
                                              allow_redirects=method == "GET", **kwargs)
         except requests.exceptions.SSLError as exc:
-            raise TransportError(f"TLS with {host_of(url)} failed ({describe_request_error(exc)}); "
-                                 "for a private CA pass its certificate with --ca-file") from None
+            raise Unreachable(f"TLS with {host_of(url)} failed ({describe_request_error(exc)}); "
+                              "for a private CA pass its certificate with --ca-file") from None
         except requests.exceptions.Timeout:
             raise NoAnswer(f"{host_of(url)} did not answer within {wait:g}s") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise Unreachable(
+                f"cannot reach {host_of(url)}: {describe_request_error(exc)}") from None
         except requests.exceptions.RequestException as exc:
             raise TransportError(
                 f"cannot reach {host_of(url)}: {describe_request_error(exc)}") from None
