@@ -19,7 +19,7 @@ another try could change:
   would have the CA issue twice); the next run resumes it (:mod:`lib.acme.orders`);
 * **anything else** (``serverInternal``, a refused connection, an answer that is not
   ACME): tried again after a back-off (``retry_delay``, doubling), up to ``attempts``
-  tries per CA;
+  tries per CA and never past the certificate's deadline;
 * errors no CA can fix (usage, the DNS solver, the state directory) end the
   certificate at once.
 
@@ -139,21 +139,23 @@ class Failover:
         if isinstance(exc, OrderPending):
             return Verdict(False)
         if isinstance(exc, ChallengeFailed):
-            return Verdict(not exc.codes or not set(exc.codes) <= NOT_RETRIED, backoff)
+            retry = not exc.codes or not set(exc.codes) <= NOT_RETRIED
+            return Verdict(retry and self._clock() + backoff <= deadline, backoff)
         if isinstance(exc, ProblemError):
             asks_to_wait = exc.code == "rateLimited" or exc.status in WAIT_STATUSES
             if asks_to_wait:
                 return self._wait_verdict(exc, deadline, backoff)
             if exc.code in NOT_RETRIED:
                 return Verdict(False)
-        return Verdict(True, backoff)
+        # A back-off that ends past the certificate's deadline is no try at all.
+        return Verdict(self._clock() + backoff <= deadline, backoff)
 
     def _wait_verdict(self, exc: ProblemError, deadline: float, backoff: float) -> Verdict:
         if exc.retry_after is None:
             if exc.code == "rateLimited":
                 return Verdict(False, down="rate limited (no Retry-After); not asked again "
                                           "in this run")
-            return Verdict(True, backoff)
+            return Verdict(self._clock() + backoff <= deadline, backoff)
         if self._clock() + exc.retry_after <= deadline:
             return Verdict(True, exc.retry_after)
         when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=exc.retry_after)

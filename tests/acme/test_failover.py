@@ -237,3 +237,21 @@ def test_a_ca_that_cannot_be_reached_is_not_asked_again_for_every_certificate(
     assert "could not be reached; not asked again in this run" in out
     host = url.split("/")[2]
     assert err.count(f"Skipping {host}: could not be reached") == 2, err
+
+
+async def test_the_back_off_never_waits_past_the_certificates_deadline(
+        make_rig: RigFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The back-off doubled without a bound: --attempts 10 with the default 5 s waited
+    5 + 10 + ... + 1280 s (42 minutes) for one certificate, past its --timeout."""
+    waits: list[float] = []
+    real = cli._options
+    # (the rig passes --retry-delay 0)
+    monkeypatch.setattr(cli, "_options", lambda args: replace(real(args), sleep=waits.append,
+                                                             retry_delay=100.0))
+    ca = fast(new_order_problem=("serverInternal", 500))
+    rig = await make_rig(ca)
+    status, _, err = await rig.cli("issue", *domains(), "--attempts", "10", "--timeout", "250")
+    assert status == 1
+    # 100 s and 200 s end before the deadline; 400 s would not (the fake sleep takes no time).
+    assert waits == [100.0, 200.0], err
+    assert len(ca.new_orders) == 3
