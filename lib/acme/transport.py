@@ -15,7 +15,8 @@ requests and answers (certbot's ``ClientNetwork`` split):
   and detail; network failures and non-ACME answers become
   :class:`TransportError`, one line each.
 
-Every request has a timeout. Nothing secret is logged: JWS bodies are not logged.
+Every request has a timeout, and it bounds the whole answer (an answer that trickles
+in is no answer). Nothing secret is logged: JWS bodies are not logged.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from __future__ import annotations
 import email.utils
 import logging
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -42,6 +44,7 @@ BAD_NONCE_RETRIES = 5
 CONNECT_TIMEOUT = 10.0
 _NONCE = re.compile(r"[A-Za-z0-9_-]+")  # used with fullmatch
 _JOSE = "application/jose+json"
+T = TypeVar("T")
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -120,14 +123,13 @@ class Transport:
         try:
             # Redirects only for GET (a directory URL that moved); a signed request names
             # its URL inside the JWS, so following a redirect could only fail.
-            response = self._session.request(method, url,
-                                             timeout=(min(CONNECT_TIMEOUT, wait), wait),
-                                             verify=self._verify,
-                                             allow_redirects=method == "GET", **kwargs)
+            response = _within(wait, lambda: self._session.request(
+                method, url, timeout=(min(CONNECT_TIMEOUT, wait), wait), verify=self._verify,
+                allow_redirects=method == "GET", **kwargs))
         except requests.exceptions.SSLError as exc:
             raise Unreachable(f"TLS with {host_of(url)} failed ({describe_request_error(exc)}); "
                               "for a private CA pass its certificate with --ca-file") from None
-        except requests.exceptions.Timeout:
+        except (requests.exceptions.Timeout, TimeoutError):
             raise NoAnswer(f"{host_of(url)} did not answer within {wait:g}s") from None
         except requests.exceptions.ConnectionError as exc:
             raise Unreachable(
@@ -235,6 +237,34 @@ class Transport:
     def post_json(self, url: str, payload: Any, **kwargs: Any) -> tuple[Any, requests.Response]:
         response = self.post(url, payload, **kwargs)
         return json_of(response, url), response
+
+
+def _within(seconds: float, call: Callable[[], T]) -> T:
+    """``call()``, or TimeoutError once *seconds* have passed without its end.
+
+    requests' timeout bounds each read from the socket, not the answer: one that trickles
+    in a byte every few seconds would never end. The call runs on a helper thread that
+    is left behind when it is given up (the CA is then not asked again in this run, and
+    the thread ends with the connection, or with the process)."""
+    outcome: list[tuple[bool, Any]] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as exc:  # handed to the caller below
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="acmegw-acme-http", daemon=True).start()
+    if not done.wait(seconds):
+        raise TimeoutError
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    result: T = value
+    return result
 
 
 def json_of(response: requests.Response, what: str) -> Any:

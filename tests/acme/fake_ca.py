@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import hashlib
 import itertools
@@ -172,6 +173,7 @@ class FakeCA:
     lifetime_days: float = 90.0
     new_order_problem: tuple[str, int] | None = None  # (ACME error name, status), always
     hang: bool = False  # accept requests and never answer (until release())
+    dribble: float = 0.0  # answer one byte every 0.2 s for this many seconds, then hang up
     # What happened.
     violations: list[str] = field(default_factory=list)
     seen: list[tuple[str, str]] = field(default_factory=list)
@@ -279,6 +281,8 @@ class FakeCA:
         self.seen.append((request.method, request.path))
         if self.hang:
             await self._released.wait()
+        if self.dribble:
+            return await self._dribble(request)
         try:
             return await handler(request)  # type: ignore[no-any-return]
         except _Bad as bad:
@@ -287,6 +291,20 @@ class FakeCA:
             return self.violation(request, "no such resource")
         except web.HTTPMethodNotAllowed:
             return self.violation(request, "method not allowed")
+
+    async def _dribble(self, request: web.Request) -> web.StreamResponse:
+        """An answer that never ends in time: headers, then a byte now and then (every
+        read is quick, so a per-read timeout never fires)."""
+        response = web.StreamResponse(headers={"Content-Type": "application/json",
+                                               "Content-Length": "100000"})
+        await response.prepare(request)
+        end = asyncio.get_running_loop().time() + self.dribble
+        with contextlib.suppress(ConnectionError):
+            while asyncio.get_running_loop().time() < end and not self._released.is_set():
+                await response.write(b" ")
+                await asyncio.sleep(0.2)
+        request.transport and request.transport.close()  # type: ignore[func-returns-value]
+        return response
 
     async def directory(self, request: web.Request) -> web.Response:
         doc: dict[str, Any] = {"newNonce": self.url("/nonce"),

@@ -255,3 +255,17 @@ async def test_the_back_off_never_waits_past_the_certificates_deadline(
     # 100 s and 200 s end before the deadline; 400 s would not (the fake sleep takes no time).
     assert waits == [100.0, 200.0], err
     assert len(ca.new_orders) == 3
+
+
+async def test_an_answer_that_trickles_in_is_bounded_like_no_answer(make_rig: RigFactory) -> None:
+    """--http-timeout bounded each read, not the answer: a CA that sends a byte every
+    few seconds held the run (and the lock) for as long as it kept sending."""
+    ca = fast(offer=NO_ARI)
+    rig = await two_certificates(make_rig, ca)
+    ca.dribble = 8.0
+    before = len(ca.seen)
+    status, out, err = await rig.cli("renew", "--force", "--http-timeout", "1")
+    assert status == 1
+    assert ca.seen[before:] == [("GET", "/dir")], ca.seen[before:]
+    assert "did not answer within 1s" in err, err
+    assert out.count("FAILED") == 2 and "not asked again in this run" in out
