@@ -119,7 +119,6 @@ def create_app(
         config.managed_domains,
         config.propagation,
         config.provider_timeout,
-        dns_visible=provider.dns_visible,
         delegations=config.delegations,
         max_records=config.max_records_per_user,
     )

@@ -141,7 +141,6 @@ class ChallengeService:
         managed_domains: tuple[str, ...],
         propagation: PropagationConfig,
         provider_timeout: float,
-        dns_visible: bool = True,
         delegations: tuple[tuple[str, str], ...] = (),
         max_records: int = 0,
     ) -> None:
@@ -153,7 +152,6 @@ class ChallengeService:
         self.managed_domains = managed_domains
         self.propagation = propagation
         self.provider_timeout = provider_timeout
-        self.dns_visible = dns_visible
         self.update_propagation()
         self.locks = NameLocks(state)
         self.late = LateCalls()
@@ -167,13 +165,8 @@ class ChallengeService:
         self.delegated_from = {target: name for name, target in delegations}
 
     def update_propagation(self) -> None:
-        # A provider that is not DNS (the in-memory one) has nothing to wait for;
-        # one that is the authoritative server itself serves the value at once,
-        # unless other servers to watch are named.
-        self.check_propagation = (
-            self.propagation.check
-            and self.dns_visible
-            and (not self.provider.serves_itself or bool(self.propagation.nameservers))
+        self.check_propagation = self.propagation.check and self.provider.awaits_propagation(
+            self.propagation.nameservers
         )
 
     # -- names -------------------------------------------------------------

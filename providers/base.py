@@ -29,6 +29,7 @@ live in a frozen dataclass built by ``from_settings``, which reads them from a
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -140,6 +141,13 @@ class Provider(abc.ABC):
         it is). Only a provider that overrides this is asked while something waits
         for a restart."""
         return False
+
+    def awaits_propagation(self, nameservers: Sequence[str]) -> bool:
+        """Whether a change is worth waiting for until the DNS serves it (the gateway and
+        acmegw-acme both ask): never for a provider that is not DNS (``dns_visible``);
+        for one that is itself the authoritative server (``serves_itself``), which serves
+        a value once ``add_txt`` returns, only when other *nameservers* to watch are named."""
+        return self.dns_visible and (not self.serves_itself or bool(nameservers))
 
     def delegation_for(self, fqdn: str) -> tuple[str, tuple[str, ...]] | None:
         """For a provider that is itself the authoritative server (``serves_itself``): the

@@ -14,9 +14,9 @@ only when the CA may look:
   process, on an event loop in a background thread (the builtin provider must
   keep answering DNS while the main thread talks to the CA), serialises the
   changes to one name as the gateway does, and waits with
-  :func:`lib.dnscheck.wait_for_txt` under the same rule as the gateway: only
-  for providers whose records are DNS-visible, and for a provider that serves
-  its own records only when nameservers to check are given.
+  :func:`lib.dnscheck.wait_for_txt` when the provider says a change is worth
+  waiting for (:meth:`providers.base.Provider.awaits_propagation`, the gateway's
+  rule too).
 
 Teardown never raises: a value left behind is a warning, and stays listed in
 :mod:`lib.acme.journal` for the next run to withdraw (through the gateway, its janitor
@@ -291,8 +291,7 @@ class ProviderSolver(Solver):
         self.provider = provider
         self.propagation = propagation
         self.timeout = timeout
-        self.wait = provider.dns_visible and (not provider.serves_itself
-                                              or bool(propagation.nameservers))
+        self.wait = provider.awaits_propagation(propagation.nameservers)
         # The builtin server's values end with this process: nothing to withdraw later.
         self.outlives_process = not provider.volatile
         self._loop = _LoopThread()
