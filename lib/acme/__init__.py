@@ -17,7 +17,10 @@ Layers, bottom up (certbot's ``acme`` package split); each concern is one module
 * :mod:`lib.acme.failover`: which CA to ask, how often, when to stop;
 * :mod:`lib.acme.hooks`, :mod:`lib.acme.revocation`: deploy hooks, revocation;
 * :mod:`lib.acme.issuance`: what a run does with each certificate;
-* :mod:`lib.acme.options`, :mod:`lib.acme.cli`: the ``acmegw-acme`` command.
+* :mod:`lib.acme.options`: how a run behaves, whatever the certificate;
+* :mod:`lib.acme.cli`: the ``acmegw-acme`` command -- :mod:`lib.acme.arguments` (the
+  command line as data), :mod:`lib.acme.commands` (each command),
+  :mod:`lib.acme.output` (what it prints, its exit status).
 
 Every error is an :class:`lib.acme.errors.AcmeError`.
 """

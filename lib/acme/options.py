@@ -1,6 +1,6 @@
 """How a run of acmegw-acme behaves, whatever the certificate: one frozen dataclass.
 
-The command line builds it once (:mod:`lib.acme.cli`); every part of a run reads it.
+The command line builds it once (:func:`lib.acme.arguments.options`); every part of a run reads it.
 Tests replace ``sleep`` to see the waits without waiting.
 """
 

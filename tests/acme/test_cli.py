@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from lib.acme.cli import EXIT_BUSY, EXIT_OK, EXIT_USAGE, main
+from lib.acme.cli import main
+from lib.acme.output import EXIT_BUSY, EXIT_OK, EXIT_USAGE
 from lib.acme.progress import Progress
 from lib.acme.store import Lineage, Store
 from tests.gateway.procs import REPO_ROOT
@@ -217,7 +218,7 @@ def test_json_reports_usage_errors_busy_runs_and_internal_errors(
     def broken(*_: object) -> int:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("lib.acme.cli._list", broken)
+    monkeypatch.setattr("lib.acme.commands.list_certificates", broken)
     status, out, err = run(capsys, "list", "--json", "--state-dir", str(state))
     assert status == 1
     assert json.loads(out)["error"] == "internal error: RuntimeError: a bug"

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from lib.acme import cli
+from lib.acme import arguments, cli
 from lib.acme.client import AcmeClient
 from lib.acme.dns01 import ProviderSolver
 from lib.acme.store import Lineage, Store
@@ -75,8 +75,8 @@ async def test_a_retry_after_within_the_deadline_is_waited_out(
     def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    real = cli._options
-    monkeypatch.setattr(cli, "_options", lambda args: replace(real(args), sleep=sleep))
+    real = arguments.options
+    monkeypatch.setattr(arguments, "options", lambda args: replace(real(args), sleep=sleep))
     ca = fast(busy_new_order=1, busy_retry_after=40)
     rig = await make_rig(ca)
     # 40 s is longer than the transport waits by itself but ends before the certificate's
@@ -244,9 +244,9 @@ async def test_the_back_off_never_waits_past_the_certificates_deadline(
     """The back-off doubled without a bound: --attempts 10 with the default 5 s waited
     5 + 10 + ... + 1280 s (42 minutes) for one certificate, past its --timeout."""
     waits: list[float] = []
-    real = cli._options
+    real = arguments.options
     # (the rig passes --retry-delay 0)
-    monkeypatch.setattr(cli, "_options", lambda args: replace(real(args), sleep=waits.append,
+    monkeypatch.setattr(arguments, "options", lambda args: replace(real(args), sleep=waits.append,
                                                              retry_delay=100.0))
     ca = fast(new_order_problem=("serverInternal", 500))
     rig = await make_rig(ca)
