@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 from lib.acme.certificates import CertificateInfo, load_chain
 from lib.acme.durable import atomic_write, fsync_dir, make_dirs
 from lib.acme.errors import LockBusy, StateError, UsageError
-from lib.acme.keys import KEY_TYPES
+from lib.acme.keys import KEY_TYPES, read_csr
 from lib.acme.versions import CertificateFiles, Check
 from lib.dnscheck import parse_server
 
@@ -231,6 +231,11 @@ class Lineage:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 found.append(f"{name} must be text or null")
+        if isinstance(self.csr, str):
+            try:
+                read_csr(self.csr.encode())
+            except UsageError as exc:
+                found.append(f"csr: {exc}")
         for name in ("not_before", "not_after", "ari_chosen", "ari_next_check"):
             value = getattr(self, name)
             if isinstance(value, str):

@@ -380,3 +380,16 @@ def test_a_damaged_list_of_published_values_does_not_stop_every_run(
     assert f"cannot read {state}/published.json" in err and f"moved to {state}/{aside[0]}" in err
     status, _, err = run(capsys, "renew", "--state-dir", str(state))
     assert status == EXIT_OK and "published.json" not in err
+
+
+def test_a_damaged_csr_in_the_metadata_is_found_when_it_is_loaded(
+        state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The CSR kept for renewals (--csr) was read only at finalize: a damaged one let
+    every renewal order and validate, then fail, at every run."""
+    _lineage_meta(Store(state), "a.example.test",
+                  csr="-----BEGIN CERTIFICATE REQUEST-----\ndamaged\n"
+                      "-----END CERTIFICATE REQUEST-----\n")
+    status, out, _ = run(capsys, "list", "--state-dir", str(state))
+    assert status == 1
+    assert out == ("a.example.test: unreadable: certificate metadata: csr: not a "
+                   "certificate signing request (PEM or DER)\n")
