@@ -132,7 +132,9 @@ class GatewaySolver(Solver):
     def description(self) -> str:  # type: ignore[override]
         return f"gateway {self.url}"
 
-    def _call(self, argument: str, record: TxtRecord) -> None:
+    def _call(self, argument: str, record: TxtRecord, what: str | None = None) -> None:
+        """POST *argument* for *record*; *what* names the step in errors (the argument)."""
+        what = what or argument
         auth = (self.user, self.password or "") if self.user else None
         # A teardown has no propagation to wait for; it may run after SIGTERM, before the
         # service manager's SIGKILL: keep it short.
@@ -143,20 +145,22 @@ class GatewaySolver(Solver):
             response = requests.post(self.url, json=body, auth=auth, timeout=(10, timeout),
                                      verify=self.ca_file or True, allow_redirects=False)
         except requests.exceptions.Timeout:
-            raise SolverError(f"gateway {argument} of {record.fqdn}: no answer within "
+            raise SolverError(f"gateway {what} of {record.fqdn}: no answer within "
                               f"{timeout:g}s") from None
         except requests.exceptions.SSLError as exc:
-            hint = "" if self.ca_file else ("; for a gateway whose certificate is not from a "
-                                            "CA this system trusts, pass --gateway-ca-file")
-            raise SolverError(f"gateway {argument} of {record.fqdn}: TLS with {self.url} "
-                              f"failed ({describe_request_error(exc)}){hint}") from None
+            detail = describe_request_error(exc)
+            hint = "" if self.ca_file or "certificate verify failed" not in detail.lower() \
+                else ("; for a gateway whose certificate is not from a CA this system "
+                      "trusts, pass --gateway-ca-file")
+            raise SolverError(f"gateway {what} of {record.fqdn}: TLS with {self.url} "
+                              f"failed ({detail}){hint}") from None
         except requests.exceptions.RequestException as exc:
-            raise SolverError(f"gateway {argument} of {record.fqdn}: cannot reach {self.url} "
+            raise SolverError(f"gateway {what} of {record.fqdn}: cannot reach {self.url} "
                               f"({describe_request_error(exc)})") from None
         wanted = (200, 201) if argument == "setup" else (200,)
         if response.status_code in wanted:
             return
-        raise SolverError(f"gateway {argument} of {record.fqdn}: {_gateway_problem(response)}")
+        raise SolverError(f"gateway {what} of {record.fqdn}: {_gateway_problem(response)}")
 
     def check(self, domains: Sequence[str], report: Report) -> None:
         """Before anything is ordered: is the gateway reachable, trusted, does it take the
@@ -165,7 +169,8 @@ class GatewaySolver(Solver):
         nothing of anyone else's is touched); each problem a :class:`SolverError`."""
         names = list(dict.fromkeys(d.removeprefix("*.") for d in domains))
         probes = [TxtRecord(name, _never_published()) for name in names]
-        _in_parallel([lambda r=r: self._call("teardown", r) for r in probes])  # type: ignore[misc]
+        _in_parallel([lambda r=r: self._call("teardown", r, "check")  # type: ignore[misc]
+                      for r in probes])
         report(f"the gateway {self.url} takes these credentials for "
                f"{', '.join(challenge_name(n) for n in names)}")
 
@@ -208,9 +213,9 @@ def _gateway_problem(response: requests.Response) -> str:
         message = response.text.strip().splitlines()[0] if response.text.strip() else ""
     message = message[:300]
     hints = {
-        401: "the gateway refused the credentials (check --gateway-user and "
-             "--gateway-password-file)",
-        403: "this gateway user may not change that name (see the user's domains in acmepasswd)",
+        401: "the gateway refused the credentials: check --gateway-user and "
+             "--gateway-password-file",
+        403: "this gateway user may not change that name: see the user's domains in acmepasswd",
         429: "too many failed logins from this address; wait and check the password",
     }
     text = f"HTTP {status}"

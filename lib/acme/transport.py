@@ -127,8 +127,11 @@ class Transport:
                 method, url, timeout=(min(CONNECT_TIMEOUT, wait), wait), verify=self._verify,
                 allow_redirects=method == "GET", **kwargs))
         except requests.exceptions.SSLError as exc:
-            raise Unreachable(f"TLS with {host_of(url)} failed ({describe_request_error(exc)}); "
-                              "for a private CA pass its certificate with --ca-file") from None
+            detail = describe_request_error(exc)
+            # Only a certificate we do not trust is ours to fix (a dropped handshake is not).
+            hint = ("; for a private CA pass its certificate with --ca-file"
+                    if "certificate verify failed" in detail.lower() else "")
+            raise Unreachable(f"TLS with {host_of(url)} failed ({detail}){hint}") from None
         except (requests.exceptions.Timeout, TimeoutError):
             raise NoAnswer(f"{host_of(url)} did not answer within {wait:g}s") from None
         except requests.exceptions.ConnectionError as exc:
@@ -284,4 +287,7 @@ def describe_request_error(exc: BaseException) -> str:
     for marker in ("Caused by ", "] "):
         if marker in text:
             text = text.rsplit(marker, 1)[-1]
-    return text.strip(" ()'\"")[:200] or type(exc).__name__
+    text = text.strip(" ()'\"")[:200]
+    # The strip may take the closing parenthesis of "(_ssl.c:1006)": give it back.
+    text += ")" * max(0, text.count("(") - text.count(")"))
+    return text or type(exc).__name__

@@ -237,6 +237,8 @@ def test_a_ca_that_cannot_be_reached_is_not_asked_again_for_every_certificate(
     assert "could not be reached; not asked again in this run" in out
     host = url.split("/")[2]
     assert err.count(f"Skipping {host}: could not be reached") == 2, err
+    # A dropped handshake is no reason to suspect the CA file.
+    assert "TLS with" in out and "--ca-file" not in out
 
 
 async def test_the_back_off_never_waits_past_the_certificates_deadline(

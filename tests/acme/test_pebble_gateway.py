@@ -267,6 +267,11 @@ def test_the_gateway_is_checked_before_anything_is_ordered(site: Site, tmp_path:
     assert status == 1, err.getvalue()
     assert "Checking the gateway" in err.getvalue()
     assert expected in out.getvalue(), out.getvalue()
+    # The check is named as such (it said "gateway teardown of", a step nobody asked
+    # for), and its parentheses pair up (it said "failed (... (_ssl.c:1006);").
+    line = out.getvalue().strip()
+    assert "gateway check of _acme-challenge." in line and "teardown" not in line, line
+    assert line.count("(") == line.count(")"), line
     if mistake == "trust":
         assert "pass --gateway-ca-file" in out.getvalue()
     # Nothing reached the CA: not even its directory.
