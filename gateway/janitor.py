@@ -18,11 +18,11 @@ half done is in the journal for the next one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from gateway.errors import GatewayError
 from gateway.service import ChallengeService
+from gateway.shutdown import stop_tasks
 from lib.names import value_tag
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class Janitor:
         self.removed = 0
         self.failed = 0
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def sweep(self) -> int:
         """One round, if no other process on the same state is sweeping; returns how
@@ -89,16 +90,20 @@ class Janitor:
             self.service.metrics.janitor_failures.inc()
 
     async def _run(self) -> None:
-        while True:
+        # A cancellation lost on the way (see gateway.shutdown) must not leave a
+        # janitor sweeping on while the state it sweeps is being closed.
+        while not self._stopping:
             await self.sweep()
-            await asyncio.sleep(self.interval)
+            if not self._stopping:
+                await asyncio.sleep(self.interval)
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name="janitor")
 
     async def stop(self) -> None:
+        """End the round in progress (its values stay journaled for the next one)."""
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task], "the janitor")
             self._task = None

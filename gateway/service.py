@@ -31,6 +31,7 @@ from gateway.errors import (
 )
 from gateway.journal import Journal
 from gateway.metrics import Metrics
+from gateway.shutdown import stop_tasks
 from gateway.state import State
 from lib.dnscheck import NoZoneError, PropagationError, PropagationTimeout, wait_for_txt
 from lib.names import (
@@ -392,9 +393,7 @@ class ChallengeService:
         """Stop waiting for late calls (their values stay journaled) and settling them."""
         self._closing = True
         self.late.stop_waiting()
-        for task in list(self._settling):
-            task.cancel()
-        await asyncio.gather(*self._settling, return_exceptions=True)
+        await stop_tasks(list(self._settling), "settling values after late provider calls")
 
     async def _wait_served(self, fqdn: str, value: str) -> None:
         started = time.monotonic()

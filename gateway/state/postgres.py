@@ -39,7 +39,6 @@ holds each part's version, as in the SQLite files.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import secrets
@@ -57,6 +56,7 @@ from gateway.acmedns import Account, AccountTable, allowfrom_of, allowfrom_text
 from gateway.config import DatabaseConfig
 from gateway.errors import Unavailable
 from gateway.journal import Journal, Record
+from gateway.shutdown import stop_tasks
 from gateway.state import State
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,9 @@ NAMES = _ACMEGW + 1  # key: a hash of the name
 OWNERS = _ACMEGW + 2  # key: a hash of the owner (MAX_RECORDS_PER_USER)
 REPLICAS = _ACMEGW + 3  # key: a replica's number, held while it runs
 ACCOUNT_OWNERS = _ACMEGW + 4  # key: a hash of a registrant (its acme-dns account cap)
+
+# How long the pool's own tasks (one may be connecting) get to end at close.
+POOL_CLOSE_BOUND = 5.0
 
 JOURNAL_MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
     (
@@ -178,6 +181,7 @@ class PostgresState(State):
         self.replica = 1 + secrets.randbelow(2**31 - 2)
         self._presence: asyncio.Task[None] | None = None
         self._present = asyncio.Event()
+        self._closing = False
         self.journal = PostgresJournal(self, None, clock)
         self.accounts = PostgresAccounts(self)
         self.records: PostgresRecords = PostgresRecords(self)
@@ -208,7 +212,16 @@ class PostgresState(State):
             if bound is not None:
                 yield bound
             else:
+                task = asyncio.current_task()
+                cancels = 0 if task is None else task.cancelling()
                 async with self.pool.connection(timeout=wait) as conn:
+                    if task is not None and task.cancelling() > cancels:
+                        # psycopg_pool waits for a free connection with
+                        # asyncio.wait_for, which on Python 3.11 swallows a
+                        # cancellation that comes as the connection does: the
+                        # task would carry on as if never cancelled (a janitor
+                        # or listener that never stops). It ends here instead.
+                        raise asyncio.CancelledError
                     yield conn
         except PoolTimeout:
             raise Unavailable(
@@ -229,9 +242,11 @@ class PostgresState(State):
         try:
             async with self.connection("cannot prepare the database") as conn:
                 await migrate(conn)
+            self._closing = False
             self._presence = asyncio.create_task(self._stay_present(), name="database presence")
             try:
-                await asyncio.wait_for(self._present.wait(), self.config.timeout)
+                async with asyncio.timeout(self.config.timeout):
+                    await self._present.wait()
             except TimeoutError:
                 raise Unavailable(
                     f"cannot hold this replica's lock in {self.description}"
@@ -241,12 +256,13 @@ class PostgresState(State):
             raise
 
     async def close(self) -> None:
+        """Stop listening and release every connection, within bounds (a task that
+        will not stop is logged and left, with any connection it holds)."""
+        self._closing = True
         if self._presence is not None:
-            self._presence.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._presence
+            await stop_tasks([self._presence], "the database listener")
             self._presence = None
-        await self.pool.close()
+        await self.pool.close(timeout=POOL_CLOSE_BOUND)
 
     async def _stay_present(self) -> None:
         """Hold this replica's lock on a connection of its own while the process runs,
@@ -280,6 +296,8 @@ class PostgresState(State):
                 # A change heard could not be applied: start again, and read everything.
                 log.exception("database: applying another replica's change failed")
             self._present.clear()
+            if self._closing:
+                return
             await asyncio.sleep(pause)
             pause = min(pause * 2, 5.0)
 
@@ -297,7 +315,10 @@ class PostgresState(State):
         if slots is None:
             raise Unavailable("the database is not open")
         try:
-            await asyncio.wait_for(slots.acquire(), self.config.timeout)
+            # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that
+            # comes as the slot is granted, and a janitor so cancelled never stops.
+            async with asyncio.timeout(self.config.timeout):
+                await slots.acquire()
         except TimeoutError:
             raise Unavailable(
                 f"{self.change_slots} changes are in flight on this replica, as many as "
