@@ -18,6 +18,7 @@ its hook, a bug) is its outcome, and the run goes on to the next.
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Sequence
 from contextlib import closing
@@ -51,7 +52,7 @@ from lib.acme.orders import Issued, LazySolver, OrderFlow
 from lib.acme.progress import Progress
 from lib.acme.renewal import Decision, ari_check_due, by_lifetime, by_window, remember_window
 from lib.acme.revocation import revoke
-from lib.acme.store import Lineage, Store, iso, now_utc
+from lib.acme.store import Lineage, Store, iso, now_utc, parse_iso
 from lib.acme.versions import Check
 from lib.dnscheck import PropagationSettings
 
@@ -62,6 +63,9 @@ _SETTINGS = ("servers", "key_type", "reuse_key", "ca_file", "solver", "propagati
              "propagation_timeout", "deploy_hook", "profile", "preferred_chain", "must_staple",
              "csr", "pre_hook", "post_hook")
 _SAVED_ORDER = ["fullchain.pem", "privkey.pem", "cert.pem", "chain.pem"]
+# How long a value that cannot be withdrawn is tried again (by each run) before it is given
+# up: far longer than any outage a renewal rides out, far shorter than for ever.
+LEFTOVERS_KEPT = datetime.timedelta(days=7)
 
 
 @dataclass
@@ -120,7 +124,12 @@ class Driver:
     # --- issue and renew ----------------------------------------------------------------
 
     def withdraw_leftovers(self) -> None:
-        """Withdraw the dns-01 values an interrupted run left published (its journal)."""
+        """Withdraw the dns-01 values an earlier run left published (its journal).
+
+        A value that cannot be withdrawn stays listed for the next run, but not for ever:
+        through the gateway the gateway's janitor takes it over at once; with a provider,
+        it is given up ``LEFTOVERS_KEPT`` after it was listed, saying what to remove.
+        """
         journal = Journal(self.store.root)
         try:
             entries = journal.entries()
@@ -141,13 +150,30 @@ class Driver:
             else:
                 with closing(solver):
                     problems = solver.teardown(entry.records)
-            if problems:
-                self.progress.warn(f"{entry.name}: {len(entry.records)} TXT value(s) left by an "
-                                   f"interrupted run are still published: {problems[0]}")
-                continue
-            journal.remove(entry.name, entry.records)
-            self.progress.warn(f"{entry.name}: removed {len(entry.records)} TXT value(s) left "
-                               "by an interrupted run")
+            count = len(entry.records)
+            if not problems:
+                journal.remove(entry.name, entry.records)
+                self.progress.warn(f"{entry.name}: removed {count} TXT value(s) left by an "
+                                   "earlier run")
+            elif entry.solver.get("kind") == "gateway":
+                # The gateway journals what it publishes, and its janitor removes what no
+                # teardown came for: nothing is lost by leaving them to it.
+                journal.remove(entry.name, entry.records)
+                self.progress.warn(f"{entry.name}: {count} TXT value(s) could not be "
+                                   f"withdrawn through the gateway ({problems[0]}); its "
+                                   "janitor removes them")
+            elif _listed_before(entry.since, now_utc() - LEFTOVERS_KEPT):
+                # A value whose publishing was refused cannot be withdrawn either: trying
+                # for ever would warn at every run. Whatever is out there is named.
+                journal.remove(entry.name, entry.records)
+                values = ", ".join(f"{r.fqdn} {r.value}" for r in entry.records)
+                self.progress.warn(f"{entry.name}: gave up withdrawing {count} TXT value(s) "
+                                   f"listed since {entry.since}: remove by hand: {values} "
+                                   f"({problems[0]})")
+            else:
+                self.progress.warn(f"{entry.name}: {count} TXT value(s) left by an earlier run "
+                                   f"are still published: {problems[0]} (tried again by each "
+                                   f"run for {LEFTOVERS_KEPT.days} days)")
 
     def issue(self, lineage: Lineage, *, force: bool = False) -> Outcome:
         """Issue *lineage* unless an unexpired certificate for the same names is not due.
@@ -439,3 +465,11 @@ class Driver:
         self.store.save_meta(lineage)
         outcome.detail += "; deploy hook run"
         return outcome
+
+
+def _listed_before(since: str, moment: datetime.datetime) -> bool:
+    try:
+        return parse_iso(since) < moment
+    except ValueError:
+        return False  # unknown: kept, and tried again
+

@@ -8,7 +8,9 @@ the gateway it only saves the wait for the gateway's janitor.
 
 Each entry keeps what is needed to withdraw it without the certificate's metadata
 (the first issue of a certificate has none yet): the certificate's name and names,
-how it publishes (the solver settings, never a secret), and the record. A file that
+how it publishes (the solver settings, never a secret), the record, and since when it
+is listed. What could not be withdrawn stays listed, within bounds (see
+:meth:`lib.acme.issuance.Driver.withdraw_leftovers`). A file that
 cannot be read is moved aside (``published.json.damaged-<time>``) with a warning, so
 that it never stops a run.
 """
@@ -39,6 +41,9 @@ class Published:
     solver: dict[str, Any]
     propagation_nameservers: tuple[str, ...]
     records: tuple[TxtRecord, ...]
+    # When the certificate's first value still listed was listed (RFC 3339; a file of an
+    # earlier release has none: the file's last change stands in).
+    since: str = ""
 
 
 class Journal:
@@ -50,6 +55,7 @@ class Journal:
     def entries(self) -> list[Published]:
         try:
             doc = json.loads(self.path.read_text())
+            changed = _stamp(self.path.stat().st_mtime)
         except FileNotFoundError:
             return []
         except (OSError, ValueError) as exc:
@@ -62,7 +68,8 @@ class Journal:
                     solver=dict(item["solver"]),
                     propagation_nameservers=tuple(item.get("propagation_nameservers", ())),
                     records=tuple(TxtRecord(str(r["domain"]), str(r["value"]))
-                                  for r in item["records"])))
+                                  for r in item["records"]),
+                    since=str(item.get("since") or changed)))
             except (KeyError, TypeError, ValueError):
                 continue  # a damaged entry cannot be withdrawn; the rest still can
         return found
@@ -84,7 +91,8 @@ class Journal:
         old = entries.get(entry.name)
         records = tuple(dict.fromkeys((*(old.records if old else ()), *entry.records)))
         entries[entry.name] = Published(entry.name, entry.domains, entry.solver,
-                                        entry.propagation_nameservers, records)
+                                        entry.propagation_nameservers, records,
+                                        old.since if old else _stamp(time.time()))
         self._write(list(entries.values()))
 
     def remove(self, name: str, records: Sequence[TxtRecord]) -> None:
@@ -96,7 +104,7 @@ class Journal:
                 if not left:
                     continue
                 entry = Published(entry.name, entry.domains, entry.solver,
-                                  entry.propagation_nameservers, left)
+                                  entry.propagation_nameservers, left, entry.since)
             entries.append(entry)
         self._write(entries)
 
@@ -107,7 +115,12 @@ class Journal:
         make_dirs(self.path.parent)
         doc = {"certificates": [
             {"name": e.name, "domains": list(e.domains), "solver": e.solver,
-             "propagation_nameservers": list(e.propagation_nameservers),
+             "propagation_nameservers": list(e.propagation_nameservers), "since": e.since,
              "records": [{"domain": r.domain, "value": r.value} for r in e.records]}
             for e in entries]}
         atomic_write(self.path, json.dumps(doc, indent=2).encode() + b"\n", 0o600)
+
+
+def _stamp(moment: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+

@@ -3,6 +3,7 @@ output formats, and secrets that must never be shown."""
 
 from __future__ import annotations
 
+import datetime
 import io
 import ipaddress
 import json
@@ -23,6 +24,7 @@ from lib.acme.output import EXIT_BUSY, EXIT_OK, EXIT_USAGE
 from lib.acme.progress import Progress
 from lib.acme.store import Lineage, Store
 from tests.gateway.procs import REPO_ROOT
+from tests.system import free_port
 
 SECRET = "c2VjcmV0LW1hYy1rZXktdGhhdC1tdXN0LW5ldmVyLXNob3c"
 
@@ -393,3 +395,39 @@ def test_a_damaged_csr_in_the_metadata_is_found_when_it_is_loaded(
     assert status == 1
     assert out == ("a.example.test: unreadable: certificate metadata: csr: not a "
                    "certificate signing request (PEM or DER)\n")
+
+
+def _published(state: Path, *entries: tuple[str, dict[str, object], str]) -> None:
+    """STATE/published.json listing one value per (certificate, solver, listed since)."""
+    state.mkdir(parents=True, exist_ok=True)
+    doc = {"certificates": [
+        {"name": name, "domains": [name], "solver": solver, "propagation_nameservers": [],
+         "since": since, "records": [{"domain": name, "value": "v" * 43}]}
+        for name, solver, since in entries]}
+    (state / "published.json").write_text(json.dumps(doc))
+
+
+def test_values_that_can_never_be_withdrawn_are_not_tried_for_ever(
+        state: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A value whose publishing was refused (a name the DNS server's policy does not
+    grant) cannot be withdrawn either: it stayed listed, and every later run of every
+    certificate tried again and warned that it was 'still published', for good."""
+    refusing = {"kind": "provider", "provider": "memory",
+                "settings": {"MEMORY_FAIL": "REFUSED by the server's policy"}}
+    gateway = {"kind": "gateway", "url": f"http://127.0.0.1:{free_port()}/"}
+    long_ago = "2020-01-01T00:00:00Z"
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    _published(state, ("old.example.test", refusing, long_ago),
+               ("new.example.test", refusing, now), ("gw.example.test", gateway, now))
+    status, _, err = run(capsys, "renew", "--state-dir", str(state))
+    assert status == EXIT_OK
+    # Listed for more than a week: given up, with what to remove by hand.
+    assert ("old.example.test: gave up withdrawing 1 TXT value(s) listed since "
+            f"{long_ago}: remove by hand: _acme-challenge.old.example.test {'v' * 43}") in err
+    # Through the gateway, its own journal and janitor take it over at once.
+    assert "gw.example.test: 1 TXT value(s) could not be withdrawn through the gateway" in err
+    assert "its janitor removes them" in err
+    # A recent one is tried again by the next run.
+    assert "new.example.test: 1 TXT value(s) left by an earlier run are still published" in err
+    left = json.loads((state / "published.json").read_text())["certificates"]
+    assert [e["name"] for e in left] == ["new.example.test"]

@@ -237,7 +237,7 @@ def test_values_left_by_a_killed_run_are_withdrawn_by_the_next(
         status = main(["renew", "--state-dir", str(state), "--ca-file",
                        str(site.pebble.ca_file)])
     assert status == 0, err.getvalue()
-    assert f"{name}: removed 1 TXT value(s) left by an interrupted run" in err.getvalue()
+    assert f"{name}: removed 1 TXT value(s) left by an earlier run" in err.getvalue()
     assert site.bind.txt(f"_acme-challenge.{name}") == set()
 
 
