@@ -12,6 +12,12 @@
 * **STATE_DIR** (``--check-config``): a probe file is created, written, synced
   and removed there, as the user running the check — run it as the gateway's
   user. A missing directory is created as the server would and removed again.
+* **DATABASE_URL** (``--check-config``): the database is connected to as the
+  gateway would, within ``DATABASE_TIMEOUT``, and its schema versions read
+  (:func:`gateway.state.check`); nothing is written. No connection, tables a
+  newer gateway migrated, or tables to create where this user may not are
+  problems; tables this gateway would migrate a warning (replicas of the older
+  version then refuse the database).
 * **Users' domains** outside ``DNSAPI_DOMAINS``: a warning naming user and domain
   (that user can change nothing there).
 * **A proxy in front that is not named** (:func:`proxy_blind_hosts`):
@@ -48,6 +54,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+from gateway import state
 from gateway.acmedns import holds_plain_keys
 from gateway.config import Config
 from gateway.storage import obstacle
@@ -69,6 +76,11 @@ def run(settings: Settings, config: Config, users: Iterable[UserEntry] = ()) -> 
         problem = state_dir_problem(config.state_dir)
         if problem:
             settings.problem(problem)
+        problems, warnings = state.check(config)
+        for message in problems:
+            settings.problem(message)
+        for message in warnings:
+            settings.warn(message)
     for message in users_outside(users, config.managed_domains):
         settings.warn(message)
     blind = proxy_blind_hosts(config)

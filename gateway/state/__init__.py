@@ -70,6 +70,22 @@ def describe(config: Config) -> str:
     return f"SQLite in {config.state_dir}"
 
 
+def check(config: Config) -> tuple[list[str], list[str]]:
+    """``--check-config``: the problems and warnings of *config*'s database, found by
+    connecting to it (:func:`gateway.state.postgres.check_database`). ``STATE_DIR``
+    is checked with the other folders (:mod:`gateway.checks`)."""
+    if config.database is None:
+        return [], []
+    try:
+        from gateway.state.postgres import check_database
+    except ImportError as exc:
+        return [
+            f"DATABASE_URL needs the PostgreSQL driver ({exc.name} is missing): "
+            "pip install 'acme-dns01-gateway[postgresql]'"
+        ], []
+    return check_database(config.database)
+
+
 def state_for(config: Config) -> State:
     """The backend *config* asks for, not yet opened (no I/O here)."""
     if config.database is not None:

@@ -123,6 +123,21 @@ MIGRATIONS: dict[str, tuple[tuple[LiteralString, ...], ...]] = {
 }
 
 
+def conninfo_of(config: DatabaseConfig) -> str:
+    """libpq's connection string for *config*: connecting waits ``DATABASE_TIMEOUT``."""
+    return make_conninfo(
+        config.url,
+        password=config.password,
+        application_name="acmegw",
+        connect_timeout=max(1, round(config.timeout)),
+        # A database host that vanishes (no RST) is noticed in seconds, not hours.
+        keepalives=1,
+        keepalives_idle=5,
+        keepalives_interval=2,
+        keepalives_count=3,
+    )
+
+
 def lock_key(text: str) -> int:
     """A signed 32-bit key for *text*, the same in every replica (collisions only
     serialise two names that need not be)."""
@@ -149,17 +164,7 @@ class PostgresState(State):
         # A name held by another replica is free once its change ends: at most a
         # provider call and its journal writes.
         self.lock_wait = provider_timeout + config.timeout
-        self.conninfo = make_conninfo(
-            config.url,
-            password=config.password,
-            application_name="acmegw",
-            connect_timeout=max(1, round(config.timeout)),
-            # A database host that vanishes (no RST) is noticed in seconds, not hours.
-            keepalives=1,
-            keepalives_idle=5,
-            keepalives_interval=2,
-            keepalives_count=3,
-        )
+        self.conninfo = conninfo_of(config)
         self.pool = AsyncConnectionPool(
             self.conninfo,
             kwargs={"autocommit": True},
@@ -403,10 +408,7 @@ async def migrate(conn: AsyncConnection[Any]) -> dict[str, int]:
         for part, migrations in MIGRATIONS.items():
             at = found[part] = versions.get(part, 0)
             if at > len(migrations):
-                raise Unavailable(
-                    f"the {part} tables are at version {at}, newer than this gateway knows "
-                    f"({len(migrations)}): upgrade this replica like the others"
-                )
+                raise Unavailable(_too_new(part, at))
             for statements in migrations[at:]:
                 for statement in statements:
                     await conn.execute(statement)
@@ -418,6 +420,84 @@ async def migrate(conn: AsyncConnection[Any]) -> dict[str, int]:
                 (part, len(migrations)),
             )
     return found
+
+
+def _too_new(part: str, version: int) -> str:
+    return (
+        f"the {part} tables are at version {version}, newer than this gateway knows "
+        f"({len(MIGRATIONS[part])}): a newer gateway migrated this database; "
+        "upgrade this replica like the others"
+    )
+
+
+def check_database(config: DatabaseConfig) -> tuple[list[str], list[str]]:
+    """``--check-config``: the problems and warnings of *config*'s database, found by
+    connecting (waiting ``DATABASE_TIMEOUT`` at most) and reading its schema versions.
+
+    Writes nothing and takes no lock: a check beside running replicas changes
+    nothing for them. A problem is what would stop this gateway from starting
+    (no connection, tables of a newer gateway, tables it must make and may not);
+    a warning, a migration that would lock out replicas of the older version.
+    """
+    where = f"DATABASE_URL: PostgreSQL at {config.url}"
+    bound = str(max(1, round(config.timeout * 1000)))
+    try:
+        conn = psycopg.connect(conninfo_of(config), autocommit=True)
+    except psycopg.Error as exc:
+        return [f"DATABASE_URL: cannot connect to PostgreSQL at {config.url}: {_one_line(exc)}"], []
+    try:
+        with conn:
+            # A server that takes connections but hangs on queries is bounded too.
+            conn.execute(
+                "SELECT set_config('statement_timeout', %s, false), "
+                "set_config('lock_timeout', %s, false)",
+                (bound, bound),
+            )
+            row = conn.execute(
+                "SELECT current_user, current_schema(), "
+                "has_schema_privilege(current_schema(), 'CREATE'), "
+                "to_regclass('schema_version') IS NOT NULL"
+            ).fetchone()
+            assert row is not None
+            user, schema, may_create, versioned = row
+            versions: dict[str, int] = {}
+            if versioned:
+                for part, version in conn.execute("SELECT part, version FROM schema_version"):
+                    versions[part] = int(version)
+    except psycopg.Error as exc:
+        return [f"{where}: cannot read which tables it holds: {_one_line(exc)}"], []
+    problems = [
+        f"{where}: {_too_new(part, versions[part])}"
+        for part, migrations in MIGRATIONS.items()
+        if versions.get(part, 0) > len(migrations)
+    ]
+    behind = [
+        part
+        for part, migrations in MIGRATIONS.items()
+        if versions.get(part, 0) < len(migrations)
+    ]
+    if problems or not behind:
+        return problems, []
+    if schema is None:
+        problems.append(
+            f"{where}: none of the schemas in the search_path of user {user} exists, and "
+            "this gateway must create its tables in the first one (CREATE SCHEMA, or "
+            "search_path in DATABASE_URL's options)"
+        )
+    elif not may_create:
+        problems.append(
+            f"{where}: user {user} may not create tables in schema {schema}, and this "
+            f"gateway must create its {', '.join(behind)} tables there: GRANT CREATE ON "
+            f"SCHEMA {schema} TO {user} (since PostgreSQL 15, not every user may)"
+        )
+    warnings = [
+        f"{where}: the {part} tables are at version {versions[part]}; this gateway "
+        f"migrates them to version {len(MIGRATIONS[part])} when it starts, and gateways "
+        "of the older version then refuse this database: upgrade every replica"
+        for part in behind
+        if versions.get(part, 0) > 0
+    ]
+    return problems, warnings
 
 
 class PostgresJournal(Journal):

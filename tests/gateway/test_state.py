@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
+import socket
 import sqlite3
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -506,3 +510,130 @@ def test_a_database_secret_file_others_may_read_stops_start_up(
     secret.chmod(0o600)
     with running_gateway(tmp_path, settings):
         assert setup_through(settings) == 201
+
+
+# -- --check-config connects to the database ---------------------------------------
+
+
+async def create_tables(server: PostgresServer, database: str) -> None:
+    async with pg_opened(server, database):
+        pass
+
+
+def check_config(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    return run_gateway(
+        tmp_path, server_settings(tmp_path, **settings), ["--check-config"], timeout=60
+    )
+
+
+def test_check_config_connects_and_writes_nothing(
+    tmp_path: Path, postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    good = check_config(
+        tmp_path,
+        DATABASE_URL=postgres_server.url(postgres_database),
+        DATABASE_PASSWORD=postgres_server.password,
+    )
+    assert good.returncode == 0, good.stderr
+    assert "configuration OK" in good.stdout
+    assert "warning" not in good.stderr
+    with contextlib.closing(postgres_server.connect(postgres_database)) as db:
+        made = db.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+    assert made == (False,)  # the gateway creates its tables when it starts, not here
+
+
+def test_check_config_with_a_wrong_database_password_is_a_problem(
+    tmp_path: Path, postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    url = postgres_server.url(postgres_database)
+    result = check_config(tmp_path, DATABASE_URL=url, DATABASE_PASSWORD="wr0ng-password")
+    assert result.returncode == 2, result.stderr
+    assert "the configuration has 1 problem(s)" in result.stderr
+    assert f"  - DATABASE_URL: cannot connect to PostgreSQL at {url}: " in result.stderr
+    assert 'password authentication failed for user "acmegw"' in result.stderr
+    assert "wr0ng" not in result.stderr + result.stdout
+
+
+def test_check_config_with_nothing_at_the_database_port_is_a_problem(tmp_path: Path) -> None:
+    url = f"postgresql://acmegw@127.0.0.1:{free_port()}/acmegw"
+    result = check_config(tmp_path, DATABASE_URL=url)
+    assert result.returncode == 2, result.stderr
+    assert f"DATABASE_URL: cannot connect to PostgreSQL at {url}: " in result.stderr
+    assert "Connection refused" in result.stderr
+
+
+def test_check_config_waits_for_a_database_that_never_answers_only_database_timeout(
+    tmp_path: Path,
+) -> None:
+    """Something takes the connection and says nothing: the check gives up after
+    DATABASE_TIMEOUT (libpq's least is 2 s) and says so."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"postgresql://acmegw@127.0.0.1:{silent.getsockname()[1]}/acmegw"
+        result = check_config(tmp_path, DATABASE_URL=url, DATABASE_TIMEOUT="1")
+    assert result.returncode == 2, result.stderr
+    assert f"DATABASE_URL: cannot connect to PostgreSQL at {url}: " in result.stderr
+    assert "timeout expired" in result.stderr
+
+
+def check_with_journal_at(
+    tmp_path: Path, server: PostgresServer, database: str, version: int
+) -> tuple[str, subprocess.CompletedProcess[str]]:
+    """``--check-config`` on a database whose journal tables say *version*: its URL and
+    the run."""
+    asyncio.run(create_tables(server, database))
+    with contextlib.closing(server.connect(database)) as db:
+        db.execute("UPDATE schema_version SET version = %s WHERE part = 'journal'", (version,))
+    url = server.url(database)
+    return url, check_config(tmp_path, DATABASE_URL=url, DATABASE_PASSWORD=server.password)
+
+
+def test_check_config_refuses_a_database_a_newer_gateway_migrated(
+    tmp_path: Path, postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    url, result = check_with_journal_at(
+        tmp_path, postgres_server, postgres_database, len(PG_JOURNAL) + 1
+    )
+    assert result.returncode == 2, result.stderr
+    assert (
+        f"DATABASE_URL: PostgreSQL at {url}: the journal tables are at version "
+        f"{len(PG_JOURNAL) + 1}, newer than this gateway knows ({len(PG_JOURNAL)}): "
+        "a newer gateway migrated this database; upgrade this replica like the others"
+    ) in " ".join(result.stderr.split())
+
+
+def test_check_config_warns_of_a_migration_that_locks_out_older_replicas(
+    tmp_path: Path, postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    url, result = check_with_journal_at(tmp_path, postgres_server, postgres_database, 1)
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"acmegw-server: warning: DATABASE_URL: PostgreSQL at {url}: the journal tables are "
+        f"at version 1; this gateway migrates them to version {len(PG_JOURNAL)} when it "
+        "starts, and gateways of the older version then refuse this database: upgrade "
+        "every replica"
+    ) in " ".join(result.stderr.split())
+    with contextlib.closing(postgres_server.connect(postgres_database)) as db:
+        row = db.execute("SELECT version FROM schema_version WHERE part = 'journal'").fetchone()
+    assert row == (1,)  # migrated at start, not by the check
+
+
+def test_check_config_says_which_grant_a_user_who_may_not_create_tables_needs(
+    tmp_path: Path, postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    role, password = f"checker_{os.getpid()}", secrets.token_urlsafe(12)
+    with contextlib.closing(postgres_server.connect(postgres_database)) as db:
+        # As PostgreSQL 15 and later have it: not every user may create in public.
+        db.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        db.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    try:
+        url = postgres_server.url(postgres_database).replace("acmegw@", f"{role}@")
+        result = check_config(tmp_path, DATABASE_URL=url, DATABASE_PASSWORD=password)
+    finally:
+        with contextlib.closing(postgres_server.connect(postgres_database)) as db:
+            db.execute(f"DROP ROLE {role}")
+    assert result.returncode == 2, result.stderr
+    assert (
+        f"DATABASE_URL: PostgreSQL at {url}: user {role} may not create tables in schema "
+        "public, and this gateway must create its journal, accounts, builtin tables there: "
+        f"GRANT CREATE ON SCHEMA public TO {role}"
+    ) in " ".join(result.stderr.split())
