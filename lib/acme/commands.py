@@ -89,7 +89,7 @@ def _list_row(store: Store, name: str, now: datetime.datetime) -> dict[str, Any]
     if check.problems:
         state = f"broken: {'; '.join(check.problems)}"
     elif check.renew:
-        state = "due (an interrupted renewal lost its newest certificate; renew repairs it)"
+        state = f"due ({check.renew}; renew issues it again)"
     elif lineage.revoked:
         state = f"revoked ({lineage.revoked})"
     elif lineage.not_after and parse_iso(lineage.not_after) <= now:

@@ -187,7 +187,7 @@ class Driver:
             # Issuing again is how to repair it: the new metadata replaces the damaged one.
             self.progress.warn(f"{lineage.name}: {exc}; issuing anew")
             previous = None
-        lost = previous is not None and self._check(previous).renew
+        lost = bool(previous is not None and self._check(previous).renew)
         if previous is not None and previous.serial and not force and not previous.revoked \
                 and not lost and not self.options.dry_run \
                 and sorted(previous.domains) == sorted(lineage.domains) \
@@ -232,8 +232,9 @@ class Driver:
             self.step(f"Certificate {name}: skipped, revoked ({lineage.revoked}); "
                       "issue it again to replace it")
             return Outcome(name, "skipped", f"revoked ({lineage.revoked})")
-        if self._check(lineage).renew:
-            decision = Decision(True, "its newest certificate was lost with its key")
+        lost = self._check(lineage).renew
+        if lost:
+            decision = Decision(True, lost)
         elif self.options.dry_run:
             decision = Decision(True, "--dry-run")
         else:

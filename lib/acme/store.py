@@ -468,19 +468,27 @@ class Store:
     def check_lineage(self, lineage: Lineage, repair: bool = True) -> Check:
         """The files' check (:meth:`CertificateFiles.check`), and metadata that matches them.
 
+        An issued certificate whose files are missing or unreadable is to be issued again.
+
         A run that died after switching to a new version but before writing the metadata
         left the metadata describing the previous certificate: it is taken from the
         certificate now current, and its deploy hook is due.
         """
         files = self.files(lineage)
         check = files.check(repair)
-        cert = files.read("cert.pem") if not check.problems else None
+        if check.problems or check.renew:
+            return check
+        cert = files.read("cert.pem")
         if cert is None:
+            if lineage.serial:
+                # Issued, and its files are gone (a removed --out folder): a server has
+                # nothing to read, and would have nothing until the certificate is due.
+                check.renew = f"its files are missing from {files.folder}"
             return check
         try:
             info = CertificateInfo.of(load_chain(cert)[0])
         except ValueError as exc:
-            check.problems.append(f"{files.folder / 'cert.pem'} is unreadable: {exc}")
+            check.renew = f"{files.folder / 'cert.pem'} is unreadable: {exc}"
             return check
         if info.serial != lineage.serial:
             check.repaired.append(f"the metadata named serial {lineage.serial}, the current "

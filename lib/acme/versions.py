@@ -51,12 +51,13 @@ _DEFAULT_MODES = {KEY_FILE: 0o600}
 
 @dataclass
 class Check:
-    """What :meth:`CertificateFiles.check` found: repairs made, problems left, and
-    whether the certificate must be renewed (its newest certificate was lost)."""
+    """What :meth:`CertificateFiles.check` found: repairs made, problems left (for a
+    human to look at), and why the certificate must be issued again, if it must (its
+    files are gone, damaged, or do not belong together: a new version replaces them)."""
 
     repaired: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    renew: bool = False
+    renew: str = ""
 
 
 class CertificateFiles:
@@ -212,8 +213,8 @@ class CertificateFiles:
         if not _complete(current):
             newest = next((v for v in reversed(self.versions()) if _complete(v)), None)
             if newest is None:
-                result.problems.append(f"{self.folder / CURRENT} points to {current.name}, "
-                                       "which is incomplete, and no complete version is left")
+                result.renew = (f"{self.folder / CURRENT} points to {current.name}, which is "
+                                "incomplete, and no complete version is left")
                 return result
             if repair:
                 self._point(CURRENT, f"{VERSIONS}/{newest.name}")
@@ -222,7 +223,7 @@ class CertificateFiles:
             current = newest
         pair = _pair_problem(current / "cert.pem", current / KEY_FILE)
         if pair:
-            result.problems.append(f"{current}: {pair}")
+            result.renew = f"{current}: {pair}"
         for file_name in CERT_FILES:
             path = self.folder / file_name
             if not (current / file_name).exists():
@@ -255,9 +256,7 @@ class CertificateFiles:
         match = next((v for v in earlier if (v / "cert.pem").is_file()
                       and not _pair_problem(v / "cert.pem", key)), None)
         if match is None:
-            result.problems.append(f"{cert} does not belong to {key} and no earlier "
-                                   "certificate does: issue it again (--force)")
-            result.renew = True
+            result.renew = f"{cert} does not belong to {key} and no earlier certificate does"
             return
         if repair:
             for file_name in ("cert.pem", "chain.pem", "fullchain.pem"):
@@ -267,7 +266,7 @@ class CertificateFiles:
         result.repaired.append(f"cert.pem was newer than privkey.pem (a renewal was "
                                f"interrupted); restored the certificate of {match.name}, "
                                "which belongs to the key")
-        result.renew = True
+        result.renew = "its newest certificate was lost with its key"
 
 
 def _complete(version: Path) -> bool:

@@ -165,12 +165,24 @@ def test_numbers_out_of_range_are_usage_errors_with_the_subcommands_usage(
 
 
 def _lineage_meta(store: Store, name: str, **changes: object) -> None:
-    """A lineage issued long ago that is not due for years (no CA needed to decide)."""
+    """A lineage issued long ago that is not due for years (no CA needed to decide),
+    with its files: a self-signed certificate of serial 1f."""
     lineage = Lineage(name=name, domains=[name], servers=["https://ca.invalid/dir"],
                       serial="1f", not_before="2020-01-01T00:00:00Z",
                       not_after="2999-01-01T00:00:00Z",
                       solver={"kind": "gateway", "url": "https://gw.invalid/"})
-    store.save_meta(lineage)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(0x1f)
+            .not_valid_before(datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC))
+            .not_valid_after(datetime.datetime(2999, 1, 1, tzinfo=datetime.UTC))
+            .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    store.save_certificate(lineage, {
+        "privkey.pem": key.private_bytes(serialization.Encoding.PEM,
+                                         serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()),
+        "cert.pem": cert, "chain.pem": b"", "fullchain.pem": cert})
     if changes:
         meta = store.lineage_dir(name) / "meta.json"
         meta.write_text(json.dumps({**json.loads(meta.read_text()), **changes}))

@@ -157,7 +157,8 @@ async def test_a_folder_left_by_an_interrupted_renewal_of_the_old_layout_is_repa
     assert not key_matches(*served_pair(rig))
 
     status, out, _ = await rig.cli("list")
-    assert "example.test: due (an interrupted renewal lost its newest certificate" in out
+    assert "example.test: due (its newest certificate was lost with its key; renew issues " \
+           "it again)" in out
 
     orders = len(ca.new_orders)
     status, out, err = await rig.cli("renew")
@@ -194,3 +195,37 @@ async def test_a_failed_deploy_hook_runs_again_at_the_next_run(
     assert isinstance(x509.load_pem_x509_certificate(
         (rig.state / "certificates" / "example.test" / "cert.pem").read_bytes()),
         x509.Certificate)
+
+
+@pytest.mark.parametrize("damage", ["out-folder-removed", "versions-removed",
+                                    "certificate-damaged"])
+async def test_an_issued_certificate_whose_files_are_gone_is_issued_again(
+        make_rig: RigFactory, tmp_path: Path, damage: str) -> None:
+    """A removed --out folder listed as 'valid' and was 'kept' by renew: the web server
+    had no certificate until the old one came due, years later. Removed versions, or a
+    damaged certificate, left the certificate 'broken' at every run, and issue --force
+    refused too: only deleting its metadata by hand got it back."""
+    rig = await make_rig(fast(offer=NO_ARI))
+    out = tmp_path / "nginx"
+    extra = ["--out", str(out)] if damage == "out-folder-removed" else []
+    assert (await rig.cli("issue", *domains(), *extra))[0] == 0
+    folder = out if extra else rig.state / "certificates" / "example.test"
+    first = x509.load_pem_x509_certificate((folder / "cert.pem").read_bytes()).serial_number
+    if damage == "out-folder-removed":
+        shutil.rmtree(out)
+    elif damage == "versions-removed":
+        shutil.rmtree(folder / "versions")
+    else:
+        (folder / "current" / "cert.pem").write_text("damaged\n")
+
+    status, out_text, _ = await rig.cli("list")
+    assert out_text.startswith("example.test: due ("), out_text
+    status, out_text, err = await rig.cli("renew")
+    assert status == 0, err
+    assert out_text.startswith("example.test: renewed"), out_text
+    leaf = x509.load_pem_x509_certificate((folder / "cert.pem").read_bytes())
+    assert leaf.serial_number != first
+    assert key_matches((folder / "fullchain.pem").read_bytes(),
+                       (folder / "privkey.pem").read_bytes())
+    status, out_text, _ = await rig.cli("list")
+    assert status == 0 and out_text.startswith("example.test: valid,"), out_text
