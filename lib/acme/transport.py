@@ -42,25 +42,29 @@ log = logging.getLogger(__name__)
 USER_AGENT = "acmegw-acme/0.1 (acme-dns01-gateway; python-requests)"
 BAD_NONCE_RETRIES = 5
 CONNECT_TIMEOUT = 10.0
+RETRY_AFTER_MAX = 365 * 86400.0
 _NONCE = re.compile(r"[A-Za-z0-9_-]+")  # used with fullmatch
 _JOSE = "application/jose+json"
 T = TypeVar("T")
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), at
+    most ``RETRY_AFTER_MAX`` (a wait longer than a year is a CA's bug, and past what
+    dates can count)."""
     if not value:
         return None
     text = value.strip()
     if text.isdigit():
-        return float(text)
+        return min(float(text), RETRY_AFTER_MAX)
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return min(max(0.0, when.timestamp() - (time.time() if now is None else now)),
+               RETRY_AFTER_MAX)
 
 
 def parse_links(headers: requests.structures.CaseInsensitiveDict[str], rel: str) -> list[str]:

@@ -273,3 +273,17 @@ async def test_an_answer_that_trickles_in_is_bounded_like_no_answer(make_rig: Ri
     assert ca.seen[before:] == [("GET", "/dir")], ca.seen[before:]
     assert "did not answer within 1s" in err, err
     assert out.count("FAILED") == 2 and "not asked again in this run" in out
+
+
+async def test_an_absurd_retry_after_is_a_long_one_not_a_crash(make_rig: RigFactory) -> None:
+    """A Retry-After of 10^14 seconds (a CA's bug) made the run's arithmetic overflow: an
+    internal error for the certificate, and the CA asked again for the next one."""
+    ca = fast(offer=NO_ARI)
+    rig = await two_certificates(make_rig, ca)
+    orders = len(ca.new_orders)
+    ca.busy_new_order, ca.busy_retry_after = 100, 10**14
+    status, out, err = await rig.cli("renew", "--force", "--retry-delay", "0")
+    assert status == 1
+    assert "internal error" not in out + err
+    assert len(ca.new_orders) == orders + 1
+    assert "it asks to be left alone for" in err and "not asked again in this run" in out

@@ -203,6 +203,8 @@ def test_retry_after_parsing() -> None:
     now = datetime.datetime(2030, 1, 1, 12, 0, 0, tzinfo=datetime.UTC).timestamp()
     assert parse_retry_after("Tue, 01 Jan 2030 12:00:30 GMT", now=now) == 30.0
     assert parse_retry_after("Tue, 01 Jan 2030 11:00:00 GMT", now=now) == 0.0
+    assert parse_retry_after("99999999999999") == 365 * 86400.0
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now=now) == 365 * 86400.0
 
 
 def test_every_alternate_link_is_found() -> None:
