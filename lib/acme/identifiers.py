@@ -5,7 +5,8 @@ under, ``_acme-challenge`` labels included. A certificate identifier is narrower
 8555 section 7.1.4, RFC 5280 and the CA/Browser Forum's rules, which every public CA
 enforces): a host name of at least two labels made of letters, digits and hyphens, with
 a top label that is not a number, and no "reserved" ``ab--`` label except an IDNA
-``xn--`` one. Anything else would travel to the CA only to come back ``malformed`` or
+``xn--`` one, and short enough that ``_acme-challenge.`` in front of it is still a DNS
+name. Anything else would travel to the CA only to come back ``malformed`` or
 ``rejectedIdentifier``; an IP address cannot be validated with dns-01 at all.
 """
 
@@ -15,8 +16,9 @@ import ipaddress
 import re
 
 from lib.acme.errors import UsageError
-from lib.names import InvalidName, normalize_name
+from lib.names import InvalidName, challenge_name, normalize_name
 
+MAX_NAME = 253  # characters in a DNS name in text form, without the final dot
 # Used with fullmatch, as lib.names does.
 _HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
@@ -45,6 +47,10 @@ def dns_identifier(text: str) -> str:
         why = "its top label is a number"
     elif any(label[2:4] == "--" and not label.startswith("xn--") for label in labels):
         why = "a label with '--' in third and fourth place is reserved (only xn-- is used)"
+    elif len(challenge_name(base)) > MAX_NAME:
+        # The CA looks the value up there; no DNS name is that long, delegated or not.
+        why = (f"its dns-01 record, _acme-challenge.<name>, would be longer than {MAX_NAME} "
+               "characters")
     if why:
         raise UsageError(f"{text!r} cannot be in a certificate: {why}")
     return f"*.{base}" if wildcard else base

@@ -248,6 +248,9 @@ def test_json_reports_usage_errors_busy_runs_and_internal_errors(
     ("localhost", "at least two labels"), ("*.test", "at least two labels"),
     ("host.123", "top label is a number"),
     ("ab--cd.example.test", "is reserved"), ("bad..name", "has an empty label"),
+    # 241 characters: a host name, but _acme-challenge.<it> is no DNS name (over 253).
+    (".".join(["a" * 60] * 3 + ["b" * 45, "example.test"]),
+     "its dns-01 record, _acme-challenge.<name>, would be longer than 253 characters"),
 ])
 def test_names_no_certificate_can_hold_are_usage_errors_before_any_request(
         state: Path, capsys: pytest.CaptureFixture[str], name: str, why: str) -> None:
