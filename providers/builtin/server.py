@@ -288,13 +288,26 @@ def _limiter(config: ServerConfig) -> RateLimiter | None:
 
 
 def _follow(control: Control, server: DnsServer) -> None:
-    """Apply the gateway's changes as they come; exit when it is gone."""
-    while True:
-        message = control.receive()
-        if message is None:
-            os._exit(0)
-        server.apply(message)
-        control.send({"op": "done", "id": message["id"]})
+    """Apply the gateway's changes as they come; the process ends with this thread.
+
+    It ends when the gateway is gone: at end of file, and also when answering
+    a change fails (a gateway killed with changes unanswered: the thread would
+    die of the broken pipe and leave the process serving stale values on the
+    port for ever). And when a change cannot be applied: the gateway starts a
+    new server, which loads every record.
+    """
+    status = 0
+    try:
+        while (message := control.receive()) is not None:
+            server.apply(message)
+            control.send({"op": "done", "id": message["id"]})
+    except OSError:
+        pass  # the gateway is gone
+    except Exception:
+        log.exception("builtin DNS: a change from the gateway could not be applied")
+        status = 1
+    finally:
+        os._exit(status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,8 +8,12 @@ import contextlib
 import ipaddress
 import os
 import signal
+import socket
 import sqlite3
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import dns.asyncquery
@@ -19,9 +23,11 @@ import requests
 
 from providers.base import ProviderError
 from providers.builtin import BuiltinProvider, BuiltinSettings
+from providers.builtin.network import bind_tcp, bind_udp
 from providers.builtin.serial import FileSerialStore
+from providers.builtin.server import Control, ServerConfig
 from tests.conftest import make_value
-from tests.gateway.procs import running_gateway
+from tests.gateway.procs import REPO_ROOT, running_gateway
 from tests.system import free_port
 
 MANAGED = ("example.test",)
@@ -122,6 +128,76 @@ def test_the_server_process_leaves_with_a_killed_gateway(tmp_path: Path) -> None
         while not _gone(child):
             assert time.monotonic() < deadline, "the DNS server process outlived the gateway"
             time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _server_process() -> Iterator[tuple[subprocess.Popen[bytes], socket.socket, Control]]:
+    """A server process on fresh sockets, spoken to as the gateway does, loaded and
+    serving: the process, the gateway's end of the control socket, and its lines."""
+    port = free_port()
+    tcp, udp = bind_tcp("127.0.0.1", port), bind_udp("127.0.0.1", port)
+    config = ServerConfig(
+        MANAGED,
+        None,
+        ("ns1.gw.example.net",),
+        60,
+        udp_fds=tuple(sock.fileno() for sock in udp),
+        tcp_fds=(tcp.fileno(),),
+    )
+    ours, theirs = socket.socketpair()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "providers.builtin", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(), *config.udp_fds, *config.tcp_fds),
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )
+    finally:
+        for sock in (theirs, tcp, *udp):
+            sock.close()
+    try:
+        ours.settimeout(20)  # a server that says nothing fails the test, not hangs it
+        control = Control(ours)
+        control.send(config.to_json())
+        control.send({"op": "load", "id": 1, "serial": 1, "records": [], "first": True,
+                      "last": True})
+        assert control.receive() == {"op": "done", "id": 1}
+        yield proc, ours, control
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        ours.close()
+
+
+def _ends(proc: subprocess.Popen[bytes]) -> int:
+    try:
+        return proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the DNS server process went on")
+
+
+def test_the_server_process_leaves_a_gateway_gone_with_a_change_unanswered() -> None:
+    """The gateway goes while the server applies its changes: the answer to one fails
+    (a broken pipe, as when the gateway is killed mid-burst), and the process leaves
+    all the same, instead of serving stale values on the port for ever."""
+    with _server_process() as (proc, ours, control):
+        ours.shutdown(socket.SHUT_RD)  # gone: nothing the server answers arrives
+        control.send({"op": "set", "id": 2, "serial": 2, "records": [[NAME, [make_value()]]]})
+        assert _ends(proc) == 0
+
+
+def test_a_server_process_that_cannot_apply_a_change_says_so_and_leaves() -> None:
+    """It does not go on serving without taking changes: the gateway then starts a new
+    one, which loads every record."""
+    with _server_process() as (proc, _, control):
+        control.send({"op": "set", "id": 2, "serial": 2, "records": [[NAME, ["caf\u00e9"]]]})
+        said = control.receive()
+        assert said is not None and said["op"] == "log"
+        assert said["message"].startswith(
+            "builtin DNS: a change from the gateway could not be applied"
+        )
+        assert _ends(proc) == 1
 
 
 def test_the_serial_keeps_growing_across_gateway_restarts(tmp_path: Path) -> None:
