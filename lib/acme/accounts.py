@@ -88,6 +88,9 @@ class Accounts:
                                  "run: acmegw-acme account register")
             key = jws.AccountKey(generate_key(self.options.account_key_type))
         client = self.anonymous(directory_url, key)
+        if stored is not None and stored.damage:
+            self.progress.warn(f"{stored.damage}; the account is found by its key and the "
+                               "file written again")
         try:
             self.describe_directory(client)
             if stored is not None and stored.pending_key_pem is not None:

@@ -127,6 +127,8 @@ class StoredAccount:
     pending_key_pem: bytes | None = field(default=None, repr=False)
     # The terms of service (their URL) the user agreed to when the account was created.
     terms_agreed: str | None = None
+    # Why account.json could not be read, if it could not (the key still finds the account).
+    damage: str | None = None
 
 
 @dataclass
@@ -321,17 +323,26 @@ class Store:
         if not key_path.exists():
             return None
         try:
-            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
             key = key_path.read_bytes()
             pending_path = folder / "account.key.next"
             pending = pending_path.read_bytes() if pending_path.exists() else None
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             raise StateError(f"cannot read the account in {folder}: {exc}") from None
-        terms = meta.get("terms_agreed")
+        damage = None
+        try:
+            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            # Only notes of what the CA tells again: the key is the account.
+            meta, damage = {}, f"{meta_path} is unreadable ({exc})"
+        terms, contact = meta.get("terms_agreed"), meta.get("contact")
         return StoredAccount(directory=directory_url, url=str(meta.get("url", "")), key_pem=key,
-                             contact=list(meta.get("contact", [])),
+                             contact=[str(c) for c in contact] if isinstance(contact, list)
+                             else [],
                              created=str(meta.get("created", "")), pending_key_pem=pending,
-                             terms_agreed=terms if isinstance(terms, str) else None)
+                             terms_agreed=terms if isinstance(terms, str) else None,
+                             damage=damage)
 
     def save_account(self, account: StoredAccount) -> None:
         folder = self.account_dir(account.directory)

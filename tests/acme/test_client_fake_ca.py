@@ -412,3 +412,22 @@ async def test_must_staple_is_asked_for_in_the_csr(make_rig: RigFactory) -> None
     feature = rig.leaf().extensions.get_extension_for_class(x509.TLSFeature).value
     assert list(feature) == [x509.TLSFeatureType.status_request]
     assert rig.lineage().must_staple is True
+
+
+async def test_a_damaged_account_json_is_rebuilt_from_the_key(make_rig: RigFactory) -> None:
+    """account.json only notes what the CA tells again (the account's URL and contact);
+    the key is the account. A damaged one failed every certificate at that CA, at every
+    run (issue 16 item 2's kind)."""
+    ca = fast(offer=frozenset({"revokeCert", "keyChange"}))
+    rig = await make_rig(ca)
+    assert (await rig.cli("issue", *domains(), "--email", "admin@example.test"))[0] == 0
+    folder = Store(rig.state).account_dir(rig.urls[0])
+    stored = Store(rig.state).load_account(rig.urls[0])
+    assert stored is not None
+    (folder / "account.json").write_text("{damaged")
+    status, _, err = await rig.cli("renew", "--force")
+    assert status == 0, err
+    assert f"{folder}/account.json is unreadable" in err and "found by its key" in err
+    account = Store(rig.state).load_account(rig.urls[0])
+    assert account is not None and account.url == stored.url and not account.damage
+    assert account.contact == ["mailto:admin@example.test"]
