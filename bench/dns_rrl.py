@@ -34,7 +34,7 @@ import requests  # noqa: E402
 
 from bench.rig.gateway import machine  # noqa: E402
 from tests.conftest import make_value  # noqa: E402
-from tests.gateway.procs import running_gateway  # noqa: E402
+from tests.gateway.procs import builtin_settings, running_gateway  # noqa: E402
 from tests.system import free_port  # noqa: E402
 
 NAME = "_acme-challenge.example.test"
@@ -111,16 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dns-rrl-") as tmp:
         folder = Path(tmp)
         port, dns_port = free_port(), free_port()
-        settings = {
-            "DNSAPI_DOMAINS": "example.test",
-            "ALLOWED_HOSTS": "127.0.0.1",
-            "LISTEN": f"127.0.0.1:{port}",
-            "STATE_DIR": str(folder / "state"),
-            "PROVIDER": "builtin",
-            "BUILTIN_LISTEN": f"127.0.0.1:{dns_port}",
-            "BUILTIN_NS": "ns.gw.example.net",
-            "PROPAGATION_CHECK": "off",
-        }
+        # Rate limiting at its defaults: no BUILTIN_RATE_LIMIT_EXEMPT for loopback.
+        settings = builtin_settings(folder, port, dns_port, PROPAGATION_CHECK="off")
         with running_gateway(folder, settings):
             value = make_value()
             answer = requests.post(f"http://127.0.0.1:{port}/", timeout=20, json={

@@ -34,7 +34,7 @@ import requests  # noqa: E402
 
 from bench.rig.gateway import machine, percentile  # noqa: E402
 from tests.conftest import make_value  # noqa: E402
-from tests.gateway.procs import running_gateway  # noqa: E402
+from tests.gateway.procs import builtin_settings, running_gateway  # noqa: E402
 from tests.servers.bind import make_key, start_secondary_of  # noqa: E402
 from tests.servers.knot import start_knot_secondary  # noqa: E402
 from tests.system import free_port  # noqa: E402
@@ -60,23 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dns-secondaries-") as tmp:
         folder = Path(tmp)
         port, dns_port, knot_port, bind_port = (free_port() for _ in range(4))
-        settings = {
-            "DNSAPI_DOMAINS": "example.test",
-            "ALLOWED_HOSTS": "127.0.0.1",
-            "LISTEN": f"127.0.0.1:{port}",
-            "STATE_DIR": str(folder / "state"),
-            "PROVIDER": "builtin",
-            "BUILTIN_LISTEN": f"127.0.0.1:{dns_port}",
-            "BUILTIN_ZONE": ZONE,
-            "BUILTIN_NS": "ns1.example.net, ns2.example.net",
-            "BUILTIN_SECONDARIES": f"127.0.0.1:{knot_port}, 127.0.0.1:{bind_port}",
-            "BUILTIN_TSIG_KEY_NAME": key.name,
-            "BUILTIN_TSIG_SECRET": key.secret,
-            "BUILTIN_RATE_LIMIT_EXEMPT": "127.0.0.0/8",
-            "DELEGATIONS": f"example.test={TARGET}",
-            "PROPAGATION_NAMESERVERS": f"127.0.0.1:{knot_port}, 127.0.0.1:{bind_port}",
-            "LOG_LEVEL": "WARNING",
-        }
+        settings = builtin_settings(
+            folder, port, dns_port,
+            BUILTIN_ZONE=ZONE,
+            BUILTIN_NS="ns1.example.net, ns2.example.net",
+            BUILTIN_SECONDARIES=f"127.0.0.1:{knot_port}, 127.0.0.1:{bind_port}",
+            BUILTIN_TSIG_KEY_NAME=key.name,
+            BUILTIN_TSIG_SECRET=key.secret,
+            BUILTIN_RATE_LIMIT_EXEMPT="127.0.0.0/8",
+            DELEGATIONS=f"example.test={TARGET}",
+            PROPAGATION_NAMESERVERS=f"127.0.0.1:{knot_port}, 127.0.0.1:{bind_port}",
+            LOG_LEVEL="WARNING",
+        )
         with running_gateway(folder, settings):
             primary = ("127.0.0.1", dns_port)
             secondaries = [start_knot_secondary(folder / "knot", ZONE, primary, key,

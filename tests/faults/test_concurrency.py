@@ -34,7 +34,12 @@ import pytest
 
 from gateway.service import value_tag
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, running_gateway
+from tests.gateway.procs import (
+    GatewayProcess,
+    builtin_settings,
+    gateway_settings,
+    running_gateway,
+)
 from tests.servers.bind import start_primary
 from tests.system import free_port
 
@@ -62,37 +67,31 @@ class Target:
         }
 
 
-def settings(tmp_path: Path, port: int) -> dict[str, str]:
-    return {
-        "DNSAPI_DOMAINS": "example.test",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(tmp_path / "state"),
-        "LOG_LEVEL": "WARNING",
-        # One client sends all 200 at once, each on its own connection.
-        "MAX_CONNECTIONS_PER_CLIENT": "256",
-    }
+# One client sends all 200 at once, each on its own connection.
+BURST = {"LOG_LEVEL": "WARNING", "MAX_CONNECTIONS_PER_CLIENT": "256"}
 
 
 @pytest.fixture(params=["builtin", "rfc2136"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     port = free_port()
-    env = settings(tmp_path, port)
     if request.param == "builtin":
         dns_port = free_port()
         # The test reads every name at once from loopback: not rate-limited.
-        env.update(PROVIDER="builtin", BUILTIN_LISTEN=f"127.0.0.1:{dns_port}",
-                   BUILTIN_NS="ns.gateway.invalid", BUILTIN_RATE_LIMIT_EXEMPT="127.0.0.0/8")
+        env = builtin_settings(tmp_path, port, dns_port,
+                               BUILTIN_RATE_LIMIT_EXEMPT="127.0.0.0/8", **BURST)
         with running_gateway(tmp_path, env) as gw:
             yield Target(f"http://127.0.0.1:{port}", "127.0.0.1", dns_port, gw)
         return
     bind = start_primary(tmp_path / "bind", zones=("example.test",),
                          challenge_labels=[f"_acme-challenge.{n.split('.')[0]}" for n in NAMES])
     try:
-        env.update(PROVIDER="rfc2136", RFC2136_SERVER=bind.host, RFC2136_PORT=str(bind.port),
-                   RFC2136_TSIG_KEY_NAME=bind.key.name, RFC2136_TSIG_SECRET=bind.key.secret,
-                   RFC2136_ZONE="example.test", PROPAGATION_NAMESERVERS=bind.address,
-                   PROPAGATION_TIMEOUT="30")
+        env = gateway_settings(
+            tmp_path, port,
+            PROVIDER="rfc2136", RFC2136_SERVER=bind.host, RFC2136_PORT=str(bind.port),
+            RFC2136_TSIG_KEY_NAME=bind.key.name, RFC2136_TSIG_SECRET=bind.key.secret,
+            RFC2136_ZONE="example.test", PROPAGATION_CHECK="authoritative",
+            PROPAGATION_NAMESERVERS=bind.address, PROPAGATION_TIMEOUT="30", **BURST,
+        )
         with running_gateway(tmp_path, env) as gw:
             yield Target(f"http://127.0.0.1:{port}", bind.host, bind.port, gw)
     finally:

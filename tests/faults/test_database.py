@@ -27,7 +27,7 @@ import pytest
 import requests
 
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, running_gateway
+from tests.gateway.procs import GatewayProcess, builtin_settings, running_gateway
 from tests.servers.postgres import PostgresServer, running_postgres
 from tests.system import free_port
 
@@ -50,22 +50,16 @@ def gateway_on(
     """A gateway on a fresh database: the process, its URL, the database's name."""
     database = server.new_database()
     port = free_port()
-    settings = {
-        "PROVIDER": "builtin",
-        "BUILTIN_LISTEN": f"127.0.0.1:{free_port()}",
-        "BUILTIN_NS": "gw.example.net",
-        "DNSAPI_DOMAINS": "example.test",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(tmp_path / "state"),
-        "DATABASE_URL": server.url(database),
-        "DATABASE_PASSWORD": server.password,
-        "DATABASE_TIMEOUT": "2",
-        "PROVIDER_TIMEOUT": "3",
-        "PROPAGATION_CHECK": "off",
-        "MAX_RECORDS_PER_USER": "0",
-        "JANITOR_INTERVAL": "1",
-    }
+    settings = builtin_settings(
+        tmp_path, port, free_port(),
+        DATABASE_URL=server.url(database),
+        DATABASE_PASSWORD=server.password,
+        DATABASE_TIMEOUT="2",
+        PROVIDER_TIMEOUT="3",
+        PROPAGATION_CHECK="off",
+        MAX_RECORDS_PER_USER="0",
+        JANITOR_INTERVAL="1",
+    )
     with running_gateway(tmp_path, settings) as gw:
         yield gw, f"http://127.0.0.1:{port}/", database
 

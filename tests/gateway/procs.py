@@ -40,6 +40,72 @@ def gateway_env(settings: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def gateway_settings(folder: Path, port: int, **overrides: str | None) -> dict[str, str]:
+    """The settings of a gateway for a test about something else: it listens on
+    127.0.0.1:*port*, lets 127.0.0.1 in by its address, manages ``example.test`` on the
+    memory provider with no propagation check, and keeps its state in *folder*/state.
+
+    *overrides* add settings or change these: what the test is about stands in the
+    test. None takes one out, e.g. ``ALLOWED_HOSTS=None`` for passwords only.
+    """
+    return _overridden(
+        {
+            "PROVIDER": "memory",
+            **_on_loopback(folder, port),
+            "PROPAGATION_CHECK": "off",
+        },
+        overrides,
+    )
+
+
+def builtin_settings(
+    folder: Path, port: int, dns_port: int, **overrides: str | None
+) -> dict[str, str]:
+    """The settings of a gateway whose builtin DNS server answers on
+    127.0.0.1:*dns_port* as ``ns.gw.example.net``, at the builtin's defaults (rate
+    limiting included); otherwise as :func:`gateway_settings`, but for the propagation
+    check: left on, as it matters only when the gateway is told of nameservers to wait
+    for (``PROPAGATION_NAMESERVERS``, ``BUILTIN_SECONDARIES``).
+    """
+    return _overridden(
+        {
+            "PROVIDER": "builtin",
+            **_on_loopback(folder, port),
+            "BUILTIN_LISTEN": f"127.0.0.1:{dns_port}",
+            "BUILTIN_NS": "ns.gw.example.net",
+        },
+        overrides,
+    )
+
+
+def passwords_only(folder: Path) -> dict[str, str | None]:
+    """Overrides for a gateway that lets nobody in by address: every caller needs a
+    password from *folder*/acmepasswd (``BASIC_AUTH=required``)."""
+    return {
+        "ALLOWED_HOSTS": None,
+        "BASIC_AUTH": "required",
+        "PASSWD_FILE": str(folder / "acmepasswd"),
+    }
+
+
+def _on_loopback(folder: Path, port: int) -> dict[str, str]:
+    return {
+        "DNSAPI_DOMAINS": "example.test",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "LISTEN": f"127.0.0.1:{port}",
+        "STATE_DIR": str(folder / "state"),
+    }
+
+
+def _overridden(settings: dict[str, str], overrides: Mapping[str, str | None]) -> dict[str, str]:
+    for key, value in overrides.items():
+        if value is None:
+            settings.pop(key, None)
+        else:
+            settings[key] = value
+    return settings
+
+
 def _limit_open_files(limit: int) -> Callable[[], None]:
     """Run in the child before exec: soft and hard open-file limit *limit* (``ulimit -n``)."""
 

@@ -20,7 +20,12 @@ import requests
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, running_gateway
+from tests.gateway.procs import (
+    GatewayProcess,
+    builtin_settings,
+    passwords_only,
+    running_gateway,
+)
 from tests.system import free_port
 
 USER, PASSWORD = "alice", "idna: correct horse"
@@ -50,17 +55,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     # The administrator writes the names as people read them.
     PasswordFile(folder / "acmepasswd").set_user(USER, PASSWORD, domains=["straße.example.test"])
     port, dns_port = free_port(), free_port()
-    settings = {
-        "PROVIDER": "builtin",
-        "BUILTIN_LISTEN": f"127.0.0.1:{dns_port}",
-        "BUILTIN_NS": "ns.example.test",
-        "DNSAPI_DOMAINS": "straße.example.test",
-        "BASIC_AUTH": "required",
-        "PASSWD_FILE": str(folder / "acmepasswd"),
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(folder / "state"),
-        "PROPAGATION_CHECK": "off",
-    }
+    settings = builtin_settings(folder, port, dns_port, DNSAPI_DOMAINS="straße.example.test",
+                                **passwords_only(folder), PROPAGATION_CHECK="off")
     with running_gateway(folder, settings) as process:
         yield Gateway(process, f"http://127.0.0.1:{port}", dns_port)
 

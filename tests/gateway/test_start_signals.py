@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.procs import REPO_ROOT, GatewayProcess
+from tests.gateway.procs import REPO_ROOT, GatewayProcess, builtin_settings
 from tests.system import free_port
 
 SITECUSTOMIZE = """
@@ -91,17 +91,9 @@ class Gate:
         (self.directory / "open").touch()
 
 
-def builtin_settings(tmp_path: Path, port: int | None = None) -> dict[str, str]:
-    return {
-        "DNSAPI_DOMAINS": "example.test",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LISTEN": f"127.0.0.1:{port or free_port()}",
-        "STATE_DIR": str(tmp_path / "state"),
-        "PROVIDER": "builtin",
-        "BUILTIN_LISTEN": f"127.0.0.1:{free_port()}",
-        "BUILTIN_NS": "ns.gw.example.net",
-        "PROPAGATION_CHECK": "off",
-    }
+def builtin_gateway(tmp_path: Path, port: int | None = None) -> dict[str, str]:
+    """Settings with the builtin DNS server, on free ports (the API on *port* if given)."""
+    return builtin_settings(tmp_path, port or free_port(), free_port(), PROPAGATION_CHECK="off")
 
 
 @pytest.fixture
@@ -175,7 +167,7 @@ def test_sighup_while_starting_is_a_reload_once_serving(
     tmp_path: Path, processes: list[GatewayProcess], program: str, module: str, when: str
 ) -> None:
     gate = Gate(tmp_path / "gate", program, module)
-    gw = start(tmp_path, program, {**builtin_settings(tmp_path), **gate.settings})
+    gw = start(tmp_path, program, {**builtin_gateway(tmp_path), **gate.settings})
     processes.append(gw)
     gate.wait_reached(gw)
     gw.send(signal.SIGHUP)
@@ -196,7 +188,7 @@ def test_a_stop_signal_while_importing_ends_start_up_cleanly(
     tmp_path: Path, processes: list[GatewayProcess], sig: signal.Signals
 ) -> None:
     gate = Gate(tmp_path / "gate", "acmegw-server", "aiohttp")
-    gw = start(tmp_path, "acmegw-server", {**builtin_settings(tmp_path), **gate.settings})
+    gw = start(tmp_path, "acmegw-server", {**builtin_gateway(tmp_path), **gate.settings})
     processes.append(gw)
     gate.wait_reached(gw)
     gw.send(sig)
@@ -211,7 +203,7 @@ def test_sigterm_while_the_dns_server_starts_stops_the_gateway_cleanly(
 ) -> None:
     # Held in the DNS server process: the gateway is opening its provider.
     gate = Gate(tmp_path / "gate", "providers.builtin", "providers.builtin.server")
-    gw = GatewayProcess(tmp_path, {**builtin_settings(tmp_path), **gate.settings})
+    gw = GatewayProcess(tmp_path, {**builtin_gateway(tmp_path), **gate.settings})
     processes.append(gw)
     gate.wait_reached(gw)
     child = wait_for_child(gw)
@@ -228,7 +220,7 @@ def test_sigterm_while_the_dns_server_starts_stops_the_gateway_cleanly(
 def test_the_dns_server_process_ends_with_the_gateway(
     tmp_path: Path, processes: list[GatewayProcess], how: str
 ) -> None:
-    settings = builtin_settings(tmp_path)
+    settings = builtin_gateway(tmp_path)
     gate = None
     if how.endswith("starts"):
         gate = Gate(tmp_path / "gate", "providers.builtin", "providers.builtin.server")
@@ -255,7 +247,7 @@ def test_the_dns_server_process_ends_when_the_gateway_cannot_listen(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        gw = GatewayProcess(tmp_path, builtin_settings(tmp_path, port))
+        gw = GatewayProcess(tmp_path, builtin_gateway(tmp_path, port))
         processes.append(gw)
         child = wait_for_child(gw)
         assert gw.wait(WAIT) == 1, gw.describe()

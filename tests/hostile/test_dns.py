@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, running_gateway
+from tests.gateway.procs import GatewayProcess, builtin_settings, running_gateway
 from tests.system import free_port
 
 NAME = "_acme-challenge.example.test"
@@ -49,18 +49,12 @@ class Target:
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     folder = tmp_path_factory.mktemp("dns-fuzz")
     port, dns_port = free_port(), free_port()
-    settings = {
-        "DNSAPI_DOMAINS": "example.test",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(folder / "state"),
-        "PROVIDER": "builtin",
-        "BUILTIN_LISTEN": f"127.0.0.1:{dns_port}",
-        "BUILTIN_NS": "ns.gw.example.net",
-        "BUILTIN_ZONE": "acme.example.net",
+    settings = builtin_settings(
+        folder, port, dns_port,
+        BUILTIN_ZONE="acme.example.net",
         # The fuzzer asks hard from loopback; rate limiting has tests of its own.
-        "BUILTIN_RATE_LIMIT_EXEMPT": "127.0.0.0/8",
-    }
+        BUILTIN_RATE_LIMIT_EXEMPT="127.0.0.0/8",
+    )
     with running_gateway(folder, settings) as gateway:
         value = make_value()
         answer = requests.post(

@@ -34,7 +34,7 @@ import dns.message
 import dns.query
 import dns.rcode
 
-from tests.gateway.procs import running_gateway
+from tests.gateway.procs import builtin_settings, running_gateway
 from tests.gateway.rawhttp import closed_by_gateway, connect, read_response
 from tests.hostile.wire import send, unread
 from tests.system import free_port
@@ -147,18 +147,12 @@ def tcp_query(port: int) -> int:
 
 def test_builtin_tcp_many_addresses_lock_nobody_out(tmp_path: Path) -> None:
     port, dns_port = free_port(), free_port()
-    settings = {
-        "PROVIDER": "builtin",
-        "BUILTIN_LISTEN": f"127.0.0.1:{dns_port}",
-        "BUILTIN_NS": "ns.example.test",
-        "DNSAPI_DOMAINS": "example.test",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(tmp_path / "state"),
-        "BUILTIN_TCP_CLIENTS": str(TOTAL),
-        "BUILTIN_TCP_CLIENTS_PER_ADDRESS": str(PER_CLIENT),
-        "BUILTIN_TCP_READ_TIMEOUT": "120",
-    }
+    settings = builtin_settings(
+        tmp_path, port, dns_port,
+        BUILTIN_TCP_CLIENTS=str(TOTAL),
+        BUILTIN_TCP_CLIENTS_PER_ADDRESS=str(PER_CLIENT),
+        BUILTIN_TCP_READ_TIMEOUT="120",
+    )
     with running_gateway(tmp_path, settings):
         assert tcp_query(dns_port) == dns.rcode.NOERROR
         # The first byte of a two-byte length: a query begun and never finished.

@@ -27,7 +27,7 @@ from providers.builtin.network import bind_tcp, bind_udp
 from providers.builtin.serial import FileSerialStore
 from providers.builtin.server import Control, ServerConfig
 from tests.conftest import make_value
-from tests.gateway.procs import REPO_ROOT, running_gateway
+from tests.gateway.procs import REPO_ROOT, builtin_settings, running_gateway
 from tests.system import free_port
 
 MANAGED = ("example.test",)
@@ -107,21 +107,9 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()]
 
 
-def _gateway(tmp_path: Path, port: int, dns_port: int) -> dict[str, str]:
-    return {
-        "DNSAPI_DOMAINS": "example.test",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(tmp_path / "state"),
-        "PROVIDER": "builtin",
-        "BUILTIN_LISTEN": f"127.0.0.1:{dns_port}",
-        "BUILTIN_NS": "ns.gw.example.net",
-        "PROPAGATION_CHECK": "off",
-    }
-
-
 def test_the_server_process_leaves_with_a_killed_gateway(tmp_path: Path) -> None:
-    with running_gateway(tmp_path, _gateway(tmp_path, free_port(), free_port())) as gw:
+    settings = builtin_settings(tmp_path, free_port(), free_port(), PROPAGATION_CHECK="off")
+    with running_gateway(tmp_path, settings) as gw:
         [child] = _children(gw.pid)
         gw.kill()
         deadline = time.monotonic() + 20
@@ -202,7 +190,7 @@ def test_a_server_process_that_cannot_apply_a_change_says_so_and_leaves() -> Non
 
 def test_the_serial_keeps_growing_across_gateway_restarts(tmp_path: Path) -> None:
     port, dns_port = free_port(), free_port()
-    settings = _gateway(tmp_path, port, dns_port)
+    settings = builtin_settings(tmp_path, port, dns_port, PROPAGATION_CHECK="off")
     serials = []
     for _ in range(2):
         with running_gateway(tmp_path, settings):

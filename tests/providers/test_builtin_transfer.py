@@ -30,7 +30,7 @@ import requests
 from providers._tsig import TsigSettings
 from providers.builtin import BuiltinProvider, BuiltinSettings
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, running_gateway
+from tests.gateway.procs import GatewayProcess, builtin_settings, running_gateway
 from tests.servers.authoritative import Authoritative
 from tests.servers.bind import TsigKey, make_key, start_secondary_of
 from tests.servers.knot import start_knot_secondary
@@ -64,24 +64,19 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     folder = tmp_path_factory.mktemp("transfer")
     key = make_key("hmac-sha256", "gateway-transfer.")
     port, dns_port, knot_port, bind_port = free_port(), free_port(), free_port(), free_port()
-    settings = {
-        "DNSAPI_DOMAINS": "example.test",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(folder / "state"),
-        "PROVIDER": "builtin",
-        "BUILTIN_LISTEN": f"127.0.0.1:{dns_port}",
-        "BUILTIN_ZONE": ZONE,
-        "BUILTIN_NS": "ns1.example.net, ns2.example.net",
-        "BUILTIN_SECONDARIES": f"127.0.0.1:{knot_port}, 127.0.0.1:{bind_port}",
-        "BUILTIN_TSIG_KEY_NAME": key.name,
-        "BUILTIN_TSIG_SECRET": key.secret,
-        "BUILTIN_RATE_LIMIT_EXEMPT": "127.0.0.0/8",
-        "DELEGATIONS": ",".join(f"{name}={target}" for name, target in TARGETS.items()),
-        "PROPAGATION_NAMESERVERS": ", ".join(
+    settings = builtin_settings(
+        folder, port, dns_port,
+        BUILTIN_ZONE=ZONE,
+        BUILTIN_NS="ns1.example.net, ns2.example.net",
+        BUILTIN_SECONDARIES=f"127.0.0.1:{knot_port}, 127.0.0.1:{bind_port}",
+        BUILTIN_TSIG_KEY_NAME=key.name,
+        BUILTIN_TSIG_SECRET=key.secret,
+        BUILTIN_RATE_LIMIT_EXEMPT="127.0.0.0/8",
+        DELEGATIONS=",".join(f"{name}={target}" for name, target in TARGETS.items()),
+        PROPAGATION_NAMESERVERS=", ".join(
             f"127.0.0.1:{p}" for p in (knot_port, bind_port, dns_port)),
-        "PROPAGATION_TIMEOUT": "30",
-    }
+        PROPAGATION_TIMEOUT="30",
+    )
     with running_gateway(folder, settings) as gateway:
         primary = ("127.0.0.1", dns_port)
         knot = start_knot_secondary(folder / "knot", ZONE, primary, key, port=knot_port)
