@@ -68,6 +68,7 @@ from lib.acme.errors import AcmeError, LockBusy, SolverError
 from lib.acme.issuance import Driver, Outcome
 from lib.acme.options import Options
 from lib.acme.progress import Progress
+from lib.acme.publishing import Publishing
 from lib.acme.store import Lineage, Store, iso, now_utc, parse_iso
 
 log = logging.getLogger(__name__)
@@ -178,8 +179,8 @@ class ServiceSolver(Solver):
             return [str(exc)]
 
 
-class _Driver(Driver):
-    """acmegw-acme's driver, publishing through the gateway's own service."""
+class _Publishing(Publishing):
+    """acmegw-acme's DNS side, publishing through the gateway's own service."""
 
     def __init__(
         self, store: Store, progress: Progress, options: Options, solver: Callable[[], Solver]
@@ -187,7 +188,7 @@ class _Driver(Driver):
         super().__init__(store, progress, options)
         self._solver = solver
 
-    def make_solver(self, lineage: Lineage) -> Solver:
+    def solver(self, lineage: Lineage) -> Solver:
         return self._solver()
 
 
@@ -391,10 +392,12 @@ class OwnCertificate:
         progress = LoggedProgress(quiet=True)
         try:
             with self.turn(self.store):
-                driver = _Driver(self.store, progress, self.options(),
-                                 lambda: ServiceSolver(self.service, self.identity, loop))
+                options = self.options()
+                publishing = _Publishing(self.store, progress, options,
+                                         lambda: ServiceSolver(self.service, self.identity, loop))
+                driver = Driver(self.store, progress, options, publishing)
                 try:
-                    driver.withdraw_leftovers()
+                    publishing.withdraw_leftovers()
                     previous = self.store.load_lineage(ACME_LINEAGE)
                     issuer = previous.issuer_directory if previous and previous.serial else None
                     moved = issuer is not None and issuer not in lineage.servers

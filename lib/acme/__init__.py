@@ -15,7 +15,10 @@ Layers, bottom up (certbot's ``acme`` package split); each concern is one module
 * :mod:`lib.acme.accounts`: the account at each CA, rollover, deactivation;
 * :mod:`lib.acme.orders`: one certificate at one CA, in RFC 8555 order, resumable;
 * :mod:`lib.acme.failover`: which CA to ask, how often, when to stop;
-* :mod:`lib.acme.hooks`, :mod:`lib.acme.revocation`: deploy hooks, revocation;
+* :mod:`lib.acme.publishing`: a run's DNS side (the solver a certificate names, the
+  check before ordering, what earlier runs left published);
+* :mod:`lib.acme.hooks`, :mod:`lib.acme.revocation`: pre-, post- and deploy hooks,
+  revocation;
 * :mod:`lib.acme.issuance`: what a run does with each certificate;
 * :mod:`lib.acme.options`: how a run behaves, whatever the certificate;
 * :mod:`lib.acme.cli`: the ``acmegw-acme`` command -- :mod:`lib.acme.arguments` (the

@@ -38,7 +38,7 @@ def dispatch(args: argparse.Namespace, progress: Progress, out: Output) -> int:
         driver = Driver(store, progress, options)
         try:
             if args.command in ("issue", "renew"):
-                driver.withdraw_leftovers()
+                driver.publishing.withdraw_leftovers()
             if args.command in ("issue", "renew"):
                 try:
                     if args.command == "issue":
@@ -48,7 +48,7 @@ def dispatch(args: argparse.Namespace, progress: Progress, out: Output) -> int:
                         outcomes = driver.renew(names or None, force=args.force)
                 finally:
                     # Post-hooks run however the run ends, as certbot's do.
-                    hook_problems = driver.finish()
+                    hook_problems = driver.hooks.finish()
                 return report_outcomes(args.command, outcomes, out, hook_problems)
             if args.command == "revoke":
                 return _revoke(args, driver, out)

@@ -6,9 +6,10 @@
    interrupted run left is repaired or reported;
 2. decides whether it is due (:mod:`lib.acme.renewal`: ARI when the CA offers it,
    else its lifetime);
-3. obtains it from the first of its CAs that gives one (:mod:`lib.acme.failover` says
-   when to try again, to wait, or to move on; :mod:`lib.acme.orders` is the protocol
-   at one CA; :mod:`lib.acme.accounts` the account there);
+3. obtains it from the first of its CAs that gives one (:mod:`lib.acme.publishing`
+   checks the DNS side first; :mod:`lib.acme.failover` says when to try again, to
+   wait, or to move on; :mod:`lib.acme.orders` is the protocol at one CA;
+   :mod:`lib.acme.accounts` the account there), after the run's pre-hooks;
 4. stores it as a new version (:mod:`lib.acme.versions`) and runs the deploy hook
    (:mod:`lib.acme.hooks`), again at the next run until it succeeds.
 
@@ -18,23 +19,14 @@ its hook, a bug) is its outcome, and the run goes on to the next.
 
 from __future__ import annotations
 
-import datetime
 import logging
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass
-from pathlib import Path
 
 from lib.acme.accounts import Accounts
 from lib.acme.cas import STAGING
 from lib.acme.client import AcmeClient
-from lib.acme.dns01 import (
-    GatewaySolver,
-    Solver,
-    provider_settings,
-    provider_solver,
-    read_password_file,
-)
 from lib.acme.errors import (
     AcmeError,
     HookFailed,
@@ -45,16 +37,15 @@ from lib.acme.errors import (
     UsageError,
 )
 from lib.acme.failover import Failover
-from lib.acme.hooks import run_hook
-from lib.acme.journal import Journal
+from lib.acme.hooks import RunHooks
 from lib.acme.options import Options
 from lib.acme.orders import Issued, LazySolver, OrderFlow
 from lib.acme.progress import Progress
+from lib.acme.publishing import Publishing
 from lib.acme.renewal import Decision, ari_check_due, by_lifetime, by_window, remember_window
 from lib.acme.revocation import revoke
-from lib.acme.store import Lineage, Store, iso, now_utc, parse_iso
+from lib.acme.store import Lineage, Store, iso, now_utc
 from lib.acme.versions import Check
-from lib.dnscheck import PropagationSettings
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +54,6 @@ _SETTINGS = ("servers", "key_type", "reuse_key", "ca_file", "solver", "propagati
              "propagation_timeout", "deploy_hook", "profile", "preferred_chain", "must_staple",
              "csr", "pre_hook", "post_hook")
 _SAVED_ORDER = ["fullchain.pem", "privkey.pem", "cert.pem", "chain.pem"]
-# How long a value that cannot be withdrawn is tried again (by each run) before it is given
-# up: far longer than any outage a renewal rides out, far shorter than for ever.
-LEFTOVERS_KEPT = datetime.timedelta(days=7)
 
 
 @dataclass
@@ -89,15 +77,16 @@ class Outcome:
 class Driver:
     """Runs whole operations against the CA(s), reporting each step."""
 
-    def __init__(self, store: Store, progress: Progress, options: Options) -> None:
+    def __init__(self, store: Store, progress: Progress, options: Options,
+                 publishing: Publishing | None = None) -> None:
         self.store = store
         self.progress = progress
         self.options = options
         self.accounts = Accounts(store, progress, options)
         self.failover = Failover(progress, options, forget=self.accounts.forget)
-        # Pre-hooks run (command -> its failure, or None) and post-hooks due, in order.
-        self._pre_hooks: dict[str, str | None] = {}
-        self._post_hooks: list[str] = []
+        # The DNS side (a caller may publish its own way: the gateway's own certificate).
+        self.publishing = publishing or Publishing(store, progress, options)
+        self.hooks = RunHooks(progress, options)
 
     def close(self) -> None:
         self.accounts.close()
@@ -123,57 +112,6 @@ class Driver:
 
     # --- issue and renew ----------------------------------------------------------------
 
-    def withdraw_leftovers(self) -> None:
-        """Withdraw the dns-01 values an earlier run left published (its journal).
-
-        A value that cannot be withdrawn stays listed for the next run, but not for ever:
-        through the gateway the gateway's janitor takes it over at once; with a provider,
-        it is given up ``LEFTOVERS_KEPT`` after it was listed, saying what to remove.
-        """
-        journal = Journal(self.store.root)
-        try:
-            entries = journal.entries()
-        except StateError as exc:
-            # One damaged file must not stop every run: it is kept aside, and the values
-            # it lists (if any) are the operator's to withdraw now.
-            self.progress.warn(f"{exc}; moved to {journal.set_aside()}: TXT values an "
-                               "interrupted run left may still be published (it lists them)")
-            return
-        for entry in entries:
-            where = Lineage(name=entry.name, domains=list(entry.domains), servers=[],
-                            solver=entry.solver,
-                            propagation_nameservers=list(entry.propagation_nameservers))
-            try:
-                solver = self.make_solver(where)
-            except AcmeError as exc:
-                problems = [str(exc)]
-            else:
-                with closing(solver):
-                    problems = solver.teardown(entry.records)
-            count = len(entry.records)
-            if not problems:
-                journal.remove(entry.name, entry.records)
-                self.progress.warn(f"{entry.name}: removed {count} TXT value(s) left by an "
-                                   "earlier run")
-            elif entry.solver.get("kind") == "gateway":
-                # The gateway journals what it publishes, and its janitor removes what no
-                # teardown came for: nothing is lost by leaving them to it.
-                journal.remove(entry.name, entry.records)
-                self.progress.warn(f"{entry.name}: {count} TXT value(s) could not be "
-                                   f"withdrawn through the gateway ({problems[0]}); its "
-                                   "janitor removes them")
-            elif _listed_before(entry.since, now_utc() - LEFTOVERS_KEPT):
-                # A value whose publishing was refused cannot be withdrawn either: trying
-                # for ever would warn at every run. Whatever is out there is named.
-                journal.remove(entry.name, entry.records)
-                values = ", ".join(f"{r.fqdn} {r.value}" for r in entry.records)
-                self.progress.warn(f"{entry.name}: gave up withdrawing {count} TXT value(s) "
-                                   f"listed since {entry.since}: remove by hand: {values} "
-                                   f"({problems[0]})")
-            else:
-                self.progress.warn(f"{entry.name}: {count} TXT value(s) left by an earlier run "
-                                   f"are still published: {problems[0]} (tried again by each "
-                                   f"run for {LEFTOVERS_KEPT.days} days)")
 
     def issue(self, lineage: Lineage, *, force: bool = False) -> Outcome:
         """Issue *lineage* unless an unexpired certificate for the same names is not due.
@@ -294,7 +232,7 @@ class Driver:
         """Obtain, store, deploy. Failures become the outcome, except usage errors when
         *raise_usage* (one certificate asked for on the command line: exit status 2)."""
         try:
-            self._run_pre_hooks(lineage)
+            self.hooks.before_obtaining(lineage)
             issued = self.obtain(lineage, previous)
         except AcmeError as exc:
             if raise_usage and isinstance(exc, UsageError):
@@ -326,7 +264,7 @@ class Driver:
                           files=str(folder))
         if lineage.deploy_hook:
             try:
-                self.run_deploy_hook(lineage, folder)
+                self.hooks.deploy(lineage, folder)
             except HookFailed as exc:
                 self.progress.warn(f"{exc} (it runs again at the next run)")
                 outcome.error = str(exc)
@@ -358,8 +296,8 @@ class Driver:
             for server, twin in zip(lineage.servers, servers, strict=True):
                 if twin != server:
                     self.step(f"Dry run: asking the staging CA {twin} instead of {server}")
-        with closing(LazySolver(lambda: self.make_solver(lineage))) as solver:
-            self.preflight(lineage, solver)
+        with closing(LazySolver(lambda: self.publishing.solver(lineage))) as solver:
+            self.publishing.check(lineage, solver)
 
             def at(server: str) -> Issued:
                 flow = OrderFlow(self.accounts.client(server), self.store, self.progress,
@@ -368,88 +306,13 @@ class Driver:
 
             return self.failover.run(servers, at)
 
-    # --- pre- and post-hooks ------------------------------------------------------------
 
-    def _run_pre_hooks(self, lineage: Lineage) -> None:
-        """Before the first certificate a run obtains: each pre-hook once (certbot's rule);
-        the post-hooks then run when the run ends. A failed pre-hook fails every
-        certificate that needs it, and none of them is ordered (the post-hooks still run:
-        they undo what a pre-hook may have begun)."""
-        for command in (lineage.post_hook, self.options.post_hook):
-            if command and command not in self._post_hooks:
-                self._post_hooks.append(command)
-        for command in (self.options.pre_hook, lineage.pre_hook):
-            if not command:
-                continue
-            if command not in self._pre_hooks:
-                try:
-                    run_hook("pre", command, self.progress, self.options.hook_timeout)
-                    self._pre_hooks[command] = None
-                except HookFailed as exc:
-                    self._pre_hooks[command] = str(exc)
-            if self._pre_hooks[command] is not None:
-                raise HookFailed(f"{self._pre_hooks[command]}; nothing was ordered")
 
-    def finish(self) -> list[str]:
-        """Run the post-hooks that are due (each once); returns their failures."""
-        problems = []
-        for command in self._post_hooks:
-            try:
-                run_hook("post", command, self.progress, self.options.hook_timeout)
-            except HookFailed as exc:
-                self.progress.warn(str(exc))
-                problems.append(str(exc))
-        self._post_hooks.clear()
-        return problems
 
-    def make_solver(self, lineage: Lineage) -> Solver:
-        config = lineage.solver
-        propagation = PropagationSettings(nameservers=tuple(lineage.propagation_nameservers),
-                                          timeout=lineage.propagation_timeout)
-        if config.get("kind") == "gateway":
-            password_file = config.get("password_file")
-            password = read_password_file(Path(password_file)) if password_file else None
-            return GatewaySolver(url=str(config["url"]), user=config.get("user"),
-                                 password=password, ca_file=config.get("ca_file"),
-                                 propagation=propagation)
-        if config.get("kind") == "provider":
-            return provider_solver(self._provider_env(lineage), lineage.domains, propagation,
-                                   config.get("provider"))
-        raise UsageError(f"certificate {lineage.name}: no way to publish dns-01 values "
-                         "(--gateway-url, or PROVIDER=... in the environment)")
 
-    def _provider_env(self, lineage: Lineage) -> dict[str, str]:
-        """The settings kept when the certificate was issued, under this run's environment."""
-        kept = lineage.solver.get("settings")
-        return {**(kept if isinstance(kept, dict) else {}), **self.options.env}
-
-    def preflight(self, lineage: Lineage, solver: LazySolver) -> None:
-        """Before anything is ordered, check what the DNS side needs: the provider's
-        settings, or the gateway's reachability, trust, credentials and names. A failed
-        check leaves no order behind at the CA."""
-        config = lineage.solver
-        if config.get("kind") == "provider":
-            try:
-                provider_settings(self._provider_env(lineage), lineage.domains,
-                                  config.get("provider"))
-            except UsageError as exc:
-                raise UsageError(f"{exc} (with the settings kept when the certificate was "
-                                 "issued, and this run's environment: a secret given directly "
-                                 "must be in it, or in its *_FILE)") from None
-        elif config.get("kind") == "gateway":
-            active = solver.get()
-            if isinstance(active, GatewaySolver):
-                self.step(f"Checking the gateway {active.url} before ordering")
-                active.check(lineage.domains, lambda message: self.step(f"DNS: {message}"))
 
     # --- the deploy hook ----------------------------------------------------------------
 
-    def run_deploy_hook(self, lineage: Lineage, folder: Path) -> None:
-        """Run the deploy hook with certbot's variables; bounded by ``hook_timeout``."""
-        assert lineage.deploy_hook
-        run_hook("deploy", lineage.deploy_hook, self.progress, self.options.hook_timeout,
-                 {"RENEWED_LINEAGE": str(folder), "RENEWED_DOMAINS": " ".join(lineage.domains),
-                  "ACMEGW_CERT_NAME": lineage.name})
 
     def _deploy_pending(self, lineage: Lineage, outcome: Outcome) -> Outcome:
         """Run the deploy hook that failed (or never ran) for the current certificate."""
@@ -457,7 +320,7 @@ class Driver:
             return outcome
         self.step(f"Certificate {lineage.name}: its deploy hook has not succeeded yet")
         try:
-            self.run_deploy_hook(lineage, self.store.files_dir(lineage))
+            self.hooks.deploy(lineage, self.store.files_dir(lineage))
         except HookFailed as exc:
             self.progress.warn(str(exc))
             outcome.error = str(exc)
@@ -467,10 +330,4 @@ class Driver:
         outcome.detail += "; deploy hook run"
         return outcome
 
-
-def _listed_before(since: str, moment: datetime.datetime) -> bool:
-    try:
-        return parse_iso(since) < moment
-    except ValueError:
-        return False  # unknown: kept, and tried again
 

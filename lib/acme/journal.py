@@ -10,7 +10,7 @@ Each entry keeps what is needed to withdraw it without the certificate's metadat
 (the first issue of a certificate has none yet): the certificate's name and names,
 how it publishes (the solver settings, never a secret), the record, and since when it
 is listed. What could not be withdrawn stays listed, within bounds (see
-:meth:`lib.acme.issuance.Driver.withdraw_leftovers`). A file that
+:meth:`lib.acme.publishing.Publishing.withdraw_leftovers`). A file that
 cannot be read is moved aside (``published.json.damaged-<time>``) with a warning, so
 that it never stops a run.
 """
