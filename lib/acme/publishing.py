@@ -132,8 +132,8 @@ class Publishing:
                                    f"({problems[0]})")
             else:
                 self.progress.warn(f"{entry.name}: {count} TXT value(s) left by an earlier run "
-                                   f"are still published: {problems[0]} (tried again by each "
-                                   f"run for {LEFTOVERS_KEPT.days} days)")
+                                   f"could not be withdrawn: {problems[0]} (each run tries "
+                                   f"again, for {LEFTOVERS_KEPT.days} days from {entry.since})")
 
 
 def _listed_before(since: str, moment: datetime.datetime) -> bool:
