@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.conftest import make_value
-from tests.gateway.procs import running_gateway
+from tests.gateway.procs import gateway_settings, running_gateway
 from tests.servers.bind import BindServer, start_primary
 from tests.system import free_port
 
@@ -39,15 +39,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BindServ
 
 def setup(tmp_path: Path, lab: BindServer, **settings: str) -> requests.Response:
     port = free_port()
-    env = {
-        **lab.rfc2136_settings(),
-        "DNSAPI_DOMAINS": "example.test",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(tmp_path / "state"),
-        "PROPAGATION_TIMEOUT": "30",
-        **settings,
-    }
+    env = gateway_settings(tmp_path, port, **lab.rfc2136_settings(),
+                           PROPAGATION_CHECK="authoritative", PROPAGATION_TIMEOUT="30", **settings)
     body = {"argument": "setup", "domain_name": "example.test", "challenge_content": make_value()}
     with running_gateway(tmp_path, env):
         return requests.post(f"http://127.0.0.1:{port}/", json=body, timeout=60)

@@ -30,7 +30,7 @@ from tests.faults.conftest import (
     remount,
     small_tmpfs,
 )
-from tests.gateway.procs import run_gateway
+from tests.gateway.procs import gateway_settings, run_gateway
 from tests.system import free_port
 
 pytestmark = pytest.mark.system
@@ -80,15 +80,7 @@ async def test_a_full_state_dir_is_503_and_nothing_reaches_the_provider(
 
 
 def start_up(tmp_path: Path, state: Path) -> tuple[int, str]:
-    settings = {
-        "PROVIDER": "memory",
-        "DNSAPI_DOMAINS": "example.test",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LISTEN": f"127.0.0.1:{free_port()}",
-        "STATE_DIR": str(state),
-        "PROPAGATION_CHECK": "off",
-    }
-    result = run_gateway(tmp_path, settings)
+    result = run_gateway(tmp_path, gateway_settings(tmp_path, free_port(), STATE_DIR=str(state)))
     return result.returncode, result.stderr
 
 

@@ -35,7 +35,7 @@ from tests.conftest import make_value
 from tests.gateway import filedns
 from tests.gateway.certs import CA
 from tests.gateway.filedns import Zone
-from tests.gateway.procs import GatewayProcess, running_gateway
+from tests.gateway.procs import GatewayProcess, gateway_settings, running_gateway
 from tests.gateway.rawhttp import closed_by_gateway, connect, read_response
 from tests.system import free_port
 
@@ -43,19 +43,6 @@ ATTACKER, PROXY, CLIENT = "127.0.0.2", "127.0.0.3", "127.0.0.1"
 OPEN_FILES = 256
 BATCH = 64  # connections opened at once: half the gateway's listen queue
 FAST = {"HTTP_HEADER_TIMEOUT": "2s", "HTTP_IDLE_TIMEOUT": "2s", "HTTP_BODY_TIMEOUT": "2s"}
-
-
-def base_settings(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
-    settings = {
-        "PROVIDER": "memory",
-        "DNSAPI_DOMAINS": "example.test",
-        "ALLOWED_HOSTS": CLIENT,
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(tmp_path / "state"),
-        "PROPAGATION_CHECK": "off",
-    }
-    settings.update(extra)
-    return settings
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
@@ -216,7 +203,7 @@ def assert_all_closed(attack: Attack, gw: GatewayProcess) -> None:
 def test_one_address_holding_hundreds_of_connections_locks_nobody_out(tmp_path: Path) -> None:
     port = free_port()
     attack = Attack(port)
-    settings = base_settings(tmp_path, port, **FAST)
+    settings = gateway_settings(tmp_path, port, **FAST)
     with running_gateway(tmp_path, settings, open_files=OPEN_FILES) as gw:
         try:
             attack.open(["idle", "drip", "silent"], 100)
@@ -240,7 +227,7 @@ def test_tls_connections_silent_after_or_before_the_handshake_are_closed(
     (tmp_path / "key.pem").chmod(0o600)
     port = free_port()
     attack = Attack(port, ssl.create_default_context(cafile=str(tmp_path / "ca.pem")))
-    settings = base_settings(
+    settings = gateway_settings(
         tmp_path,
         port,
         SSL_CERT=str(tmp_path / "cert.pem"),
@@ -273,7 +260,9 @@ def ask(sock: socket.socket, port: int) -> tuple[int, bytes]:
 
 def test_a_trusted_proxy_is_exempt_from_the_per_client_cap(tmp_path: Path) -> None:
     port = free_port()
-    settings = base_settings(tmp_path, port, ALLOWED_PROXIES=PROXY, MAX_CONNECTIONS_PER_CLIENT="5")
+    settings = gateway_settings(
+        tmp_path, port, ALLOWED_PROXIES=PROXY, MAX_CONNECTIONS_PER_CLIENT="5"
+    )
     with running_gateway(tmp_path, settings):
         attacker = [connect(port, ATTACKER) for _ in range(12)]
         proxy = [connect(port, PROXY) for _ in range(12)]
@@ -293,15 +282,15 @@ def test_when_every_slot_is_taken_an_idle_connection_makes_way(tmp_path: Path) -
     zone = Zone(tmp_path / "zone.json")
     provider = filedns.write_provider(tmp_path / "filedns.py", zone.path, before={"setup": 3})
     port = free_port()
-    settings = base_settings(
+    settings = gateway_settings(
         tmp_path,
         port,
+        PROVIDER=None,
         DNSAPI_MODULE=str(provider),
         DNSAPI_CLASS="FileDNS",
         ALLOWED_HOSTS=f"{ATTACKER}, {CLIENT}",
         MAX_CONNECTIONS="4",
     )
-    del settings["PROVIDER"]
     with running_gateway(tmp_path, settings):
         held = [connect(port, ATTACKER) for _ in range(4)]
         try:
@@ -339,7 +328,7 @@ def test_when_every_slot_is_taken_an_idle_connection_makes_way(tmp_path: Path) -
 
 def test_a_body_that_stops_coming_is_408(tmp_path: Path) -> None:
     port = free_port()
-    settings = base_settings(tmp_path, port, HTTP_BODY_TIMEOUT="1s")
+    settings = gateway_settings(tmp_path, port, HTTP_BODY_TIMEOUT="1s")
     with running_gateway(tmp_path, settings), contextlib.closing(connect(port, CLIENT)) as sock:
         sock.sendall(
             b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n"

@@ -20,7 +20,7 @@ import requests
 from tests.conftest import make_value
 from tests.gateway import filedns
 from tests.gateway.filedns import JournalFile, Zone
-from tests.gateway.procs import running_gateway
+from tests.gateway.procs import gateway_settings, running_gateway
 from tests.system import free_port
 
 SLOW_SETUP = 5.0  # seconds the setup sleeps before it writes; the deadline is 1 s
@@ -39,17 +39,14 @@ def test_a_late_write_stays_journaled_and_is_removed_when_its_call_ends(tmp_path
         tmp_path / "filedns.py", zone.path, before={"setup": SLOW_SETUP}
     )
     port = free_port()
-    settings = {
-        "DNSAPI_DOMAINS": "example.test",
-        "DNSAPI_MODULE": str(provider),
-        "DNSAPI_CLASS": "FileDNS",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(tmp_path / "state"),
-        "PROPAGATION_CHECK": "off",
-        "PROVIDER_TIMEOUT": "1s",
-        "JANITOR_INTERVAL": "0.2s",
-    }
+    settings = gateway_settings(
+        tmp_path, port,
+        PROVIDER=None,
+        DNSAPI_MODULE=str(provider),
+        DNSAPI_CLASS="FileDNS",
+        PROVIDER_TIMEOUT="1s",
+        JANITOR_INTERVAL="0.2s",
+    )
     journal = JournalFile(tmp_path / "state" / "journal.sqlite3")
     url = f"http://127.0.0.1:{port}/"
     # "torn": the client tears down after the 504; "left": it never does (mod_md).

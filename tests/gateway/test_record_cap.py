@@ -23,7 +23,7 @@ from lib.passwd import PasswordFile
 from tests.conftest import make_value
 from tests.gateway import filedns
 from tests.gateway.filedns import JournalFile, Zone
-from tests.gateway.procs import running_gateway
+from tests.gateway.procs import gateway_settings, running_gateway
 from tests.system import free_port
 
 CAP = 3
@@ -88,19 +88,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     zone = Zone(where / "zone.json")
     provider = filedns.write_provider(where / "filedns.py", zone.path, delay=0.1)
     port = free_port()
-    settings = {
-        "DNSAPI_DOMAINS": "example.test",
-        "DNSAPI_MODULE": str(provider),
-        "DNSAPI_CLASS": "FileDNS",
-        "BASIC_AUTH": "sufficient",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "PASSWD_FILE": str(passwd.path),
-        "ACMEDNS_ACCOUNTS_FILE": str(accounts),
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(where / "state"),
-        "PROPAGATION_CHECK": "off",
-        "MAX_RECORDS_PER_USER": str(CAP),
-    }
+    settings = gateway_settings(
+        where, port,
+        PROVIDER=None,
+        DNSAPI_MODULE=str(provider),
+        DNSAPI_CLASS="FileDNS",
+        BASIC_AUTH="sufficient",
+        PASSWD_FILE=str(passwd.path),
+        ACMEDNS_ACCOUNTS_FILE=str(accounts),
+        MAX_RECORDS_PER_USER=str(CAP),
+    )
     with running_gateway(where, settings):
         yield Gateway(
             f"http://127.0.0.1:{port}", zone, JournalFile(where / "state" / "journal.sqlite3")

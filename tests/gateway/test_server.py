@@ -26,7 +26,13 @@ from lib.passwd import PasswordFile
 from tests.conftest import make_value
 from tests.gateway import filedns
 from tests.gateway.filedns import JournalFile, Zone
-from tests.gateway.procs import GatewayProcess, run_gateway, running_gateway
+from tests.gateway.procs import (
+    GatewayProcess,
+    builtin_settings,
+    gateway_settings,
+    run_gateway,
+    running_gateway,
+)
 from tests.system import free_port
 
 USER, PASSWORD = "alice", "correct horse: battery"
@@ -70,18 +76,6 @@ def write_provider(path: Path, source: str, **values: object) -> Path:
     return path
 
 
-def base_settings(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
-    settings = {
-        "DNSAPI_DOMAINS": "example.test",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(tmp_path / "state"),
-        "PROPAGATION_CHECK": "off",
-    }
-    settings.update(extra)
-    return settings
-
-
 def setup_body(name: str = "example.test", value: str | None = None) -> dict[str, str]:
     return {
         "argument": "setup",
@@ -103,7 +97,7 @@ def listening(port: int) -> bool:
 
 def test_check_config_prints_a_summary_and_exits_without_listening(tmp_path: Path) -> None:
     port = free_port()
-    settings = base_settings(tmp_path, port, PROVIDER="memory", DNSAPI_DOMAINS="Example.TEST.")
+    settings = gateway_settings(tmp_path, port, DNSAPI_DOMAINS="Example.TEST.")
     started = time.monotonic()
     result = run_gateway(tmp_path, settings, ["--check-config"], timeout=20)
     assert result.returncode == 0, result
@@ -117,8 +111,7 @@ def test_check_config_prints_a_summary_and_exits_without_listening(tmp_path: Pat
 
 
 def test_check_config_with_problems_exits_2(tmp_path: Path) -> None:
-    settings = base_settings(tmp_path, free_port(), PROVIDER="memory", RECORD_MAX_AGE="soon")
-    del settings["ALLOWED_HOSTS"]
+    settings = gateway_settings(tmp_path, free_port(), RECORD_MAX_AGE="soon", ALLOWED_HOSTS=None)
     result = run_gateway(tmp_path, settings, ["--check-config"], timeout=20)
     assert result.returncode == 2
     assert "RECORD_MAX_AGE" in result.stderr and "no authentication" in result.stderr
@@ -128,10 +121,10 @@ def test_check_config_with_problems_exits_2(tmp_path: Path) -> None:
 def test_healthz_without_auth_and_json_audit_lines(tmp_path: Path) -> None:
     PasswordFile(tmp_path / "acmepasswd").set_user(USER, PASSWORD)
     port = free_port()
-    settings = base_settings(
-        tmp_path, port, PROVIDER="memory", BASIC_AUTH="sufficient", LOG_FORMAT="json"
+    settings = gateway_settings(
+        tmp_path, port, BASIC_AUTH="sufficient", LOG_FORMAT="json",
+        ALLOWED_HOSTS=None,  # passwords only: nothing is open by address
     )
-    del settings["ALLOWED_HOSTS"]  # passwords only: nothing is open by address
     url = f"http://127.0.0.1:{port}"
     value = make_value()
     with running_gateway(tmp_path, settings) as gw:
@@ -158,15 +151,15 @@ def test_a_listener_that_cannot_be_opened_exits_1(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_gateway(tmp_path, base_settings(tmp_path, port, PROVIDER="memory"))
+        result = run_gateway(tmp_path, gateway_settings(tmp_path, port))
     assert result.returncode == 1, result
     assert "cannot listen" in result.stderr
 
 
 def test_a_journal_that_cannot_be_opened_exits_1_with_a_message(tmp_path: Path) -> None:
     (tmp_path / "not-a-folder").write_text("")
-    settings = base_settings(
-        tmp_path, free_port(), PROVIDER="memory", STATE_DIR=str(tmp_path / "not-a-folder" / "s")
+    settings = gateway_settings(
+        tmp_path, free_port(), STATE_DIR=str(tmp_path / "not-a-folder" / "s")
     )
     result = run_gateway(tmp_path, settings)
     assert result.returncode == 1, result
@@ -177,13 +170,7 @@ def test_a_provider_that_cannot_start_exits_1_with_a_message(tmp_path: Path) -> 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         dns_port = taken.getsockname()[1]
-        settings = base_settings(
-            tmp_path,
-            free_port(),
-            PROVIDER="builtin",
-            BUILTIN_LISTEN=f"127.0.0.1:{dns_port}",
-            BUILTIN_NS="ns.gateway.invalid",
-        )
+        settings = builtin_settings(tmp_path, free_port(), dns_port, PROPAGATION_CHECK="off")
         result = run_gateway(tmp_path, settings)
     assert result.returncode == 1, result
     assert f"127.0.0.1:{dns_port}" in result.stderr and "Traceback" not in result.stderr
@@ -192,7 +179,7 @@ def test_a_provider_that_cannot_start_exits_1_with_a_message(tmp_path: Path) -> 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_an_idle_gateway_stops_cleanly_on_a_signal(tmp_path: Path, sig: int) -> None:
     port = free_port()
-    with running_gateway(tmp_path, base_settings(tmp_path, port, PROVIDER="memory")) as gw:
+    with running_gateway(tmp_path, gateway_settings(tmp_path, port)) as gw:
         started = time.monotonic()
         assert gw.stop(sig) == 0
         assert time.monotonic() - started < 5
@@ -203,7 +190,9 @@ def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path) -> None:
     log = tmp_path / "calls.jsonl"
     provider = write_provider(tmp_path / "slowdns.py", SLOW_PROVIDER, log=str(log))
     port = free_port()
-    settings = base_settings(tmp_path, port, DNSAPI_MODULE=str(provider), DNSAPI_CLASS="SlowDNS")
+    settings = gateway_settings(
+        tmp_path, port, PROVIDER=None, DNSAPI_MODULE=str(provider), DNSAPI_CLASS="SlowDNS"
+    )
     with running_gateway(tmp_path, settings) as gw, ThreadPoolExecutor(1) as pool:
         pending = pool.submit(
             requests.post, f"http://127.0.0.1:{port}/", json=setup_body(), timeout=20
@@ -223,8 +212,9 @@ def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path) -> None:
 def test_a_hung_provider_call_does_not_hold_up_the_exit(tmp_path: Path) -> None:
     provider = write_provider(tmp_path / "hungdns.py", HUNG_PROVIDER)
     port = free_port()
-    settings = base_settings(
-        tmp_path, port, DNSAPI_MODULE=str(provider), DNSAPI_CLASS="HungDNS", PROVIDER_TIMEOUT="0.5"
+    settings = gateway_settings(
+        tmp_path, port, PROVIDER=None, DNSAPI_MODULE=str(provider), DNSAPI_CLASS="HungDNS",
+        PROVIDER_TIMEOUT="0.5",
     )
     with running_gateway(tmp_path, settings) as gw:
         answer = requests.post(f"http://127.0.0.1:{port}/", json=setup_body(), timeout=20)
@@ -259,7 +249,9 @@ def test_kill_9_during_a_burst_loses_nothing_and_the_janitor_leaves_nothing_stal
     provider = filedns.write_provider(tmp_path / "filedns.py", zone.path, delay=0.03)
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    settings = base_settings(tmp_path, port, DNSAPI_MODULE=str(provider), DNSAPI_CLASS="FileDNS")
+    settings = gateway_settings(
+        tmp_path, port, PROVIDER=None, DNSAPI_MODULE=str(provider), DNSAPI_CLASS="FileDNS"
+    )
     journal = JournalFile(tmp_path / "state" / "journal.sqlite3")
 
     # Some records set up calmly, to be torn down during the burst.

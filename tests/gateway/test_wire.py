@@ -13,36 +13,22 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, running_gateway
+from tests.gateway.procs import GatewayProcess, gateway_settings, running_gateway
 from tests.gateway.rawhttp import connect, read_response
 from tests.system import free_port
 
 PAUSE = 0.3  # long enough for the gateway to read the first piece on its own
 
 
-def base_settings(state: Path, port: int, **extra: str) -> dict[str, str]:
-    settings = {
-        "PROVIDER": "memory",
-        "DNSAPI_DOMAINS": "example.test",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(state),
-        "PROPAGATION_CHECK": "off",
-    }
-    settings.update(extra)
-    return settings
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, int]]:
     where = tmp_path_factory.mktemp("wire")
     port = free_port()
-    with running_gateway(where, base_settings(where / "state", port)) as gw:
+    with running_gateway(where, gateway_settings(where, port)) as gw:
         yield gw, port
 
 

@@ -29,7 +29,7 @@ import pytest
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import running_gateway
+from tests.gateway.procs import gateway_settings, running_gateway
 from tests.hostile.conftest import Answer
 from tests.hostile.wire import basic, send
 from tests.system import free_port
@@ -67,19 +67,14 @@ def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     tmp: Path = tmp_path_factory.mktemp("browsers")
     PasswordFile(tmp / "acmepasswd").set_user("ops", "ops password", roles=["admin"])
     port = free_port()
-    settings = {
-        "PROVIDER": "memory",
-        "DNSAPI_DOMAINS": "example.test",
-        "BASIC_AUTH": "sufficient",
-        "PASSWD_FILE": str(tmp / "acmepasswd"),
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(tmp / "state"),
-        "PROPAGATION_CHECK": "off",
-        "HTTPREQ_PREFIX": "httpreq",
-        "ACMEDNS_ZONE": "acme.example.test",
-        "ACMEDNS_REGISTER": "1",
-    }
+    settings = gateway_settings(
+        tmp, port,
+        BASIC_AUTH="sufficient",
+        PASSWD_FILE=str(tmp / "acmepasswd"),
+        HTTPREQ_PREFIX="httpreq",
+        ACMEDNS_ZONE="acme.example.test",
+        ACMEDNS_REGISTER="1",
+    )
     with running_gateway(tmp, settings):
         yield port
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_value
-from tests.gateway.procs import running_gateway
+from tests.gateway.procs import gateway_settings, running_gateway
 from tests.hostile.wire import send
 from tests.system import free_port
 
@@ -31,17 +31,13 @@ NETWORK = "2001:db8:1:2::/64"
 def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     tmp: Path = tmp_path_factory.mktemp("cap")
     port = free_port()
-    settings = {
-        "PROVIDER": "memory",
-        "DNSAPI_DOMAINS": "example.test",
-        "BASIC_AUTH": "off",
-        "ALLOWED_HOSTS": f"{NETWORK}, 192.0.2.0/24",
-        "ALLOWED_PROXIES": "127.0.0.1",
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(tmp / "state"),
-        "PROPAGATION_CHECK": "off",
-        "MAX_RECORDS_PER_USER": "3",
-    }
+    settings = gateway_settings(
+        tmp, port,
+        BASIC_AUTH="off",
+        ALLOWED_HOSTS=f"{NETWORK}, 192.0.2.0/24",
+        ALLOWED_PROXIES="127.0.0.1",
+        MAX_RECORDS_PER_USER="3",
+    )
     with running_gateway(tmp, settings):
         yield port
 
@@ -69,18 +65,13 @@ def test_registering_accounts_does_not_lift_the_cap(tmp_path: Path) -> None:
     each one may publish ``ACMEDNS_KEEP`` values. Ten registrations and updates from
     one host, with ``MAX_RECORDS_PER_USER=3``, must not leave more than 3 x 2 values."""
     port = free_port()
-    settings = {
-        "PROVIDER": "memory",
-        "DNSAPI_DOMAINS": "example.test",
-        "BASIC_AUTH": "off",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(tmp_path / "state"),
-        "PROPAGATION_CHECK": "off",
-        "MAX_RECORDS_PER_USER": "3",
-        "ACMEDNS_ZONE": "acme.example.test",
-        "ACMEDNS_REGISTER": "1",
-    }
+    settings = gateway_settings(
+        tmp_path, port,
+        BASIC_AUTH="off",
+        MAX_RECORDS_PER_USER="3",
+        ACMEDNS_ZONE="acme.example.test",
+        ACMEDNS_REGISTER="1",
+    )
     with running_gateway(tmp_path, settings):
         for _ in range(10):
             registered = send(port, "POST", "/register", body={})

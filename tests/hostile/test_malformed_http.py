@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.procs import GatewayProcess, running_gateway
+from tests.gateway.procs import GatewayProcess, gateway_settings, running_gateway
 from tests.gateway.rawhttp import connect
 from tests.system import free_port
 
@@ -41,15 +41,7 @@ MALFORMED = [
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess, int]]:
     tmp: Path = tmp_path_factory.mktemp("malformed")
     port = free_port()
-    settings = {
-        "PROVIDER": "memory",
-        "DNSAPI_DOMAINS": "example.test",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(tmp / "state"),
-        "PROPAGATION_CHECK": "off",
-    }
-    with running_gateway(tmp, settings) as gw:
+    with running_gateway(tmp, gateway_settings(tmp, port)) as gw:
         yield gw, port
 
 

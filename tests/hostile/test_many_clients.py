@@ -34,7 +34,7 @@ import dns.message
 import dns.query
 import dns.rcode
 
-from tests.gateway.procs import builtin_settings, running_gateway
+from tests.gateway.procs import builtin_settings, gateway_settings, running_gateway
 from tests.gateway.rawhttp import closed_by_gateway, connect, read_response
 from tests.hostile.wire import send, unread
 from tests.system import free_port
@@ -63,16 +63,11 @@ def held(port: int, first_bytes: bytes) -> Iterator[list[socket.socket]]:
 
 
 def api_settings(tmp_path: Path, port: int, total: int) -> dict[str, str]:
-    return {
-        "PROVIDER": "memory",
-        "DNSAPI_DOMAINS": "example.test",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(tmp_path / "state"),
-        "PROPAGATION_CHECK": "off",
-        "MAX_CONNECTIONS": str(total),
-        "HTTP_HEADER_TIMEOUT": "120",  # the attack renews them; the test holds them
-    }
+    return gateway_settings(
+        tmp_path, port,
+        MAX_CONNECTIONS=str(total),
+        HTTP_HEADER_TIMEOUT="120",  # the attack renews them; the test holds them
+    )
 
 
 def test_api_many_addresses_lock_nobody_out(tmp_path: Path) -> None:
