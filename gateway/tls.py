@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import contextlib
 import logging
 import ssl
 import time
@@ -39,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.config import TLSFiles
+from gateway.shutdown import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +343,7 @@ class ReloadingTLS:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Bounded, and a cancellation of the caller itself is not taken for the
+            # watcher's (gateway.shutdown).
+            await stop_tasks([self._task], "the TLS file watcher")
+            self._task = None

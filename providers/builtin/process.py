@@ -18,7 +18,6 @@ the server sees its control socket close and exits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -57,6 +56,20 @@ def _root() -> str:
 
 def _records(items: Iterable[tuple[Labels, Iterable[str]]]) -> list[list[Any]]:
     return [[b".".join(name).decode("ascii"), list(values)] for name, values in items]
+
+
+async def _ended(task: asyncio.Task[None]) -> None:
+    """Wait for *task* to end, however it ends, unless the caller itself is cancelled.
+
+    Both end with CancelledError: the task's own cancellation is swallowed, the
+    caller's is raised again (a cancelled close must not go on as if it were not).
+    """
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
 
 
 class ServerProcess:
@@ -227,8 +240,7 @@ class ServerProcess:
         self._closing = True
         if self._restart_task is not None:
             self._restart_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._restart_task
+            await _ended(self._restart_task)
         if self._writer is not None:
             # End of file on its control socket: the server exits.
             self._writer.close()
@@ -241,8 +253,7 @@ class ServerProcess:
                 proc.kill()
                 await proc.wait()
         if self._reader_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader_task
+            await _ended(self._reader_task)
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(ServerProcessError("the DNS server process was stopped"))

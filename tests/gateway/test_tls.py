@@ -20,7 +20,10 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from gateway.config import TLSFiles
+from gateway.tls import ReloadingTLS
 from lib.passwd import PasswordFile
+from tests.cancelling import assert_cancellation_reaches_the_caller
 from tests.conftest import make_value
 from tests.gateway.certs import CA, Pair
 from tests.gateway.procs import GatewayProcess, run_gateway, running_gateway
@@ -249,3 +252,14 @@ def test_tls_problems_are_listed_with_the_others(site: Site) -> None:
     finally:
         gw.stop()
     assert "LOG_FORMAT" in gw.stderr and str(site.key) in gw.stderr, gw.stderr
+
+
+
+async def test_stopping_the_file_watcher_keeps_the_callers_own_cancellation(
+    tmp_path: Path,
+) -> None:
+    """A shutdown cancelled while it waits for the watcher to end is cancelled: stop()
+    must not take the caller's cancellation for the watcher's and return."""
+    tls = ReloadingTLS(TLSFiles(tmp_path / "cert.pem", tmp_path / "key.pem"), awaited=True)
+    tls.start(3600)
+    await assert_cancellation_reaches_the_caller(tls.stop)

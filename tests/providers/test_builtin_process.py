@@ -24,8 +24,10 @@ import requests
 from providers.base import ProviderError
 from providers.builtin import BuiltinProvider, BuiltinSettings
 from providers.builtin.network import bind_tcp, bind_udp
+from providers.builtin.process import ServerProcess
 from providers.builtin.serial import FileSerialStore
 from providers.builtin.server import Control, ServerConfig
+from tests.cancelling import assert_cancellation_reaches_the_caller
 from tests.conftest import make_value
 from tests.gateway.procs import REPO_ROOT, builtin_settings, running_gateway
 from tests.system import free_port
@@ -229,3 +231,20 @@ async def test_an_unreadable_serial_file_is_a_provider_error(tmp_path: Path) -> 
     with pytest.raises(ProviderError, match="does not hold a SOA serial"):
         await provider.open()
     assert provider.server is None
+
+
+
+@pytest.mark.parametrize("waiting_for", ["restart", "reader"])
+async def test_closing_keeps_the_callers_own_cancellation(waiting_for: str) -> None:
+    """A close() cancelled while it waits for the restart task, or for the reader of the
+    control socket, is cancelled: the caller does not go on as if it had closed."""
+    server = ServerProcess(
+        ServerConfig(managed=MANAGED, zone=None, nameservers=("ns1.gw.example.net",), ttl=60),
+        lambda: ([], 1),
+    )
+    task = asyncio.create_task(asyncio.sleep(3600))
+    if waiting_for == "restart":
+        server._restart_task = task
+    else:
+        server._reader_task = task
+    await assert_cancellation_reaches_the_caller(server.close)
