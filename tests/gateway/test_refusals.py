@@ -20,7 +20,7 @@ import requests
 from gateway.refusals import Refusal, RefusalAudit
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import running_gateway
+from tests.gateway.procs import gateway_settings, passwords_only, running_gateway
 from tests.system import free_port
 
 USER, PASSWORD = "webshop", "correct horse: battery"
@@ -34,14 +34,7 @@ def audit_lines(stderr: str) -> list[dict[str, Any]]:
 def test_refusals_are_audit_lines_and_a_flood_is_summarised(tmp_path: Path) -> None:
     PasswordFile(tmp_path / "acmepasswd").set_user(USER, PASSWORD, domains=["shop.example.test"])
     port = free_port()
-    settings = {
-        "PROVIDER": "memory",
-        "DNSAPI_DOMAINS": "example.test",
-        "BASIC_AUTH": "required",
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(tmp_path / "state"),
-        "LOG_FORMAT": "json",
-    }
+    settings = gateway_settings(tmp_path, port, **passwords_only(tmp_path), LOG_FORMAT="json")
     url = f"http://127.0.0.1:{port}/"
 
     def setup(name: str, auth: tuple[str, str] | None) -> int:

@@ -30,7 +30,13 @@ import pytest
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, gateway_env, running_gateway
+from tests.gateway.procs import (
+    GatewayProcess,
+    gateway_env,
+    gateway_settings,
+    passwords_only,
+    running_gateway,
+)
 from tests.hostile.conftest import Answer
 from tests.hostile.wire import basic, send
 from tests.servers.certs import make_tls_files
@@ -110,20 +116,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     ]}))
     accounts.chmod(0o600)
     port = free_port()
-    settings = {
-        "PROVIDER": "memory",
-        "DNSAPI_DOMAINS": "example.test, example.org",
-        "BASIC_AUTH": "required",
-        "PASSWD_FILE": str(tmp / "acmepasswd"),
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(tmp / "state"),
-        "PROPAGATION_CHECK": "off",
-        "ACMEDNS_ZONE": ZONE,
-        "ACMEDNS_REGISTER": "1",
-        "ACMEDNS_ACCOUNTS_FILE": str(accounts),
-        "DELEGATIONS": f"{DELEGATED}={DELEGATION_TARGET}",
-        "LOG_LEVEL": "DEBUG",  # whatever is logged, no key may be in it
-    }
+    settings = gateway_settings(
+        tmp, port, **passwords_only(tmp),
+        DNSAPI_DOMAINS="example.test, example.org",
+        ACMEDNS_ZONE=ZONE,
+        ACMEDNS_REGISTER="1",
+        ACMEDNS_ACCOUNTS_FILE=str(accounts),
+        DELEGATIONS=f"{DELEGATED}={DELEGATION_TARGET}",
+        LOG_LEVEL="DEBUG",  # whatever is logged, no key may be in it
+    )
     with running_gateway(tmp, settings) as process:
         yield Gateway(process, port, tmp)
         assert "Traceback" not in process.stderr, process.stderr[-3000:]
@@ -379,18 +380,12 @@ def test_the_command_line_checks_the_gateways_certificate(tmp_path: Path) -> Non
     users = PasswordFile(tmp_path / "acmepasswd")
     users.set_user("carol", PASSWORDS["carol"], roles=["admin"])
     port = free_port()
-    settings = {
-        "PROVIDER": "memory",
-        "DNSAPI_DOMAINS": "example.test",
-        "BASIC_AUTH": "required",
-        "PASSWD_FILE": str(tmp_path / "acmepasswd"),
-        "LISTEN": f"127.0.0.1:{port}",
-        "SSL_CERT": str(tls.cert),
-        "SSL_KEY": str(tls.key),
-        "STATE_DIR": str(tmp_path / "state"),
-        "PROPAGATION_CHECK": "off",
-        "ACMEDNS_ZONE": ZONE,
-    }
+    settings = gateway_settings(
+        tmp_path, port, **passwords_only(tmp_path),
+        SSL_CERT=str(tls.cert),
+        SSL_KEY=str(tls.key),
+        ACMEDNS_ZONE=ZONE,
+    )
     with running_gateway(tmp_path, settings) as process:
         https = Gateway(process, port, tmp_path)
         url = f"https://localhost:{port}/"

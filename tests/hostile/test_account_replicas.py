@@ -29,7 +29,7 @@ import pytest
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import gateway_env, running_gateway
+from tests.gateway.procs import gateway_env, gateway_settings, passwords_only, running_gateway
 from tests.hostile.conftest import Answer
 from tests.hostile.wire import basic, send
 from tests.servers.postgres import PostgresServer
@@ -73,21 +73,15 @@ def replicas(
             for n, port in enumerate(ports):
                 folder = tmp / f"replica{n}"
                 folder.mkdir()
-                settings = {
-                    "PROVIDER": "memory",
-                    "DNSAPI_DOMAINS": "example.test",
-                    "BASIC_AUTH": "required",
-                    "PASSWD_FILE": str(tmp / "acmepasswd"),
-                    "LISTEN": f"127.0.0.1:{port}",
-                    "STATE_DIR": str(folder / "state"),
-                    "DATABASE_URL": postgres_server.url(database),
-                    "DATABASE_PASSWORD": postgres_server.password,
-                    "PROPAGATION_CHECK": "off",
-                    "ACMEDNS_ZONE": ZONE,
-                    "ACMEDNS_REGISTER": "1",
-                    "ACMEDNS_KEEP": "2",
-                    "MAX_RECORDS_PER_USER": str(CAP * 2),
-                }
+                settings = gateway_settings(
+                    folder, port, **passwords_only(tmp),  # one password file for both
+                    DATABASE_URL=postgres_server.url(database),
+                    DATABASE_PASSWORD=postgres_server.password,
+                    ACMEDNS_ZONE=ZONE,
+                    ACMEDNS_REGISTER="1",
+                    ACMEDNS_KEEP="2",
+                    MAX_RECORDS_PER_USER=str(CAP * 2),
+                )
                 stack.enter_context(running_gateway(folder, settings))
             yield Replicas(ports, postgres_server, database)
     finally:

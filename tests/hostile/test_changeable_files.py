@@ -35,7 +35,7 @@ from gateway.acmedns import AccountStore
 from gateway.state.sqlite import SqliteState
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, run_gateway
+from tests.gateway.procs import GatewayProcess, gateway_settings, passwords_only, run_gateway
 from tests.hostile.wire import send
 from tests.system import free_port
 
@@ -46,17 +46,7 @@ as_root = pytest.mark.skipif(os.geteuid() != 0, reason="another user's files nee
 
 def settings_for(tmp: Path, port: int, **extra: str) -> dict[str, str]:
     PasswordFile(tmp / "acmepasswd").set_user("alice", "alice's password")
-    return {
-        "PROVIDER": "memory",
-        "DNSAPI_DOMAINS": "example.test",
-        "BASIC_AUTH": "required",
-        "PASSWD_FILE": str(tmp / "acmepasswd"),
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(tmp / "state"),
-        "PROPAGATION_CHECK": "off",
-        "ACMEDNS_ZONE": ZONE,
-        **extra,
-    }
+    return gateway_settings(tmp, port, **passwords_only(tmp), ACMEDNS_ZONE=ZONE, **extra)
 
 
 def refused(tmp: Path, settings: dict[str, str], expected: str) -> None:

@@ -31,7 +31,7 @@ import pytest
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, running_gateway
+from tests.gateway.procs import GatewayProcess, gateway_settings, passwords_only, running_gateway
 from tests.gateway.rawhttp import connect, read_response
 from tests.hostile.conftest import Answer
 from tests.hostile.wire import basic, send, unread
@@ -72,20 +72,14 @@ def until(condition: Callable[[], bool], describe: Callable[[], str], wait: floa
 
 
 def write_dotenv(folder: Path, port: int, **changes: str) -> None:
-    settings = {
-        "LISTEN": f"127.0.0.1:{port}",
-        "PROVIDER": "memory",
-        "DNSAPI_DOMAINS": "example.test, example.org",
-        "BASIC_AUTH": "required",
-        "PASSWD_FILE": str(folder / "acmepasswd"),
-        "STATE_DIR": str(folder / "state"),
-        "PROPAGATION_CHECK": "off",
-        "ACMEDNS_ZONE": ZONE,
-        "ACMEDNS_REGISTER": "1",
+    settings = gateway_settings(
+        folder, port, **passwords_only(folder),
+        DNSAPI_DOMAINS="example.test, example.org",
+        ACMEDNS_ZONE=ZONE,
+        ACMEDNS_REGISTER="1",
         # The test holds a body half-sent for as long as the admin takes.
-        "HTTP_BODY_TIMEOUT": "120",
-        **changes,
-    }
+        HTTP_BODY_TIMEOUT="120",
+    ) | changes
     dotenv = folder / ".env"
     dotenv.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
     dotenv.chmod(0o600)

@@ -19,7 +19,7 @@ import pytest
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, running_gateway
+from tests.gateway.procs import GatewayProcess, gateway_settings, passwords_only, running_gateway
 from tests.hostile.conftest import Answer
 from tests.hostile.wire import basic, send
 from tests.system import free_port
@@ -53,19 +53,13 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     ]}))
     accounts.chmod(0o600)
     port = free_port()
-    settings = {
-        "PROVIDER": "memory",
-        "DNSAPI_DOMAINS": "example.test",
-        "BASIC_AUTH": "required",
-        "PASSWD_FILE": str(tmp / "acmepasswd"),
-        "STATE_DIR": str(tmp / "state"),
-        "LISTEN": f"127.0.0.1:{port}",
-        "PROPAGATION_CHECK": "off",
-        "HTTPREQ_PREFIX": "httpreq",
-        "ACMEDNS_ZONE": ZONE,
-        "ACMEDNS_REGISTER": "1",
-        "ACMEDNS_ACCOUNTS_FILE": str(accounts),
-    }
+    settings = gateway_settings(
+        tmp, port, **passwords_only(tmp),
+        HTTPREQ_PREFIX="httpreq",
+        ACMEDNS_ZONE=ZONE,
+        ACMEDNS_REGISTER="1",
+        ACMEDNS_ACCOUNTS_FILE=str(accounts),
+    )
     with running_gateway(tmp, settings) as gw:
         yield Gateway(gw, port)
 

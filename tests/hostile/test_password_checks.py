@@ -38,7 +38,7 @@ import pytest
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, running_gateway
+from tests.gateway.procs import GatewayProcess, gateway_settings, passwords_only, running_gateway
 from tests.hostile.conftest import Answer
 from tests.hostile.wire import basic, send
 from tests.system import free_port
@@ -89,18 +89,8 @@ def start(tmp_path: Path) -> Iterator[object]:
         with (tmp_path / "acmepasswd").open("a") as f:  # still on the original's hash
             f.write(f"slowpoke:{legacy_pbkdf2_sha3(SLOWPOKE_PASSWORD)}\n")
         port = free_port()
-        env = {
-            "PROVIDER": "memory",
-            "DNSAPI_DOMAINS": "example.test",
-            "LISTEN": f"127.0.0.1:{port}",
-            "STATE_DIR": str(tmp_path / "state"),
-            "PROPAGATION_CHECK": "off",
-            "BASIC_AUTH": "required",
-            "PASSWD_FILE": str(tmp_path / "acmepasswd"),
-            "AUTH_MAX_FAILURES": "100000",
-            "LOG_LEVEL": "WARNING",
-            **settings,
-        }
+        env = gateway_settings(tmp_path, port, **passwords_only(tmp_path),
+                               AUTH_MAX_FAILURES="100000", LOG_LEVEL="WARNING") | settings
         context = running_gateway(tmp_path, env)
         running.append(context)
         return Gateway(context.__enter__(), port, tmp_path)

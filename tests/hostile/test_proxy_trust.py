@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from lib.passwd import PasswordFile
-from tests.gateway.procs import GatewayProcess
+from tests.gateway.procs import GatewayProcess, gateway_settings, passwords_only
 from tests.hostile.wire import basic, send
 from tests.system import free_port
 
@@ -31,17 +31,8 @@ def test_every_address_as_a_proxy_is_refused_with_passwords_required(
 ) -> None:
     PasswordFile(tmp_path / "acmepasswd").set_user("alice", "alice's password")
     port = free_port()
-    settings = {
-        "PROVIDER": "memory",
-        "DNSAPI_DOMAINS": "example.test",
-        "BASIC_AUTH": "required",
-        "PASSWD_FILE": str(tmp_path / "acmepasswd"),
-        "ALLOWED_PROXIES": proxies,
-        "AUTH_MAX_FAILURES": "3",
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(tmp_path / "state"),
-        "PROPAGATION_CHECK": "off",
-    }
+    settings = gateway_settings(tmp_path, port, **passwords_only(tmp_path),
+                                ALLOWED_PROXIES=proxies, AUTH_MAX_FAILURES="3")
     gw = GatewayProcess(tmp_path, settings)
     try:
         deadline = time.monotonic() + 30

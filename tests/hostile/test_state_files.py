@@ -21,7 +21,7 @@ import pytest
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import running_gateway
+from tests.gateway.procs import gateway_settings, passwords_only, running_gateway
 from tests.hostile.wire import basic, send
 from tests.system import free_port
 
@@ -45,17 +45,8 @@ def test_state_files_are_private_in_an_existing_open_state_dir(tmp_path: Path) -
     assert stat.S_IMODE((state / "journal.sqlite3").stat().st_mode) == 0o644
     PasswordFile(tmp_path / "acmepasswd").set_user("alice", "alice's password", roles=["admin"])
     port = free_port()
-    settings = {
-        "PROVIDER": "memory",
-        "DNSAPI_DOMAINS": "example.test",
-        "LISTEN": f"127.0.0.1:{port}",
-        "STATE_DIR": str(state),
-        "PROPAGATION_CHECK": "off",
-        "BASIC_AUTH": "required",
-        "PASSWD_FILE": str(tmp_path / "acmepasswd"),
-        "ACMEDNS_ZONE": "acme.example.test",
-        "ACMEDNS_REGISTER": "1",
-    }
+    settings = gateway_settings(tmp_path, port, **passwords_only(tmp_path),
+                                ACMEDNS_ZONE="acme.example.test", ACMEDNS_REGISTER="1")
     alice = basic("alice", "alice's password")
     with running_gateway(tmp_path, settings):
         body = {"argument": "setup", "domain_name": "example.test",
