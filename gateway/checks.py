@@ -17,7 +17,8 @@
   (:func:`gateway.state.check`); nothing is written. No connection, tables a
   newer gateway migrated, or tables to create where this user may not are
   problems; tables this gateway would migrate a warning (replicas of the older
-  version then refuse the database).
+  version then refuse the database). Without ``--check-config`` only whether its
+  driver (the ``postgresql`` extra) can be imported: a problem if not.
 * **Users' domains** outside ``DNSAPI_DOMAINS``: a warning naming user and domain
   (that user can change nothing there).
 * **A proxy in front that is not named** (:func:`proxy_blind_hosts`):
@@ -81,6 +82,8 @@ def run(settings: Settings, config: Config, users: Iterable[UserEntry] = ()) -> 
             settings.problem(message)
         for message in warnings:
             settings.warn(message)
+    elif (missing := state.driver_problem(config)) is not None:
+        settings.problem(missing)
     for message in users_outside(users, config.managed_domains):
         settings.warn(message)
     blind = proxy_blind_hosts(config)

@@ -76,14 +76,30 @@ def check(config: Config) -> tuple[list[str], list[str]]:
     is checked with the other folders (:mod:`gateway.checks`)."""
     if config.database is None:
         return [], []
-    try:
-        from gateway.state.postgres import check_database
-    except ImportError as exc:
-        return [
-            f"DATABASE_URL needs the PostgreSQL driver ({exc.name} is missing): "
-            "pip install 'acme-dns01-gateway[postgresql]'"
-        ], []
+    missing = driver_problem(config)
+    if missing is not None:
+        return [missing], []
+    from gateway.state.postgres import check_database
+
     return check_database(config.database)
+
+
+def driver_problem(config: Config) -> str | None:
+    """Why *config*'s backend cannot be loaded (its driver is not installed), or None.
+
+    A configuration problem found at start-up, like the others, rather than a
+    traceback once the server is on its way up.
+    """
+    if config.database is None:
+        return None
+    try:
+        import gateway.state.postgres  # noqa: F401 (only whether it imports)
+    except ImportError as exc:
+        return (
+            f"DATABASE_URL needs the PostgreSQL driver ({exc.name or 'psycopg'} cannot be "
+            "imported): pip install 'acme-dns01-gateway[postgresql]'"
+        )
+    return None
 
 
 def state_for(config: Config) -> State:

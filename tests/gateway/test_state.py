@@ -34,7 +34,7 @@ from gateway.state.sqlite import (
     SqliteState,
 )
 from tests.conftest import make_value
-from tests.gateway.procs import run_gateway, running_gateway
+from tests.gateway.procs import REPO_ROOT, run_gateway, running_gateway
 from tests.servers.postgres import PostgresServer
 from tests.system import free_port
 
@@ -573,6 +573,32 @@ def test_check_config_waits_for_a_database_that_never_answers_only_database_time
     assert result.returncode == 2, result.stderr
     assert f"DATABASE_URL: cannot connect to PostgreSQL at {url}: " in result.stderr
     assert "timeout expired" in result.stderr
+
+
+def test_a_database_url_without_the_postgresql_driver_stops_start_up_naming_the_extra(
+    tmp_path: Path,
+) -> None:
+    """psycopg not installed: a configuration problem (exit 2) that says which extra to
+    install, when the server starts as under --check-config, not a traceback."""
+    shadow = tmp_path / "shadow" / "psycopg"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        'raise ImportError("No module named \'psycopg\'", name="psycopg")\n'
+    )
+    settings = server_settings(
+        tmp_path,
+        DATABASE_URL=f"postgresql://acmegw@127.0.0.1:{free_port()}/acmegw",
+        PYTHONPATH=f"{shadow.parent}{os.pathsep}{REPO_ROOT}",
+    )
+    for args in ([], ["--check-config"]):
+        result = run_gateway(tmp_path, settings, args, timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert "the configuration has 1 problem(s)" in result.stderr
+        assert (
+            "  - DATABASE_URL needs the PostgreSQL driver (psycopg cannot be imported): "
+            "pip install 'acme-dns01-gateway[postgresql]'"
+        ) in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def check_with_journal_at(
