@@ -23,6 +23,21 @@ for a connection or a change slot ``DATABASE_TIMEOUT``, for a name another
 replica holds ``PROVIDER_TIMEOUT`` plus ``DATABASE_TIMEOUT``; then the answer
 is 503.
 
+A database that stops answering. ``statement_timeout`` and ``lock_timeout``
+are the server's, and a server that is frozen (a stopped host or process, a
+network path that swallows packets) enforces nothing; TCP keepalives are
+answered by a host whose process is stopped. So each use of a connection is
+bounded here too (:func:`answered`): past its bound, the connection's socket
+is shut down. The statement waiting on it fails at once, without psycopg's
+attempt to cancel it on the server (which waits for that server, up to 10 s),
+and the connection, broken, is dropped by the pool instead of being handed out
+again; the pool connects anew once the database answers. The pool's check of
+an idle connection before handing it out is bounded the same way, by what is
+left of the wait for a connection. libpq's ``tcp_user_timeout`` ends a
+connection whose sent bytes go unacknowledged for ``DATABASE_TIMEOUT``. The
+listening connection, idle most of the time, is asked for an answer every
+``LISTEN_CHECK_INTERVAL`` and connected anew when none comes.
+
 The janitor sweeps on one replica at a time: a round starts only with
 ``pg_try_advisory_lock`` on the janitor's key, held on one connection for the
 round. Each replica holds a lock on a number of its own for as long as it
@@ -39,12 +54,16 @@ holds each part's version, as in the SQLite files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
+import os
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, LiteralString
 
 import psycopg
@@ -72,6 +91,17 @@ ACCOUNT_OWNERS = _ACMEGW + 4  # key: a hash of a registrant (its acme-dns accoun
 
 # How long the pool's own tasks (one may be connecting) get to end at close.
 POOL_CLOSE_BOUND = 5.0
+# How long after a use's bound its task is cancelled, if shutting the connection
+# down did not end it (it waits for something else than the database).
+CANCEL_AFTER = 1.0
+# The least time the pool's check of an idle connection gets (a round trip).
+CHECK_AT_LEAST = 0.25
+# How often the idle listening connection must show that the server answers.
+LISTEN_CHECK_INTERVAL = 15.0
+
+# The loop time by which the pooled connection a task asks for must be handed
+# over (PostgresState.connection): the pool checks a connection in that task.
+_HANDOVER_BY: ContextVar[float | None] = ContextVar("acmegw_handover_by", default=None)
 
 JOURNAL_MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
     (
@@ -130,6 +160,9 @@ def conninfo_of(config: DatabaseConfig) -> str:
         password=config.password,
         application_name="acmegw",
         connect_timeout=max(1, round(config.timeout)),
+        # Bytes sent and never acknowledged (a network path that swallows them)
+        # end the connection after DATABASE_TIMEOUT, not TCP's 15 minutes.
+        tcp_user_timeout=max(1000, round(config.timeout * 1000)),
         # A database host that vanishes (no RST) is noticed in seconds, not hours.
         keepalives=1,
         keepalives_idle=5,
@@ -148,6 +181,48 @@ def lock_key(text: str) -> int:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return " ".join(text.split())[:300]
+
+
+def sever(conn: AsyncConnection[Any]) -> None:
+    """Shut *conn*'s socket down: whatever waits on it fails at once, and the
+    connection is broken for good (the pool discards it when it comes back)."""
+    with contextlib.suppress(psycopg.Error, OSError):
+        # A duplicate of libpq's descriptor: shutting it down ends the connection
+        # for both, and libpq's own stays open until libpq closes it.
+        dup = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        try:
+            dup.shutdown(socket.SHUT_RDWR)
+        finally:
+            dup.close()
+
+
+@asynccontextmanager
+async def answered(conn: AsyncConnection[Any], within: float, what: str) -> AsyncIterator[None]:
+    """The block's statements on *conn* end within *within* seconds, whether the
+    server answers or not: past that, *conn* is severed (:func:`sever`) and the
+    block raises :class:`Unavailable` saying *what* did not happen."""
+    loop = asyncio.get_running_loop()
+    severed = False
+
+    def give_up() -> None:
+        nonlocal severed
+        severed = True
+        sever(conn)
+
+    timer = loop.call_later(within, give_up)
+    try:
+        # A block waiting for something other than this connection is cancelled.
+        async with asyncio.timeout(within + CANCEL_AFTER) as scope:
+            yield
+    except (psycopg.Error, TimeoutError) as exc:
+        if not severed and not scope.expired():
+            raise
+        raise Unavailable(
+            f"{what}: PostgreSQL did not answer within {within:g}s "
+            "(is the database server overloaded or unreachable?)"
+        ) from exc
+    finally:
+        timer.cancel()
 
 
 class PostgresState(State):
@@ -175,7 +250,7 @@ class PostgresState(State):
             open=False,
             configure=self._configure,
             # A connection a database restart broke is replaced before a request gets it.
-            check=AsyncConnectionPool.check_connection,
+            check=self._check_idle,
             timeout=config.timeout,
             name="acmegw",
         )
@@ -194,11 +269,20 @@ class PostgresState(State):
     async def _configure(self, conn: AsyncConnection[Any]) -> None:
         ms = round(self.lock_wait * 1000)
         # Bounded waits: for a lock another replica holds, and for any statement.
-        await conn.execute(
-            "SELECT set_config('lock_timeout', %s, false), "
-            "set_config('statement_timeout', %s, false)",
-            (str(ms), str(ms + 5000)),
-        )
+        async with answered(conn, self.config.timeout, "a new database connection"):
+            await conn.execute(
+                "SELECT set_config('lock_timeout', %s, false), "
+                "set_config('statement_timeout', %s, false)",
+                (str(ms), str(ms + 5000)),
+            )
+
+    async def _check_idle(self, conn: AsyncConnection[Any]) -> None:
+        """The pool's check of an idle connection before it hands it out: one round
+        trip, within what is left of the wait for a connection."""
+        by = _HANDOVER_BY.get()
+        left = self.config.timeout if by is None else by - asyncio.get_running_loop().time()
+        async with answered(conn, max(CHECK_AT_LEAST, left), "an idle database connection"):
+            await conn.execute("")
 
     # -- connections ----------------------------------------------------------
 
@@ -208,18 +292,31 @@ class PostgresState(State):
         what: str,
         bound: AsyncConnection[Any] | None = None,
         wait: float | None = None,
+        within: float | None = None,
+        *,
+        held: bool = False,
     ) -> AsyncIterator[AsyncConnection[Any]]:
         """*bound*, or a connection from the pool (waiting at most *wait* seconds, by
         default ``DATABASE_TIMEOUT``); a database error in the block is
-        :class:`Unavailable` saying *what* failed."""
+        :class:`Unavailable` saying *what* failed.
+
+        The block's statements end within *within* seconds (by default
+        ``DATABASE_TIMEOUT``; :func:`answered`). A block that keeps the
+        connection while it does other work (*held*: a lock held across a
+        provider call) bounds each of its statements itself.
+        """
         wait = self.config.timeout if wait is None else wait
+        within = self.config.timeout if within is None else within
         try:
             if bound is not None:
-                yield bound
+                async with answered(bound, within, what):
+                    yield bound
             else:
                 task = asyncio.current_task()
                 cancels = 0 if task is None else task.cancelling()
+                handover = _HANDOVER_BY.set(asyncio.get_running_loop().time() + wait)
                 async with self.pool.connection(timeout=wait) as conn:
+                    _HANDOVER_BY.reset(handover)
                     if task is not None and task.cancelling() > cancels:
                         # psycopg_pool waits for a free connection with
                         # asyncio.wait_for, which on Python 3.11 swallows a
@@ -227,7 +324,11 @@ class PostgresState(State):
                         # task would carry on as if never cancelled (a janitor
                         # or listener that never stops). It ends here instead.
                         raise asyncio.CancelledError
-                    yield conn
+                    if held:
+                        yield conn
+                    else:
+                        async with answered(conn, within, what):
+                            yield conn
         except PoolTimeout:
             raise Unavailable(
                 f"{what}: no database connection within {wait:g}s (is PostgreSQL reachable?)"
@@ -245,7 +346,9 @@ class PostgresState(State):
                 f"cannot connect to {self.description} within {self.config.timeout:g}s"
             ) from None
         try:
-            async with self.connection("cannot prepare the database") as conn:
+            # Another replica may be migrating: wait for it as for a name.
+            preparing = self.connection("cannot prepare the database", within=self.lock_wait)
+            async with preparing as conn:
                 await migrate(conn)
             self._closing = False
             self._presence = asyncio.create_task(self._stay_present(), name="database presence")
@@ -282,18 +385,23 @@ class PostgresState(State):
             try:
                 conn = await AsyncConnection.connect(self.conninfo, autocommit=True)
                 async with conn:
-                    await conn.execute(
-                        "SELECT pg_advisory_lock(%s, %s)", (REPLICAS, self.replica)
-                    )
-                    await conn.execute(f"LISTEN {ZONE_CHANNEL}")
+                    async with answered(conn, self.config.timeout, "this replica's lock"):
+                        await conn.execute(
+                            "SELECT pg_advisory_lock(%s, %s)", (REPLICAS, self.replica)
+                        )
+                        await conn.execute(f"LISTEN {ZONE_CHANNEL}")
                     self._present.set()
                     pause = 0.1
                     # Changes made while this connection was not listening were missed.
                     await self.records.reload()
-                    async for notice in conn.notifies():
-                        replica, _, name = notice.payload.partition(" ")
-                        if replica != str(self.replica):
-                            await self.records.changed(name)
+                    while True:
+                        async for notice in conn.notifies(timeout=LISTEN_CHECK_INTERVAL):
+                            replica, _, name = notice.payload.partition(" ")
+                            if replica != str(self.replica):
+                                await self.records.changed(name)
+                        # A server that stopped answering sends no notice either.
+                        async with answered(conn, self.config.timeout, "listening"):
+                            await conn.execute("SELECT 1")
             except (psycopg.Error, Unavailable) as exc:
                 if self._present.is_set():
                     log.warning("database: lost this replica's connection: %s", _one_line(exc))
@@ -309,7 +417,7 @@ class PostgresState(State):
     async def check(self) -> None:
         # Short: a load balancer's health check must get its 503 before it gives up.
         wait = min(2.0, self.config.timeout)
-        async with self.connection("the database cannot be used", wait=wait) as conn:
+        async with self.connection("the database cannot be used", wait=wait, within=wait) as conn:
             await conn.execute("SELECT 1")
 
     # -- locks ------------------------------------------------------------------
@@ -337,9 +445,19 @@ class PostgresState(State):
     @asynccontextmanager
     async def hold(self, fqdn: str) -> AsyncIterator[Journal]:
         key = lock_key(fqdn)
-        async with self._change_slot(), self.connection(f"cannot lock {fqdn}") as conn:
+        async with (
+            self._change_slot(),
+            self.connection(f"cannot lock {fqdn}", held=True) as conn,
+        ):
             try:
-                await _lock(conn, "SELECT pg_advisory_lock(%s, %s)", (NAMES, key))
+                # The server's lock_timeout ends the wait for another replica at
+                # lock_wait; this bound is for a server that does not answer.
+                await _lock(
+                    conn,
+                    "SELECT pg_advisory_lock(%s, %s)",
+                    (NAMES, key),
+                    self.lock_wait + self.config.timeout,
+                )
             except psycopg.errors.LockNotAvailable:
                 raise Unavailable(
                     f"another gateway has been changing {fqdn} for over {self.lock_wait:g}s; "
@@ -348,30 +466,41 @@ class PostgresState(State):
             try:
                 yield PostgresJournal(self, conn, self.journal.clock)
             finally:
-                await _unlock(conn, "SELECT pg_advisory_unlock(%s, %s)", (NAMES, key))
+                await _unlock(
+                    conn, "SELECT pg_advisory_unlock(%s, %s)", (NAMES, key), self.config.timeout
+                )
 
     @asynccontextmanager
     async def janitor_turn(self) -> AsyncIterator[bool]:
-        async with self.connection("the janitor cannot lock") as conn:
-            if not await _lock(conn, "SELECT pg_try_advisory_lock(%s, %s)", JANITOR):
+        async with self.connection("the janitor cannot lock", held=True) as conn:
+            taken = await _lock(
+                conn, "SELECT pg_try_advisory_lock(%s, %s)", JANITOR, self.config.timeout
+            )
+            if not taken:
                 yield False  # another replica is sweeping
                 return
             try:
                 yield True
             finally:
-                await _unlock(conn, "SELECT pg_advisory_unlock(%s, %s)", JANITOR)
+                await _unlock(
+                    conn, "SELECT pg_advisory_unlock(%s, %s)", JANITOR, self.config.timeout
+                )
 
 
-async def _lock(conn: AsyncConnection[Any], sql: LiteralString, key: tuple[int, int]) -> bool:
+async def _lock(
+    conn: AsyncConnection[Any], sql: LiteralString, key: tuple[int, int], within: float
+) -> bool:
     """Take a session lock; True unless it is a try-lock that found the lock taken.
 
-    Interrupted (cancelled, the connection failing), we cannot tell whether the
-    server granted the lock: the session is ended, which releases it if it did.
-    A wait past ``lock_timeout`` raises LockNotAvailable with nothing granted.
+    Interrupted (cancelled, the connection failing, no answer within *within*
+    seconds), we cannot tell whether the server granted the lock: the session
+    is ended, which releases it if it did. A wait past ``lock_timeout`` raises
+    LockNotAvailable with nothing granted.
     """
     try:
-        cursor = await conn.execute(sql, key)
-        row = await cursor.fetchone()
+        async with answered(conn, within, "taking a lock"):
+            cursor = await conn.execute(sql, key)
+            row = await cursor.fetchone()
     except psycopg.errors.LockNotAvailable:
         raise
     except BaseException:
@@ -380,11 +509,14 @@ async def _lock(conn: AsyncConnection[Any], sql: LiteralString, key: tuple[int, 
     return row is None or row[0] is not False
 
 
-async def _unlock(conn: AsyncConnection[Any], sql: LiteralString, key: tuple[int, int]) -> None:
+async def _unlock(
+    conn: AsyncConnection[Any], sql: LiteralString, key: tuple[int, int], within: float
+) -> None:
     """Release a session lock; if that fails, end the session, which releases it too
     (a pooled connection must never go back to the pool holding a lock)."""
     try:
-        await conn.execute(sql, key)
+        async with answered(conn, within, "releasing a lock"):
+            await conn.execute(sql, key)
     except BaseException:
         await conn.close()
         raise

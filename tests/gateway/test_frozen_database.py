@@ -1,0 +1,143 @@
+"""A PostgreSQL server that stops answering under a gateway process, and answers again.
+
+A frozen server (its processes stopped with SIGSTOP, as a stalled host or VM
+is) keeps its TCP connections open and its kernel acknowledges what is sent:
+neither the server's ``statement_timeout`` nor TCP keepalives end anything.
+The gateway (``PROVIDER=builtin``, its records in the database too) bounds each
+use of the database itself: a setup gets its 503, ``/healthz`` its 503, and
+once the server runs again (SIGCONT) the gateway takes setups by itself and
+serves their values. A gateway asked to stop while the server is frozen stops.
+
+The server is this module's own (tests/servers/postgres.py), frozen by pid
+(the postmaster and each of its children) and always let go again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rdatatype
+import pytest
+import requests
+
+from tests.conftest import make_value
+from tests.gateway.procs import GatewayProcess, builtin_settings, running_gateway
+from tests.servers.postgres import PostgresServer, running_postgres
+from tests.system import free_port
+
+pytestmark = pytest.mark.system
+
+# What the test waits for an answer at most: far past DATABASE_TIMEOUT (2 s),
+# well short of never.
+ANSWER_BOUND = 60.0
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    """A server of this module's own: these tests freeze it."""
+    with running_postgres() as server:
+        yield server
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is *pid* (PostgreSQL's start their own sessions:
+    a signal to the postmaster's process group reaches none of them)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                if int(fields[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+@contextlib.contextmanager
+def frozen(server: PostgresServer) -> Iterator[None]:
+    """Every process of *server* stopped (SIGSTOP), running again afterwards, however
+    the block ends."""
+    assert server.proc is not None
+    postmaster = server.proc.pid
+    stopped = [postmaster]
+    try:
+        os.kill(postmaster, signal.SIGSTOP)  # first: it starts no backend after this
+        for pid in children(postmaster):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+        yield
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def gateway_on(tmp_path: Path, server: PostgresServer) -> Iterator[tuple[GatewayProcess, str, int]]:
+    """A gateway on a fresh database: the process, its URL, its DNS port."""
+    database = server.new_database()
+    port, dns_port = free_port(), free_port()
+    settings = builtin_settings(
+        tmp_path, port, dns_port,
+        DATABASE_URL=server.url(database),
+        DATABASE_PASSWORD=server.password,
+        DATABASE_TIMEOUT="2",
+        PROVIDER_TIMEOUT="3",
+        PROPAGATION_CHECK="off",
+        MAX_RECORDS_PER_USER="0",
+        JANITOR_INTERVAL="1",
+    )
+    with running_gateway(tmp_path, settings) as gw:
+        yield gw, f"http://127.0.0.1:{port}/", dns_port
+
+
+def setup(url: str, value: str) -> tuple[int, str, float]:
+    """A setup for example.test: its status, its body and how long it took."""
+    body = {"argument": "setup", "domain_name": "example.test", "challenge_content": value}
+    started = time.monotonic()
+    r = requests.post(url, json=body, timeout=ANSWER_BOUND)
+    return r.status_code, r.text, time.monotonic() - started
+
+
+def served(dns_port: int) -> set[str]:
+    query = dns.message.make_query("_acme-challenge.example.test", dns.rdatatype.TXT)
+    reply = dns.query.udp(query, "127.0.0.1", port=dns_port, timeout=5)
+    return {
+        b"".join(rdata.strings).decode()
+        for rrset in reply.answer
+        if rrset.rdtype == dns.rdatatype.TXT
+        for rdata in rrset
+    }
+
+
+def test_a_frozen_database_is_a_503_and_the_gateway_recovers_when_it_answers_again(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    with gateway_on(tmp_path, postgres) as (gw, url, dns_port):
+        before = make_value()
+        assert setup(url, before)[0] == 201, gw.describe()
+        with frozen(postgres):
+            status, text, took = setup(url, make_value())
+            assert status == 503, text
+            assert "did not answer" in text or "no database connection" in text, text
+            started = time.monotonic()
+            health = requests.get(url + "healthz", timeout=ANSWER_BOUND)
+            health_took = time.monotonic() - started
+            assert health.status_code == 503, health.text
+            # A figure for the report, not an assertion (the machine may be loaded).
+            print(f"frozen: setup 503 after {took:.2f}s, /healthz 503 after {health_took:.2f}s")
+        # Running again: the connections the freeze broke are not handed out again.
+        after = make_value()
+        status, text, took = setup(url, after)
+        assert status == 201, f"{text}\n{gw.describe()}"
+        print(f"after SIGCONT: setup 201 after {took:.2f}s")
+        assert {before, after} <= served(dns_port)
+        assert requests.get(url + "healthz", timeout=ANSWER_BOUND).status_code == 200
