@@ -2,7 +2,8 @@
 
 Exit status: 0 after a clean stop (SIGTERM/SIGINT let in-flight requests
 finish), 2 for a configuration with problems (all listed at once), 1 when a
-listener, the journal or the provider cannot be opened.
+listener, the journal or the provider cannot be opened, or when stopping took
+longer than ``STOP_TOTAL`` or left something running (the log says what).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from gateway.early_signals import EarlySignals
 from gateway.errors import GatewayError
 from gateway.keys import LIVE, METRICS, PROVIDER, SERVICE
 from gateway.listeners import ConnectionGuard, GuardedSite, connection_budget
+from gateway.shutdown import run as run_bounded
+from gateway.shutdown import tasks_left
 from gateway.state import describe as state_description
 from gateway.tls import ReloadingTLS, TLSFilesError
 from lib.passwd import PasswdFileError, UserEntry
@@ -40,6 +43,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("acmegw.server")
 
 SHUTDOWN_GRACE = 30.0
+# How long stopping may take in all: requests in flight (SHUTDOWN_GRACE), then
+# the background tasks and the state (each bounded on its own). Past it the
+# process ends anyway, saying what had not stopped.
+STOP_TOTAL = SHUTDOWN_GRACE + 30.0
 
 
 def prepare(
@@ -142,12 +149,29 @@ async def serve(
     )
     await stop.wait()
     log.info("stopping: finishing requests in flight")
-    if own is not None:
-        await own.stop()  # withdraws what it published, while the service still runs
-    if tls is not None:
-        await tls.stop()
-    await runner.cleanup()  # stops accepting, waits for handlers, then runs cleanup_ctx
+
+    async def stop_all() -> None:
+        if own is not None:
+            await own.stop()  # withdraws what it published, while the service still runs
+        if tls is not None:
+            await tls.stop()
+        await runner.cleanup()  # stops accepting, waits for handlers, then runs cleanup_ctx
+
+    # A task of its own, waited for with a bound: a step that swallows its
+    # cancellation would hold an asyncio.timeout here for good.
+    stopping = asyncio.create_task(stop_all(), name="stopping")
+    await asyncio.wait([stopping], timeout=STOP_TOTAL)
     guard.close_all()
+    if not stopping.done():
+        log.error(
+            "stopping took over %gs; exiting without waiting for: %s",
+            STOP_TOTAL,
+            tasks_left(loop),
+        )
+        return 1
+    if (failure := stopping.exception()) is not None:
+        log.error("stopping failed", exc_info=failure)
+        return 1
     log.info("stopped")
     return 0
 
@@ -312,7 +336,7 @@ def _start(argv: Sequence[str] | None, signals: EarlySignals) -> int:
         log.info("%s came while starting: stopped before serving", signals.stop.name)
         return 0
     log.info("starting: provider %s", provider.label)
-    return asyncio.run(serve(config, provider, passwords, tls, argv, signals))
+    return run_bounded(serve(config, provider, passwords, tls, argv, signals))
 
 
 if __name__ == "__main__":

@@ -6,13 +6,24 @@ finishes (psycopg_pool waits for a free connection that way), and the task
 then carries on as if nothing had been asked. Awaiting such a task would hang
 the shutdown for good. :func:`stop_tasks` cancels again until the tasks end,
 and gives up after a bound, saying which task it left and where it waits.
+
+A task given up on is still there when the event loop ends, and so is a
+thread stuck in a call: ``asyncio.run`` waits for both without end, and so
+does the interpreter's exit for its threads. :func:`run` is ``asyncio.run``
+with those waits bounded: what still runs past them is named in the log and
+the process ends at once, with status 1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+import os
+import sys
+import threading
+import time
+from collections.abc import Coroutine, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from types import CoroutineType, FrameType, GeneratorType
 from typing import Any
 
@@ -25,6 +36,9 @@ STOP_BOUND = 15.0
 # How long a task that was cancelled gets to end (its finally blocks to run)
 # before it is cancelled again.
 AGAIN = 0.5
+# How long what is left once the main coroutine has returned (tasks, threads)
+# gets to end before the process ends without it.
+LEFT_BOUND = 5.0
 
 
 async def stop_tasks(
@@ -87,3 +101,91 @@ def await_chain(task: asyncio.Task[Any]) -> list[str]:
         if frame is not None:
             frames.append(frame)
     return [f"{f.f_code.co_name} at {f.f_code.co_filename}:{f.f_lineno}" for f in frames]
+
+
+def tasks_left(loop: asyncio.AbstractEventLoop) -> str:
+    """Every task of *loop* still running but the current one, and where each waits."""
+    current = asyncio.current_task(loop) if loop.is_running() else None
+    left = [t for t in asyncio.all_tasks(loop) if not t.done() and t is not current]
+    return "; ".join(f"{t.get_name()} (waiting in {waiting_in(t)})" for t in left) or "no task"
+
+
+def threads_left() -> list[str]:
+    """The threads the interpreter would wait for at exit, and where each is."""
+    frames = sys._current_frames()
+    named = []
+    for thread in threading.enumerate():
+        if thread is threading.main_thread() or thread.daemon or not thread.is_alive():
+            continue
+        frame = frames.get(thread.ident or -1)
+        where = (
+            f"{frame.f_code.co_name} at {frame.f_code.co_filename}:{frame.f_lineno}"
+            if frame is not None
+            else "an unknown place"
+        )
+        named.append(f"{thread.name} (in {where})")
+    return named
+
+
+def run(main: Coroutine[Any, Any, int], bound: float = LEFT_BOUND) -> int:
+    """``asyncio.run(main)``, returning its status, with a bounded end.
+
+    Once *main* returns, the tasks left are cancelled and get *bound* seconds
+    to end (:func:`stop_tasks`), and so do the default executor's threads and
+    any other thread the interpreter would wait for. If one does not end, an
+    error names it and the process ends there, with status 1: a gateway that
+    was asked to stop must not stay on, holding its ports, for a call that
+    never returns.
+    """
+    loop = asyncio.new_event_loop()
+    # The loop's own shutdown_default_executor() joins its threads, without end.
+    executor = ThreadPoolExecutor(thread_name_prefix="asyncio")
+    loop.set_default_executor(executor)
+    try:
+        asyncio.set_event_loop(loop)
+        status = loop.run_until_complete(main)
+        left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        stuck = not loop.run_until_complete(stop_tasks(left, "what still ran at exit", bound))
+        loop.run_until_complete(_bounded(loop.shutdown_asyncgens(), bound))
+        executor.shutdown(wait=False, cancel_futures=True)
+        threads = _wait_for_threads(bound)
+        if threads:
+            log.error(
+                "threads still running %gs after the end: %s", bound, "; ".join(threads)
+            )
+        if stuck or threads:
+            log.error("exiting now, without waiting for what did not stop (exit status 1)")
+            _flush()
+            os._exit(1)
+        return status
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+async def _bounded(step: Coroutine[Any, Any, None], bound: float) -> None:
+    """Await *step* at most *bound* seconds (what it left is looked for afterwards)."""
+    try:
+        async with asyncio.timeout(bound):
+            await step
+    except TimeoutError:
+        pass
+
+
+def _wait_for_threads(bound: float) -> list[str]:
+    """Wait at most *bound* seconds for the threads the interpreter waits for at exit;
+    the ones still running."""
+    deadline = time.monotonic() + bound
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    return threads_left()
+
+
+def _flush() -> None:
+    """What was logged reaches its destination before the process ends without
+    running its exit handlers."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()

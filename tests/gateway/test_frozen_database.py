@@ -19,6 +19,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dns.message
@@ -141,3 +142,27 @@ def test_a_frozen_database_is_a_503_and_the_gateway_recovers_when_it_answers_aga
         print(f"after SIGCONT: setup 201 after {took:.2f}s")
         assert {before, after} <= served(dns_port)
         assert requests.get(url + "healthz", timeout=ANSWER_BOUND).status_code == 200
+
+
+def test_a_gateway_asked_to_stop_while_the_database_is_frozen_stops(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """SIGTERM with a setup waiting on the frozen database and the janitor sweeping
+    every second: the process ends, and its log says how the stop went."""
+    with gateway_on(tmp_path, postgres) as (gw, url, _):
+        assert setup(url, make_value())[0] == 201, gw.describe()
+        with frozen(postgres), ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(setup, url, make_value())
+            time.sleep(0.5)  # the setup is on its way (an answer now is fine too)
+            started = time.monotonic()
+            gw.send(signal.SIGTERM)
+            status = gw.wait(timeout=ANSWER_BOUND + 60)
+            print(f"frozen: SIGTERM to exit {time.monotonic() - started:.2f}s, status {status}")
+            with contextlib.suppress(requests.RequestException):
+                assert waiting.result()[0] != 201
+        log = gw.stderr
+        assert "stopping: finishing requests in flight" in log, log
+        if status == 0:
+            assert "INFO acmegw.server: stopped" in log, log
+        else:
+            assert "exiting" in log, log

@@ -15,6 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+import time
+from pathlib import Path
 
 import pytest
 
@@ -26,8 +30,10 @@ from gateway.state.postgres import ZONE_CHANNEL
 from lib.dnscheck import PropagationSettings
 from providers.memory import MemoryProvider
 from tests.conftest import make_value
+from tests.gateway.procs import REPO_ROOT, gateway_settings, running_gateway
 from tests.gateway.test_state import pg_opened
 from tests.servers.postgres import PostgresServer
+from tests.system import free_port
 
 NAME = "_acme-challenge.example.test"
 # Long enough for any stop on a loaded machine; a stop that hangs fails the test then.
@@ -215,3 +221,64 @@ async def test_closing_ends_while_the_listener_lost_its_cancellation(
         closing = asyncio.create_task(state.close())
         done, _ = await asyncio.wait({closing}, timeout=HANG)
         assert done, "close() waited for the listener for good"
+
+
+# -- the process ---------------------------------------------------------------
+
+STUBBORN = '''
+"""A provider whose open() leaves behind a task that ignores every cancellation
+and a thread in a call that never returns, as a buggy library might."""
+
+import asyncio
+import time
+
+from providers.memory import MemoryProvider
+
+
+def nap() -> None:
+    time.sleep(3600)
+
+
+async def stay() -> None:
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+
+
+class Stubborn(MemoryProvider):
+    async def open(self) -> None:
+        await super().open()
+        self.left = (
+            asyncio.create_task(stay(), name="stubborn"),
+            asyncio.get_running_loop().run_in_executor(None, nap),
+        )
+'''
+
+
+def test_a_gateway_with_a_task_and_a_thread_that_never_stop_exits_on_sigterm_saying_why(
+    tmp_path: Path,
+) -> None:
+    """What is left once the server has stopped is waited for within a bound, named
+    in the log, and the process ends with status 1 instead of waiting for ever."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "stubborn.py").write_text(STUBBORN)
+    settings = gateway_settings(
+        tmp_path,
+        free_port(),
+        PROVIDER=None,
+        DNSAPI_MODULE="stubborn",
+        DNSAPI_CLASS="Stubborn",
+        PYTHONPATH=f"{tmp_path / 'plugins'}{os.pathsep}{REPO_ROOT}",
+    )
+    with running_gateway(tmp_path, settings) as gw:
+        started = time.monotonic()
+        gw.send(signal.SIGTERM)
+        status = gw.wait(timeout=HANG)
+        print(f"SIGTERM to exit: {time.monotonic() - started:.2f}s")
+        log = gw.stderr
+        assert status == 1, gw.describe()
+        assert "going on without waiting for stubborn (waiting in " in log, log
+        assert "(in nap at " in log, log
+        assert "exiting now, without waiting for what did not stop (exit status 1)" in log
