@@ -514,6 +514,8 @@ async def _unlock(
 ) -> None:
     """Release a session lock; if that fails, end the session, which releases it too
     (a pooled connection must never go back to the pool holding a lock)."""
+    if conn.closed:
+        return  # ended already (a statement went unanswered): the lock went with it
     try:
         async with answered(conn, within, "releasing a lock"):
             await conn.execute(sql, key)

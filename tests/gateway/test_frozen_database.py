@@ -14,6 +14,7 @@ The server is this module's own (tests/servers/postgres.py), frozen by pid
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -27,9 +28,13 @@ import dns.query
 import dns.rdatatype
 import pytest
 import requests
+from psycopg import pq
 
+from gateway.errors import Unavailable
+from gateway.state.postgres import PostgresJournal
 from tests.conftest import make_value
 from tests.gateway.procs import GatewayProcess, builtin_settings, running_gateway
+from tests.gateway.test_state import NAME, pg_opened
 from tests.servers.postgres import PostgresServer, running_postgres
 from tests.system import free_port
 
@@ -166,3 +171,66 @@ def test_a_gateway_asked_to_stop_while_the_database_is_frozen_stops(
             assert "INFO acmegw.server: stopped" in log, log
         else:
             assert "exiting" in log, log
+
+
+# -- in one process: the connections a freeze leaves ---------------------------------
+
+
+async def test_a_statement_unanswered_on_a_held_name_ends_and_its_connection_is_dropped(
+    postgres: PostgresServer,
+) -> None:
+    """The server freezes while a change holds its name: the journal write ends with
+    Unavailable after DATABASE_TIMEOUT, and the connection is never handed out again."""
+    database = postgres.new_database()
+    async with pg_opened(postgres, database, timeout=2.0) as state:
+        unanswered = make_value()
+        with pytest.raises(Unavailable) as info:
+            async with asyncio.timeout(ANSWER_BOUND), state.hold(NAME) as journal:
+                assert isinstance(journal, PostgresJournal) and journal.bound is not None
+                held = journal.bound
+                with frozen(postgres):
+                    await journal.begin_add(NAME, unanswered, "alice")
+        assert "PostgreSQL did not answer within 2s" in info.value.message
+        assert held.closed
+        value = make_value()
+        async with state.hold(NAME) as journal:
+            assert isinstance(journal, PostgresJournal) and journal.bound is not held
+            assert await journal.begin_add(NAME, value, "alice")
+        # The server may still have run the write it had received: never confirmed,
+        # it is left "adding", for the janitor.
+        rows = {r.value: r.state for r in await state.journal.all()}
+        assert rows.pop(value) == "adding"
+        assert rows in ({}, {unanswered: "adding"})
+
+
+async def test_psycopg_closes_a_connection_whose_cancelled_query_the_server_never_ends(
+    postgres: PostgresServer,
+) -> None:
+    """What psycopg and its pool do on their own (why the gateway shuts the socket
+    down instead of cancelling): a query cancelled while the server is frozen ends
+    only after psycopg's own bounds (5 s to send the cancel request, 5 s to see the
+    query end), with the connection closed; and a connection given back to the pool
+    mid-query (ACTIVE) is closed by the pool, not handed out again."""
+    database = postgres.new_database()
+    async with pg_opened(postgres, database, timeout=2.0) as state:
+        conn = await state.pool.getconn()
+        with frozen(postgres):
+            query = asyncio.create_task(conn.execute("SELECT 1"))
+            await asyncio.sleep(0.5)
+            started = time.monotonic()
+            query.cancel()
+            async with asyncio.timeout(ANSWER_BOUND):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await query
+            print(f"frozen: a cancelled query ended after {time.monotonic() - started:.2f}s")
+        assert conn.closed
+        await state.pool.putconn(conn)
+
+        active = await state.pool.getconn()
+        active.pgconn.send_query(b"SELECT pg_sleep(30)")  # libpq's own: psycopg waits for nothing
+        assert active.pgconn.transaction_status == pq.TransactionStatus.ACTIVE
+        await state.pool.putconn(active)
+        assert active.closed
+        async with state.connection("after") as again:
+            assert again is not active and again is not conn
+            await again.execute("SELECT 1")
