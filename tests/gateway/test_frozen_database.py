@@ -31,6 +31,7 @@ import requests
 from psycopg import pq
 
 from gateway.errors import Unavailable
+from gateway.state import postgres as postgres_backend
 from gateway.state.postgres import PostgresJournal
 from tests.conftest import make_value
 from tests.gateway.procs import GatewayProcess, builtin_settings, running_gateway
@@ -234,3 +235,33 @@ async def test_psycopg_closes_a_connection_whose_cancelled_query_the_server_neve
         async with state.connection("after") as again:
             assert again is not active and again is not conn
             await again.execute("SELECT 1")
+
+
+async def test_the_listening_connection_is_made_anew_after_a_freeze_and_everything_reread(
+    postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Idle, it hears nothing from a frozen server either: asked for an answer that
+    does not come, it is dropped; once the server answers, this replica takes its
+    lock again and reads every value again (what it missed meanwhile)."""
+    monkeypatch.setattr(postgres_backend, "LISTEN_CHECK_INTERVAL", 0.5)
+    reloads: list[float] = []
+
+    async def changed(name: str) -> None:
+        pass
+
+    async def reload() -> None:
+        reloads.append(time.monotonic())
+
+    database = postgres.new_database()
+    async with pg_opened(postgres, database, timeout=2.0) as state:
+        state.records.watch(changed, reload)
+        with frozen(postgres):
+            async with asyncio.timeout(ANSWER_BOUND):
+                while state._present.is_set():
+                    await asyncio.sleep(0.1)
+            thawed = time.monotonic()
+        async with asyncio.timeout(ANSWER_BOUND):
+            while not (state._present.is_set() and reloads and reloads[-1] > thawed):
+                await asyncio.sleep(0.1)
+    assert "database: lost this replica's connection" in caplog.text
+    assert "listening: PostgreSQL did not answer within 2s" in caplog.text
