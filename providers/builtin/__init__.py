@@ -92,7 +92,8 @@ Quirks:
   ``_acme-challenge.<name>`` where a label of *name* is not a host name label
   (spaces, ``;``, bytes beyond ASCII) is not a zone it serves.
 * It is not a resolver: RD in a query is copied, RA is never set. DNSSEC is
-  not offered. Without a key, TSIG in queries is ignored; zone transfers go
+  not offered. Without a key, a signed query is answered NOTAUTH, as one
+  signed with an unknown key (RFC 8945 5.2.1); zone transfers go
   only to ``BUILTIN_SECONDARIES``, over TCP.
 * Over UDP an answer is limited to 512 bytes, or to the EDNS payload size the
   query offers (at most 1232, to avoid fragmentation); a bigger answer comes

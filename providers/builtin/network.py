@@ -314,8 +314,10 @@ class Responder:
             return None
         try:
             # Signed queries (a secondary's SOA query) are checked and answered
-            # signed when a key is configured; otherwise TSIG is ignored.
-            query = dns.message.from_wire(data, keyring=self.keyring or False)
+            # signed when a key is configured. Without one, a signed query is
+            # signed with a key unknown here: NOTAUTH (RFC 8945 5.2.1), as Knot
+            # answers; it cannot be answered signed, and unsigned it is no answer.
+            query = dns.message.from_wire(data, keyring=self.keyring)
         except TSIG_ERRORS as exc:
             self.bad_tsig(f"{address}: {type(exc).__name__}")
             return header_reply(data, RCODE_NOTAUTH)

@@ -93,7 +93,8 @@ class Transfers:
     def respond(self, data: bytes, address: str) -> list[bytes] | None:
         """The messages answering the AXFR or IXFR query *data* from *address*."""
         try:
-            query = dns.message.from_wire(data, keyring=self.keyring or False)
+            # Without a key, a signed request is one with a key unknown here: NOTAUTH.
+            query = dns.message.from_wire(data, keyring=self.keyring)
         except TSIG_ERRORS as exc:
             self.refused(f"{address}: TSIG {type(exc).__name__}")
             return [header_reply(data, dns.rcode.NOTAUTH)]

@@ -12,18 +12,22 @@ is read before it:
 * an answer to an attack packet is a response (QR set) with the attack's ID,
   which is a FORMERR, NOTIMP, REFUSED or an answer that dnspython can parse;
 * the probe always gets the published value;
+* a query signed with a TSIG key (this server has none) gets NOTAUTH;
 * the gateway's log never shows a traceback or an error.
 """
 
 from __future__ import annotations
 
+import base64
 import socket
 import struct
 from collections.abc import Iterator
 
 import dns.message
 import dns.name
+import dns.rcode
 import dns.rdatatype
+import dns.tsig
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
@@ -216,6 +220,28 @@ def test_udp_attacks_get_a_clean_answer_or_none(target: Target, attack: bytes) -
 @given(attack=attacks)
 def test_tcp_attacks_get_a_clean_answer_or_a_hang_up(target: Target, attack: bytes) -> None:
     _tcp(target, attack)
+
+
+@pytest.mark.parametrize("qtype", ["TXT", "SOA"])
+def test_a_signed_query_to_a_server_without_a_key_gets_notauth(target: Target, qtype: str) -> None:
+    """This server has no TSIG key: a query signed with any key is one signed with a
+    key it does not know, answered NOTAUTH over UDP and TCP (RFC 8945 5.2.1), not
+    left unanswered with an error in the log."""
+    query = dns.message.make_query(NAME, qtype)
+    query.use_tsig(dns.tsig.Key("attacker.", base64.b64encode(b"k" * 32).decode()))
+    wire = query.to_wire()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.connect(("127.0.0.1", target.dns_port))
+        sock.send(wire)
+        replies = [sock.recv(65535)]
+    with socket.create_connection(("127.0.0.1", target.dns_port), timeout=TIMEOUT) as sock:
+        sock.sendall(len(wire).to_bytes(2, "big") + wire)
+        replies.append(_read_frame(sock) or b"")
+    for reply in replies:
+        _check_attack_reply(wire, reply)
+        assert reply[3] & 0x0F == dns.rcode.NOTAUTH
+        assert reply[6:8] == b"\x00\x00", "no answer records"
 
 
 def test_the_server_still_answers_and_logged_nothing_alarming(target: Target) -> None:
