@@ -718,17 +718,30 @@ def split_password(url: str) -> tuple[str, str | None]:
     A password in the query (``?password=``) is taken out too; ValueError for
     anything but a ``postgresql://`` (or ``postgres://``) URL. Nothing else is
     checked here: libpq judges the rest when it connects.
+
+    The user information is read as libpq reads it: up to the first ``@`` before
+    any ``/``. A ``?`` or ``#`` in a password that is not percent-encoded is
+    libpq's password all the same (and connects), where a URL parser would end the
+    host there and leave the password in the URL that the log and errors show.
     """
-    parts = urllib.parse.urlsplit(url.strip())
-    if parts.scheme not in ("postgresql", "postgres"):
+    scheme, separator, rest = url.strip().partition("://")
+    scheme = scheme.lower()
+    if not separator or scheme not in ("postgresql", "postgres"):
         raise ValueError("expected postgresql://user@host:port/database")
     password = None
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    if at:
+    end = next((i for i, char in enumerate(rest) if char in "@/"), len(rest))
+    userinfo = None
+    if rest[end:end + 1] == "@":
+        userinfo, rest = rest[:end], rest[end + 1:]
         user, colon, secret = userinfo.partition(":")
         if colon:
             password = urllib.parse.unquote(secret) or None
             userinfo = user
+    elif "@" in rest.partition("?")[0]:
+        # libpq would take the user and password for a host and port: the URL is
+        # wrong, and showing it would show the password.
+        raise ValueError("'@' after a '/': write a '/' in the password as %2F")
+    parts = urllib.parse.urlsplit(f"{scheme}://{rest}")
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     for key, value in query:
         if key == "password":
@@ -736,9 +749,9 @@ def split_password(url: str) -> tuple[str, str | None]:
     kept = urllib.parse.urlencode(
         [(k, v) for k, v in query if k != "password"], quote_via=urllib.parse.quote
     )
-    netloc = f"{userinfo}@{hosts}" if at else hosts
+    netloc = parts.netloc if userinfo is None else f"{userinfo}@{parts.netloc}"
     # Not urlunsplit: it drops the "//" of an empty host (postgresql:///db, a local socket).
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{kept}" if kept else ""), password
+    return f"{scheme}://{netloc}{parts.path}" + (f"?{kept}" if kept else ""), password
 
 
 def _max_records(settings: Settings, acmedns: AcmeDnsConfig) -> int:

@@ -380,6 +380,38 @@ def test_the_password_in_database_url_is_never_shown(
         assert "wr0ng" not in text
 
 
+def test_a_password_with_url_delimiters_is_taken_as_libpq_takes_it(
+    tmp_path: Path, postgres_server: PostgresServer, postgres_database: str
+) -> None:
+    """libpq reads ``user:pass?word#x@host`` (not percent-encoded) as a password up to
+    the ``@``; a URL parser ends the host at the ``?`` or ``#``. The gateway must take
+    out the password libpq uses, not show what it took for a host."""
+    role = f"r{secrets.token_hex(4)}"
+    stem = secrets.token_hex(8)
+    password = f"{stem}?q#f"
+    with contextlib.closing(postgres_server.connect(postgres_database)) as db:
+        db.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        db.execute(f'ALTER DATABASE "{postgres_database}" OWNER TO {role}')
+    where = f"127.0.0.1:{postgres_server.port}/{postgres_database}"
+    settings = server_settings(tmp_path, DATABASE_URL=f"postgresql://{role}:{password}@{where}")
+    check = run_gateway(tmp_path, settings, ["--check-config"])
+    assert check.returncode == 0, check.stderr
+    assert f"state:       PostgreSQL at postgresql://{role}@{where}" in check.stdout
+    with running_gateway(tmp_path, settings) as gw:
+        assert setup_through(settings) == 201
+    wrong = server_settings(tmp_path, DATABASE_TIMEOUT="2",
+                            DATABASE_URL=f"postgresql://{role}:{stem[::-1]}#x@{where}")
+    refused = run_gateway(tmp_path, wrong)
+    assert refused.returncode == 1 and "password authentication failed" in refused.stderr
+    # A "/" in it cannot be told from the path: refused, without showing it.
+    slash = server_settings(tmp_path, DATABASE_URL=f"postgresql://{role}:{stem}/x@{where}")
+    unclear = run_gateway(tmp_path, slash, ["--check-config"])
+    assert unclear.returncode == 2 and "write a '/' in the password as %2F" in unclear.stderr
+    for text in (check.stdout, check.stderr, gw.stdout, gw.stderr, refused.stderr,
+                 unclear.stdout, unclear.stderr):
+        assert stem not in text and stem[::-1] not in text
+
+
 @pytest.mark.parametrize("source", ["DATABASE_PASSWORD_FILE", "PGPASSFILE"])
 def test_the_database_password_from_a_file(
     tmp_path: Path, postgres_server: PostgresServer, postgres_database: str, source: str
