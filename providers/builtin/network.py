@@ -286,7 +286,9 @@ class Responder:
                     if log.isEnabledFor(logging.DEBUG):
                         self._log_fast(data, n, answer, "TCP")
                     return [_reply(data, data[12:], answer, -1, 0, TCP_SIZE)]
-            if _is_transfer(data):
+            # Only a query (QR clear, opcode QUERY) asks for a transfer; a response or
+            # another opcode goes the slow way: dropped, or NOTIMP.
+            if n >= 12 and not data[2] & 0xF8 and _is_transfer(data):
                 if self.transfers is not None:
                     return self.transfers.respond(data, address)
                 return [_no_transfer(data)]

@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import make_value
 from tests.gateway.procs import GatewayProcess, builtin_settings, running_gateway
+from tests.hostile.wire import read_frame
 from tests.system import free_port
 
 NAME = "_acme-challenge.example.test"
@@ -120,30 +121,13 @@ def _is_probe_reply(data: bytes) -> bool:
     )
 
 
-def _read_frame(sock: socket.socket) -> bytes | None:
-    head = b""
-    while len(head) < 2:
-        chunk = sock.recv(2 - len(head))
-        if not chunk:
-            return None
-        head += chunk
-    size = int.from_bytes(head, "big")
-    body = b""
-    while len(body) < size:
-        chunk = sock.recv(size - len(body))
-        if not chunk:
-            return None
-        body += chunk
-    return body
-
-
 def _tcp(target: Target, attack: bytes) -> None:
     with socket.create_connection(("127.0.0.1", target.dns_port), timeout=TIMEOUT) as sock:
         probe = _probe()
         frames = [len(wire).to_bytes(2, "big") + wire for wire in (attack, probe)]
         sock.sendall(b"".join(frames))
         while True:
-            data = _read_frame(sock)
+            data = read_frame(sock)
             if data is None:
                 break  # hung up on: the attack was not DNS; a new connection must work
             if _is_probe_reply(data):
@@ -153,7 +137,7 @@ def _tcp(target: Target, attack: bytes) -> None:
     with socket.create_connection(("127.0.0.1", target.dns_port), timeout=TIMEOUT) as sock:
         probe = _probe()
         sock.sendall(len(probe).to_bytes(2, "big") + probe)
-        data = _read_frame(sock)
+        data = read_frame(sock)
         assert data is not None
         _check_probe(target, data)
 
@@ -237,7 +221,7 @@ def test_a_signed_query_to_a_server_without_a_key_gets_notauth(target: Target, q
         replies = [sock.recv(65535)]
     with socket.create_connection(("127.0.0.1", target.dns_port), timeout=TIMEOUT) as sock:
         sock.sendall(len(wire).to_bytes(2, "big") + wire)
-        replies.append(_read_frame(sock) or b"")
+        replies.append(read_frame(sock) or b"")
     for reply in replies:
         _check_attack_reply(wire, reply)
         assert reply[3] & 0x0F == dns.rcode.NOTAUTH

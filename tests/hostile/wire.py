@@ -64,3 +64,20 @@ def unread(port: int, client: socket.socket) -> int | None:
 def _hex_address(address: str) -> str:
     """An IPv4 address as /proc/net/tcp writes it (host byte order, little-endian here)."""
     return socket.inet_aton(address)[::-1].hex().upper()
+
+
+def read_frame(sock: socket.socket) -> bytes | None:
+    """One DNS message over TCP (RFC 7766: two bytes of length, then the message);
+    None if the server hung up first."""
+    head = _receive(sock, 2)
+    return None if head is None else _receive(sock, int.from_bytes(head, "big"))
+
+
+def _receive(sock: socket.socket, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data

@@ -1,0 +1,109 @@
+"""Zone transfer requests that are not queries, against a real gateway process.
+
+A gateway runs as ``python -m gateway`` with ``PROVIDER=builtin``, a
+``BUILTIN_ZONE`` with one secondary (127.0.0.1, a port nobody answers NOTIFY
+on) and a TSIG key; shared by the module. The tests of the secondaries' rules
+(tests/providers/test_builtin_transfer.py) send queries; these send what only
+looks like one, over TCP, from the secondary's address and another:
+
+* a response (QR set) asking for the zone is not answered (answering a
+  response could start a loop), and costs no error in the log;
+* a NOTIFY, UPDATE or STATUS message with an AXFR or IXFR question gets no
+  zone (NOTIMP, or FORMERR for what cannot be parsed), even signed and from
+  the secondary: a transfer is a QUERY.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+from collections.abc import Iterator
+
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.rcode
+import dns.tsig
+import pytest
+
+from tests.gateway.procs import GatewayProcess, builtin_settings, running_gateway
+from tests.hostile.wire import read_frame
+from tests.system import free_port
+
+ZONE = "acme.example.net"
+KEY = dns.tsig.Key("transfer.", base64.b64encode(b"t" * 32).decode())
+SECONDARY, STRANGER = "127.0.0.1", "127.0.0.2"
+TIMEOUT = 10.0
+
+
+class Primary:
+    def __init__(self, gateway: GatewayProcess, dns_port: int) -> None:
+        self.gateway = gateway
+        self.dns_port = dns_port
+
+    def exchange(self, wire: bytes, source: str) -> bytes | None:
+        """The first message answering *wire* over TCP from *source*; None: hung up on."""
+        with socket.socket() as sock:
+            sock.settimeout(TIMEOUT)
+            sock.bind((source, 0))
+            sock.connect(("127.0.0.1", self.dns_port))
+            sock.sendall(len(wire).to_bytes(2, "big") + wire)
+            return read_frame(sock)
+
+
+@pytest.fixture(scope="module")
+def primary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Primary]:
+    folder = tmp_path_factory.mktemp("dns-transfers")
+    port, dns_port = free_port(), free_port()
+    settings = builtin_settings(
+        folder, port, dns_port,
+        BUILTIN_ZONE=ZONE,
+        BUILTIN_SECONDARIES=f"{SECONDARY}:{free_port()}",
+        BUILTIN_TSIG_KEY_NAME=KEY.name.to_text(),
+        BUILTIN_TSIG_SECRET=base64.b64encode(KEY.secret).decode(),
+        BUILTIN_RATE_LIMIT_EXEMPT="127.0.0.0/8",
+    )
+    with running_gateway(folder, settings) as gateway:
+        yield Primary(gateway, dns_port)
+
+
+def _request(qtype: str, *, signed: bool = True) -> dns.message.Message:
+    message = dns.message.make_query(ZONE, qtype)
+    if signed:
+        message.use_tsig(KEY)
+    return message
+
+
+@pytest.mark.parametrize("source", [SECONDARY, STRANGER])
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("qtype", ["AXFR", "IXFR"])
+def test_a_response_asking_for_the_zone_is_not_answered(
+    primary: Primary, source: str, signed: bool, qtype: str
+) -> None:
+    message = _request(qtype, signed=signed)
+    message.flags |= dns.flags.QR
+    assert primary.exchange(message.to_wire(), source) is None
+    log = primary.gateway.stderr
+    assert "could not be answered" not in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize("opcode", [dns.opcode.NOTIFY, dns.opcode.UPDATE, dns.opcode.STATUS])
+@pytest.mark.parametrize("qtype", ["AXFR", "IXFR"])
+def test_a_transfer_question_under_another_opcode_gets_no_zone(
+    primary: Primary, opcode: dns.opcode.Opcode, qtype: str
+) -> None:
+    message = _request(qtype)
+    message.set_opcode(opcode)
+    reply = primary.exchange(message.to_wire(), SECONDARY)
+    assert reply is not None
+    # Read from the header: an UPDATE whose zone section has type AXFR cannot be
+    # parsed, so its FORMERR cannot be signed.
+    assert reply[:2] == message.id.to_bytes(2, "big") and reply[2] & 0x80
+    assert reply[3] & 0x0F in (dns.rcode.NOTIMP, dns.rcode.FORMERR)
+    assert reply[6:8] == b"\x00\x00", "no zone records"
+    # A real query from the secondary still gets the zone: the key and address work.
+    query = _request(qtype)
+    reply = primary.exchange(query.to_wire(), SECONDARY)
+    assert reply is not None
+    assert dns.message.from_wire(reply, keyring={KEY.name: KEY}, request_mac=query.mac).answer
