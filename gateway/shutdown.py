@@ -17,6 +17,7 @@ the process ends at once, with status 1.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -24,7 +25,7 @@ import threading
 import time
 from collections.abc import Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from types import CoroutineType, FrameType, GeneratorType
+from types import AsyncGeneratorType, CoroutineType, FrameType, GeneratorType
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ STOP_BOUND = 15.0
 # How long a task that was cancelled gets to end (its finally blocks to run)
 # before it is cancelled again.
 AGAIN = 0.5
+_ASYNCIO_FOLDER = f"{os.sep}asyncio{os.sep}"
+# The objects an async generator's asend()/athrow() return.
+_ASYNC_GENERATOR_STEPS = ("async_generator_asend", "async_generator_athrow")
 # How long what is left once the main coroutine has returned (tasks, threads)
 # gets to end before the process ends without it.
 LEFT_BOUND = 5.0
@@ -78,9 +82,15 @@ async def stop_tasks(
 
 
 def waiting_in(task: asyncio.Task[Any]) -> str:
-    """Where *task* waits: the innermost coroutine it awaits."""
+    """Where *task* waits: the innermost coroutine it awaits, and if that is asyncio's
+    own (``sleep``, ``wait``), the innermost one that is not."""
     chain = await_chain(task)
-    return chain[-1] if chain else "an unknown place"
+    if not chain:
+        return "an unknown place"
+    ours = [place for place in chain if _ASYNCIO_FOLDER not in place]
+    if ours and ours[-1] != chain[-1]:
+        return f"{chain[-1]}, from {ours[-1]}"
+    return chain[-1]
 
 
 def await_chain(task: asyncio.Task[Any]) -> list[str]:
@@ -95,9 +105,17 @@ def await_chain(task: asyncio.Task[Any]) -> list[str]:
             frame, awaited = awaited.cr_frame, awaited.cr_await
         elif isinstance(awaited, GeneratorType):
             frame, awaited = awaited.gi_frame, awaited.gi_yieldfrom
+        elif isinstance(awaited, AsyncGeneratorType):
+            frame, awaited = awaited.ag_frame, awaited.ag_await
+        elif type(awaited).__name__ in _ASYNC_GENERATOR_STEPS:
+            # A step of an async generator (an asynccontextmanager, aiohttp's
+            # cleanup_ctx) names its generator nowhere but among its references.
+            awaited = next(
+                (r for r in gc.get_referents(awaited) if isinstance(r, AsyncGeneratorType)), None
+            )
+            continue
         else:
-            # A future, or an async generator's step: nothing further to show.
-            break
+            break  # a future: nothing further to show
         if frame is not None:
             frames.append(frame)
     return [f"{f.f_code.co_name} at {f.f_code.co_filename}:{f.f_lineno}" for f in frames]
@@ -146,7 +164,9 @@ def run(main: Coroutine[Any, Any, int], bound: float = LEFT_BOUND) -> int:
         status = loop.run_until_complete(main)
         left = [t for t in asyncio.all_tasks(loop) if not t.done()]
         stuck = not loop.run_until_complete(stop_tasks(left, "what still ran at exit", bound))
-        loop.run_until_complete(_bounded(loop.shutdown_asyncgens(), bound))
+        if not stuck:
+            # An async generator a stuck task is running in cannot be closed.
+            loop.run_until_complete(_bounded(loop.shutdown_asyncgens(), bound))
         executor.shutdown(wait=False, cancel_futures=True)
         threads = _wait_for_threads(bound)
         if threads:

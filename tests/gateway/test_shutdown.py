@@ -279,6 +279,7 @@ def test_a_gateway_with_a_task_and_a_thread_that_never_stop_exits_on_sigterm_say
         print(f"SIGTERM to exit: {time.monotonic() - started:.2f}s")
         log = gw.stderr
         assert status == 1, gw.describe()
-        assert "going on without waiting for stubborn (waiting in " in log, log
+        assert "going on without waiting for stubborn (waiting in sleep at " in log, log
+        assert ", from stay at " in log, log
         assert "(in nap at " in log, log
         assert "exiting now, without waiting for what did not stop (exit status 1)" in log
