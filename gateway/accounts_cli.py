@@ -158,7 +158,9 @@ class AdminClient:
         return data
 
     def list(self, owner: str | None, name: str | None) -> dict[str, Any]:
-        query = urlencode({k: v for k, v in (("owner", owner), ("name", name)) if v})
+        # An empty filter goes to the gateway, which refuses it: listing every
+        # account for `--owner "$EMPTY"` would hand a script all of them.
+        query = urlencode({k: v for k, v in (("owner", owner), ("name", name)) if v is not None})
         return self.call("GET", "/accounts" + (f"?{query}" if query else ""))
 
     def rotate(self, username: str) -> dict[str, Any]:

@@ -105,14 +105,17 @@ async def list_accounts(request: web.Request) -> web.Response:
 def _account_filters(request: web.Request) -> tuple[str | None, str | None]:
     """``owner`` (a registrant's label) and ``name`` (accounts for names within it).
 
-    An unknown parameter is a 400, not ignored: a script that misspells a filter
-    must not get (and act on) every account.
+    An unknown parameter is a 400, not ignored, and so is an empty one: a script
+    that misspells a filter, or fills it from a variable that is empty, must not
+    get (and act on) every account.
     """
-    for key in request.query:
+    for key, value in request.query.items():
         if key not in ("owner", "name"):
             raise BadRequest(key, "unknown parameter; the filters are owner and name")
-    owner = request.query.get("owner") or None
-    name = request.query.get("name") or None
+        if not value:
+            raise BadRequest(key, "empty; leave the filter out to list every account")
+    owner = request.query.get("owner")
+    name = request.query.get("name")
     if name is None:
         return owner, None
     try:

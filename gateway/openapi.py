@@ -184,7 +184,7 @@ def document(app: web.Application) -> dict[str, Any]:
                             "in": "query",
                             "required": False,
                             "description": "only the accounts this caller registered",
-                            "schema": {"type": "string"},
+                            "schema": {"type": "string", "minLength": 1},
                         },
                         {
                             "name": "name",

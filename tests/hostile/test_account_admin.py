@@ -174,11 +174,17 @@ def test_filters_by_owner_and_name(gateway: Gateway) -> None:
     assert {by_dora.username, STATIC_USER} <= within_shop
     assert by_carol.username not in within_shop
     assert gateway.usernames(CAROL, "?owner=dora&name=filter.example.org") == set()
-    # A misspelt filter is refused, not ignored: a script must not get every account.
-    for query, culprit in (("?onwer=dora", "onwer"), ("?name=bad..name", "name")):
+    # A misspelt or empty filter is refused, not ignored: a script must not get every
+    # account (an empty one: a filter filled from a variable that is empty).
+    for query, culprit in (("?onwer=dora", "onwer"), ("?name=bad..name", "name"),
+                           ("?owner=", "owner"), ("?owner=dora&name=", "name")):
         answer = gateway.call("GET", f"/accounts{query}", headers=CAROL)
         assert answer.status == 400, answer
         assert answer.json()["message"].startswith(f"{culprit}:")
+    for option in ("--owner", "--name"):
+        empty = cli(gateway, "list", "--json", option, "")
+        assert (empty.returncode, empty.stdout) == (1, ""), empty
+        assert f"400 {option[2:]}: empty" in empty.stderr
 
 
 def test_a_user_who_is_no_admin_may_not_touch_accounts(gateway: Gateway) -> None:
