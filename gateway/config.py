@@ -741,7 +741,8 @@ def split_password(url: str) -> tuple[str, str | None]:
         # libpq would take the user and password for a host and port: the URL is
         # wrong, and showing it would show the password.
         raise ValueError("'@' after a '/': write a '/' in the password as %2F")
-    parts = urllib.parse.urlsplit(f"{scheme}://{rest}")
+    # No fragment: libpq has none, and a "#" in ?password= is part of the password.
+    parts = urllib.parse.urlsplit(f"{scheme}://{rest}", allow_fragments=False)
     query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
     for key, value in query:
         if key == "password":

@@ -399,6 +399,10 @@ def test_a_password_with_url_delimiters_is_taken_as_libpq_takes_it(
     assert f"state:       PostgreSQL at postgresql://{role}@{where}" in check.stdout
     with running_gateway(tmp_path, settings) as gw:
         assert setup_through(settings) == 201
+    # In the query, a "#" is no fragment to libpq: it is in the password.
+    query = server_settings(tmp_path, DATABASE_URL=f"postgresql://{role}@{where}?password={password}")
+    in_query = run_gateway(tmp_path, query, ["--check-config"])
+    assert in_query.returncode == 0, in_query.stderr
     wrong = server_settings(tmp_path, DATABASE_TIMEOUT="2",
                             DATABASE_URL=f"postgresql://{role}:{stem[::-1]}#x@{where}")
     refused = run_gateway(tmp_path, wrong)
@@ -407,8 +411,8 @@ def test_a_password_with_url_delimiters_is_taken_as_libpq_takes_it(
     slash = server_settings(tmp_path, DATABASE_URL=f"postgresql://{role}:{stem}/x@{where}")
     unclear = run_gateway(tmp_path, slash, ["--check-config"])
     assert unclear.returncode == 2 and "write a '/' in the password as %2F" in unclear.stderr
-    for text in (check.stdout, check.stderr, gw.stdout, gw.stderr, refused.stderr,
-                 unclear.stdout, unclear.stderr):
+    for text in (check.stdout, check.stderr, gw.stdout, gw.stderr, in_query.stdout,
+                 in_query.stderr, refused.stderr, unclear.stdout, unclear.stderr):
         assert stem not in text and stem[::-1] not in text
 
 
