@@ -347,7 +347,14 @@ class Responder:
                 _log_query(question.name, question.rdtype, answer, "TCP" if tcp else "UDP")
             limit = TCP_SIZE if tcp else _udp_limit(payload)
             wire = _reply(data, wire_question, answer, payload, do, limit)
-            return _signed(wire, query, limit) if query.had_tsig else wire
+            if not query.had_tsig:
+                return wire
+            try:
+                return _signed(wire, query, limit)
+            except dns.exception.TooBig:
+                # The records fit, their signature not beside them: empty with TC set,
+                # as any answer too big, and the client asks over TCP.
+                return _signed(_reply(data, wire_question, answer, payload, do, 0), query, limit)
         return response.to_wire(max_size=TCP_SIZE if tcp else PLAIN_UDP_SIZE)
 
     @staticmethod

@@ -1,4 +1,5 @@
-"""Zone transfer requests that are not queries, against a real gateway process.
+"""Zone transfer requests that are not queries, and signed queries, against a real
+gateway process.
 
 A gateway runs as ``python -m gateway`` with ``PROVIDER=builtin``, a
 ``BUILTIN_ZONE`` with one secondary (127.0.0.1, a port nobody answers NOTIFY
@@ -10,7 +11,10 @@ looks like one, over TCP, from the secondary's address and another:
   response could start a loop), and costs no error in the log;
 * a NOTIFY, UPDATE or STATUS message with an AXFR or IXFR question gets no
   zone (NOTIMP, or FORMERR for what cannot be parsed), even signed and from
-  the secondary: a transfer is a QUERY.
+  the secondary: a transfer is a QUERY;
+* a signed query over UDP whose records fit in 512 bytes but not beside their
+  signature gets a signed, empty answer with TC set (the client asks over TCP),
+  not none and an error in the log.
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ from collections.abc import Iterator
 import dns.flags
 import dns.message
 import dns.opcode
+import dns.query
 import dns.rcode
 import dns.tsig
 import pytest
+import requests
 
+from tests.conftest import make_value
 from tests.gateway.procs import GatewayProcess, builtin_settings, running_gateway
 from tests.hostile.wire import read_frame
 from tests.system import free_port
@@ -37,9 +44,17 @@ TIMEOUT = 10.0
 
 
 class Primary:
-    def __init__(self, gateway: GatewayProcess, dns_port: int) -> None:
+    def __init__(self, gateway: GatewayProcess, port: int, dns_port: int) -> None:
         self.gateway = gateway
+        self.port = port
         self.dns_port = dns_port
+
+    def setup(self, value: str) -> None:
+        answer = requests.post(
+            f"http://127.0.0.1:{self.port}/", timeout=60,
+            json={"argument": "setup", "domain_name": "example.test", "challenge_content": value},
+        )
+        assert answer.status_code == 201, answer.text
 
     def exchange(self, wire: bytes, source: str) -> bytes | None:
         """The first message answering *wire* over TCP from *source*; None: hung up on."""
@@ -62,9 +77,10 @@ def primary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Primary]:
         BUILTIN_TSIG_KEY_NAME=KEY.name.to_text(),
         BUILTIN_TSIG_SECRET=base64.b64encode(KEY.secret).decode(),
         BUILTIN_RATE_LIMIT_EXEMPT="127.0.0.0/8",
+        PROPAGATION_NAMESERVERS=f"127.0.0.1:{dns_port}",
     )
     with running_gateway(folder, settings) as gateway:
-        yield Primary(gateway, dns_port)
+        yield Primary(gateway, port, dns_port)
 
 
 def _request(qtype: str, *, signed: bool = True) -> dns.message.Message:
@@ -107,3 +123,19 @@ def test_a_transfer_question_under_another_opcode_gets_no_zone(
     reply = primary.exchange(query.to_wire(), SECONDARY)
     assert reply is not None
     assert dns.message.from_wire(reply, keyring={KEY.name: KEY}, request_mac=query.mac).answer
+
+
+def test_a_signed_answer_too_big_for_its_signature_is_truncated(primary: Primary) -> None:
+    query = dns.message.make_query("_acme-challenge.example.test", "TXT", use_edns=False)
+    query.use_tsig(KEY)
+    # Eight values: 8 x 56 bytes of records fit in 512 bytes, not with the TSIG record.
+    values = [make_value() for _ in range(8)]
+    for value in values:
+        primary.setup(value)
+    # dnspython checks the answers' signatures with the query's key.
+    reply = dns.query.udp(query, "127.0.0.1", port=primary.dns_port, timeout=TIMEOUT)
+    assert reply.had_tsig and reply.flags & dns.flags.TC and reply.answer == []
+    over_tcp = dns.query.tcp(query, "127.0.0.1", port=primary.dns_port, timeout=TIMEOUT)
+    assert {b"".join(r.strings).decode() for r in over_tcp.answer[0]} == set(values)
+    log = primary.gateway.stderr
+    assert "could not be answered" not in log, log[-3000:]
