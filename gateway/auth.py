@@ -158,6 +158,16 @@ def client_address(request: web.Request, config: AuthConfig) -> IPAddress:
     return addr
 
 
+def _is_utf8(text: str) -> bool:
+    """Whether *text* came from valid UTF-8 (aiohttp decodes other header bytes with
+    surrogate escapes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_basic(request: web.Request) -> tuple[str, str] | None:
     """``(user, password)`` from an ``Authorization: Basic`` header, or None if absent."""
     header = request.headers.get("Authorization")
@@ -509,6 +519,10 @@ class Authenticator:
         if self.accounts is None:
             raise Unauthorized("no acme-dns accounts")
         self.check_limit(addr)
+        if not (_is_utf8(user) and _is_utf8(key)):
+            # Header bytes that are not UTF-8 (decoded with surrogates): no account has
+            # them, and neither the state's database nor the key hash can take them.
+            self.wrong_secret(addr, "invalid X-Api-User or X-Api-Key")
         account = await self.accounts.verify(user, key)
         if account is None:
             self.wrong_secret(addr, "invalid X-Api-User or X-Api-Key")

@@ -10,7 +10,9 @@ SIGHUP the way an operator does it:
   after the reload;
 * a registered account deleted through the admin API or ``acmegw-accounts`` (a
   client of that API) is refused from its next request on, and its values are
-  withdrawn.
+  withdrawn;
+* ``X-Api-User`` or ``X-Api-Key`` bytes that are not UTF-8 are a 401, not an
+  internal error with a traceback in the log.
 """
 
 from __future__ import annotations
@@ -192,3 +194,22 @@ def test_deleting_an_account_from_the_command_line(gateway: Gateway, tmp_path: P
     missing = delete()
     assert missing.returncode == 1
     assert f"404 no acme-dns account {account.username}" in missing.stderr
+
+
+@pytest.mark.parametrize("user, key", [("\xff\xfe", STATIC_KEY), (STATIC_USER, "\xff" * 40),
+                                       ("\xed\xa0\x80", "\xed\xa0\x80")])
+def test_credentials_that_are_not_utf_8_are_a_401(gateway: Gateway, user: str, key: str) -> None:
+    """Header bytes that are not UTF-8 (http.client sends these strings as Latin-1
+    bytes; the last is an encoded surrogate) are wrong credentials like any other,
+    not an internal error: anyone could have filled the log with tracebacks."""
+    body = {"subdomain": STATIC_SUB, "txt": make_value()}
+    answer = gw_update(gateway, user, key, body)
+    assert answer.status == 401, answer
+    assert answer.headers.get("WWW-Authenticate", "").startswith("Basic")
+    assert gw_update(gateway, STATIC_USER, STATIC_KEY, body).status == 200
+    log = gateway.process.stderr
+    assert "Traceback" not in log and "unexpected error" not in log, log[-3000:]
+
+
+def gw_update(gw: Gateway, user: str, key: str, body: dict[str, str]) -> Answer:
+    return gw.call("POST", "/update", headers={"X-Api-User": user, "X-Api-Key": key}, body=body)
