@@ -13,6 +13,8 @@ cache in either that could outlive it.
   never pass that admin's account cap together (the database counts and
   inserts in one step; the test makes each insert slow, so that every
   registration has counted before any has inserted unless they are serialised).
+* A NUL in an account's name or owner asked for (which PostgreSQL's text cannot
+  hold) is an account that does not exist, not a database failure.
 """
 
 from __future__ import annotations
@@ -165,3 +167,17 @@ def test_registrations_at_once_on_two_replicas_stay_under_the_cap(replicas: Repl
     statuses = sorted(a.status for a in answers)
     assert statuses == [201] * CAP + [429] * (attempts - CAP), [a.body for a in answers]
     assert replicas.sql("SELECT count(*) FROM accounts WHERE owner = 'erin'") == [(CAP,)]
+
+
+def test_a_nul_in_a_username_or_owner_is_nobody_not_a_database_failure(
+    replicas: Replicas,
+) -> None:
+    """PostgreSQL's text cannot hold NUL: such a name asked for is an account that does
+    not exist (404, an empty list), not a 503 saying the database cannot be read."""
+    for method, path, status in (("DELETE", "/accounts/a%00b", 404),
+                                 ("POST", "/accounts/%00/rotate", 404),
+                                 ("GET", "/accounts?owner=carol%00", 200)):
+        answer = replicas.call(0, method, path, headers=CAROL)
+        assert answer.status == status, (path, answer)
+    assert replicas.call(0, "GET", "/accounts?owner=carol%00", headers=CAROL).json() == {
+        "accounts": []}
