@@ -315,11 +315,17 @@ def names_validated(account: Account, delegations: Iterable[tuple[str, str]]) ->
     configuration says: the names ``DELEGATIONS`` point at its record, or the base
     of its ``_acme-challenge`` name. None for an account under ``ACMEDNS_ZONE``: it
     answers for whichever names their owners CNAME to it."""
-    delegated = tuple(name for name, target in delegations if target == account.fqdn)
+    return names_answered(account.fqdn, delegations)
+
+
+def names_answered(fqdn: str, delegations: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    """The names whose ``dns-01`` challenges a TXT record at *fqdn* answers: those
+    ``DELEGATIONS`` point at it, or the base of an ``_acme-challenge`` name."""
+    delegated = tuple(name for name, target in delegations if target == fqdn)
     if delegated:
         return delegated
-    base = base_name(account.fqdn)
-    return () if base == account.fqdn else (base,)
+    base = base_name(fqdn)
+    return () if base == fqdn else (base,)
 
 
 def may_administer(

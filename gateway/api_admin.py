@@ -7,6 +7,9 @@ admitted caller; ``/records`` (the pending records with age and owner) and
 description anyone. No answer shows a TXT value: only its short tag, as the
 audit log does.
 
+An admin user restricted to some domains sees, on ``/records``, only the
+records for names within them and those of the accounts it administers.
+
 ``/accounts`` lists, rotates and deletes acme-dns accounts. An admin user
 restricted to some domains sees only the accounts bound to names within them,
 and the accounts under ``ACMEDNS_ZONE`` it registered itself
@@ -25,9 +28,10 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from gateway.acmedns import Account, may_administer, names_validated
+from gateway.acmedns import Account, may_administer, names_answered, names_validated
 from gateway.auth import Identity, caller
 from gateway.errors import BadRequest, Conflict, NotFound
+from gateway.journal import Record
 from gateway.keys import ACCOUNTS, JOURNAL, LIVE, METRICS, SERVICE, STATE
 from gateway.metrics import CONTENT_TYPE
 from gateway.openapi import document
@@ -52,7 +56,14 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def records(request: web.Request) -> web.Response:
+    """``GET /records``: the journaled records this admin may see. An admin restricted
+    to some domains sees those for names within them, and those of the acme-dns
+    accounts it administers; others' names stay unknown to it, as on ``/accounts``."""
+    admin = caller(request)
     now = time.time()
+    journaled = await request.app[JOURNAL].all()
+    if admin.domains is not None:
+        journaled = await _within_reach(request, admin, journaled)
     rows = [
         {
             "fqdn": r.fqdn,
@@ -61,9 +72,28 @@ async def records(request: web.Request) -> web.Response:
             "state": r.state,
             "age": round(now - r.created, 1),
         }
-        for r in await request.app[JOURNAL].all()
+        for r in journaled
     ]
     return web.json_response({"records": rows})
+
+
+async def _within_reach(
+    request: web.Request, admin: Identity, journaled: list[Record]
+) -> list[Record]:
+    domains = admin.domains or ()
+    delegations = request.app[LIVE].config.delegations
+    administered = {
+        account.label
+        for account in await request.app[ACCOUNTS].all()
+        if may_administer(domains, admin.label, account, delegations)
+    }
+    return [
+        r
+        for r in journaled
+        if r.owner == admin.label
+        or r.owner in administered
+        or any(is_within(name, d) for name in names_answered(r.fqdn, delegations) for d in domains)
+    ]
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -60,14 +60,16 @@ async def test_metrics_provider_failures(gateway: GatewayFactory) -> None:
 async def test_records_for_admins_without_values(gateway: GatewayFactory) -> None:
     client, _ = await gateway()
     v = make_value()
-    await client.post("/", data=body("setup", v), headers=ALICE)
+    await client.post("/", data=body("setup", v, "shop.example.test"), headers=ALICE)
+    # Outside carol's domains: not for her to see (tests/hostile/test_account_admin.py).
+    await client.post("/", data=body("setup", make_value()), headers=ALICE)
     assert (await client.get("/records", headers=ALICE)).status == 403
     r = await client.get("/records", headers=CAROL)
     assert r.status == 200
     text = await r.text()
     assert v not in text
     (record,) = json.loads(text)["records"]
-    assert record["fqdn"] == "_acme-challenge.example.test"
+    assert record["fqdn"] == "_acme-challenge.shop.example.test"
     assert record["owner"] == "alice"
     assert record["state"] == "present"
     assert 0 <= record["age"] < 60

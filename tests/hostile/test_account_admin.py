@@ -7,7 +7,8 @@ alice, a user who is no admin. The attacks, on the wire:
 * a user who is no admin lists, rotates or deletes (403);
 * a restricted admin lists, rotates or deletes an account outside its domains:
   the account is, to it, one that does not exist (404, the same answer as for a
-  name nobody has), and keeps working;
+  name nobody has), and keeps working; ``/records`` shows it no record of others'
+  names either;
 * an old key after a rotation, a deleted account: 401 from the next request on;
 * a key (or its hash) in any answer but the one that made it, or in the log.
 
@@ -28,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from lib.names import value_tag
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
 from tests.gateway.procs import (
@@ -237,6 +239,43 @@ def test_a_restricted_admin_sees_and_touches_only_accounts_within_its_domains(
     assert gateway.call("DELETE", f"/accounts/{carols_delegated.username}",
                         headers=DORA).status == 200
     assert gateway.call("DELETE", f"/accounts/{doras_zone.username}", headers=DORA).status == 200
+
+
+def test_a_restricted_admin_sees_only_the_records_within_its_domains(gateway: Gateway) -> None:
+    """``/records`` as ``/accounts``: dora sees the records for names within
+    shop.example.test (a delegated one by the name it answers for, though written at
+    its target outside) and those of the accounts she administers; no other name or
+    owner reaches her. carol, an admin of every domain, sees them all."""
+
+    def setup(who: dict[str, str], name: str) -> str:
+        value = make_value()
+        answer = gateway.call("POST", "/", headers=who, body={
+            "argument": "setup", "domain_name": name, "challenge_content": value})
+        assert answer.status == 201, answer
+        return value_tag(value)
+
+    secret = setup(ALICE, "secret-project.example.org")
+    in_shop = setup(ALICE, "www.shop.example.test")
+    delegated = setup(CAROL, DELEGATED)
+    doras_zone = gateway.register(DORA)
+    carols_zone = gateway.register(CAROL)
+    for account in (doras_zone, carols_zone):
+        assert account.update(gateway).status == 200
+
+    def records(who: dict[str, str]) -> dict[str, dict[str, Any]]:
+        answer = gateway.call("GET", "/records", headers=who)
+        assert answer.status == 200, answer
+        return {row["fqdn"] + " " + row["owner"]: row for row in answer.json()["records"]}
+
+    doras, carols = records(DORA), records(CAROL)
+    assert "_acme-challenge.www.shop.example.test alice" in doras
+    assert f"{DELEGATION_TARGET} carol" in doras
+    assert f"{doras_zone.fulldomain} acmedns:{doras_zone.username}" in doras
+    shown = json.dumps(doras)
+    for hidden in ("secret-project", carols_zone.username, secret):
+        assert hidden not in shown, hidden
+    assert {row["value"] for row in carols.values()} >= {secret, in_shop, delegated}
+    assert set(doras) < set(carols)
 
 
 def test_a_rotated_key_replaces_the_old_one_at_once(gateway: Gateway) -> None:
