@@ -730,6 +730,11 @@ def split_password(url: str) -> tuple[str, str | None]:
         raise ValueError("expected postgresql://user@host:port/database")
     password = None
     end = next((i for i, char in enumerate(rest) if char in "@/"), len(rest))
+    if rest[end:end + 1] == "@" and "@" in rest[end + 1:].partition("/")[0]:
+        # libpq ends the password at the first "@", and would take the rest of it for
+        # the host (which errors show); earlier versions here took the last one.
+        raise ValueError("more than one '@' before the database: write an '@' in the "
+                         "password as %40")
     userinfo = None
     if rest[end:end + 1] == "@":
         userinfo, rest = rest[:end], rest[end + 1:]

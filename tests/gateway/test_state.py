@@ -407,12 +407,16 @@ def test_a_password_with_url_delimiters_is_taken_as_libpq_takes_it(
                             DATABASE_URL=f"postgresql://{role}:{stem[::-1]}#x@{where}")
     refused = run_gateway(tmp_path, wrong)
     assert refused.returncode == 1 and "password authentication failed" in refused.stderr
-    # A "/" in it cannot be told from the path: refused, without showing it.
-    slash = server_settings(tmp_path, DATABASE_URL=f"postgresql://{role}:{stem}/x@{where}")
-    unclear = run_gateway(tmp_path, slash, ["--check-config"])
-    assert unclear.returncode == 2 and "write a '/' in the password as %2F" in unclear.stderr
+    # A "/" or an "@" in it cannot be told from the path or the host: refused, without
+    # showing it.
+    unclear = []
+    for bad, fix in (("/", "%2F"), ("@", "%40")):
+        settings = server_settings(tmp_path, DATABASE_URL=f"postgresql://{role}:{stem}{bad}x@{where}")
+        result = run_gateway(tmp_path, settings, ["--check-config"])
+        assert result.returncode == 2 and f"in the password as {fix}" in result.stderr
+        unclear += [result.stdout, result.stderr]
     for text in (check.stdout, check.stderr, gw.stdout, gw.stderr, in_query.stdout,
-                 in_query.stderr, refused.stderr, unclear.stdout, unclear.stderr):
+                 in_query.stderr, refused.stderr, *unclear):
         assert stem not in text and stem[::-1] not in text
 
 
