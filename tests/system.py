@@ -44,19 +44,31 @@ def need_program(name: str, package: str) -> str:
     return path
 
 
-def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
-    """A port free for both TCP and UDP on *host* (DNS servers need both)."""
+def free_port(
+    kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1", also: Sequence[str] = ()
+) -> int:
+    """A port free for both TCP and UDP on *host* (DNS servers need both), and on
+    each address in *also* (two servers on one port number, at two addresses)."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
             tcp.bind((host, 0))
             port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-            return port
+            if _bindable(socket.SOCK_DGRAM, host, port) and all(
+                _bindable(sock_type, address, port)
+                for address in also
+                for sock_type in (socket.SOCK_STREAM, socket.SOCK_DGRAM)
+            ):
+                return port
     raise RuntimeError("no free port")
+
+
+def _bindable(sock_type: int, host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, sock_type) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0,

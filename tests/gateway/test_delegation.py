@@ -26,6 +26,7 @@ from gateway.delegation import PROBE_OWNER, run
 from gateway.server import prepare
 from tests.gateway.procs import run_gateway
 from tests.servers.bind import BindServer, start_primary
+from tests.system import free_port
 
 pytestmark = pytest.mark.system
 
@@ -43,7 +44,9 @@ RECORDS = {
 
 @pytest.fixture(scope="module")
 def bind(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BindServer]:
-    server = start_primary(tmp_path_factory.mktemp("public-dns"), records=RECORDS)
+    # The builtin servers under test listen at GW on BIND's port number.
+    server = start_primary(tmp_path_factory.mktemp("public-dns"), records=RECORDS,
+                           port=free_port(also=[GW]))
     try:
         yield server
     finally:
