@@ -76,6 +76,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status in REFUSED:
             auth = request.app[AUTHENTICATOR].config
             request.app[REFUSALS].refused(refusal(request, exc, auth))
+        elif exc.status >= 500 and exc.detail:
+            # What the answer left out for the caller: the operator's to read.
+            log.warning("%s %s answered %d: %s", request.method, request.path, exc.status,
+                        exc.detail)
     except web.HTTPMethodNotAllowed as exc:
         response = error_response(MethodNotAllowed(sorted(exc.allowed_methods)))
     except web.HTTPNotFound:

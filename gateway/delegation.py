@@ -270,7 +270,7 @@ async def _probe(
         await state.open()
     except GatewayError as exc:
         raise UsageError(
-            f"cannot journal the probe value: {exc.message} (run it as the gateway's user)"
+            f"cannot journal the probe value: {exc.logged} (run it as the gateway's user)"
         ) from None
     try:
         try:

@@ -18,10 +18,23 @@ class GatewayError(Exception):
     name: str | None = None
     detail: str | None = None
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        detail: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        if detail is not None:
+            self.detail = detail
+
+    @property
+    def logged(self) -> str:
+        """What the log says of it: the detail where there is one."""
+        return self.detail or self.message
 
 
 class BadRequest(GatewayError):

@@ -45,7 +45,7 @@ class Janitor:
             async with self.service.state.janitor_turn() as mine:
                 return await self._sweep() if mine else 0
         except GatewayError as exc:
-            log.error("janitor: %s", exc.message)
+            log.error("janitor: %s", exc.logged)
             self._count_failure()
             return 0
 
@@ -69,7 +69,7 @@ class Janitor:
                     "janitor: could not remove %s (value %s): %s",
                     record.fqdn,
                     value_tag(record.value),
-                    exc.message,
+                    exc.logged,
                 )
                 continue
             removed += 1

@@ -152,7 +152,7 @@ def refusal(request: web.Request, exc: GatewayError, auth: AuthConfig) -> Refusa
         user=_shown(user) if user else "-",
         client=client,
         name=exc.name or "-",
-        result=f"{exc.status} {exc.detail or exc.message}",
+        result=f"{exc.status} {exc.logged}",
     )
 
 

@@ -278,7 +278,7 @@ class ChallengeService:
             yield
             result = "ok"
         except GatewayError as exc:
-            result = f"{exc.status} {exc.message}"
+            result = f"{exc.status} {exc.logged}"
             raise
         finally:
             tags = ",".join(value_tag(v) for v in values) or "-"
@@ -384,7 +384,7 @@ class ChallengeService:
                 "the janitor tries again",
                 fqdn,
                 value_tag(value),
-                exc.message,
+                exc.logged,
             )
             return
         log.info("removed %s (value %s) after a late provider call ended", fqdn, value_tag(value))

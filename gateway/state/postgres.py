@@ -334,7 +334,12 @@ class PostgresState(State):
                 f"{what}: no database connection within {wait:g}s (is PostgreSQL reachable?)"
             ) from None
         except psycopg.Error as exc:
-            raise Unavailable(f"{what}: {_one_line(exc)}") from exc
+            # The server's own words (its address, role and schema names) are for the
+            # log; the answer, /healthz's included, goes to whoever asked.
+            raise Unavailable(
+                f"{what}: the database failed (the gateway's log says why)",
+                detail=f"{what}: {_one_line(exc)}",
+            ) from exc
 
     async def open(self) -> None:
         self._slots = asyncio.Semaphore(self.change_slots)

@@ -10,7 +10,10 @@ tests stop and start by pid:
   gateway reconnects by itself and takes setups again; and nothing is left
   behind: every value in the DNS is journaled, so the janitor removes those
   nobody confirmed;
-* a gateway asked to stop while the database is away stops.
+* a gateway asked to stop while the database is away stops;
+* a database error's own words (relation, role and host names) go to the
+  gateway's log, not into the answer: a client, or anyone at ``/healthz``,
+  learns only that the database failed.
 """
 
 from __future__ import annotations
@@ -164,3 +167,23 @@ def test_a_gateway_stops_while_the_database_is_away(
             assert gw.stop(signal.SIGTERM, timeout=30) == 0, gw.describe()
         finally:
             postgres.start()
+
+
+def test_the_databases_own_words_go_to_the_log_not_to_the_caller(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    with gateway_on(tmp_path, postgres) as (gw, url, db):
+        body = {"argument": "setup", "domain_name": NAMES[0], "challenge_content": make_value()}
+        with contextlib.closing(postgres.connect(db)) as admin:
+            admin.execute("ALTER TABLE records RENAME TO records_hidden_by_the_admin")
+            try:
+                answer = requests.post(url, json=body, timeout=30)
+            finally:
+                admin.execute("ALTER TABLE records_hidden_by_the_admin RENAME TO records")
+        assert answer.status_code == 503, answer.text
+        assert "the gateway's log says why" in answer.json()["message"], answer.text
+        assert "records" not in answer.text and "does not exist" not in answer.text, answer.text
+        assert 'relation "records" does not exist' in gw.stderr, gw.describe()
+        # Nothing was lost on the way: the same setup goes through once the table is back.
+        answer = requests.post(url, json=body, timeout=30)
+        assert answer.status_code == 201, answer.text
