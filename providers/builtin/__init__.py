@@ -17,7 +17,8 @@ in one of two ways:
 The package has one module per layer, as Knot DNS has: :mod:`.store` (zone
 data, its index, the wire-format answers), :mod:`.network` (UDP and TCP, size
 and connection limits), :mod:`.rrl` (response rate limiting), :mod:`.transfer`
-(AXFR, IXFR, NOTIFY, TSIG) and :mod:`.serial` (the SOA serial that never goes
+(AXFR, IXFR, NOTIFY, TSIG), :mod:`.tsigerror` (answers to a TSIG that does not
+verify) and :mod:`.serial` (the SOA serial that never goes
 back). The server runs in a process of its
 own (:mod:`.server`, started and fed by :mod:`.process`), so that a flood of
 queries never competes with the HTTP API for the interpreter; this class
@@ -92,8 +93,9 @@ Quirks:
   ``_acme-challenge.<name>`` where a label of *name* is not a host name label
   (spaces, ``;``, bytes beyond ASCII) is not a zone it serves.
 * It is not a resolver: RD in a query is copied, RA is never set. DNSSEC is
-  not offered. Without a key, a signed query is answered NOTAUTH, as one
-  signed with an unknown key (RFC 8945 5.2.1); zone transfers go
+  not offered. A query whose TSIG does not verify gets NOTAUTH with the TSIG
+  error RFC 8945 5.2 names (:mod:`.tsigerror`); without a key, a signed query
+  is one signed with an unknown key (BADKEY); zone transfers go
   only to ``BUILTIN_SECONDARIES``, over TCP.
 * Over UDP an answer is limited to 512 bytes, or to the EDNS payload size the
   query offers (at most 1232, to avoid fragmentation); a bigger answer comes

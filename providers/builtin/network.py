@@ -66,6 +66,7 @@ from providers.builtin.store import (
     Labels,
     name_wire,
 )
+from providers.builtin.tsigerror import Keyring, tsig_error_reply
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def _udp_limit(payload: int) -> int:
 
 def header_reply(data: bytes, rcode: int = RCODE_FORMERR) -> bytes:
     """A header-only answer to *data* (a question that cannot be read: FORMERR; a bad
-    TSIG: NOTAUTH): ID, opcode and RD kept, no sections."""
+    TSIG on a message that cannot be read: NOTAUTH): ID, opcode and RD kept, no sections."""
     flags = _QR | (data[2] & 0x78) | (data[2] & _RD)
     return data[:2] + bytes((flags, rcode)) + bytes(8)
 
@@ -218,7 +219,7 @@ class Responder:
         answers: Answers,
         limiter: RateLimiter | None = None,
         transfers: Transfers | None = None,
-        keyring: dict[dns.name.Name, dns.tsig.Key] | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         self.answers = answers
         self.limiter = limiter
@@ -228,8 +229,7 @@ class Responder:
             "builtin DNS: %d malformed queries answered FORMERR or dropped (the last from %s)"
         )
         self.bad_tsig = Throttled(
-            "builtin DNS: %d queries with a bad TSIG answered NOTAUTH (the last from %s)",
-            logging.WARNING,
+            "builtin DNS: %d queries with a bad TSIG answered NOTAUTH (the last from %s)"
         )
         self.failed = Throttled(
             "builtin DNS: %d queries could not be answered (the last: %s)", logging.ERROR
@@ -317,12 +317,11 @@ class Responder:
         try:
             # Signed queries (a secondary's SOA query) are checked and answered
             # signed when a key is configured. Without one, a signed query is
-            # signed with a key unknown here: NOTAUTH (RFC 8945 5.2.1), as Knot
-            # answers; it cannot be answered signed, and unsigned it is no answer.
+            # signed with a key unknown here: NOTAUTH with BADKEY (RFC 8945 5.2.1),
+            # as Knot answers; it cannot be answered signed.
             query = dns.message.from_wire(data, keyring=self.keyring)
         except TSIG_ERRORS as exc:
-            self.bad_tsig(f"{address}: {type(exc).__name__}")
-            return header_reply(data, RCODE_NOTAUTH)
+            return self._tsig_refusal(data, address, exc)
         except Exception:  # any parse failure of untrusted input
             self.malformed(address)
             return header_reply(data)
@@ -356,6 +355,15 @@ class Responder:
                 # as any answer too big, and the client asks over TCP.
                 return _signed(_reply(data, wire_question, answer, payload, do, 0), query, limit)
         return response.to_wire(max_size=TCP_SIZE if tcp else PLAIN_UDP_SIZE)
+
+    def _tsig_refusal(self, data: bytes, address: str, error: Exception) -> bytes:
+        """NOTAUTH with the TSIG error (BADKEY, BADSIG, BADTIME, BADTRUNC) the query earned."""
+        try:
+            reply, name = tsig_error_reply(data, self.keyring, error, our_payload=EDNS_PAYLOAD)
+        except Exception:  # unreadable once the TSIG is not checked: no TSIG to answer with
+            reply, name = header_reply(data, RCODE_NOTAUTH), type(error).__name__
+        self.bad_tsig(f"{address}: {name}")
+        return reply
 
     @staticmethod
     def _log_fast(data: bytes, end: int, answer: Answer, transport: str) -> None:

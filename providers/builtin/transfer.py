@@ -44,9 +44,10 @@ import dns.rdtypes.ANY.TXT
 import dns.rrset
 import dns.tsig
 
-from providers.builtin.network import TSIG_ERRORS, Throttled, header_reply
+from providers.builtin.network import EDNS_PAYLOAD, TSIG_ERRORS, Throttled, header_reply
 from providers.builtin.serial import is_newer
 from providers.builtin.store import TYPE_SOA, Answers, Labels, name_wire
+from providers.builtin.tsigerror import tsig_error_reply
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,10 @@ class Transfers:
         self.refused = Throttled(
             "builtin DNS: %d zone transfers refused (the last: %s)", logging.WARNING
         )
+        self.bad_tsig = Throttled(
+            "builtin DNS: %d zone transfer requests with a bad TSIG answered NOTAUTH "
+            "(the last from %s)"
+        )
 
     @property
     def keyring(self) -> dict[dns.name.Name, dns.tsig.Key] | None:
@@ -93,11 +98,17 @@ class Transfers:
     def respond(self, data: bytes, address: str) -> list[bytes] | None:
         """The messages answering the AXFR or IXFR query *data* from *address*."""
         try:
-            # Without a key, a signed request is one with a key unknown here: NOTAUTH.
+            # Without a key, a signed request is one with a key unknown here:
+            # NOTAUTH with BADKEY; a wrong MAC or time gets its own TSIG error.
             query = dns.message.from_wire(data, keyring=self.keyring)
         except TSIG_ERRORS as exc:
-            self.refused(f"{address}: TSIG {type(exc).__name__}")
-            return [header_reply(data, dns.rcode.NOTAUTH)]
+            try:
+                reply, name = tsig_error_reply(data, self.keyring, exc, our_payload=EDNS_PAYLOAD)
+            except Exception:
+                reply, name = header_reply(data, dns.rcode.NOTAUTH), type(exc).__name__
+            # The client's fault (a wrong key or clock), not ours: info, as bad queries.
+            self.bad_tsig(f"{address}: {name}")
+            return [reply]
         except Exception:
             return [header_reply(data)]
         try:

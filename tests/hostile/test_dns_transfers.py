@@ -14,13 +14,18 @@ looks like one, over TCP, from the secondary's address and another:
   the secondary: a transfer is a QUERY;
 * a signed query over UDP whose records fit in 512 bytes but not beside their
   signature gets a signed, empty answer with TC set (the client asks over TCP),
-  not none and an error in the log.
+  not none and an error in the log;
+* a query or transfer request whose TSIG does not verify gets NOTAUTH with the
+  TSIG error RFC 8945 5.2 names (BADKEY for a wrong key name or algorithm,
+  BADSIG for a wrong secret, BADTIME, signed, for a clock beyond the fudge,
+  BADTRUNC for a truncated MAC), nothing of the zone, and no error in the log.
 """
 
 from __future__ import annotations
 
 import base64
 import socket
+import time
 from collections.abc import Iterator
 
 import dns.flags
@@ -36,6 +41,7 @@ from tests.conftest import make_value
 from tests.gateway.procs import GatewayProcess, builtin_settings, running_gateway
 from tests.hostile.wire import read_frame
 from tests.system import free_port
+from tests.tsigwire import signed_at, udp_exchange, verifies
 
 ZONE = "acme.example.net"
 KEY = dns.tsig.Key("transfer.", base64.b64encode(b"t" * 32).decode())
@@ -139,3 +145,68 @@ def test_a_signed_answer_too_big_for_its_signature_is_truncated(primary: Primary
     assert {b"".join(r.strings).decode() for r in over_tcp.answer[0]} == set(values)
     log = primary.gateway.stderr
     assert "could not be answered" not in log, log[-3000:]
+
+
+
+WRONG_SECRET = dns.tsig.Key(KEY.name, base64.b64encode(b"w" * 32).decode())
+WRONG_NAME = dns.tsig.Key("stranger.", base64.b64encode(KEY.secret).decode())
+WRONG_ALGORITHM = dns.tsig.Key(KEY.name, base64.b64encode(KEY.secret).decode(), "hmac-sha512")
+BAD_TSIGS = {
+    # case: (key, seconds off our clock, MAC size, TSIG error expected)
+    "wrong secret": (WRONG_SECRET, 0, None, dns.rcode.BADSIG),
+    "wrong key name": (WRONG_NAME, 0, None, dns.rcode.BADKEY),
+    "wrong algorithm": (WRONG_ALGORITHM, 0, None, dns.rcode.BADKEY),
+    "an hour slow": (KEY, -3600, None, dns.rcode.BADTIME),
+    "an hour fast": (KEY, 3600, None, dns.rcode.BADTIME),
+    "MAC truncated to half": (KEY, 0, 16, dns.rcode.BADTRUNC),
+    "wrong secret, truncated": (WRONG_SECRET, 0, 16, dns.rcode.BADSIG),
+}
+
+
+@pytest.mark.parametrize("transport", ["UDP", "TCP", "AXFR"])
+@pytest.mark.parametrize("case", sorted(BAD_TSIGS))
+def test_a_tsig_that_does_not_verify_gets_its_tsig_error(
+    primary: Primary, case: str, transport: str
+) -> None:
+    key, offset, mac_size, error = BAD_TSIGS[case]
+    query = dns.message.make_query(ZONE, "AXFR" if transport == "AXFR" else "SOA")
+    sent = int(time.time()) + offset
+    wire = signed_at(query, key, sent, mac_size)
+    if transport == "UDP":
+        reply = udp_exchange(wire, primary.dns_port, TIMEOUT)
+    else:
+        answer = primary.exchange(wire, SECONDARY)
+        assert answer is not None
+        reply = answer
+    message = dns.message.from_wire(reply, keyring=False)
+    assert message.id == query.id and message.flags & dns.flags.QR
+    assert message.rcode() == dns.rcode.NOTAUTH
+    assert message.answer == [] and message.authority == [], "nothing of the zone"
+    assert message.tsig is not None, "the TSIG error travels in a TSIG record"
+    assert message.tsig.name == key.name
+    record = message.tsig[0]
+    assert record.error == error, dns.rcode.to_text(record.error)
+    assert record.algorithm == key.algorithm and record.original_id == query.id
+    assert record.time_signed == sent, "the request's time signed, as Knot answers"
+    if error in (dns.rcode.BADKEY, dns.rcode.BADSIG):
+        assert record.mac == b"", "unsigned: no key shared that the client could check"
+    else:
+        # Signed with the right key over the request's MAC (RFC 8945 5.3.2).
+        assert len(record.mac) == 32
+        assert verifies(reply, KEY, wire), "the answer verifies with the key"
+        if error == dns.rcode.BADTIME:
+            assert len(record.other) == 6, "our time, 48 bits, in Other Data"
+            ours = int.from_bytes(record.other, "big")
+            assert abs(ours - int(time.time())) < 600
+    log = primary.gateway.stderr
+    assert "could not be answered" not in log, log[-3000:]
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+
+
+def test_a_good_tsig_still_gets_its_answer(primary: Primary) -> None:
+    query = dns.message.make_query(ZONE, "SOA")
+    wire = signed_at(query, KEY, int(time.time()))
+    reply = dns.message.from_wire(
+        udp_exchange(wire, primary.dns_port, TIMEOUT), keyring={KEY.name: KEY},
+        request_mac=dns.message.from_wire(wire, keyring=False).mac)
+    assert reply.rcode() == dns.rcode.NOERROR and reply.answer

@@ -8,6 +8,11 @@ query of the corpus goes, byte for byte, to both; the answers must agree in
 rcode, flags, EDNS (version, DO, payload) and every section, compared as sets
 of records with their TTLs (names case-insensitively, as DNS compares them).
 
+Both share one TSIG key, and the queries of ``TSIG_CORPUS`` are signed wrongly
+(an unknown key, a wrong secret, a clock off by an hour): the answers must
+agree as above and in the TSIG record (error, key, algorithm, time signed,
+signed or not, Other Data's size).
+
 The answers agree everywhere but in the cases listed in ``DIFFERENCES``, each
 a deliberate choice that says why; :func:`test_the_deliberate_differences`
 checks what each server answers there, so a change on either side shows.
@@ -16,7 +21,9 @@ checks what each server answers there, so a change on either side shows.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -30,13 +37,17 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+import dns.tsig
 import pytest
 import pytest_asyncio
 
+from providers._tsig import TsigSettings
 from providers.builtin import BuiltinProvider, BuiltinSettings
 from providers.builtin.store import SOA_EXPIRE, SOA_MINIMUM, SOA_REFRESH, SOA_RETRY
+from tests.servers.bind import make_key
 from tests.servers.knot import KnotServer, start_knot
 from tests.system import free_port
+from tests.tsigwire import signed_at, udp_exchange, verifies
 
 pytestmark = [pytest.mark.system, pytest.mark.asyncio(loop_scope="module")]
 
@@ -122,6 +133,18 @@ CORPUS = {
     "opcode STATUS": Query(ZONE, "SOA", opcode=dns.opcode.STATUS),
 }
 
+# Wrongly signed queries, by case: (key name, secret or None for the shared one,
+# algorithm, seconds off the clock, MAC size or None for the whole MAC).
+TSIG_CORPUS: dict[str, tuple[str | None, bytes | None, str, int, int | None]] = {
+    "an unknown key": ("stranger.", None, "hmac-sha256", 0, None),
+    "the key with another algorithm": (None, None, "hmac-sha512", 0, None),
+    "a wrong secret": (None, b"w" * 32, "hmac-sha256", 0, None),
+    "an hour slow": (None, None, "hmac-sha256", -3600, None),
+    "an hour fast": (None, None, "hmac-sha256", 3600, None),
+    "a wrong secret, an hour slow": (None, b"w" * 32, "hmac-sha256", -3600, None),
+    "a wrong secret, MAC truncated": (None, b"w" * 32, "hmac-sha256", 0, 16),
+}
+
 # What the builtin server answers on purpose otherwise than Knot, by corpus entry.
 DIFFERENCES: dict[str, str] = {
     "ANY at the apex": (
@@ -137,6 +160,15 @@ DIFFERENCES: dict[str, str] = {
     "opcode UPDATE": (
         "changes come only through the gateway: NOTIMP (RFC 2136 section 3), where Knot, "
         "which takes updates, says NOTAUTH to one no ACL allows"
+    ),
+    "TSIG: MAC truncated to half": (
+        "Knot takes no truncated MAC and says BADSIG; RFC 8945 5.2.4 says BADTRUNC for one "
+        "that verifies but is shorter than the server accepts (every one, here), so the "
+        "client learns what to fix"
+    ),
+    "TSIG: MAC of 9 octets": (
+        "shorter than RFC 8945 5.2.2.1 allows (10 octets, half the hash): FORMERR, as it "
+        "says, where Knot says BADSIG"
     ),
 }
 
@@ -156,13 +188,20 @@ class Pair:
     builtin_port: int
     knot: KnotServer
 
+    @property
+    def key(self) -> dns.tsig.Key:
+        key = self.knot.key
+        return dns.tsig.Key(key.name, key.secret, key.algorithm)
+
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def pair(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pair]:
     port = free_port()
+    key = make_key("hmac-sha256", "conformance.")
     provider = BuiltinProvider(
         BuiltinSettings(listen=(("127.0.0.1", port),), zone=ZONE, nameservers=(NS,), ttl=TTL,
-                        rate_limit_exempt=(ipaddress.ip_network("127.0.0.0/8"),)),
+                        rate_limit_exempt=(ipaddress.ip_network("127.0.0.0/8"),),
+                        tsig=TsigSettings(key.name, key.secret)),
         ("example.test",),
     )
     await provider.open()
@@ -180,7 +219,7 @@ async def pair(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pair]:
         }
         knot = await asyncio.to_thread(
             start_knot, tmp_path_factory.mktemp("knot"), zones=(ZONE, CHALLENGE),
-            challenge_labels=("a",), records=records, bare=True)
+            challenge_labels=("a",), records=records, bare=True, key=key)
         try:
             yield Pair(port, knot)
         finally:
@@ -245,3 +284,72 @@ async def test_the_deliberate_differences(pair: Pair) -> None:
         assert knots.rcode() == dns.rcode.NOTAUTH, case
         assert ours.question == knots.question
         assert ours.answer == ours.authority == []
+
+
+def _badly_signed(pair: Pair, case: str) -> tuple[bytes, int]:
+    """The query of *case* in ``TSIG_CORPUS`` (or a truncation difference), and when it
+    says it was signed."""
+    if case == "TSIG: MAC truncated to half":
+        name, secret, algorithm, offset, mac_size = None, None, "hmac-sha256", 0, 16
+    elif case == "TSIG: MAC of 9 octets":
+        name, secret, algorithm, offset, mac_size = None, None, "hmac-sha256", 0, 9
+    else:
+        name, secret, algorithm, offset, mac_size = TSIG_CORPUS[case]
+    shared = pair.key
+    key = dns.tsig.Key(name or shared.name,
+                       base64.b64encode(secret or shared.secret).decode(), algorithm)
+    message = CORPUS["SOA at the apex"].message()
+    when = int(time.time()) + offset
+    return signed_at(message, key, when, mac_size), when
+
+
+
+def tsig_view(reply: bytes, request: bytes, key: dns.tsig.Key) -> dict[str, object]:
+    message = dns.message.from_wire(reply, keyring=False)
+    if message.tsig is None:
+        return {"tsig": None}
+    record = message.tsig[0]
+    return {
+        "tsig": message.tsig.name.to_text().lower(),
+        "algorithm": record.algorithm.to_text().lower(),
+        "error": dns.rcode.to_text(record.error),
+        "time signed": record.time_signed == dns.message.from_wire(
+            request, keyring=False).tsig[0].time_signed,
+        "original id": record.original_id,
+        "signed": bool(record.mac),
+        "verifies": bool(record.mac) and verifies(reply, key, request),
+        "other": len(record.other),
+    }
+
+
+async def _both(pair: Pair, case: str) -> tuple[bytes, bytes, bytes]:
+    """The badly signed query of *case*, our answer and Knot's, as they came."""
+    wire, _ = _badly_signed(pair, case)
+    ours = await asyncio.to_thread(udp_exchange, wire, pair.builtin_port, TIMEOUT)
+    knots = await asyncio.to_thread(udp_exchange, wire, pair.knot.port, TIMEOUT)
+    return wire, ours, knots
+
+
+@pytest.mark.parametrize("case", sorted(TSIG_CORPUS))
+async def test_a_bad_tsig_gets_the_answer_knot_gives(pair: Pair, case: str) -> None:
+    wire, ours, knots = await _both(pair, case)
+    assert view(dns.message.from_wire(ours, keyring=False)) == view(
+        dns.message.from_wire(knots, keyring=False))
+    assert tsig_view(ours, wire, pair.key) == tsig_view(knots, wire, pair.key)
+    assert dns.message.from_wire(ours, keyring=False).rcode() == dns.rcode.NOTAUTH
+
+
+async def test_the_deliberate_tsig_differences(pair: Pair) -> None:
+    _, ours_wire, knots_wire = await _both(pair, "TSIG: MAC truncated to half")
+    ours = dns.message.from_wire(ours_wire, keyring=False)
+    knots = dns.message.from_wire(knots_wire, keyring=False)
+    assert ours.rcode() == knots.rcode() == dns.rcode.NOTAUTH
+    assert ours.tsig is not None and knots.tsig is not None
+    assert ours.tsig[0].error == dns.rcode.BADTRUNC
+    assert knots.tsig[0].error == dns.rcode.BADSIG
+    _, ours_wire, knots_wire = await _both(pair, "TSIG: MAC of 9 octets")
+    ours = dns.message.from_wire(ours_wire, keyring=False)
+    knots = dns.message.from_wire(knots_wire, keyring=False)
+    assert ours.rcode() == dns.rcode.FORMERR and ours.answer == []
+    assert knots.rcode() == dns.rcode.NOTAUTH and knots.tsig is not None
+    assert knots.tsig[0].error == dns.rcode.BADSIG

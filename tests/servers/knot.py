@@ -129,18 +129,20 @@ zone:
 def start_knot(directory: Path, *, zones: Sequence[str] = ZONES,
                challenge_labels: Sequence[str] = CHALLENGE_LABELS,
                records: Mapping[str, Sequence[str]] | None = None,
-               bare: bool = False, port: int | None = None) -> KnotServer:
+               bare: bool = False, port: int | None = None,
+               key: TsigKey | None = None) -> KnotServer:
     """Start ``knotd`` in *directory* and wait until it serves every zone.
 
     *records* adds zone-file lines per zone (``{"example.test": ["x TXT \"v\""]}``);
-    with *bare* they are the whole zone (SOA and NS included).
+    with *bare* they are the whole zone (SOA and NS included). *key* is its TSIG
+    key (default: a new hmac-sha256 key ``acme-knot.``).
     """
     knotd = need_program("knotd", "knot")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "run").mkdir(exist_ok=True)
     (directory / "db").mkdir(exist_ok=True)
     port = port or free_port()
-    key = make_key("hmac-sha256", "acme-knot.")
+    key = key or make_key("hmac-sha256", "acme-knot.")
     for zone in zones:
         extra = (records or {}).get(zone, ())
         (directory / f"{zone}.zone").write_text(
