@@ -66,7 +66,7 @@ from dns import asyncquery
 from lib.names import InvalidName, is_within, normalize_name
 from lib.settings import Settings
 from providers._dns import ZoneCache, parent_names, walk_up
-from providers._tsig import ALGORITHMS, TsigSettings, tsig_settings
+from providers._tsig import TsigSettings, tsig_settings
 from providers.base import Provider, ProviderContext, ProviderTimeout
 
 log = logging.getLogger(__name__)
@@ -129,11 +129,7 @@ class Rfc2136Provider(Provider):
         self.settings = settings
         self._zones: ZoneCache[dns.name.Name] = ZoneCache(_ZONE_CACHE_MAX)
         self._address: str | None = settings.server if _is_ip(settings.server) else None
-        self._key: dns.tsig.Key | None = None
-        if settings.tsig is not None:
-            self._key = dns.tsig.Key(
-                settings.tsig.key_name, settings.tsig.secret, ALGORITHMS[settings.tsig.algorithm]
-            )
+        self._key = None if settings.tsig is None else settings.tsig.key()
 
     @classmethod
     def from_settings(cls, settings: Settings, context: ProviderContext) -> Self:
