@@ -144,6 +144,17 @@ class _File:
             raise Unavailable(f"{self.what} is closed")
         return self._db
 
+    @contextlib.contextmanager
+    def _using(self, failed: str) -> Iterator[sqlite3.Connection]:
+        """The connection; an SQLite error in the block (disk full, read-only state
+        directory, ...) is :class:`Unavailable` saying *failed* and SQLite's words.
+        Nest ``with db:`` inside for one transaction, committed on exit."""
+        db = self._connection()
+        try:
+            yield db
+        except sqlite3.Error as exc:
+            raise Unavailable(f"{failed}: {exc}") from exc
+
 
 class SqliteJournal(_File, Journal):
     """The journal in ``journal.sqlite3``."""
@@ -158,14 +169,10 @@ class SqliteJournal(_File, Journal):
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        db = self._connection()
-        try:
-            with db:  # one transaction, committed on exit
-                yield db
-        except sqlite3.Error as exc:
-            # Disk full, read-only state directory, ...: refuse the change
-            # rather than make one we could not clean up later.
-            raise Unavailable(f"journal cannot be written: {exc}") from exc
+        # A write that fails refuses the change rather than make one we could
+        # not clean up later.
+        with self._using("journal cannot be written") as db, db:
+            yield db
 
     async def begin_add(self, fqdn: str, value: str, owner: str, limit: int = 0) -> bool:
         now = self.clock()
@@ -200,16 +207,13 @@ class SqliteJournal(_File, Journal):
             db.execute("DELETE FROM records WHERE fqdn=? AND value=?", (fqdn, value))
 
     def _select(self, where: str = "", args: tuple[object, ...] = ()) -> list[Record]:
-        db = self._connection()
-        try:
+        with self._using("journal cannot be read") as db:
             rows = db.execute(
                 "SELECT fqdn, value, owner, state, created, updated FROM records "  # noqa: S608
                 + where  # one of this class's constant clauses; values are bound
                 + " ORDER BY created",
                 args,
             ).fetchall()
-        except sqlite3.Error as exc:
-            raise Unavailable(f"journal cannot be read: {exc}") from exc
         return [Record(*row) for row in rows]
 
     async def values(self, fqdn: str, owner: str | None = None) -> list[Record]:
@@ -229,11 +233,8 @@ class SqliteJournal(_File, Journal):
         return self._select("WHERE created < ? OR state='removing'", (cutoff,))
 
     async def figures(self) -> tuple[int, float]:
-        db = self._connection()
-        try:
+        with self._using("journal cannot be read") as db:
             count, oldest = db.execute("SELECT count(*), min(created) FROM records").fetchone()
-        except sqlite3.Error as exc:
-            raise Unavailable(f"journal cannot be read: {exc}") from exc
         return int(count), 0.0 if oldest is None else max(0.0, self.clock() - float(oldest))
 
 
@@ -255,78 +256,57 @@ class SqliteAccounts(_File, AccountTable):
     migrations = ACCOUNT_MIGRATIONS
 
     async def insert(self, account: Account, limit: int = 0) -> bool:
-        db = self._connection()
-        try:
-            with db:
-                # One statement: SQLite takes the write lock before it counts, so no
-                # other process can insert between the count and the insert.
-                inserted = db.execute(
-                    "INSERT INTO accounts SELECT ?, ?, ?, ?, ?, ?, ? "
-                    "WHERE ? = 0 OR (SELECT count(*) FROM accounts WHERE owner=?) < ?",
-                    (
-                        account.username,
-                        account.key_hash,
-                        account.subdomain,
-                        account.fqdn,
-                        allowfrom_text(account),
-                        account.owner,
-                        account.created,
-                        limit,
-                        account.owner,
-                        limit,
-                    ),
-                ).rowcount
-        except sqlite3.Error as exc:
-            raise Unavailable(f"acme-dns account store cannot be written: {exc}") from exc
+        with self._using("acme-dns account store cannot be written") as db, db:
+            # One statement: SQLite takes the write lock before it counts, so no
+            # other process can insert between the count and the insert.
+            inserted = db.execute(
+                "INSERT INTO accounts SELECT ?, ?, ?, ?, ?, ?, ? "
+                "WHERE ? = 0 OR (SELECT count(*) FROM accounts WHERE owner=?) < ?",
+                (
+                    account.username,
+                    account.key_hash,
+                    account.subdomain,
+                    account.fqdn,
+                    allowfrom_text(account),
+                    account.owner,
+                    account.created,
+                    limit,
+                    account.owner,
+                    limit,
+                ),
+            ).rowcount
         return inserted > 0
 
     async def get(self, username: str) -> Account | None:
-        db = self._connection()
-        try:
+        with self._using("acme-dns account store cannot be read") as db:
             row = db.execute(_SELECT_ACCOUNTS + " WHERE username=?", (username,)).fetchone()
-        except sqlite3.Error as exc:
-            raise Unavailable(f"acme-dns account store cannot be read: {exc}") from exc
         return None if row is None else _account(row)
 
     async def all(self, owner: str | None = None) -> list[Account]:
-        db = self._connection()
-        try:
+        with self._using("acme-dns account store cannot be read") as db:
             if owner is None:
                 rows = db.execute(_SELECT_ACCOUNTS + " ORDER BY created").fetchall()
             else:
                 rows = db.execute(
                     _SELECT_ACCOUNTS + " WHERE owner=? ORDER BY created", (owner,)
                 ).fetchall()
-        except sqlite3.Error as exc:
-            raise Unavailable(f"acme-dns account store cannot be read: {exc}") from exc
         return [_account(row) for row in rows]
 
     async def set_key(self, username: str, key_hash: str) -> bool:
-        db = self._connection()
-        try:
-            with db:
-                changed = db.execute(
-                    "UPDATE accounts SET key_hash=? WHERE username=?", (key_hash, username)
-                ).rowcount
-        except sqlite3.Error as exc:
-            raise Unavailable(f"acme-dns account store cannot be written: {exc}") from exc
+        with self._using("acme-dns account store cannot be written") as db, db:
+            changed = db.execute(
+                "UPDATE accounts SET key_hash=? WHERE username=?", (key_hash, username)
+            ).rowcount
         return changed > 0
 
     async def delete(self, username: str) -> bool:
-        db = self._connection()
-        try:
-            with db:
-                deleted = db.execute("DELETE FROM accounts WHERE username=?", (username,))
-        except sqlite3.Error as exc:
-            raise Unavailable(f"acme-dns account store cannot be written: {exc}") from exc
+        with self._using("acme-dns account store cannot be written") as db, db:
+            deleted = db.execute("DELETE FROM accounts WHERE username=?", (username,))
         return deleted.rowcount > 0
 
     async def count_owned(self, owner: str) -> int:
-        db = self._connection()
-        try:
+        with self._using("acme-dns account store cannot be read") as db:
             row = db.execute("SELECT COUNT(*) FROM accounts WHERE owner=?", (owner,)).fetchone()
-        except sqlite3.Error as exc:
-            raise Unavailable(f"acme-dns account store cannot be read: {exc}") from exc
         return int(row[0])
 
 
@@ -338,10 +318,10 @@ class SqliteRecords(_File):
     part = "builtin"
     migrations = RECORDS_MIGRATIONS
 
-    def _opened(self) -> sqlite3.Connection:
+    def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             self.open()
-        return self._connection()
+        return super()._connection()
 
     def _values(self, db: sqlite3.Connection, name: str) -> tuple[list[str], int]:
         rows = db.execute("SELECT value FROM zone_values WHERE name=? ORDER BY rowid", (name,))
@@ -351,8 +331,7 @@ class SqliteRecords(_File):
 
     @contextlib.contextmanager
     def _change(self) -> Iterator[sqlite3.Connection]:
-        db = self._opened()
-        try:
+        with self._using(f"{self.what} cannot be written") as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -360,8 +339,6 @@ class SqliteRecords(_File):
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as exc:
-            raise Unavailable(f"{self.what} cannot be written: {exc}") from exc
 
     @staticmethod
     def _bump(db: sqlite3.Connection) -> None:
@@ -405,11 +382,8 @@ class SqliteRecords(_File):
             return self._values(db, name)
 
     async def current(self, name: str) -> tuple[list[str], int]:
-        db = self._opened()
-        try:
+        with self._using(f"{self.what} cannot be read") as db:
             return self._values(db, name)
-        except sqlite3.Error as exc:
-            raise Unavailable(f"{self.what} cannot be read: {exc}") from exc
 
     def watch(
         self, changed: Callable[[str], Awaitable[None]], reload: Callable[[], Awaitable[None]]
@@ -450,7 +424,5 @@ class SqliteState(State):
         yield True
 
     async def check(self) -> None:
-        try:
-            self.journal._connection().execute("SELECT 1 FROM records LIMIT 1").fetchall()
-        except sqlite3.Error as exc:
-            raise Unavailable(f"journal cannot be read: {exc}") from exc
+        with self.journal._using("journal cannot be read") as db:
+            db.execute("SELECT 1 FROM records LIMIT 1").fetchall()
