@@ -177,6 +177,20 @@ def header_reply(data: bytes, rcode: int = RCODE_FORMERR) -> bytes:
     return data[:2] + bytes((flags, rcode)) + bytes(8)
 
 
+def tsig_refusal(
+    data: bytes, keyring: Keyring | None, error: Exception, logged: Throttled, address: str
+) -> bytes:
+    """NOTAUTH with the TSIG error (BADKEY, BADSIG, BADTIME, BADTRUNC) that *data*, a query
+    or transfer request from *address* whose TSIG dnspython refused with *error*, earned;
+    counted in *logged* (the client's fault, a wrong key or clock: not an error here)."""
+    try:
+        reply, name = tsig_error_reply(data, keyring, error, our_payload=EDNS_PAYLOAD)
+    except Exception:  # unreadable once the TSIG is not checked: no TSIG to answer with
+        reply, name = header_reply(data, RCODE_NOTAUTH), type(error).__name__
+    logged(f"{address}: {name}")
+    return reply
+
+
 def _signed(wire: bytes, query: dns.message.Message, limit: int) -> bytes:
     """*wire* signed with the key that signed *query* (a secondary's SOA query, say)."""
     message = dns.message.from_wire(wire)
@@ -321,7 +335,7 @@ class Responder:
             # as Knot answers; it cannot be answered signed.
             query = dns.message.from_wire(data, keyring=self.keyring)
         except TSIG_ERRORS as exc:
-            return self._tsig_refusal(data, address, exc)
+            return tsig_refusal(data, self.keyring, exc, self.bad_tsig, address)
         except Exception:  # any parse failure of untrusted input
             self.malformed(address)
             return header_reply(data)
@@ -355,15 +369,6 @@ class Responder:
                 # as any answer too big, and the client asks over TCP.
                 return _signed(_reply(data, wire_question, answer, payload, do, 0), query, limit)
         return response.to_wire(max_size=TCP_SIZE if tcp else PLAIN_UDP_SIZE)
-
-    def _tsig_refusal(self, data: bytes, address: str, error: Exception) -> bytes:
-        """NOTAUTH with the TSIG error (BADKEY, BADSIG, BADTIME, BADTRUNC) the query earned."""
-        try:
-            reply, name = tsig_error_reply(data, self.keyring, error, our_payload=EDNS_PAYLOAD)
-        except Exception:  # unreadable once the TSIG is not checked: no TSIG to answer with
-            reply, name = header_reply(data, RCODE_NOTAUTH), type(error).__name__
-        self.bad_tsig(f"{address}: {name}")
-        return reply
 
     @staticmethod
     def _log_fast(data: bytes, end: int, answer: Answer, transport: str) -> None:

@@ -53,6 +53,7 @@ from providers.builtin.network import Responder, TcpLimits, TcpServer
 from providers.builtin.rrl import RateLimiter
 from providers.builtin.store import Answers, Labels, Served, labels_of
 from providers.builtin.transfer import Notifier, Transfers
+from providers.builtin.tsigerror import keyring_of
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +162,7 @@ class DnsServer:
             if self.transfers is None
             else Notifier(self.answers, self.transfers.zone, config.secondaries, key)
         )
-        keyring = None if key is None else {key.name: key}
-        self.responder = Responder(self.answers, _limiter(config), self.transfers, keyring)
+        self.responder = Responder(self.answers, _limiter(config), self.transfers, keyring_of(key))
         self.tcp = TcpServer(self.responder.tcp, config.tcp)
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -195,7 +195,7 @@ class DnsServer:
             self._on_loop(self._announce, self.notifier, zone, config.secondaries, key)
         # Attributes the server threads read per query: a query sees the old or the new.
         responder.transfers = self.transfers
-        responder.keyring = None if key is None else {key.name: key}
+        responder.keyring = keyring_of(key)
         self.tcp.limits = config.tcp  # for connections from now on
 
     def _on_loop(self, call: Callable[..., None], *args: Any) -> None:

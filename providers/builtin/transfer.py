@@ -44,10 +44,10 @@ import dns.rdtypes.ANY.TXT
 import dns.rrset
 import dns.tsig
 
-from providers.builtin.network import EDNS_PAYLOAD, TSIG_ERRORS, Throttled, header_reply
+from providers.builtin.network import TSIG_ERRORS, Throttled, header_reply, tsig_refusal
 from providers.builtin.serial import is_newer
 from providers.builtin.store import TYPE_SOA, Answers, Labels, name_wire
-from providers.builtin.tsigerror import tsig_error_reply
+from providers.builtin.tsigerror import keyring_of
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class Transfers:
         self.zone = zone
         self.allowed = frozenset(ipaddress.ip_address(a) for a in secondaries)
         self.key = key
+        self.keyring = keyring_of(key)
         self.refused = Throttled(
             "builtin DNS: %d zone transfers refused (the last: %s)", logging.WARNING
         )
@@ -91,10 +92,6 @@ class Transfers:
             "(the last from %s)"
         )
 
-    @property
-    def keyring(self) -> dict[dns.name.Name, dns.tsig.Key] | None:
-        return None if self.key is None else {self.key.name: self.key}
-
     def respond(self, data: bytes, address: str) -> list[bytes] | None:
         """The messages answering the AXFR or IXFR query *data* from *address*."""
         try:
@@ -102,13 +99,7 @@ class Transfers:
             # NOTAUTH with BADKEY; a wrong MAC or time gets its own TSIG error.
             query = dns.message.from_wire(data, keyring=self.keyring)
         except TSIG_ERRORS as exc:
-            try:
-                reply, name = tsig_error_reply(data, self.keyring, exc, our_payload=EDNS_PAYLOAD)
-            except Exception:
-                reply, name = header_reply(data, dns.rcode.NOTAUTH), type(exc).__name__
-            # The client's fault (a wrong key or clock), not ours: info, as bad queries.
-            self.bad_tsig(f"{address}: {name}")
-            return [reply]
+            return [tsig_refusal(data, self.keyring, exc, self.bad_tsig, address)]
         except Exception:
             return [header_reply(data)]
         try:

@@ -40,6 +40,11 @@ import dns.tsig
 Keyring = dict[dns.name.Name, dns.tsig.Key]
 
 
+def keyring_of(key: dns.tsig.Key | None) -> Keyring | None:
+    """What dnspython checks a message's TSIG against: *key* alone, or no key."""
+    return None if key is None else {key.name: key}
+
+
 def tsig_error_reply(
     data: bytes, keyring: Keyring | None, error: Exception, *, our_payload: int
 ) -> tuple[bytes, str]:
