@@ -13,7 +13,11 @@ measures it, so a busy machine does not decide the outcome.
 
 from __future__ import annotations
 
-from tests.hostile.test_password_checks import Gateway, start  # noqa: F401 - the fixture
+from tests.hostile.test_password_checks import (  # noqa: F401 - the fixture
+    Gateway,
+    failed_login_cpu,
+    start,
+)
 from tests.hostile.wire import basic
 
 
@@ -21,15 +25,6 @@ def test_a_user_on_the_fast_hash_costs_what_an_unknown_user_costs(
     start: object,  # noqa: F811 - the fixture imported above
 ) -> None:
     gw: Gateway = start(AUTH_CACHE_TTL="0")  # type: ignore[operator]
-    known, unknown = basic("alice", "a guess"), basic("nobody-at-all", "a guess")
-    for headers in (known, unknown):  # warm up: calibration, imports
-        assert gw.login(headers).status == 401
-    spent = {"known": 0.0, "unknown": 0.0}
-    for _ in range(4):
-        for name, headers in (("known", known), ("unknown", unknown)):
-            before = gw.cpu_seconds()
-            for _ in range(2):
-                assert gw.login(headers).status == 401
-            spent[name] += gw.cpu_seconds() - before
+    spent = failed_login_cpu(gw, known=basic("alice", "a guess"))
     assert spent["known"] > 0.7 * spent["unknown"], spent
     assert spent["unknown"] > 0.7 * spent["known"], spent
