@@ -1,7 +1,7 @@
 """An original-gateway provider class whose "DNS server" is a JSON file, for process tests.
 
 :func:`write_provider` writes ``filedns.py`` (class ``FileDNS``) for
-``DNSAPI_MODULE``/``DNSAPI_CLASS``. Its zone is ``{fqdn: [values]}`` in a JSON
+``DNSAPI_MODULE``/``DNSAPI_CLASS`` (:func:`settings`). Its zone is ``{fqdn: [values]}`` in a JSON
 file, changed under a file lock with an atomic rename, so it remembers what
 was written across a ``kill -9`` of the gateway exactly as a real DNS server
 would, and a test reads it from outside (:class:`Zone`). Each call sleeps
@@ -95,6 +95,12 @@ def write_provider(
         )
     )
     return path
+
+
+def settings(provider: Path) -> dict[str, str | None]:
+    """The gateway settings that make the ``filedns.py`` at *provider* its DNS provider
+    (for :func:`tests.gateway.procs.gateway_settings`)."""
+    return {"PROVIDER": None, "DNSAPI_MODULE": str(provider), "DNSAPI_CLASS": "FileDNS"}
 
 
 class Zone:

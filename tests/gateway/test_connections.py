@@ -285,9 +285,7 @@ def test_when_every_slot_is_taken_an_idle_connection_makes_way(tmp_path: Path) -
     settings = gateway_settings(
         tmp_path,
         port,
-        PROVIDER=None,
-        DNSAPI_MODULE=str(provider),
-        DNSAPI_CLASS="FileDNS",
+        **filedns.settings(provider),
         ALLOWED_HOSTS=f"{ATTACKER}, {CLIENT}",
         MAX_CONNECTIONS="4",
     )

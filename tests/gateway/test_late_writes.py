@@ -40,10 +40,7 @@ def test_a_late_write_stays_journaled_and_is_removed_when_its_call_ends(tmp_path
     )
     port = free_port()
     settings = gateway_settings(
-        tmp_path, port,
-        PROVIDER=None,
-        DNSAPI_MODULE=str(provider),
-        DNSAPI_CLASS="FileDNS",
+        tmp_path, port, **filedns.settings(provider),
         PROVIDER_TIMEOUT="1s",
         JANITOR_INTERVAL="0.2s",
     )

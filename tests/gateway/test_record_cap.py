@@ -89,10 +89,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     provider = filedns.write_provider(where / "filedns.py", zone.path, delay=0.1)
     port = free_port()
     settings = gateway_settings(
-        where, port,
-        PROVIDER=None,
-        DNSAPI_MODULE=str(provider),
-        DNSAPI_CLASS="FileDNS",
+        where, port, **filedns.settings(provider),
         BASIC_AUTH="sufficient",
         PASSWD_FILE=str(passwd.path),
         ACMEDNS_ACCOUNTS_FILE=str(accounts),

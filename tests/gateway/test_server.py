@@ -249,9 +249,7 @@ def test_kill_9_during_a_burst_loses_nothing_and_the_janitor_leaves_nothing_stal
     provider = filedns.write_provider(tmp_path / "filedns.py", zone.path, delay=0.03)
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    settings = gateway_settings(
-        tmp_path, port, PROVIDER=None, DNSAPI_MODULE=str(provider), DNSAPI_CLASS="FileDNS"
-    )
+    settings = gateway_settings(tmp_path, port, **filedns.settings(provider))
     journal = JournalFile(tmp_path / "state" / "journal.sqlite3")
 
     # Some records set up calmly, to be torn down during the burst.
