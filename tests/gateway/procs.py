@@ -183,6 +183,16 @@ class GatewayProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, sig)
 
+    def reload(self, timeout: float = 30.0) -> None:
+        """SIGHUP, then wait until the gateway logs one more line about a reload (applied,
+        refused or needing a restart: the caller reads which)."""
+        before = self.stderr.count("reload")
+        self.send(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self.stderr.count("reload") == before:
+            assert time.monotonic() < deadline, f"SIGHUP was not acted on: {self.describe()}"
+            time.sleep(0.05)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         """Send *sig* and wait; SIGKILL if it does not exit in time. Returns the exit status."""
         self.send(sig)

@@ -18,10 +18,8 @@ SIGHUP the way an operator does it:
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,12 +52,7 @@ class Gateway:
     def reload(self, **settings: str) -> None:
         """Rewrite the dotenv file with *settings* changed, send SIGHUP, wait for the log."""
         write_dotenv(self.dotenv, self.port, self.accounts, **settings)
-        before = self.process.stderr.count("reload")
-        self.process.send(signal.SIGHUP)
-        deadline = time.monotonic() + 20
-        while self.process.stderr.count("reload") == before:
-            assert time.monotonic() < deadline, self.process.describe()
-            time.sleep(0.05)
+        self.process.reload()
         assert "reload refused" not in self.process.stderr, self.process.describe()
 
 

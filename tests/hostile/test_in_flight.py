@@ -20,7 +20,6 @@ The write must be refused, and nothing of that caller may be journaled.
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -53,9 +52,7 @@ class Gateway:
     def reload(self, **changes: str) -> None:
         """Rewrite the dotenv file with *changes*, SIGHUP, wait until it is applied."""
         write_dotenv(self.folder, self.port, **changes)
-        before = self.process.stderr.count("reload")
-        self.process.send(signal.SIGHUP)
-        until(lambda: self.process.stderr.count("reload") > before, self.process.describe)
+        self.process.reload()
         assert "reload refused" not in self.process.stderr, self.process.describe()
 
     def records_of(self, owner: str) -> list[dict[str, object]]:
