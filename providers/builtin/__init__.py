@@ -111,9 +111,9 @@ import errno
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
-from typing import ClassVar, Self
+from typing import ClassVar, Self, TypeVar
 
 from lib.names import InvalidName, normalize_name
 from lib.settings import Settings
@@ -232,14 +232,29 @@ def parse_secondary(text: str) -> tuple[str, int]:
     return str(ipaddress.ip_address(text)), 53
 
 
-def _networks(settings: Settings, key: str) -> tuple[IPNetwork, ...]:
-    networks: list[IPNetwork] = []
-    for item in settings.items(key):
+T = TypeVar("T")
+
+
+def _each(
+    settings: Settings,
+    key: str,
+    parse: Callable[[str], T],
+    expected: str,
+    default: Iterable[str] = (),
+) -> tuple[T, ...]:
+    """Each comma-separated item of *key* (else of *default*) parsed; a problem recorded
+    for each that *parse* refuses with ValueError, saying it is not *expected*."""
+    parsed: list[T] = []
+    for item in settings.items(key) or default:
         try:
-            networks.append(ipaddress.ip_network(item, strict=True))
+            parsed.append(parse(item))
         except ValueError as exc:
-            settings.problem(f"{key}: {item!r} is not an IP address or network ({exc})")
-    return tuple(networks)
+            settings.problem(f"{key}: {item!r} is not {expected} ({exc})")
+    return tuple(parsed)
+
+
+def _network(text: str) -> IPNetwork:
+    return ipaddress.ip_network(text, strict=True)
 
 
 def _bind_hint(exc: OSError, port: int) -> str | None:
@@ -322,15 +337,13 @@ class BuiltinProvider(Provider):
 
     @classmethod
     def from_settings(cls, settings: Settings, context: ProviderContext) -> Self:
-        listen: list[tuple[str, int]] = []
-        for item in settings.items("BUILTIN_LISTEN") or [DEFAULT_LISTEN]:
-            try:
-                listen.append(parse_listen(item))
-            except ValueError as exc:
-                settings.problem(
-                    f"BUILTIN_LISTEN: {item!r} is not host:port or [v6]:port "
-                    f"with an IP address ({exc})"
-                )
+        listen = _each(
+            settings,
+            "BUILTIN_LISTEN",
+            parse_listen,
+            "host:port or [v6]:port with an IP address",
+            default=[DEFAULT_LISTEN],
+        )
         raw_zone = settings.get("BUILTIN_ZONE")
         zone = settings.zone("BUILTIN_ZONE")
         if zone is not None and "." not in zone:
@@ -356,15 +369,12 @@ class BuiltinProvider(Provider):
             idle_timeout=settings.duration("BUILTIN_TCP_IDLE_TIMEOUT", 10.0, 0.1, 3600.0),
             read_timeout=settings.duration("BUILTIN_TCP_READ_TIMEOUT", 5.0, 0.1, 3600.0),
         )
-        secondaries: list[tuple[str, int]] = []
-        for item in settings.items("BUILTIN_SECONDARIES"):
-            try:
-                secondaries.append(parse_secondary(item))
-            except ValueError as exc:
-                settings.problem(
-                    f"BUILTIN_SECONDARIES: {item!r} is not an IP address, IP:port or "
-                    f"[IPv6]:port ({exc})"
-                )
+        secondaries = _each(
+            settings,
+            "BUILTIN_SECONDARIES",
+            parse_secondary,
+            "an IP address, IP:port or [IPv6]:port",
+        )
         if settings.has("BUILTIN_SECONDARIES") and raw_zone is None:
             settings.problem(
                 "BUILTIN_SECONDARIES needs BUILTIN_ZONE: that zone is the one transferred "
@@ -378,15 +388,17 @@ class BuiltinProvider(Provider):
         )
         return cls(
             BuiltinSettings(
-                listen=tuple(listen),
+                listen=listen,
                 zone=zone,
                 nameservers=tuple(nameservers),
                 ttl=ttl,
                 rate_limit=settings.integer("BUILTIN_RATE_LIMIT", 20, 0, 1_000_000),
                 rate_limit_slip=settings.integer("BUILTIN_RATE_LIMIT_SLIP", 2, 0, 100),
-                rate_limit_exempt=_networks(settings, "BUILTIN_RATE_LIMIT_EXEMPT"),
+                rate_limit_exempt=_each(
+                    settings, "BUILTIN_RATE_LIMIT_EXEMPT", _network, "an IP address or network"
+                ),
                 tcp=tcp,
-                secondaries=tuple(secondaries),
+                secondaries=secondaries,
                 tsig=tsig,
                 managed_domains=tuple(context.managed_domains),
             ),
