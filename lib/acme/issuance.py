@@ -112,7 +112,6 @@ class Driver:
 
     # --- issue and renew ----------------------------------------------------------------
 
-
     def issue(self, lineage: Lineage, *, force: bool = False) -> Outcome:
         """Issue *lineage* unless an unexpired certificate for the same names is not due.
 
@@ -306,13 +305,7 @@ class Driver:
 
             return self.failover.run(servers, at)
 
-
-
-
-
-
     # --- the deploy hook ----------------------------------------------------------------
-
 
     def _deploy_pending(self, lineage: Lineage, outcome: Outcome) -> Outcome:
         """Run the deploy hook that failed (or never ran) for the current certificate."""
@@ -329,5 +322,3 @@ class Driver:
         self.store.save_meta(lineage)
         outcome.detail += "; deploy hook run"
         return outcome
-
-
