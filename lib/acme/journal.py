@@ -17,6 +17,7 @@ that it never stops a run.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import time
@@ -28,6 +29,7 @@ from typing import Any
 from lib.acme.dns01 import TxtRecord
 from lib.acme.durable import atomic_write, make_dirs
 from lib.acme.errors import StateError
+from lib.acme.store import iso, now_utc
 
 FILE = "published.json"
 
@@ -55,7 +57,8 @@ class Journal:
     def entries(self) -> list[Published]:
         try:
             doc = json.loads(self.path.read_text())
-            changed = _stamp(self.path.stat().st_mtime)
+            changed = iso(datetime.datetime.fromtimestamp(self.path.stat().st_mtime,
+                                                       datetime.UTC))
         except FileNotFoundError:
             return []
         except (OSError, ValueError) as exc:
@@ -92,7 +95,7 @@ class Journal:
         records = tuple(dict.fromkeys((*(old.records if old else ()), *entry.records)))
         entries[entry.name] = Published(entry.name, entry.domains, entry.solver,
                                         entry.propagation_nameservers, records,
-                                        old.since if old else _stamp(time.time()))
+                                        old.since if old else iso(now_utc()))
         self._write(list(entries.values()))
 
     def remove(self, name: str, records: Sequence[TxtRecord]) -> None:
@@ -119,8 +122,3 @@ class Journal:
              "records": [{"domain": r.domain, "value": r.value} for r in e.records]}
             for e in entries]}
         atomic_write(self.path, json.dumps(doc, indent=2).encode() + b"\n", 0o600)
-
-
-def _stamp(moment: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
-
