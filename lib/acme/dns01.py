@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 import requests
 
 from lib.acme.errors import SolverError, UsageError
-from lib.acme.transport import describe_request_error
+from lib.acme.transport import describe_request_error, untrusted_certificate
 from lib.dnscheck import PropagationError, PropagationSettings, wait_for_txt
 from lib.names import challenge_name
 from lib.settings import Settings
@@ -149,7 +149,7 @@ class GatewaySolver(Solver):
                               f"{timeout:g}s") from None
         except requests.exceptions.SSLError as exc:
             detail = describe_request_error(exc)
-            hint = "" if self.ca_file or "certificate verify failed" not in detail.lower() \
+            hint = "" if self.ca_file or not untrusted_certificate(detail) \
                 else ("; for a gateway whose certificate is not from a CA this system "
                       "trusts, pass --gateway-ca-file")
             raise SolverError(f"gateway {what} of {record.fqdn}: TLS with {self.url} "

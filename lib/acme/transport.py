@@ -132,9 +132,8 @@ class Transport:
                 allow_redirects=method == "GET", **kwargs))
         except requests.exceptions.SSLError as exc:
             detail = describe_request_error(exc)
-            # Only a certificate we do not trust is ours to fix (a dropped handshake is not).
             hint = ("; for a private CA pass its certificate with --ca-file"
-                    if "certificate verify failed" in detail.lower() else "")
+                    if untrusted_certificate(detail) else "")
             raise Unreachable(f"TLS with {host_of(url)} failed ({detail}){hint}") from None
         except (requests.exceptions.Timeout, TimeoutError):
             raise NoAnswer(f"{host_of(url)} did not answer within {wait:g}s") from None
@@ -281,6 +280,12 @@ def json_of(response: requests.Response, what: str) -> Any:
         content_type = response.headers.get("Content-Type", "no content type")
         raise TransportError(f"{response.url} sent no JSON for the {what} "
                              f"(HTTP {response.status_code}, {content_type})") from None
+
+
+def untrusted_certificate(detail: str) -> bool:
+    """Whether a TLS failure (:func:`describe_request_error`'s *detail*) is a certificate
+    this system does not trust, which a CA file fixes; a dropped handshake is not."""
+    return "certificate verify failed" in detail.lower()
 
 
 def describe_request_error(exc: BaseException) -> str:
