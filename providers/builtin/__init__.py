@@ -118,7 +118,7 @@ from typing import ClassVar, Self, TypeVar
 from lib.names import InvalidName, normalize_name
 from lib.settings import Settings
 from providers._shared import SharedRecords
-from providers._tsig import ALGORITHMS, TsigSettings, tsig_settings
+from providers._tsig import TsigSettings, tsig_settings
 from providers.base import Provider, ProviderContext, ProviderError
 from providers.builtin.network import TcpLimits, bind_tcp, bind_udp
 from providers.builtin.process import ServerProcess, ServerProcessError
@@ -613,7 +613,6 @@ class BuiltinProvider(Provider):
 
     def _server_config(self) -> ServerConfig:
         """What the server process is told: these settings, on the sockets bound."""
-        tsig = self.settings.tsig
         return ServerConfig(
             managed=tuple(text_of(d) for d in self.managed),
             zone=self.settings.zone,
@@ -627,9 +626,7 @@ class BuiltinProvider(Provider):
             udp_fds=tuple(s.fileno() for udp, _ in self._sockets for s in udp),
             tcp_fds=tuple(tcp.fileno() for _, tcp in self._sockets),
             secondaries=self.settings.secondaries if self.settings.zone else (),
-            tsig=None
-            if tsig is None
-            else (tsig.key_name, tsig.secret, ALGORITHMS[tsig.algorithm].to_text()),
+            tsig=self.settings.tsig,
         )
 
     # -- reload (SIGHUP) ----------------------------------------------------------

@@ -49,6 +49,7 @@ from typing import Any
 
 import dns.tsig
 
+from providers._tsig import TsigSettings
 from providers.builtin.network import Responder, TcpLimits, TcpServer
 from providers.builtin.rrl import RateLimiter
 from providers.builtin.store import Answers, Labels, Served, labels_of
@@ -80,10 +81,9 @@ class ServerConfig:
     log_level: int = logging.INFO
     udp_fds: tuple[int, ...] = ()
     tcp_fds: tuple[int, ...] = ()
-    # Zone transfers of ``zone``: NOTIFY targets (host, port), and the TSIG key
-    # as (name, secret, algorithm).
+    # Zone transfers of ``zone``: NOTIFY targets (host, port), and the TSIG key.
     secondaries: tuple[tuple[str, int], ...] = ()
-    tsig: tuple[str, str, str] | None = field(default=None, repr=False)
+    tsig: TsigSettings | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"op": "config", **asdict(self)}
@@ -96,14 +96,11 @@ class ServerConfig:
             values[key] = tuple(values[key])
         values["secondaries"] = tuple((host, port) for host, port in values["secondaries"])
         if values["tsig"] is not None:
-            values["tsig"] = tuple(values["tsig"])
+            values["tsig"] = TsigSettings(**values["tsig"])
         return cls(**values)
 
     def key(self) -> dns.tsig.Key | None:
-        if self.tsig is None:
-            return None
-        name, secret, algorithm = self.tsig
-        return dns.tsig.Key(name, secret, algorithm)
+        return None if self.tsig is None else self.tsig.key()
 
 
 class Control:
