@@ -30,9 +30,8 @@ import pytest
 import requests
 
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, builtin_settings, running_gateway
+from tests.gateway.backends import gateway_on_postgres
 from tests.servers.postgres import PostgresServer, running_postgres
-from tests.system import free_port
 
 pytestmark = pytest.mark.system
 
@@ -44,27 +43,6 @@ def postgres() -> Iterator[PostgresServer]:
     """A server of this module's own: these tests stop it."""
     with running_postgres() as server:
         yield server
-
-
-@contextlib.contextmanager
-def gateway_on(
-    tmp_path: Path, server: PostgresServer
-) -> Iterator[tuple[GatewayProcess, str, str]]:
-    """A gateway on a fresh database: the process, its URL, the database's name."""
-    database = server.new_database()
-    port = free_port()
-    settings = builtin_settings(
-        tmp_path, port, free_port(),
-        DATABASE_URL=server.url(database),
-        DATABASE_PASSWORD=server.password,
-        DATABASE_TIMEOUT="2",
-        PROVIDER_TIMEOUT="3",
-        PROPAGATION_CHECK="off",
-        MAX_RECORDS_PER_USER="0",
-        JANITOR_INTERVAL="1",
-    )
-    with running_gateway(tmp_path, settings) as gw:
-        yield gw, f"http://127.0.0.1:{port}/", database
 
 
 def rows(server: PostgresServer, database: str, sql: str) -> set[tuple[str, ...]]:
@@ -82,7 +60,7 @@ def healthz(url: str) -> int:
 async def test_postgresql_stopped_during_a_burst_loses_nothing_and_leaves_nothing(
     tmp_path: Path, postgres: PostgresServer
 ) -> None:
-    with gateway_on(tmp_path, postgres) as (gw, url, db):
+    with gateway_on_postgres(tmp_path, postgres) as (gw, url, db, _):
         confirmed: set[tuple[str, str]] = set()
         answers: list[int] = []
         messages: list[str] = []
@@ -159,7 +137,7 @@ async def test_postgresql_stopped_during_a_burst_loses_nothing_and_leaves_nothin
 def test_a_gateway_stops_while_the_database_is_away(
     tmp_path: Path, postgres: PostgresServer
 ) -> None:
-    with gateway_on(tmp_path, postgres) as (gw, url, _):
+    with gateway_on_postgres(tmp_path, postgres) as (gw, url, _, _):
         assert healthz(url) == 200
         postgres.stop()
         try:
@@ -172,7 +150,7 @@ def test_a_gateway_stops_while_the_database_is_away(
 def test_the_databases_own_words_go_to_the_log_not_to_the_caller(
     tmp_path: Path, postgres: PostgresServer
 ) -> None:
-    with gateway_on(tmp_path, postgres) as (gw, url, db):
+    with gateway_on_postgres(tmp_path, postgres) as (gw, url, db, _):
         body = {"argument": "setup", "domain_name": NAMES[0], "challenge_content": make_value()}
         with contextlib.closing(postgres.connect(db)) as admin:
             admin.execute("ALTER TABLE records RENAME TO records_hidden_by_the_admin")

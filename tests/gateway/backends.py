@@ -11,6 +11,9 @@ configuration), opens a :class:`gateway.state.State` directly, and reads or
 changes the tables from outside as an operator would (``sql``), with ``?`` for
 parameters on both. PostgreSQL runs once per test session
 (:mod:`tests.servers.postgres`), with a fresh database per test.
+
+:func:`gateway_on_postgres` runs a gateway process on a server a test module
+stops or freezes.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import pytest
 
 from gateway.state import State
 from gateway.state.sqlite import ACCOUNTS_FILE_NAME, JOURNAL_FILE_NAME, SqliteState
+from tests.gateway.procs import GatewayProcess, builtin_settings, running_gateway
 from tests.servers.postgres import PostgresServer
+from tests.system import free_port
 
 BACKENDS = ("sqlite", "postgresql")
 
@@ -93,6 +98,30 @@ class Backend:
         else:
             # Not validated against the rows there: only new writes fail.
             self.sql(table, f"ALTER TABLE {table} ADD CONSTRAINT refuse CHECK (false) NOT VALID")
+
+
+@contextlib.contextmanager
+def gateway_on_postgres(
+    tmp_path: Path, server: PostgresServer
+) -> Iterator[tuple[GatewayProcess, str, str, int]]:
+    """A gateway (``PROVIDER=builtin``, its records in the database too) on a fresh
+    database of *server*, with short bounds (``DATABASE_TIMEOUT`` 2 s,
+    ``PROVIDER_TIMEOUT`` 3 s, the janitor every second): the process, its URL,
+    the database's name and its DNS port."""
+    database = server.new_database()
+    port, dns_port = free_port(), free_port()
+    settings = builtin_settings(
+        tmp_path, port, dns_port,
+        DATABASE_URL=server.url(database),
+        DATABASE_PASSWORD=server.password,
+        DATABASE_TIMEOUT="2",
+        PROVIDER_TIMEOUT="3",
+        PROPAGATION_CHECK="off",
+        MAX_RECORDS_PER_USER="0",
+        JANITOR_INTERVAL="1",
+    )
+    with running_gateway(tmp_path, settings) as gw:
+        yield gw, f"http://127.0.0.1:{port}/", database, dns_port
 
 
 @pytest.fixture(params=BACKENDS, name="backend")

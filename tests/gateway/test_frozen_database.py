@@ -34,10 +34,9 @@ from gateway.errors import Unavailable
 from gateway.state import postgres as postgres_backend
 from gateway.state.postgres import PostgresJournal
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, builtin_settings, running_gateway
+from tests.gateway.backends import gateway_on_postgres
 from tests.gateway.test_state import NAME, pg_opened
 from tests.servers.postgres import PostgresServer, running_postgres
-from tests.system import free_port
 
 pytestmark = pytest.mark.system
 
@@ -87,25 +86,6 @@ def frozen(server: PostgresServer) -> Iterator[None]:
                 os.kill(pid, signal.SIGCONT)
 
 
-@contextlib.contextmanager
-def gateway_on(tmp_path: Path, server: PostgresServer) -> Iterator[tuple[GatewayProcess, str, int]]:
-    """A gateway on a fresh database: the process, its URL, its DNS port."""
-    database = server.new_database()
-    port, dns_port = free_port(), free_port()
-    settings = builtin_settings(
-        tmp_path, port, dns_port,
-        DATABASE_URL=server.url(database),
-        DATABASE_PASSWORD=server.password,
-        DATABASE_TIMEOUT="2",
-        PROVIDER_TIMEOUT="3",
-        PROPAGATION_CHECK="off",
-        MAX_RECORDS_PER_USER="0",
-        JANITOR_INTERVAL="1",
-    )
-    with running_gateway(tmp_path, settings) as gw:
-        yield gw, f"http://127.0.0.1:{port}/", dns_port
-
-
 def setup(url: str, value: str) -> tuple[int, str, float]:
     """A setup for example.test: its status, its body and how long it took."""
     body = {"argument": "setup", "domain_name": "example.test", "challenge_content": value}
@@ -128,7 +108,7 @@ def served(dns_port: int) -> set[str]:
 def test_a_frozen_database_is_a_503_and_the_gateway_recovers_when_it_answers_again(
     tmp_path: Path, postgres: PostgresServer
 ) -> None:
-    with gateway_on(tmp_path, postgres) as (gw, url, dns_port):
+    with gateway_on_postgres(tmp_path, postgres) as (gw, url, _, dns_port):
         before = make_value()
         assert setup(url, before)[0] == 201, gw.describe()
         with frozen(postgres):
@@ -155,7 +135,7 @@ def test_a_gateway_asked_to_stop_while_the_database_is_frozen_stops(
 ) -> None:
     """SIGTERM with a setup waiting on the frozen database and the janitor sweeping
     every second: the process ends, and its log says how the stop went."""
-    with gateway_on(tmp_path, postgres) as (gw, url, _):
+    with gateway_on_postgres(tmp_path, postgres) as (gw, url, _, _):
         assert setup(url, make_value())[0] == 201, gw.describe()
         with frozen(postgres), ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(setup, url, make_value())
