@@ -42,7 +42,11 @@ from gateway.config import DatabaseConfig  # noqa: E402
 from gateway.state.postgres import PostgresState  # noqa: E402
 from providers.builtin import BuiltinProvider, BuiltinSettings  # noqa: E402
 from tests.conftest import make_value  # noqa: E402
-from tests.gateway.procs import GatewayProcess, running_gateway  # noqa: E402
+from tests.gateway.procs import (  # noqa: E402
+    GatewayProcess,
+    builtin_settings,
+    running_gateway,
+)
 from tests.servers.postgres import PostgresServer, running_postgres  # noqa: E402
 from tests.system import free_port  # noqa: E402
 
@@ -50,20 +54,15 @@ DOMAIN = "example.test"
 
 
 def settings(folder: Path, api: int, dns: int, **extra: str) -> dict[str, str]:
-    return {
-        "PROVIDER": "builtin",
-        "BUILTIN_LISTEN": f"127.0.0.1:{dns}",
-        "BUILTIN_NS": "gw.example.net",
-        "BUILTIN_RATE_LIMIT": "0",
-        "DNSAPI_DOMAINS": DOMAIN,
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LISTEN": f"127.0.0.1:{api}",
-        "STATE_DIR": str(folder / "state"),
-        "PROPAGATION_CHECK": "off",
-        "MAX_RECORDS_PER_USER": "0",
-        "LOG_LEVEL": "WARNING",
+    return builtin_settings(
+        folder, api, dns,
+        BUILTIN_NS="gw.example.net",
+        BUILTIN_RATE_LIMIT="0",
+        PROPAGATION_CHECK="off",
+        MAX_RECORDS_PER_USER="0",
+        LOG_LEVEL="WARNING",
         **extra,
-    }
+    )
 
 
 def on_postgres(server: PostgresServer, database: str) -> dict[str, str]:
