@@ -98,8 +98,7 @@ class Identity:
             return self.account.label
         if self.user is not None:
             return self.user
-        # One IPv6 host picks addresses in its /64 at will: one caller, as for the limiter.
-        return f"host:{FailureLimiter.key(self.client)}"
+        return f"host:{client_key(self.client)}"
 
 
 # Where the access middleware (gateway.routes) leaves the admitted caller on a request.
@@ -112,6 +111,24 @@ def caller(request: web.Request) -> Identity:
         return request[CALLER]
     except KeyError:
         raise RuntimeError(f"{request.method} {request.path}: no caller; is it public?") from None
+
+
+def client_key(addr: IPAddress | str) -> str:
+    """Whom a caller counts as, for the failure limiter, the refusal log, connection
+    limits and host labels: its address (IPv4 for an IPv4-mapped one), or its /64 for
+    IPv6, since one host picks addresses in its /64 at will. A *addr* that is no
+    address (a unix socket peer) counts as itself."""
+    if isinstance(addr, str):
+        text = addr
+        try:
+            addr = ipaddress.ip_address(text.partition("%")[0])
+        except ValueError:
+            return text
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr)
 
 
 def _contains(nets: tuple[IPNetwork, ...], addr: IPAddress) -> bool:
@@ -209,13 +226,6 @@ class FailureLimiter:
         self._max = max_entries
         self._entries: dict[str, tuple[float, int]] = {}
 
-    @staticmethod
-    def key(addr: IPAddress) -> str:
-        # One IPv6 host usually owns a whole /64; count it as one client.
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is None:
-            return str(ipaddress.ip_network(f"{addr}/64", strict=False))
-        return str(addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else addr)
-
     def retry_after(self, addr: IPAddress, pending: int = 0) -> int:
         """Seconds until *addr* may try again, 0 if it may now.
 
@@ -223,7 +233,7 @@ class FailureLimiter:
         come, so that a burst of concurrent guesses gets no more checks than the
         limit allows; their end is worth waiting a second for.
         """
-        key = self.key(addr)
+        key = client_key(addr)
         count, remaining = 0, 0.0
         entry = self._entries.get(key)
         if entry is not None:
@@ -238,7 +248,7 @@ class FailureLimiter:
 
     def failed(self, addr: IPAddress) -> None:
         now = self._clock()
-        key = self.key(addr)
+        key = client_key(addr)
         start, count = self._entries.get(key, (now, 0))
         if now - start >= self.window:
             start, count = now, 0
@@ -456,7 +466,7 @@ class Authenticator:
         self.accounts = accounts
         self.limiter = limiter or FailureLimiter(config.max_failures, config.failure_window)
         self.on_failure: Callable[[str], None] = lambda reason: None
-        # Password checks under way per client (FailureLimiter.key), by credentials.
+        # Password checks under way per client (client_key), by credentials.
         self._pending: dict[str, dict[bytes, int]] = {}
 
     def host_allowed(self, addr: IPAddress) -> bool:
@@ -540,7 +550,7 @@ class Authenticator:
         entry = store.cached(user, password)
         if entry is not None:
             return entry
-        client, digest = self.limiter.key(addr), store.digest(user, password)
+        client, digest = client_key(addr), store.digest(user, password)
         checks = self._pending.setdefault(client, {})
         if digest not in checks:  # the same credentials again share the check under way
             self.check_limit(addr, pending=len(checks))

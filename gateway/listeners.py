@@ -50,6 +50,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from gateway.auth import client_key
 from gateway.config import ConnectionLimits
 from gateway.live import Live
 
@@ -85,19 +86,6 @@ def connection_budget() -> tuple[int, int]:
     if soft == resource.RLIM_INFINITY:
         return soft, 1_000_000
     return soft, max(1, (soft - RESERVED_FILES) // FILES_PER_CONNECTION)
-
-
-def client_key(host: str) -> str:
-    """Whom a connection counts against: its address, or its /64 for IPv6."""
-    try:
-        addr = ipaddress.ip_address(host.partition("%")[0])
-    except ValueError:
-        return host
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
-        return str(ipaddress.IPv6Network((addr, 64), strict=False))
-    return str(addr)
 
 
 class _Throttled:

@@ -21,7 +21,6 @@ most, and one line more for all the others together. So a window writes at most
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import time
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.auth import FailureLimiter, client_address, parse_basic
+from gateway.auth import client_address, client_key, parse_basic
 from gateway.config import AuthConfig
 from gateway.errors import GatewayError
 
@@ -79,7 +78,7 @@ class RefusalAudit:
         if self._start is None or now - self._start >= self.window:
             self.flush()
             self._start = now
-        key = _client_key(refusal.client)
+        key = client_key(refusal.client)
         lines = self._lines.get(key, 0)
         if lines < self.per_client and self._written < self.total:
             self._lines[key] = lines + 1
@@ -163,13 +162,6 @@ def _shown(user: str) -> str:
     if user.isprintable() and not any(c in user for c in ' ="'):
         return user
     return json.dumps(user)
-
-
-def _client_key(client: str) -> str:
-    try:
-        return FailureLimiter.key(ipaddress.ip_address(client))
-    except ValueError:
-        return client
 
 
 def _write(r: Refusal) -> None:
