@@ -140,14 +140,18 @@ class Failover:
             return Verdict(False)
         if isinstance(exc, ChallengeFailed):
             retry = not exc.codes or not set(exc.codes) <= NOT_RETRIED
-            return Verdict(retry and self._clock() + backoff <= deadline, backoff)
+            return self._backoff(backoff, deadline) if retry else Verdict(False, backoff)
         if isinstance(exc, ProblemError):
             asks_to_wait = exc.code == "rateLimited" or exc.status in WAIT_STATUSES
             if asks_to_wait:
                 return self._wait_verdict(exc, deadline, backoff)
             if exc.code in NOT_RETRIED:
                 return Verdict(False)
-        # A back-off that ends past the certificate's deadline is no try at all.
+        return self._backoff(backoff, deadline)
+
+    def _backoff(self, backoff: float, deadline: float) -> Verdict:
+        """Try again after *backoff* seconds, unless that ends past the certificate's
+        *deadline*: such a try is no try at all."""
         return Verdict(self._clock() + backoff <= deadline, backoff)
 
     def _wait_verdict(self, exc: ProblemError, deadline: float, backoff: float) -> Verdict:
@@ -155,7 +159,7 @@ class Failover:
             if exc.code == "rateLimited":
                 return Verdict(False, down="rate limited (no Retry-After); not asked again "
                                           "in this run")
-            return Verdict(self._clock() + backoff <= deadline, backoff)
+            return self._backoff(backoff, deadline)
         if self._clock() + exc.retry_after <= deadline:
             return Verdict(True, exc.retry_after)
         when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=exc.retry_after)
