@@ -27,7 +27,7 @@ CHALLENGE_LABEL = "_acme-challenge"
 # ``match`` would also take a final line break ("www\n", a value and "\n").
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 _VALUE = re.compile(r"[A-Za-z0-9_-]{43}")
-_MAX_NAME = 253
+MAX_NAME = 253  # characters in a DNS name in text form, without the final dot
 _ACE_PREFIX = "xn--"
 _QUOTED = re.compile(r" (?:of|in) '.*'")
 
@@ -73,7 +73,7 @@ def normalize_name(name: str) -> str:
             raise InvalidName(f"has an invalid label {label[:63]!r}")
         out.append(label)
     result = ".".join(out)
-    if len(result) > _MAX_NAME:
+    if len(result) > MAX_NAME:
         raise InvalidName("is longer than 253 characters")
     return result
 

@@ -16,9 +16,8 @@ import ipaddress
 import re
 
 from lib.acme.errors import UsageError
-from lib.names import InvalidName, challenge_name, normalize_name
+from lib.names import MAX_NAME, InvalidName, challenge_name, normalize_name
 
-MAX_NAME = 253  # characters in a DNS name in text form, without the final dot
 # Used with fullmatch, as lib.names does.
 _HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
