@@ -19,8 +19,9 @@ builtin one) takes the rest, others keep running as they were.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, Self
 
@@ -94,31 +95,27 @@ class LiveProvider(Provider):
         await self.current.open()
 
     async def add_txt(self, fqdn: str, value: str) -> None:
-        provider = self._enter()
-        try:
+        with self._in_use() as provider:
             await provider.add_txt(fqdn, value)
-        finally:
-            self._leave(provider)
 
     async def remove_txt(self, fqdn: str, value: str) -> None:
-        provider = self._enter()
-        try:
+        with self._in_use() as provider:
             await provider.remove_txt(fqdn, value)
-        finally:
-            self._leave(provider)
 
-    def _enter(self) -> Provider:
+    @contextlib.contextmanager
+    def _in_use(self) -> Iterator[Provider]:
+        """The provider in force, counted as busy (not to be closed) until the block ends."""
         provider = self.current
         self._calls[provider] = self._calls.get(provider, 0) + 1
-        return provider
-
-    def _leave(self, provider: Provider) -> None:
-        self._calls[provider] -= 1
-        if not self._calls[provider]:
-            del self._calls[provider]
-            idle = self._idle.get(provider)
-            if idle is not None:
-                idle.set()
+        try:
+            yield provider
+        finally:
+            self._calls[provider] -= 1
+            if not self._calls[provider]:
+                del self._calls[provider]
+                idle = self._idle.get(provider)
+                if idle is not None:
+                    idle.set()
 
     async def aclose(self) -> None:
         """Close the provider in force, after any being retired."""
