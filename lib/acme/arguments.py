@@ -346,8 +346,9 @@ def lineage(args: argparse.Namespace) -> Lineage:
     user_csr = _user_csr(args)
     if user_csr is not None:
         csr_names = _domains(user_csr[1].names, f"--csr {args.csr}: the name")
-        if args.domain and set(_domains(args.domain)) != set(csr_names):
-            raise UsageError(f"-d names {' '.join(_domains(args.domain))} but the CSR names "
+        given = _domains(args.domain) if args.domain else None
+        if given and set(given) != set(csr_names):
+            raise UsageError(f"-d names {' '.join(given)} but the CSR names "
                              f"{' '.join(csr_names)}: leave out -d, or make them agree")
         domains = csr_names
     else:
