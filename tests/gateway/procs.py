@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import resource
 import signal
@@ -86,6 +87,14 @@ def passwords_only(folder: Path) -> dict[str, str | None]:
         "BASIC_AUTH": "required",
         "PASSWD_FILE": str(folder / "acmepasswd"),
     }
+
+
+def write_accounts_file(path: Path, *accounts: Mapping[str, object], mode: int = 0o600) -> Path:
+    """An ``ACMEDNS_ACCOUNTS_FILE`` at *path* listing *accounts*, private unless *mode*
+    says otherwise (an entry with a ``password`` holds a key: the gateway wants it private)."""
+    path.write_text(json.dumps({"accounts": list(accounts)}))
+    path.chmod(mode)
+    return path
 
 
 def _on_loopback(folder: Path, port: int) -> dict[str, str]:

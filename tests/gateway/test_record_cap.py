@@ -10,7 +10,6 @@ nor the provider sees it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from lib.passwd import PasswordFile
 from tests.conftest import make_value
 from tests.gateway import filedns
 from tests.gateway.filedns import JournalFile, Zone
-from tests.gateway.procs import gateway_settings, running_gateway
+from tests.gateway.procs import gateway_settings, running_gateway, write_accounts_file
 from tests.system import free_port
 
 CAP = 3
@@ -69,22 +68,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     passwd = PasswordFile(where / "acmepasswd")
     for user, password in USERS.items():
         passwd.set_user(user, password)
-    accounts = where / "accounts.json"
-    accounts.write_text(
-        json.dumps(
-            {
-                "accounts": [
-                    {
-                        "username": ACME_USER,
-                        "password_hash": hash_key(ACME_KEY),
-                        "subdomain": ACME_SUB,
-                        "domain": "acme.example.test",
-                    }
-                ]
-            }
-        )
+    accounts = write_accounts_file(
+        where / "accounts.json",
+        {"username": ACME_USER, "password_hash": hash_key(ACME_KEY), "subdomain": ACME_SUB,
+         "domain": "acme.example.test"},
     )
-    accounts.chmod(0o600)
     zone = Zone(where / "zone.json")
     provider = filedns.write_provider(where / "filedns.py", zone.path, delay=0.1)
     port = free_port()

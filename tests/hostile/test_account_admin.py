@@ -38,6 +38,7 @@ from tests.gateway.procs import (
     gateway_settings,
     passwords_only,
     running_gateway,
+    write_accounts_file,
 )
 from tests.hostile.conftest import Answer
 from tests.hostile.wire import basic, send
@@ -111,12 +112,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     users.set_user("alice", PASSWORDS["alice"])
     users.set_user("carol", PASSWORDS["carol"], roles=["admin"])
     users.set_user("dora", PASSWORDS["dora"], domains=["shop.example.test"], roles=["admin"])
-    accounts = tmp / "accounts.json"
-    accounts.write_text(json.dumps({"accounts": [
+    accounts = write_accounts_file(
+        tmp / "accounts.json",
         {"username": STATIC_USER, "password": STATIC_KEY, "subdomain": "static-sub",
          "domain": "www.shop.example.test"},
-    ]}))
-    accounts.chmod(0o600)
+    )
     port = free_port()
     settings = gateway_settings(
         tmp, port, **passwords_only(tmp),

@@ -17,7 +17,6 @@ SIGHUP the way an operator does it:
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ import pytest
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, gateway_env, running_gateway
+from tests.gateway.procs import GatewayProcess, gateway_env, running_gateway, write_accounts_file
 from tests.hostile.conftest import Answer
 from tests.hostile.wire import basic, send
 from tests.system import free_port
@@ -96,8 +95,7 @@ def write_accounts(path: Path, *, with_static: bool) -> None:
         {"username": STATIC_USER, "password": STATIC_KEY, "subdomain": STATIC_SUB,
          "domain": "www.example.test"}
     ] if with_static else []
-    path.write_text(json.dumps({"accounts": entries}))
-    path.chmod(0o600)
+    write_accounts_file(path, *entries)
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ folders above a path (``/tmp``) are fine.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from pathlib import Path
@@ -35,7 +34,13 @@ from gateway.acmedns import AccountStore
 from gateway.state.sqlite import SqliteState
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, gateway_settings, passwords_only, run_gateway
+from tests.gateway.procs import (
+    GatewayProcess,
+    gateway_settings,
+    passwords_only,
+    run_gateway,
+    write_accounts_file,
+)
 from tests.hostile.wire import send
 from tests.system import free_port
 
@@ -159,12 +164,12 @@ def test_a_state_dir_of_another_user_is_refused(tmp_path: Path) -> None:
 
 
 def test_an_accounts_file_of_hashes_others_may_write_is_refused(tmp_path: Path) -> None:
-    accounts = tmp_path / "accounts.json"
-    accounts.write_text(json.dumps({"accounts": [
+    accounts = write_accounts_file(
+        tmp_path / "accounts.json",
         {"username": "u", "password_hash": "sha256$00$00", "subdomain": "s",
          "fulldomain": f"s.{ZONE}"},
-    ]}))
-    accounts.chmod(0o646)
+        mode=0o646,
+    )
     settings = settings_for(tmp_path, free_port(), ACMEDNS_ACCOUNTS_FILE=str(accounts))
     refused(tmp_path, settings, f"ACMEDNS_ACCOUNTS_FILE: {accounts} may be changed by every "
                                 f"user (mode 646), who could then decide who may write which "

@@ -18,7 +18,6 @@ Where the gateway does start, the test shows what the mistake let through.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import pytest
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, run_gateway
+from tests.gateway.procs import GatewayProcess, run_gateway, write_accounts_file
 from tests.hostile.wire import basic, send
 from tests.system import free_port
 
@@ -88,12 +87,11 @@ def test_start_up_refuses(tmp_path: Path, settings: dict[str, str], message: str
 
 
 def test_accounts_file_allowfrom_with_host_bits_is_refused(tmp_path: Path) -> None:
-    accounts = tmp_path / "accounts.json"
-    accounts.write_text(json.dumps({"accounts": [
+    accounts = write_accounts_file(
+        tmp_path / "accounts.json",
         {"username": "u", "password": "p" * 40, "subdomain": "s",
          "fulldomain": "s.acme.example.test", "allowfrom": ["127.0.0.1/8"]},
-    ]}))
-    accounts.chmod(0o600)
+    )
     port = free_port()
     env = base_settings(tmp_path, port, BASIC_AUTH="required", ACMEDNS_ZONE="acme.example.test",
                         ACMEDNS_ACCOUNTS_FILE=str(accounts))
@@ -128,11 +126,11 @@ TSIG_SECRET = base64.b64encode(b"k" * 32).decode()
 def secret_settings(tmp: Path, port: int) -> dict[str, str]:
     """Every kind of secret file at once, each private; the dotenv file holds the rest."""
     (tmp / "tsig.secret").write_text(TSIG_SECRET + "\n")
-    accounts = tmp / "accounts.json"
-    accounts.write_text(json.dumps({"accounts": [
+    accounts = write_accounts_file(
+        tmp / "accounts.json",
         {"username": "u", "password": "p" * 40, "subdomain": "s",
          "fulldomain": "s.acme.example.test"},
-    ]}))
+    )
     dotenv = tmp / "gateway.env"
     dotenv.write_text(
         "PROVIDER=rfc2136\nRFC2136_SERVER=127.0.0.1\nRFC2136_TSIG_KEY_NAME=acmegw.\n"
@@ -187,11 +185,12 @@ def test_a_dotenv_file_without_secrets_may_be_read(tmp_path: Path) -> None:
     settings = secret_settings(tmp_path, port)
     (tmp_path / "gateway.env").write_text("PROVIDER=memory\n")
     (tmp_path / "gateway.env").chmod(0o644)
-    (tmp_path / "accounts.json").write_text(json.dumps({"accounts": [
+    write_accounts_file(
+        tmp_path / "accounts.json",
         {"username": "u", "password_hash": "sha256$00$00", "subdomain": "s",
          "fulldomain": "s.acme.example.test"},
-    ]}))
-    (tmp_path / "accounts.json").chmod(0o644)  # hashes only: no secret
+        mode=0o644,  # hashes only: no secret
+    )
     check = run_gateway(tmp_path, settings, ["--check-config"])
     assert check.returncode == 0, check.stderr
 

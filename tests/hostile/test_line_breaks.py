@@ -11,7 +11,6 @@ two; such a value was published with its line break. Every API must answer
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -19,7 +18,13 @@ import pytest
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, gateway_settings, passwords_only, running_gateway
+from tests.gateway.procs import (
+    GatewayProcess,
+    gateway_settings,
+    passwords_only,
+    running_gateway,
+    write_accounts_file,
+)
 from tests.hostile.conftest import Answer
 from tests.hostile.wire import basic, send
 from tests.system import free_port
@@ -46,12 +51,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     users = PasswordFile(tmp / "acmepasswd")
     users.set_user("alice", "alice's password")
     users.set_user("carol", "carol's password", roles=["admin"])
-    accounts = tmp / "accounts.json"
-    accounts.write_text(json.dumps({"accounts": [
+    accounts = write_accounts_file(
+        tmp / "accounts.json",
         {"username": KEY_USER, "password": KEY, "subdomain": KEY_SUB,
          "fulldomain": f"{KEY_SUB}.{ZONE}"},
-    ]}))
-    accounts.chmod(0o600)
+    )
     port = free_port()
     settings = gateway_settings(
         tmp, port, **passwords_only(tmp),

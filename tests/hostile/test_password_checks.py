@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import threading
 import time
@@ -38,7 +37,13 @@ import pytest
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, gateway_settings, passwords_only, running_gateway
+from tests.gateway.procs import (
+    GatewayProcess,
+    gateway_settings,
+    passwords_only,
+    running_gateway,
+    write_accounts_file,
+)
 from tests.hostile.conftest import Answer
 from tests.hostile.wire import basic, send
 from tests.system import free_port
@@ -181,12 +186,11 @@ def test_concurrent_guesses_from_one_client_get_no_more_checks_than_its_limit(
 
 
 def test_an_ipv6_client_has_one_budget_for_its_64(start: object, tmp_path: Path) -> None:
-    accounts = tmp_path / "accounts.json"
-    accounts.write_text(json.dumps({"accounts": [
+    accounts = write_accounts_file(
+        tmp_path / "accounts.json",
         {"username": "acct", "password": "k" * 40, "subdomain": "s",
          "fulldomain": "s.acme.example.test"},
-    ]}))
-    accounts.chmod(0o600)
+    )
     gw: Gateway = start(  # type: ignore[operator]
         AUTH_MAX_FAILURES="3", ALLOWED_PROXIES="127.0.0.1", ACMEDNS_ZONE="acme.example.test",
         ACMEDNS_ACCOUNTS_FILE=str(accounts),

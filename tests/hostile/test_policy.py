@@ -27,7 +27,6 @@ serve a route without declared access (:func:`test_a_route_without_declared_acce
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from gateway.config import load
 from lib.passwd import PasswordFile
 from providers.memory import MemoryProvider
 from tests.conftest import make_value
-from tests.gateway.procs import running_gateway
+from tests.gateway.procs import running_gateway, write_accounts_file
 from tests.hostile.conftest import ACMEDNS_ZONE, PASSWORDS
 from tests.hostile.wire import basic, send
 from tests.system import free_port
@@ -197,21 +196,13 @@ def write_files(tmp: Path) -> None:
     users = PasswordFile(tmp / "acmepasswd")
     users.set_user("alice", PASSWORDS["alice"])
     users.set_user("carol", PASSWORDS["carol"], domains=["shop.example.test"], roles=["admin"])
-    accounts = tmp / "accounts.json"
-    accounts.write_text(
-        json.dumps(
-            {
-                "accounts": [
-                    {"username": KEY_USER, "password": KEY, "subdomain": KEY_SUB,
-                     "fulldomain": f"{KEY_SUB}.{ACMEDNS_ZONE}"},
-                    {"username": NARROW_USER, "password": NARROW_KEY, "subdomain": NARROW_SUB,
-                     "fulldomain": f"{NARROW_SUB}.{ACMEDNS_ZONE}",
-                     "allowfrom": [f"{ALLOWED}/32"]},
-                ]
-            }
-        )
+    write_accounts_file(
+        tmp / "accounts.json",
+        {"username": KEY_USER, "password": KEY, "subdomain": KEY_SUB,
+         "fulldomain": f"{KEY_SUB}.{ACMEDNS_ZONE}"},
+        {"username": NARROW_USER, "password": NARROW_KEY, "subdomain": NARROW_SUB,
+         "fulldomain": f"{NARROW_SUB}.{ACMEDNS_ZONE}", "allowfrom": [f"{ALLOWED}/32"]},
     )
-    accounts.chmod(0o600)
 
 
 def router_routes(env: dict[str, str]) -> list[tuple[str, str]]:
