@@ -13,9 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dns.message
-import dns.query
-import dns.rdatatype
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -23,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.gateway.procs import REPO_ROOT
+from tests.servers.authoritative import served_txt
 
 DOMAIN = "example.com"
 CHALLENGE = f"_acme-challenge.{DOMAIN}"
@@ -59,17 +57,7 @@ def write_passwd(path: Path, user: str, password: str) -> None:
 
 def served(port: int, tcp: bool = False) -> set[str]:
     """The TXT values at the challenge name, as the DNS server on 127.0.0.1:*port* answers."""
-    query = dns.message.make_query(CHALLENGE, dns.rdatatype.TXT)
-    if tcp:
-        answer = dns.query.tcp(query, "127.0.0.1", port=port, timeout=5)
-    else:
-        answer = dns.query.udp(query, "127.0.0.1", port=port, timeout=5)
-    return {
-        b"".join(rdata.strings).decode()
-        for rrset in answer.answer
-        if rrset.rdtype == dns.rdatatype.TXT
-        for rdata in rrset
-    }
+    return served_txt(CHALLENGE, port, tcp=tcp)
 
 
 def change(

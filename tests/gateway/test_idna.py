@@ -12,9 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import dns.message
-import dns.query
-import dns.rdatatype
 import pytest
 import requests
 
@@ -26,6 +23,7 @@ from tests.gateway.procs import (
     passwords_only,
     running_gateway,
 )
+from tests.servers.authoritative import served_txt
 from tests.system import free_port
 
 USER, PASSWORD = "alice", "idna: correct horse"
@@ -43,10 +41,7 @@ class Gateway:
         return requests.post(f"{self.url}{path}", json=body, auth=(USER, PASSWORD), timeout=30)
 
     def txt(self, name: str) -> list[str]:
-        answer = dns.query.udp(dns.message.make_query(name, dns.rdatatype.TXT), "127.0.0.1",
-                               port=self.dns_port, timeout=5)
-        return sorted(b"".join(rdata.strings).decode() for rrset in answer.answer
-                      for rdata in rrset)
+        return sorted(served_txt(name, self.dns_port))
 
 
 @pytest.fixture(scope="module")

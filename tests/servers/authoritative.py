@@ -3,7 +3,8 @@
 :class:`Authoritative` is mixed into :class:`tests.servers.bind.BindServer` and
 :class:`tests.servers.knot.KnotServer`; it needs their ``host``, ``port``, ``key``
 (a :class:`tests.servers.bind.TsigKey`), ``process`` (a :class:`tests.system.Server`)
-and ``_stopped`` fields.
+and ``_stopped`` fields. :func:`served_txt` asks any server on a known port, such
+as a gateway's builtin DNS server.
 """
 
 from __future__ import annotations
@@ -121,6 +122,13 @@ class Authoritative:
         q = dns.message.make_query(name, dns.rdatatype.TXT)
         q.flags &= ~dns.flags.RD
         return _txt_values(await dns.asyncquery.udp(q, self.host, timeout=2.0, port=self.port))
+
+
+def served_txt(name: str, port: int, host: str = "127.0.0.1", tcp: bool = False) -> set[str]:
+    """The TXT values the DNS server on *host*:*port* serves at *name* (over UDP, or TCP)."""
+    query = dns.message.make_query(name, dns.rdatatype.TXT)
+    ask = dns.query.tcp if tcp else dns.query.udp
+    return _txt_values(ask(query, host, port=port, timeout=5))
 
 
 def _txt_values(response: dns.message.Message) -> set[str]:
