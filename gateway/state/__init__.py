@@ -18,12 +18,26 @@ each part in a version table.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from typing import Any, LiteralString
 
-from gateway.acmedns import AccountTable
+from gateway.acmedns import Account, AccountTable, allowfrom_of
 from gateway.config import Config
 from gateway.journal import Journal
 from providers._shared import SharedRecords
+
+# The columns both backends read: a Record's, and those account_of() takes.
+SELECT_RECORDS: LiteralString = "SELECT fqdn, value, owner, state, created, updated FROM records"
+SELECT_ACCOUNTS: LiteralString = (
+    "SELECT username, key_hash, subdomain, fqdn, allowfrom, owner, created FROM accounts"
+)
+
+
+def account_of(row: Sequence[Any]) -> Account:
+    """The account in a row of :data:`SELECT_ACCOUNTS`."""
+    username, key_hash, subdomain, fqdn, allowfrom, owner, created = row
+    return Account(username, key_hash, subdomain, fqdn, allowfrom_of(allowfrom), owner, created)
 
 
 class State(abc.ABC):

@@ -71,12 +71,12 @@ from psycopg import AsyncConnection
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from gateway.acmedns import Account, AccountTable, allowfrom_of, allowfrom_text
+from gateway.acmedns import Account, AccountTable, allowfrom_text
 from gateway.config import DatabaseConfig
 from gateway.errors import Unavailable
 from gateway.journal import Journal, Record
 from gateway.shutdown import stop_tasks
-from gateway.state import State
+from gateway.state import SELECT_ACCOUNTS, SELECT_RECORDS, State, account_of
 
 log = logging.getLogger(__name__)
 
@@ -663,7 +663,8 @@ class PostgresJournal(Journal):
     async def _select(self, where: LiteralString = "", args: Sequence[object] = ()) -> list[Record]:
         async with self.state.connection("journal cannot be read", self.bound) as conn:
             cursor = await conn.execute(
-                "SELECT fqdn, value, owner, state, created, updated FROM records "  # noqa: S608
+                SELECT_RECORDS
+                + " "
                 + where  # one of this class's constant clauses; values are bound
                 + " ORDER BY created",
                 args,
@@ -754,16 +755,6 @@ class PostgresJournal(Journal):
         return int(count), 0.0 if oldest is None else max(0.0, self.clock() - float(oldest))
 
 
-_SELECT_ACCOUNTS: LiteralString = (
-    "SELECT username, key_hash, subdomain, fqdn, allowfrom, owner, created FROM accounts"
-)
-
-
-def _account(row: Sequence[Any]) -> Account:
-    username, key_hash, subdomain, fqdn, allowfrom, owner, created = row
-    return Account(username, key_hash, subdomain, fqdn, allowfrom_of(allowfrom), owner, created)
-
-
 class PostgresAccounts(AccountTable):
     """Registered acme-dns accounts in table ``accounts``: what one replica registers,
     every replica knows at once."""
@@ -803,19 +794,19 @@ class PostgresAccounts(AccountTable):
 
     async def get(self, username: str) -> Account | None:
         async with self.state.connection("acme-dns account store cannot be read") as conn:
-            cursor = await conn.execute(_SELECT_ACCOUNTS + " WHERE username = %s", (username,))
+            cursor = await conn.execute(SELECT_ACCOUNTS + " WHERE username = %s", (username,))
             row = await cursor.fetchone()
-        return None if row is None else _account(row)
+        return None if row is None else account_of(row)
 
     async def all(self, owner: str | None = None) -> list[Account]:
         async with self.state.connection("acme-dns account store cannot be read") as conn:
             if owner is None:
-                cursor = await conn.execute(_SELECT_ACCOUNTS + " ORDER BY created")
+                cursor = await conn.execute(SELECT_ACCOUNTS + " ORDER BY created")
             else:
                 cursor = await conn.execute(
-                    _SELECT_ACCOUNTS + " WHERE owner = %s ORDER BY created", (owner,)
+                    SELECT_ACCOUNTS + " WHERE owner = %s ORDER BY created", (owner,)
                 )
-            return [_account(row) for row in await cursor.fetchall()]
+            return [account_of(row) for row in await cursor.fetchall()]
 
     async def set_key(self, username: str, key_hash: str) -> bool:
         async with self.state.connection("acme-dns account store cannot be written") as conn:

@@ -21,12 +21,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
-from gateway.acmedns import Account, AccountTable, allowfrom_of, allowfrom_text
+from gateway.acmedns import Account, AccountTable, allowfrom_text
 from gateway.errors import Unavailable
 from gateway.journal import Journal, Record
-from gateway.state import State
+from gateway.state import SELECT_ACCOUNTS, SELECT_RECORDS, State, account_of
 from gateway.storage import open_database
 
 JOURNAL_FILE_NAME = "journal.sqlite3"
@@ -209,7 +208,8 @@ class SqliteJournal(_File, Journal):
     def _select(self, where: str = "", args: tuple[object, ...] = ()) -> list[Record]:
         with self._using("journal cannot be read") as db:
             rows = db.execute(
-                "SELECT fqdn, value, owner, state, created, updated FROM records "  # noqa: S608
+                SELECT_RECORDS
+                + " "
                 + where  # one of this class's constant clauses; values are bound
                 + " ORDER BY created",
                 args,
@@ -236,16 +236,6 @@ class SqliteJournal(_File, Journal):
         with self._using("journal cannot be read") as db:
             count, oldest = db.execute("SELECT count(*), min(created) FROM records").fetchone()
         return int(count), 0.0 if oldest is None else max(0.0, self.clock() - float(oldest))
-
-
-_SELECT_ACCOUNTS = (
-    "SELECT username, key_hash, subdomain, fqdn, allowfrom, owner, created FROM accounts"
-)
-
-
-def _account(row: Sequence[Any]) -> Account:
-    username, key_hash, subdomain, fqdn, allowfrom, owner, created = row
-    return Account(username, key_hash, subdomain, fqdn, allowfrom_of(allowfrom), owner, created)
 
 
 class SqliteAccounts(_File, AccountTable):
@@ -279,18 +269,18 @@ class SqliteAccounts(_File, AccountTable):
 
     async def get(self, username: str) -> Account | None:
         with self._using("acme-dns account store cannot be read") as db:
-            row = db.execute(_SELECT_ACCOUNTS + " WHERE username=?", (username,)).fetchone()
-        return None if row is None else _account(row)
+            row = db.execute(SELECT_ACCOUNTS + " WHERE username=?", (username,)).fetchone()
+        return None if row is None else account_of(row)
 
     async def all(self, owner: str | None = None) -> list[Account]:
         with self._using("acme-dns account store cannot be read") as db:
             if owner is None:
-                rows = db.execute(_SELECT_ACCOUNTS + " ORDER BY created").fetchall()
+                rows = db.execute(SELECT_ACCOUNTS + " ORDER BY created").fetchall()
             else:
                 rows = db.execute(
-                    _SELECT_ACCOUNTS + " WHERE owner=? ORDER BY created", (owner,)
+                    SELECT_ACCOUNTS + " WHERE owner=? ORDER BY created", (owner,)
                 ).fetchall()
-        return [_account(row) for row in rows]
+        return [account_of(row) for row in rows]
 
     async def set_key(self, username: str, key_hash: str) -> bool:
         with self._using("acme-dns account store cannot be written") as db, db:
