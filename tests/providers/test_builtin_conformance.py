@@ -190,8 +190,7 @@ class Pair:
 
     @property
     def key(self) -> dns.tsig.Key:
-        key = self.knot.key
-        return dns.tsig.Key(key.name, key.secret, key.algorithm)
+        return self.knot.key.dns_key()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

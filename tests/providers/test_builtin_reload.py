@@ -154,14 +154,10 @@ def test_a_changed_dnsapi_domains_changes_the_names_served(tmp_path: Path) -> No
         assert "builtin DNS: new DNSAPI_DOMAINS in force" in gw.stderr
 
 
-def _keyring(key: TsigKey) -> dns.tsig.Key:
-    return dns.tsig.Key(key.name, key.secret, key.algorithm)
-
-
 def _transfer(port: int, key: TsigKey) -> dns.message.Message:
     """An AXFR signed with *key*; the answer unchecked (a refusal is not signed)."""
     query = dns.message.make_query(ZONE, dns.rdatatype.AXFR)
-    query.use_tsig(_keyring(key))
+    query.use_tsig(key.dns_key())
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
         dns.query.send_tcp(sock, query)
         reply, _ = dns.query.receive_tcp(sock, time.time() + TIMEOUT, keyring=False)
@@ -188,11 +184,11 @@ def test_a_rotated_tsig_key_and_new_secondaries_are_in_force(tmp_path: Path) -> 
             assert _transfer(rig.dns_port, old).rcode() == dns.rcode.NOTAUTH
             # Signed with the new key, and checked with it.
             query = dns.message.make_query(ZONE, dns.rdatatype.AXFR)
-            query.use_tsig(_keyring(new))
+            query.use_tsig(new.dns_key())
             reply = dns.query.tcp(query, "127.0.0.1", port=rig.dns_port, timeout=TIMEOUT)
             assert reply.rcode() == dns.rcode.NOERROR and reply.answer
             # The new secondary is told, with the new key.
             data, _ = secondary.recvfrom(4096)
-            notify = dns.message.from_wire(data, keyring=_keyring(new))
+            notify = dns.message.from_wire(data, keyring=new.dns_key())
             assert notify.opcode() == dns.opcode.NOTIFY
             assert notify.question[0].name.to_text() == ZONE + "."

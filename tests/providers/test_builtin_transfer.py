@@ -13,7 +13,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dns.message
@@ -56,7 +56,7 @@ class Rig:
             "argument": argument, "domain_name": name, "challenge_content": value})
 
     def keyring(self, secret: str | None = None) -> dns.tsig.Key:
-        return dns.tsig.Key(self.key.name, secret or self.key.secret, self.key.algorithm)
+        return replace(self.key, secret=secret or self.key.secret).dns_key()
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +215,7 @@ async def test_a_zone_too_big_for_one_message_goes_in_several_signed_ones(
         for name, value in values.items():
             await provider.add_txt(name, value)
         zone = dns.zone.Zone(ZONE)
-        keyring = dns.tsig.Key(key.name, key.secret, key.algorithm)
+        keyring = key.dns_key()
         query, _ = dns.xfr.make_query(zone, serial=None, keyring=keyring, keyname=key.name)
         # dnspython checks every message's signature, each chained to the one before.
         await asyncio.to_thread(dns.query.inbound_xfr, "127.0.0.1", zone, query, port=port,

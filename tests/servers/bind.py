@@ -78,6 +78,10 @@ class TsigKey:
     def statement(self) -> str:
         return f'key "{self.name}" {{ algorithm {self.algorithm}; secret "{self.secret}"; }};\n'
 
+    def dns_key(self) -> dns.tsig.Key:
+        """This key for dnspython, to sign or check messages with."""
+        return dns.tsig.Key(self.name, self.secret, self.algorithm)
+
 
 def make_key(algorithm: str = "hmac-sha256", name: str | None = None) -> TsigKey:
     raw = secrets.token_bytes(_SECRET_BYTES.get(algorithm, 32))
@@ -115,7 +119,7 @@ class BindServer(Authoritative):
         """
         zone = zone or next(z for z in sorted(self.zones, key=len, reverse=True)
                             if name == z or name.endswith("." + z))
-        keyring = dns.tsig.Key(self.key.name, self.key.secret, self.key.algorithm)
+        keyring = self.key.dns_key()
         update = dns.update.UpdateMessage(zone, keyring=keyring, keyname=keyring.name,
                                           keyalgorithm=keyring.algorithm)
         rdata = dns.rdata.from_text("IN", "TXT", '"' + value + '"')
