@@ -35,8 +35,8 @@ import requests  # noqa: E402
 from bench.rig.gateway import machine, percentile  # noqa: E402
 from tests.conftest import make_value  # noqa: E402
 from tests.gateway.procs import builtin_settings, running_gateway  # noqa: E402
-from tests.servers.bind import make_key, start_secondary_of  # noqa: E402
-from tests.servers.knot import start_knot_secondary  # noqa: E402
+from tests.servers.bind import make_key  # noqa: E402
+from tests.servers.knot import secondaries_of  # noqa: E402
 from tests.system import free_port  # noqa: E402
 
 ZONE = "acme.example.net"
@@ -72,38 +72,30 @@ def main(argv: list[str] | None = None) -> int:
             PROPAGATION_NAMESERVERS=f"127.0.0.1:{knot_port}, 127.0.0.1:{bind_port}",
             LOG_LEVEL="WARNING",
         )
-        with running_gateway(folder, settings):
-            primary = ("127.0.0.1", dns_port)
-            secondaries = [start_knot_secondary(folder / "knot", ZONE, primary, key,
-                                                port=knot_port)]
-            try:
-                secondaries.append(start_secondary_of(folder / "bind", ZONE, primary, key,
-                                                      port=bind_port))
-                setup: list[float] = []
-                served_at_201 = 0
-                gone: dict[str, list[float]] = {s.title: [] for s in secondaries}
-                url = f"http://127.0.0.1:{port}/"
-                for _ in range(args.runs):
-                    time.sleep(random.uniform(0, args.spacing))
-                    value = make_value()
-                    body = {"argument": "setup", "domain_name": "example.test",
-                            "challenge_content": value}
-                    started = time.monotonic()
-                    answer = requests.post(url, json=body, timeout=60)
-                    setup.append(time.monotonic() - started)
-                    assert answer.status_code == 201, answer.text
-                    served_at_201 += all(value in s.txt(TARGET) for s in secondaries)
-                    answer = requests.post(url, json={**body, "argument": "teardown"},
-                                           timeout=60)
-                    answered = time.monotonic()
-                    assert answer.status_code == 200, answer.text
-                    for secondary in secondaries:
-                        while value in secondary.txt(TARGET):
-                            time.sleep(0.002)
-                        gone[secondary.title].append(time.monotonic() - answered)
-            finally:
+        with running_gateway(folder, settings), secondaries_of(
+                folder, ZONE, ("127.0.0.1", dns_port), key,
+                knot_port=knot_port, bind_port=bind_port) as secondaries:
+            setup: list[float] = []
+            served_at_201 = 0
+            gone: dict[str, list[float]] = {s.title: [] for s in secondaries}
+            url = f"http://127.0.0.1:{port}/"
+            for _ in range(args.runs):
+                time.sleep(random.uniform(0, args.spacing))
+                value = make_value()
+                body = {"argument": "setup", "domain_name": "example.test",
+                        "challenge_content": value}
+                started = time.monotonic()
+                answer = requests.post(url, json=body, timeout=60)
+                setup.append(time.monotonic() - started)
+                assert answer.status_code == 201, answer.text
+                served_at_201 += all(value in s.txt(TARGET) for s in secondaries)
+                answer = requests.post(url, json={**body, "argument": "teardown"}, timeout=60)
+                answered = time.monotonic()
+                assert answer.status_code == 200, answer.text
                 for secondary in secondaries:
-                    secondary.stop()
+                    while value in secondary.txt(TARGET):
+                        time.sleep(0.002)
+                    gone[secondary.title].append(time.monotonic() - answered)
     print(f"{args.runs} setups and teardowns, Knot 3 and BIND 9 secondaries of the "
           f"gateway, NOTIFY and TSIG; random pauses of up to {args.spacing:g} s")
     # The first change comes while the secondaries have just started (their first

@@ -32,8 +32,8 @@ from providers.builtin import BuiltinProvider, BuiltinSettings
 from tests.conftest import make_value
 from tests.gateway.procs import GatewayProcess, builtin_settings, running_gateway
 from tests.servers.authoritative import Authoritative
-from tests.servers.bind import TsigKey, make_key, start_secondary_of
-from tests.servers.knot import start_knot_secondary
+from tests.servers.bind import TsigKey, make_key
+from tests.servers.knot import secondaries_of, start_knot_secondary
 from tests.system import free_port
 
 pytestmark = pytest.mark.system
@@ -78,16 +78,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         PROPAGATION_TIMEOUT="30",
     )
     with running_gateway(folder, settings) as gateway:
-        primary = ("127.0.0.1", dns_port)
-        knot = start_knot_secondary(folder / "knot", ZONE, primary, key, port=knot_port)
-        try:
-            bind = start_secondary_of(folder / "bind", ZONE, primary, key, port=bind_port)
-            try:
-                yield Rig(gateway, f"http://127.0.0.1:{port}/", dns_port, key, [knot, bind])
-            finally:
-                bind.stop()
-        finally:
-            knot.stop()
+        with secondaries_of(folder, ZONE, ("127.0.0.1", dns_port), key,
+                            knot_port=knot_port, bind_port=bind_port) as secondaries:
+            yield Rig(gateway, f"http://127.0.0.1:{port}/", dns_port, key, secondaries)
         log = gateway.stderr
     assert "Traceback" not in log, log[-3000:]
 

@@ -23,6 +23,7 @@ The :func:`knot_primary` fixture is shared by a module and stopped by pid in a
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers.authoritative import Authoritative
-from tests.servers.bind import TsigKey, make_key
+from tests.servers.bind import TsigKey, make_key, start_secondary_of
 from tests.system import Server, free_port, need_program
 
 ZONES = ("example.test", "example.org")
@@ -208,3 +209,18 @@ zone:
     if wait:
         server.wait_ready()
     return server
+
+
+@contextlib.contextmanager
+def secondaries_of(directory: Path, zone: str, primary: tuple[str, int], key: TsigKey, *,
+                   knot_port: int | None = None,
+                   bind_port: int | None = None) -> Iterator[list[Authoritative]]:
+    """A Knot and a BIND secondary of *zone* from *primary* (host, port), TSIG *key*, in
+    *directory* (``knot``, ``bind``); each serves the zone when the block starts and is
+    stopped by pid when it ends."""
+    with contextlib.ExitStack() as stack:
+        knot = start_knot_secondary(directory / "knot", zone, primary, key, port=knot_port)
+        stack.callback(knot.stop)
+        bind = start_secondary_of(directory / "bind", zone, primary, key, port=bind_port)
+        stack.callback(bind.stop)
+        yield [knot, bind]
