@@ -39,7 +39,6 @@ def dispatch(args: argparse.Namespace, progress: Progress, out: Output) -> int:
         try:
             if args.command in ("issue", "renew"):
                 driver.publishing.withdraw_leftovers()
-            if args.command in ("issue", "renew"):
                 try:
                     if args.command == "issue":
                         outcomes = [driver.issue(lineage, force=args.force)]
