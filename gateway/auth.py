@@ -485,12 +485,6 @@ class Authenticator:
             raise Forbidden("this needs an admin user or an allowed host")
         return identity
 
-    async def authenticate(self, request: web.Request) -> Identity:
-        """The caller as the native API sees it (:attr:`Access.CALLER`)."""
-        identity = await self.admit(request, Access.CALLER)
-        assert identity is not None
-        return identity
-
     def check_address(self, request: web.Request) -> tuple[IPAddress, bool]:
         """The caller's address and whether it is an allowed host; 403 now when the rules
         refuse that address whatever it sends."""
