@@ -71,11 +71,7 @@ def _number(kind: type[float] | type[int], low: float, high: float,
 
 
 SECONDS_TIMEOUT = _number(float, 1, 86400)
-
-
 ATTEMPTS = _number(int, 1, 10, "tries")
-
-
 RETRY_DELAY = _number(float, 0, 3600)
 
 
@@ -264,8 +260,9 @@ def options(args: argparse.Namespace) -> Options:
         contact=_contact(args),
         agree_tos=getattr(args, "agree_tos", False),
         eab=_eab(args) if hasattr(args, "eab_kid") else None,
-        attempts=max(1, getattr(args, "attempts", 2)),
-        retry_delay=max(0.0, getattr(args, "retry_delay", 5.0)),
+        # Already bounded by their parsers (ATTEMPTS, RETRY_DELAY).
+        attempts=getattr(args, "attempts", 2),
+        retry_delay=getattr(args, "retry_delay", 5.0),
         validation_timeout=args.timeout,
         order_timeout=args.timeout,
         http_timeout=args.http_timeout,
