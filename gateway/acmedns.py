@@ -310,17 +310,11 @@ def account_name_allowed(
     return fqdn.startswith("_acme-challenge.") and any(is_within(fqdn, d) for d in managed)
 
 
-def names_validated(account: Account, delegations: Iterable[tuple[str, str]]) -> tuple[str, ...]:
-    """The names whose ``dns-01`` challenges *account*'s record answers, as the
-    configuration says: the names ``DELEGATIONS`` point at its record, or the base
-    of its ``_acme-challenge`` name. None for an account under ``ACMEDNS_ZONE``: it
-    answers for whichever names their owners CNAME to it."""
-    return names_answered(account.fqdn, delegations)
-
-
 def names_answered(fqdn: str, delegations: Iterable[tuple[str, str]]) -> tuple[str, ...]:
-    """The names whose ``dns-01`` challenges a TXT record at *fqdn* answers: those
-    ``DELEGATIONS`` point at it, or the base of an ``_acme-challenge`` name."""
+    """The names whose ``dns-01`` challenges a TXT record at *fqdn* answers, as the
+    configuration says: those ``DELEGATIONS`` point at it, or the base of an
+    ``_acme-challenge`` name. None for an account's record under ``ACMEDNS_ZONE``
+    (empty): it answers for whichever names their owners CNAME to it."""
     delegated = tuple(name for name, target in delegations if target == fqdn)
     if delegated:
         return delegated
@@ -344,7 +338,7 @@ def may_administer(
     """
     if domains is None:
         return True
-    names = names_validated(account, delegations)
+    names = names_answered(account.fqdn, delegations)
     if names:
         return any(is_within(name, domain) for name in names for domain in domains)
     return account.created is not None and account.owner == label

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from gateway.acmedns import Account, may_administer, names_answered, names_validated
+from gateway.acmedns import Account, may_administer, names_answered
 from gateway.auth import Identity, caller
 from gateway.errors import BadRequest, Conflict, NotFound
 from gateway.journal import Record
@@ -125,7 +125,7 @@ async def list_accounts(request: web.Request) -> web.Response:
             within is None
             or any(
                 is_within(name, within)
-                for name in (account.fqdn, *names_validated(account, delegations))
+                for name in (account.fqdn, *names_answered(account.fqdn, delegations))
             )
         )
     ]
