@@ -132,7 +132,7 @@ from providers.builtin.serial import (
     next_serial,
 )
 from providers.builtin.server import ServerConfig
-from providers.builtin.store import Labels, Served, labels_of, text_of
+from providers.builtin.store import Labels, Served, labels_of, name_of, text_of
 
 __all__ = ["MAX_VALUES_PER_NAME", "BuiltinProvider", "BuiltinSettings", "parse_listen"]
 
@@ -444,7 +444,7 @@ class BuiltinProvider(Provider):
         if self.shared is not None:
             # The state's copy is the truth: this one may not have heard of another
             # replica's change yet.
-            changed = await self.shared.add(_name(key), value, MAX_VALUES_PER_NAME)
+            changed = await self.shared.add(name_of(key), value, MAX_VALUES_PER_NAME)
             if changed is None:
                 raise self.error(
                     f"{text_of(key)} already has {MAX_VALUES_PER_NAME} values",
@@ -466,7 +466,7 @@ class BuiltinProvider(Provider):
     async def remove_txt(self, fqdn: str, value: str) -> None:
         key = self._key(fqdn)
         if self.shared is not None:
-            await self._apply(key, *await self.shared.remove(_name(key), value))
+            await self._apply(key, *await self.shared.remove(name_of(key), value))
             return
         values = self.records.get(key)
         if not values or value not in values:
@@ -679,8 +679,3 @@ class BuiltinProvider(Provider):
         if server is not None:
             await server.close()
         self._close_sockets()
-
-
-def _name(key: Labels) -> str:
-    """*key* as the text the state keeps names in."""
-    return b".".join(key).decode("ascii")

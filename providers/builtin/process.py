@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from providers.builtin.server import MAX_LINE, ServerConfig
-from providers.builtin.store import Labels
+from providers.builtin.store import Labels, name_of
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _root() -> str:
 
 
 def _records(items: Iterable[tuple[Labels, Iterable[str]]]) -> list[list[Any]]:
-    return [[b".".join(name).decode("ascii"), list(values)] for name, values in items]
+    return [[name_of(name), list(values)] for name, values in items]
 
 
 async def _ended(task: asyncio.Task[None]) -> None:

@@ -72,6 +72,11 @@ def labels_of(name: str) -> Labels:
     return tuple(label.encode("ascii") for label in name.split(".")) if name else ()
 
 
+def name_of(labels: Labels) -> str:
+    """The normalised name *labels* are (the inverse of :func:`labels_of`)."""
+    return b".".join(labels).decode("ascii")
+
+
 def text_of(name: Labels) -> str:
     """A name for messages and logs, with anything unusual escaped."""
     out = []
