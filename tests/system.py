@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -81,6 +81,18 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0,
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def wait_until(check: Callable[[], object], what: str, timeout: float = 30.0,
+               describe: Callable[[], str] | None = None) -> None:
+    """Poll *check* until it is true; fail, saying *what* was awaited (and *describe()*,
+    such as a process's output), when *timeout* seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                                 + (f"\n{describe()}" if describe else ""))
+        time.sleep(0.05)
 
 
 class Server:

@@ -22,7 +22,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,19 +37,12 @@ from tests.gateway.certs import CA
 from tests.gateway.filedns import Zone
 from tests.gateway.procs import GatewayProcess, gateway_settings, running_gateway
 from tests.gateway.rawhttp import closed_by_gateway, connect, read_response
-from tests.system import free_port
+from tests.system import free_port, wait_until
 
 ATTACKER, PROXY, CLIENT = "127.0.0.2", "127.0.0.3", "127.0.0.1"
 OPEN_FILES = 256
 BATCH = 64  # connections opened at once: half the gateway's listen queue
 FAST = {"HTTP_HEADER_TIMEOUT": "2s", "HTTP_IDLE_TIMEOUT": "2s", "HTTP_BODY_TIMEOUT": "2s"}
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def accept_queue(port: int) -> int:
@@ -189,7 +182,8 @@ def assert_served_meanwhile(url: str, verify: str | bool = False) -> None:
 
 def assert_all_closed(attack: Attack, gw: GatewayProcess) -> None:
     try:
-        wait_until(lambda: not attack.still_open(), "the gateway to close every held connection")
+        wait_until(lambda: not attack.still_open(), "the gateway to close every held connection",
+                   timeout=60)
     except AssertionError:
         kinds = sorted(h.kind for h in attack.still_open())
         raise AssertionError(f"still open: {kinds}\n{gw.stderr[-3000:]}") from None
@@ -306,7 +300,8 @@ def test_when_every_slot_is_taken_an_idle_connection_makes_way(tmp_path: Path) -
                     f"Content-Length: {len(body)}\r\n\r\n".encode()
                     + body
                 )
-            wait_until(lambda: len(zone.calls()) == 4, "the four setups to reach the provider")
+            wait_until(lambda: len(zone.calls()) == 4, "the four setups to reach the provider",
+                       timeout=60)
             with contextlib.closing(connect(port, CLIENT)) as sock:
                 status, body = ask(sock, port)
             assert status == 503 and b"MAX_CONNECTIONS" in body
@@ -318,6 +313,7 @@ def test_when_every_slot_is_taken_an_idle_connection_makes_way(tmp_path: Path) -
             wait_until(
                 lambda: sum(closed_by_gateway(sock) for sock in held) == 1,
                 "one idle connection to go",
+                timeout=60,
             )
         finally:
             for sock in held:

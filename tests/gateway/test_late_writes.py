@@ -12,7 +12,6 @@ which runs every 0.2 s here), and it is removed as soon as the late call ends.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -21,16 +20,9 @@ from tests.conftest import make_value
 from tests.gateway import filedns
 from tests.gateway.filedns import JournalFile, Zone
 from tests.gateway.procs import gateway_settings, running_gateway
-from tests.system import free_port
+from tests.system import free_port, wait_until
 
 SLOW_SETUP = 5.0  # seconds the setup sleeps before it writes; the deadline is 1 s
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_a_late_write_stays_journaled_and_is_removed_when_its_call_ends(tmp_path: Path) -> None:

@@ -24,9 +24,9 @@ import requests
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import running_gateway
+from tests.gateway.procs import GatewayProcess, running_gateway
 from tests.servers.bind import start_primary
-from tests.system import free_port
+from tests.system import free_port, wait_until
 
 SLOW_PROVIDER = """
 import time
@@ -59,11 +59,8 @@ def setup(port: int, name: str, password: str, value: str | None = None) -> requ
     )
 
 
-def wait_for_log(gw, text: str, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while text not in gw.stderr:
-        assert time.monotonic() < deadline, gw.describe()
-        time.sleep(0.05)
+def wait_for_log(gw: GatewayProcess, text: str) -> None:
+    wait_until(lambda: text in gw.stderr, f"{text!r} in the log", describe=gw.describe)
 
 
 def test_sighup_reloads_domains_and_passwords_without_dropping(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ import socket
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from tests.gateway.procs import (
     run_gateway,
     running_gateway,
 )
-from tests.system import free_port
+from tests.system import free_port, wait_until
 
 USER, PASSWORD = "alice", "correct horse: battery"
 
@@ -227,13 +226,6 @@ def test_a_hung_provider_call_does_not_hold_up_the_exit(tmp_path: Path) -> None:
 # --- kill -9 during a burst, then the janitor ------------------------------------------
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def post(url: str, body: dict[str, str], method: str = "POST") -> int | None:
     """The status, or None when the gateway died before answering."""
     try:
@@ -282,7 +274,7 @@ def test_kill_9_during_a_burst_loses_nothing_and_the_janitor_leaves_nothing_stal
                     statuses = list(answered.values())
                 return statuses.count(201) >= 10 and statuses.count(200) >= 2
 
-            wait_until(enough, 20, "the first answers of the burst")
+            wait_until(enough, "the first answers of the burst", timeout=20)
             gw.kill()
             for future in futures:
                 future.result(timeout=30)
@@ -313,11 +305,11 @@ def test_kill_9_during_a_burst_loses_nothing_and_the_janitor_leaves_nothing_stal
 
     settings.update(RECORD_MAX_AGE="60s", JANITOR_INTERVAL="0.2s")
     with running_gateway(tmp_path, settings) as gw:
-        wait_until(lambda: journal.older_than(60) == 0, 15, "the janitor to remove old records")
+        wait_until(lambda: journal.older_than(60) == 0, "the janitor to remove old records", 15)
         wait_until(
             lambda: "removing" not in journal.records().values(),
-            15,
             "interrupted removals to finish",
+            timeout=15,
         )
         time.sleep(0.6)  # a few more janitor rounds must not touch the young records
         late = ("late.example.test", make_value())

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import json
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from tests.gateway.procs import GatewayProcess, gateway_settings, passwords_only
 from tests.gateway.rawhttp import connect, read_response
 from tests.hostile.conftest import Answer
 from tests.hostile.wire import basic, send, unread
-from tests.system import free_port
+from tests.system import free_port, wait_until
 
 ADMIN = basic("carol", "carol's password")
 ZONE = "acme.example.test"
@@ -59,13 +58,6 @@ class Gateway:
         records = self.call("GET", "/records", headers=ADMIN)
         assert records.status == 200, records
         return [r for r in records.json()["records"] if r["owner"] == owner]
-
-
-def until(condition: Callable[[], bool], describe: Callable[[], str], wait: float = 30) -> None:
-    deadline = time.monotonic() + wait
-    while not condition():
-        assert time.monotonic() < deadline, describe()
-        time.sleep(0.05)
 
 
 def write_dotenv(folder: Path, port: int, **changes: str) -> None:
@@ -113,7 +105,7 @@ class HalfSent:
             f"POST {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n{head}"
             f"Content-Length: {len(self.data)}\r\n\r\n".encode() + self.data[:10]
         )
-        until(lambda: unread(port, self.sock) == 0, lambda: "the gateway never read the head")
+        wait_until(lambda: unread(port, self.sock) == 0, "the gateway to read the head")
         assert send(port, "GET", "/healthz").status == 200
 
     def finish(self) -> int:
@@ -170,8 +162,8 @@ def test_a_user_deleted_while_a_setup_arrives_writes_nothing(gateway: Gateway) -
     PasswordFile(gateway.folder / "acmepasswd").delete_user("alice")
     probe = {"argument": "setup", "domain_name": "probe.example.test",
              "challenge_content": make_value()}
-    until(lambda: gateway.call("POST", "/", headers=alice, body=probe).status == 401,
-          gateway.process.describe)
+    wait_until(lambda: gateway.call("POST", "/", headers=alice, body=probe).status == 401,
+               "alice's deletion to be seen", describe=gateway.process.describe)
     try:
         assert pending.finish() == 401
         assert [r["fqdn"] for r in gateway.records_of("alice")] == [
