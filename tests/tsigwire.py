@@ -1,6 +1,7 @@
 """TSIG records built by hand, for tests that send what dnspython would not:
-a query signed at a chosen time or with a truncated MAC, and the check of an
-answer that carries a TSIG error (which dnspython refuses to verify)."""
+a query signed at a chosen time or with a truncated MAC, the exchanges that
+bring back its answer raw, and the check of an answer that carries a TSIG
+error (which dnspython refuses to verify)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import dns.rdatatype
 import dns.rdtypes.ANY.TSIG
 import dns.rrset
 import dns.tsig
+
+from tests.hostile.wire import read_frame
 
 
 def signed_at(
@@ -40,6 +43,18 @@ def udp_exchange(wire: bytes, port: int, timeout: float = 10.0) -> bytes:
         sock.connect(("127.0.0.1", port))
         sock.send(wire)
         return sock.recv(65535)
+
+
+def tcp_exchange(
+    wire: bytes, port: int, source: str = "127.0.0.1", timeout: float = 10.0
+) -> bytes | None:
+    """The first message answering *wire* sent over TCP from *source* to 127.0.0.1:*port*,
+    raw; None if the server hung up first."""
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=timeout, source_address=(source, 0)
+    ) as sock:
+        sock.sendall(len(wire).to_bytes(2, "big") + wire)
+        return read_frame(sock)
 
 
 def verifies(reply: bytes, key: dns.tsig.Key, request: bytes) -> bool:

@@ -24,7 +24,6 @@ looks like one, over TCP, from the secondary's address and another:
 from __future__ import annotations
 
 import base64
-import socket
 import time
 from collections.abc import Iterator
 
@@ -39,9 +38,8 @@ import requests
 
 from tests.conftest import make_value
 from tests.gateway.procs import GatewayProcess, builtin_settings, running_gateway
-from tests.hostile.wire import read_frame
 from tests.system import free_port
-from tests.tsigwire import signed_at, udp_exchange, verifies
+from tests.tsigwire import signed_at, tcp_exchange, udp_exchange, verifies
 
 ZONE = "acme.example.net"
 KEY = dns.tsig.Key("transfer.", base64.b64encode(b"t" * 32).decode())
@@ -64,12 +62,7 @@ class Primary:
 
     def exchange(self, wire: bytes, source: str) -> bytes | None:
         """The first message answering *wire* over TCP from *source*; None: hung up on."""
-        with socket.socket() as sock:
-            sock.settimeout(TIMEOUT)
-            sock.bind((source, 0))
-            sock.connect(("127.0.0.1", self.dns_port))
-            sock.sendall(len(wire).to_bytes(2, "big") + wire)
-            return read_frame(sock)
+        return tcp_exchange(wire, self.dns_port, source, TIMEOUT)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ they would be the zone's nameservers. Shared by the module.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -35,6 +34,7 @@ from tests.servers.authoritative import Authoritative
 from tests.servers.bind import TsigKey, make_key
 from tests.servers.knot import secondaries_of, start_knot_secondary
 from tests.system import free_port
+from tests.tsigwire import tcp_exchange
 
 pytestmark = pytest.mark.system
 
@@ -117,14 +117,8 @@ def test_the_secondaries_follow_each_serial(rig: Rig) -> None:
 
 def _tcp_exchange(query: dns.message.Message, port: int, source: str = "127.0.0.1",
                   **wire: object) -> dns.message.Message:
-    data = query.to_wire(**wire)  # type: ignore[arg-type]
-    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT,
-                                  source_address=(source, 0)) as sock:
-        sock.sendall(len(data).to_bytes(2, "big") + data)
-        size = int.from_bytes(sock.recv(2), "big")
-        reply = b""
-        while len(reply) < size:
-            reply += sock.recv(size - len(reply))
+    reply = tcp_exchange(query.to_wire(**wire), port, source, TIMEOUT)  # type: ignore[arg-type]
+    assert reply is not None, "hung up on"
     return dns.message.from_wire(reply, keyring=False)
 
 
