@@ -83,6 +83,15 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0,
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
+def gone(pid: int) -> bool:
+    """True once process *pid* has ended: reaped, or a zombie waiting for its parent."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
 def wait_until(check: Callable[[], object], what: str, timeout: float = 30.0,
                describe: Callable[[], str] | None = None) -> None:
     """Poll *check* until it is true; fail, saying *what* was awaited (and *describe()*,

@@ -15,16 +15,7 @@ import pytest
 from lib.acme.errors import HookFailed
 from lib.acme.hooks import run_hook
 from lib.acme.progress import Progress
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A child of ours that ended but was not reaped yet is a zombie: not running.
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+from tests.system import gone
 
 
 @pytest.fixture
@@ -32,7 +23,7 @@ def pid_file(tmp_path: Path) -> Iterator[Path]:
     """Where a hook writes the pid of what it starts; that process is killed at the end."""
     path = tmp_path / "child.pid"
     yield path
-    if path.exists() and alive(pid := int(path.read_text())):
+    if path.exists() and not gone(pid := int(path.read_text())):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -42,7 +33,7 @@ def test_a_hook_that_starts_a_daemon_returns_when_the_hook_ends(pid_file: Path) 
     'ran longer than 300s' failure, and the hook ran again at every run."""
     stream = io.StringIO()
     run_hook("deploy", f"sleep 60 & echo $! > {pid_file}; echo restarted", Progress(stream), 20)
-    assert alive(int(pid_file.read_text()))
+    assert not gone(int(pid_file.read_text()))
     assert "Deploy hook: done (restarted)" in stream.getvalue()
 
 
@@ -52,9 +43,9 @@ def test_a_hook_past_its_timeout_is_stopped_with_what_it_started(pid_file: Path)
         run_hook("deploy", f"sleep 60 & echo $! > {pid_file}; wait", Progress(io.StringIO()), 1)
     pid = int(pid_file.read_text())
     deadline = time.monotonic() + 30
-    while alive(pid) and time.monotonic() < deadline:
+    while not gone(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not alive(pid)
+    assert gone(pid)
 
 
 def test_a_failing_hook_names_its_status_and_last_line() -> None:

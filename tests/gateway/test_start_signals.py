@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.gateway.procs import REPO_ROOT, GatewayProcess, builtin_settings
-from tests.system import free_port
+from tests.system import free_port, gone
 
 SITECUSTOMIZE = """
 import os
@@ -135,15 +135,6 @@ def wait_for_child(gw: GatewayProcess) -> int:
         time.sleep(0.02)
     [child] = children
     return child
-
-
-def gone(pid: int) -> bool:
-    """True once *pid* has exited (a zombie waiting for init to collect it counts)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 def assert_ends(pid: int, gw: GatewayProcess) -> None:
