@@ -34,7 +34,7 @@ from gateway.state.sqlite import (
     SqliteState,
 )
 from tests.conftest import make_value
-from tests.gateway.procs import REPO_ROOT, run_gateway, running_gateway
+from tests.gateway.procs import REPO_ROOT, gateway_settings, run_gateway, running_gateway
 from tests.servers.postgres import PostgresServer
 from tests.system import free_port
 
@@ -343,16 +343,7 @@ async def test_one_replica_sweeps_at_a_time(
 
 
 def server_settings(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {
-        "PROVIDER": "memory",
-        "DNSAPI_DOMAINS": "example.test",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LISTEN": f"127.0.0.1:{free_port()}",
-        "PROPAGATION_CHECK": "off",
-        "STATE_DIR": str(tmp_path / "state"),
-        "LOG_LEVEL": "DEBUG",
-        **extra,
-    }
+    return gateway_settings(tmp_path, free_port(), LOG_LEVEL="DEBUG", **extra)
 
 
 def setup_through(settings: dict[str, str]) -> int:
