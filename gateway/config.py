@@ -420,16 +420,16 @@ def _open_to_all(settings: Settings, mode: AuthMode, hosts: tuple[IPNetwork, ...
         )
     if mode is AuthMode.REQUIRED:
         return
-    if everything_in(hosts):
+    if open_hosts := everything_in(hosts):
         settings.problem(
-            f"ALLOWED_HOSTS lets every {' and '.join(everything_in(hosts))} address in "
+            f"ALLOWED_HOSTS lets every {' and '.join(open_hosts)} address in "
             f"without a password (BASIC_AUTH={mode.value}): list the networks your clients "
             "use, or set BASIC_AUTH=required"
         )
-    elif hosts and everything_in(proxies):
+    elif hosts and claimed:
         settings.problem(
             f"ALLOWED_PROXIES trusts the forwarding header of every "
-            f"{' and '.join(everything_in(proxies))} address, so any client can claim an "
+            f"{' and '.join(claimed)} address, so any client can claim an "
             f"allowed host and get in without a password (BASIC_AUTH={mode.value}): list only "
             "your proxies"
         )
