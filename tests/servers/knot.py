@@ -138,10 +138,7 @@ def start_knot(directory: Path, *, zones: Sequence[str] = ZONES,
     with *bare* they are the whole zone (SOA and NS included). *key* is its TSIG
     key (default: a new hmac-sha256 key ``acme-knot.``).
     """
-    knotd = need_program("knotd", "knot")
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "run").mkdir(exist_ok=True)
-    (directory / "db").mkdir(exist_ok=True)
+    knotd = _prepare(directory)
     port = port or free_port()
     key = key or make_key("hmac-sha256", "acme-knot.")
     for zone in zones:
@@ -155,6 +152,15 @@ def start_knot(directory: Path, *, zones: Sequence[str] = ZONES,
                         Server([knotd, "-c", str(conf)], directory / "knotd.log", cwd=directory))
     server.wait_ready()
     return server
+
+
+def _prepare(directory: Path) -> str:
+    """The knotd program, and *directory* with the folders its configuration names."""
+    knotd = need_program("knotd", "knot")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "run").mkdir(exist_ok=True)
+    (directory / "db").mkdir(exist_ok=True)
+    return knotd
 
 
 @pytest.fixture(scope="module")
@@ -175,10 +181,7 @@ def start_knot_secondary(directory: Path, zone: str, primary: tuple[str, int], k
     with *key*, and signs its own queries and transfer requests with it. With
     *wait* it returns once it serves the zone.
     """
-    knotd = need_program("knotd", "knot")
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "run").mkdir(exist_ok=True)
-    (directory / "db").mkdir(exist_ok=True)
+    knotd = _prepare(directory)
     port = port or free_port()
     d = str(directory)
     host, primary_port = primary
