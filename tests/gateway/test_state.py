@@ -557,6 +557,15 @@ def check_config(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess
     )
 
 
+def cannot_connect(tmp_path: Path, url: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """``--check-config`` for a database at *url* it cannot connect to: a problem
+    (exit 2) naming the URL."""
+    result = check_config(tmp_path, DATABASE_URL=url, **settings)
+    assert result.returncode == 2, result.stderr
+    assert f"  - DATABASE_URL: cannot connect to PostgreSQL at {url}: " in result.stderr
+    return result
+
+
 def test_check_config_connects_and_writes_nothing(
     tmp_path: Path, postgres_server: PostgresServer, postgres_database: str
 ) -> None:
@@ -577,19 +586,15 @@ def test_check_config_with_a_wrong_database_password_is_a_problem(
     tmp_path: Path, postgres_server: PostgresServer, postgres_database: str
 ) -> None:
     url = postgres_server.url(postgres_database)
-    result = check_config(tmp_path, DATABASE_URL=url, DATABASE_PASSWORD="wr0ng-password")
-    assert result.returncode == 2, result.stderr
+    result = cannot_connect(tmp_path, url, DATABASE_PASSWORD="wr0ng-password")
     assert "the configuration has 1 problem(s)" in result.stderr
-    assert f"  - DATABASE_URL: cannot connect to PostgreSQL at {url}: " in result.stderr
     assert 'password authentication failed for user "acmegw"' in result.stderr
     assert "wr0ng" not in result.stderr + result.stdout
 
 
 def test_check_config_with_nothing_at_the_database_port_is_a_problem(tmp_path: Path) -> None:
     url = f"postgresql://acmegw@127.0.0.1:{free_port()}/acmegw"
-    result = check_config(tmp_path, DATABASE_URL=url)
-    assert result.returncode == 2, result.stderr
-    assert f"DATABASE_URL: cannot connect to PostgreSQL at {url}: " in result.stderr
+    result = cannot_connect(tmp_path, url)
     assert "Connection refused" in result.stderr
 
 
@@ -600,9 +605,7 @@ def test_check_config_waits_for_a_database_that_never_answers_only_database_time
     DATABASE_TIMEOUT (libpq's least is 2 s) and says so."""
     with socket.create_server(("127.0.0.1", 0)) as silent:
         url = f"postgresql://acmegw@127.0.0.1:{silent.getsockname()[1]}/acmegw"
-        result = check_config(tmp_path, DATABASE_URL=url, DATABASE_TIMEOUT="1")
-    assert result.returncode == 2, result.stderr
-    assert f"DATABASE_URL: cannot connect to PostgreSQL at {url}: " in result.stderr
+        result = cannot_connect(tmp_path, url, DATABASE_TIMEOUT="1")
     assert "timeout expired" in result.stderr
 
 
