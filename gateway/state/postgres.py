@@ -529,13 +529,12 @@ async def _unlock(
         raise
 
 
-async def migrate(conn: AsyncConnection[Any]) -> dict[str, int]:
-    """Create or migrate every part's tables; returns the versions found.
+async def migrate(conn: AsyncConnection[Any]) -> None:
+    """Create or migrate every part's tables.
 
     One transaction under an advisory lock: a replica starting at the same time
     waits, then finds the work done.
     """
-    found: dict[str, int] = {}
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", MIGRATION)
         await conn.execute(
@@ -545,7 +544,7 @@ async def migrate(conn: AsyncConnection[Any]) -> dict[str, int]:
         cursor = await conn.execute("SELECT part, version FROM schema_version")
         versions = {part: int(version) for part, version in await cursor.fetchall()}
         for part, migrations in MIGRATIONS.items():
-            at = found[part] = versions.get(part, 0)
+            at = versions.get(part, 0)
             if at > len(migrations):
                 raise Unavailable(_too_new(part, at))
             for statements in migrations[at:]:
@@ -558,7 +557,6 @@ async def migrate(conn: AsyncConnection[Any]) -> dict[str, int]:
                 "ON CONFLICT (part) DO UPDATE SET version = excluded.version",
                 (part, len(migrations)),
             )
-    return found
 
 
 def _too_new(part: str, version: int) -> str:

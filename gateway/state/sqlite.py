@@ -76,8 +76,8 @@ RECORDS_MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
-def migrate(db: sqlite3.Connection, part: str, migrations: Sequence[Sequence[str]]) -> int:
-    """Bring *part*'s tables in *db* to the last version; returns the version found.
+def migrate(db: sqlite3.Connection, part: str, migrations: Sequence[Sequence[str]]) -> None:
+    """Bring *part*'s tables in *db* to the last version.
 
     One immediate transaction: a second process opening the same file waits
     (``busy_timeout``) and then finds the work done.
@@ -107,7 +107,6 @@ def migrate(db: sqlite3.Connection, part: str, migrations: Sequence[Sequence[str
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    return found
 
 
 class _File:
