@@ -334,34 +334,32 @@ def test_good_settings_serve_the_files_in_the_state_dir(tmp_path: Path) -> None:
     assert config.tls.cert == folder / "fullchain.pem" and config.tls.key == folder / "privkey.pem"
 
 
+# A CA and a name under DNSAPI_DOMAINS: good, until a case adds or changes a setting.
+ACME_CA = {"SSL_ACME_SERVER": "https://ca.test/dir", "SSL_ACME_DOMAINS": NAME}
+
+
 @pytest.mark.parametrize(("env", "expected"), [
     ({"SSL_ACME_DOMAINS": "gw.example.test"},
      "SSL_ACME_DOMAINS without SSL_ACME_SERVER"),
-    ({"SSL_ACME_SERVER": "https://ca.test/dir", "SSL_ACME_DOMAINS": "gw.example.org"},
+    ({**ACME_CA, "SSL_ACME_DOMAINS": "gw.example.org"},
      "SSL_ACME_DOMAINS: gw.example.org lies outside DNSAPI_DOMAINS (example.test)"),
     ({"SSL_ACME_SERVER": "https://ca.test/dir"},
      "SSL_ACME_DOMAINS is required with SSL_ACME_SERVER"),
-    ({"SSL_ACME_SERVER": "http://ca.test/dir", "SSL_ACME_DOMAINS": "gw.example.test"},
+    ({**ACME_CA, "SSL_ACME_SERVER": "http://ca.test/dir"},
      "SSL_ACME_SERVER='http://ca.test/dir' is neither an https:// directory URL"),
-    ({"SSL_ACME_SERVER": "https://ca.test/dir", "SSL_ACME_DOMAINS": "gw.example.test",
-      "SSL_CERT": "c.pem", "SSL_KEY": "k.pem"},
+    ({**ACME_CA, "SSL_CERT": "c.pem", "SSL_KEY": "k.pem"},
      "SSL_CERT and SSL_ACME_SERVER exclude each other"),
-    ({"SSL_ACME_SERVER": "https://ca.test/dir", "SSL_ACME_DOMAINS": "192.0.2.1"},
+    ({**ACME_CA, "SSL_ACME_DOMAINS": "192.0.2.1"},
      "SSL_ACME_DOMAINS: '192.0.2.1' is an IP address"),
-    ({"SSL_ACME_SERVER": "https://ca.test/dir", "SSL_ACME_DOMAINS": "gw.example.test",
-      "SSL_ACME_EMAIL": "ops"},
+    ({**ACME_CA, "SSL_ACME_EMAIL": "ops"},
      "SSL_ACME_EMAIL='ops' is not an e-mail address"),
-    ({"SSL_ACME_SERVER": "https://ca.test/dir", "SSL_ACME_DOMAINS": "gw.example.test",
-      "SSL_ACME_CA_FILE": "/nonexistent/ca.pem"},
+    ({**ACME_CA, "SSL_ACME_CA_FILE": "/nonexistent/ca.pem"},
      "SSL_ACME_CA_FILE: /nonexistent/ca.pem does not exist"),
-    ({"SSL_ACME_SERVER": "https://ca.test/dir", "SSL_ACME_DOMAINS": "gw.example.test",
-      "SSL_ACME_RETRY_DELAY": "2d"},
+    ({**ACME_CA, "SSL_ACME_RETRY_DELAY": "2d"},
      "SSL_ACME_RETRY_DELAY=2d is out of range"),
-    ({"SSL_ACME_SERVER": "https://ca.test/dir", "SSL_ACME_DOMAINS": "gw.example.test",
-      "SSL_ACME_EAB_KID": "kid-1"},
+    ({**ACME_CA, "SSL_ACME_EAB_KID": "kid-1"},
      "SSL_ACME_EAB_KID and SSL_ACME_EAB_HMAC_KEY go together"),
-    ({"SSL_ACME_SERVER": "https://ca.test/dir", "SSL_ACME_DOMAINS": "gw.example.test",
-      "SSL_ACME_EAB_KID": "kid-1", "SSL_ACME_EAB_HMAC_KEY": "not base64: secret!"},
+    ({**ACME_CA, "SSL_ACME_EAB_KID": "kid-1", "SSL_ACME_EAB_HMAC_KEY": "not base64: secret!"},
      "SSL_ACME_EAB_HMAC_KEY is not base64url (copy it from the CA's console)"),
 ])
 def test_bad_settings_are_problems(tmp_path: Path, env: dict[str, str], expected: str) -> None:
