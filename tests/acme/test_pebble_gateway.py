@@ -31,7 +31,13 @@ from cryptography.x509.oid import NameOID
 from lib.acme.cli import main
 from lib.acme.client import AcmeClient
 from lib.passwd import PasswordFile
-from tests.gateway.procs import REPO_ROOT, GatewayProcess, running_gateway
+from tests.gateway.procs import (
+    REPO_ROOT,
+    GatewayProcess,
+    builtin_settings,
+    passwords_only,
+    running_gateway,
+)
 from tests.servers.certs import make_tls_files
 from tests.servers.pebble import Pebble, running_pebble
 from tests.system import free_port
@@ -90,18 +96,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     eab_file = folder / "eab.key"
     eab_file.write_text(EAB_KEY + "\n")
     eab_file.chmod(0o600)
-    settings = {
-        "PROVIDER": "builtin",
-        "BUILTIN_LISTEN": f"127.0.0.1:{dns_port}",
-        "BUILTIN_NS": "ns.example.test",
-        "DNSAPI_DOMAINS": "example.test",
-        "LISTEN": f"127.0.0.1:{gw_port}",
-        "SSL_CERT": str(tls.cert),
-        "SSL_KEY": str(tls.key),
-        "BASIC_AUTH": "required",
-        "PASSWD_FILE": str(folder / "acmepasswd"),
-        "STATE_DIR": str(folder / "gw-state"),
-    }
+    settings = builtin_settings(
+        folder, gw_port, dns_port, **passwords_only(folder),
+        BUILTIN_NS="ns.example.test",
+        SSL_CERT=str(tls.cert),
+        SSL_KEY=str(tls.key),
+        STATE_DIR=str(folder / "gw-state"),  # the client's own state is folder / "state"
+    )
     with running_pebble(folder / "pebble", f"127.0.0.1:{dns_port}", eab_keys={EAB_KID: EAB_KEY},
                         alternate_roots=1, reject_nonces=True) as pebble, \
             running_gateway(folder, settings) as gateway:

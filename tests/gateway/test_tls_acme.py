@@ -60,7 +60,13 @@ from tests.acme.fake_ca import FakeCA
 from tests.acme.fake_ca import serve as serve_fake_ca
 from tests.conftest import make_value
 from tests.gateway.conftest import GatewayFactory
-from tests.gateway.procs import GatewayProcess, run_gateway, running_gateway
+from tests.gateway.procs import (
+    GatewayProcess,
+    builtin_settings,
+    passwords_only,
+    run_gateway,
+    running_gateway,
+)
 from tests.servers.certs import make_tls_files
 from tests.servers.pebble import Pebble, running_pebble
 from tests.system import free_port
@@ -169,23 +175,17 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     eab_file = folder / "eab.key"
     eab_file.write_text(EAB_KEY + "\n")
     eab_file.chmod(0o600)
-    settings = {
-        "PROVIDER": "builtin",
-        "BUILTIN_LISTEN": f"127.0.0.1:{dns_port}",
-        "BUILTIN_NS": "ns.example.test",
-        "DNSAPI_DOMAINS": "example.test",
-        "LISTEN": f"127.0.0.1:{gw_port}",
-        "BASIC_AUTH": "required",
-        "PASSWD_FILE": str(folder / "acmepasswd"),
-        "STATE_DIR": str(state),
-        "SSL_ACME_SERVER": f"https://127.0.0.1:{acme_port}/dir",
-        "SSL_ACME_DOMAINS": NAME,
-        "SSL_ACME_EMAIL": "ops@example.test",
-        "SSL_ACME_CA_FILE": str(pebble_tls.ca),
-        "SSL_ACME_RETRY_DELAY": "1s",
-        "SSL_ACME_EAB_KID": EAB_KID,
-        "SSL_ACME_EAB_HMAC_KEY_FILE": str(eab_file),
-    }
+    settings = builtin_settings(
+        folder, gw_port, dns_port, **passwords_only(folder),
+        BUILTIN_NS="ns.example.test",
+        SSL_ACME_SERVER=f"https://127.0.0.1:{acme_port}/dir",
+        SSL_ACME_DOMAINS=NAME,
+        SSL_ACME_EMAIL="ops@example.test",
+        SSL_ACME_CA_FILE=str(pebble_tls.ca),
+        SSL_ACME_RETRY_DELAY="1s",
+        SSL_ACME_EAB_KID=EAB_KID,
+        SSL_ACME_EAB_HMAC_KEY_FILE=str(eab_file),
+    )
     before = BeforeTheCA()
     with running_gateway(folder, settings) as gateway:
         # The CA is down: the DNS side serves, HTTPS waits, the gateway tries again.
