@@ -131,7 +131,8 @@ def client_key(addr: IPAddress | str) -> str:
     return str(addr)
 
 
-def _contains(nets: tuple[IPNetwork, ...], addr: IPAddress) -> bool:
+def in_networks(nets: tuple[IPNetwork, ...], addr: IPAddress) -> bool:
+    """Whether *addr* is in one of *nets*, an IPv4-mapped address as its IPv4 one too."""
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         mapped: IPAddress = addr.ipv4_mapped
         return any(mapped in n for n in nets) or any(addr in n for n in nets)
@@ -157,7 +158,7 @@ def client_address(request: web.Request, config: AuthConfig) -> IPAddress:
         addr: IPAddress = ipaddress.ip_address(peer[0]) if peer else ipaddress.ip_address("0.0.0.0")  # noqa: S104
     except ValueError:
         addr = ipaddress.ip_address("0.0.0.0")  # noqa: S104 - a unix socket peer matches no allowlist
-    if not config.proxy_header or not _contains(config.allowed_proxies, addr):
+    if not config.proxy_header or not in_networks(config.allowed_proxies, addr):
         return addr
     # Several header lines are one list, in order; walk it from the right (the
     # entry our trusted proxy appended) past every trusted proxy.
@@ -170,7 +171,7 @@ def client_address(request: web.Request, config: AuthConfig) -> IPAddress:
             # Whatever stands left of a garbled entry was not written by a proxy we trust.
             raise BadRequest(config.proxy_header, "malformed address in forwarding header")
         addr = hop
-        if not _contains(config.allowed_proxies, hop):
+        if not in_networks(config.allowed_proxies, hop):
             break
     return addr
 
@@ -470,7 +471,7 @@ class Authenticator:
         self._pending: dict[str, dict[bytes, int]] = {}
 
     def host_allowed(self, addr: IPAddress) -> bool:
-        return _contains(self.config.allowed_hosts, addr)
+        return in_networks(self.config.allowed_hosts, addr)
 
     async def admit(self, request: web.Request, access: Access) -> Identity | None:
         """The caller of *request* if *access* lets it in (None for a public endpoint);
@@ -530,7 +531,7 @@ class Authenticator:
         account = await self.accounts.verify(user, key)
         if account is None:
             self.wrong_secret(addr, "invalid X-Api-User or X-Api-Key")
-        if account.allowfrom and not _contains(account.allowfrom, addr):
+        if account.allowfrom and not in_networks(account.allowfrom, addr):
             self._refuse(addr, "host not in allowfrom")
             raise Forbidden(f"client address {addr} is not in this account's allowfrom")
         return Identity(addr, account.label, None, account=account)

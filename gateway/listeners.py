@@ -50,7 +50,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from gateway.auth import client_key
+from gateway.auth import client_key, in_networks
 from gateway.config import ConnectionLimits
 from gateway.live import Live
 
@@ -162,10 +162,11 @@ class ConnectionGuard:
                 self.unlisten(sock)
                 asyncio.get_running_loop().call_later(ACCEPT_PAUSE, self.listen, sock)
                 return
-            self._take(conn, client_key(str(addr[0])))
+            self._take(conn, str(addr[0]))
 
-    def _take(self, sock: socket.socket, key: str) -> None:
-        refusal = self._admission(key)
+    def _take(self, sock: socket.socket, host: str) -> None:
+        key = client_key(host)
+        refusal = self._admission(key, host)
         if refusal is not None:
             self._refusals.warning("connection refused: %s", refusal)
             if self.tls is None:
@@ -195,16 +196,19 @@ class ConnectionGuard:
             sock.close()
             self.release(conn)
 
-    def _exempt(self, key: str) -> bool:
+    def _exempt(self, host: str) -> bool:
+        """Whether the peer *host* is a trusted proxy. Judged by its own address: an
+        IPv6 peer's key is its /64, which is no address."""
         try:
-            addr = ipaddress.ip_address(key)
+            addr = ipaddress.ip_address(host.partition("%")[0])
         except ValueError:
             return False
-        return any(addr in net for net in self.live.config.auth.allowed_proxies)
+        return in_networks(self.live.config.auth.allowed_proxies, addr)
 
-    def _admission(self, key: str) -> str | None:
-        """Why a new connection from *key* may not come in, if it may not."""
-        if self._per_client[key] >= self.limits.max_per_client and not self._exempt(key):
+    def _admission(self, key: str, host: str) -> str | None:
+        """Why a new connection from *host* (counted as *key*) may not come in, if it
+        may not."""
+        if self._per_client[key] >= self.limits.max_per_client and not self._exempt(host):
             return f"too many connections from {key} (MAX_CONNECTIONS_PER_CLIENT)"
         if len(self._open) >= self.max_connections:
             victim = self._make_way(key)

@@ -272,6 +272,23 @@ def test_a_trusted_proxy_is_exempt_from_the_per_client_cap(tmp_path: Path) -> No
                 sock.close()
 
 
+def test_a_trusted_ipv6_proxy_is_exempt_from_the_per_client_cap(tmp_path: Path) -> None:
+    """An IPv6 peer is counted as its /64, which is no address: whether it is a
+    trusted proxy is judged by its own address."""
+    port = free_port()
+    settings = gateway_settings(
+        tmp_path, port, LISTEN=f"[::1]:{port}", ALLOWED_PROXIES="::1",
+        MAX_CONNECTIONS_PER_CLIENT="5",
+    )
+    with running_gateway(tmp_path, settings):
+        proxy = [socket.create_connection(("::1", port), timeout=15) for _ in range(12)]
+        try:
+            assert [ask(sock, port)[0] for sock in proxy] == [200] * 12
+        finally:
+            for sock in proxy:
+                sock.close()
+
+
 def test_when_every_slot_is_taken_an_idle_connection_makes_way(tmp_path: Path) -> None:
     zone = Zone(tmp_path / "zone.json")
     provider = filedns.write_provider(tmp_path / "filedns.py", zone.path, before={"setup": 3})
