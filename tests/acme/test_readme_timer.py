@@ -6,16 +6,12 @@ copies them as they are, and systemd must find nothing to say about them."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.gateway.procs import REPO_ROOT
-from tests.system import need_program
-
-SYSTEMD_UNITS = Path("/usr/lib/systemd/system")
+from tests.system import systemd_verify
 
 
 def readme_units() -> dict[str, str]:
@@ -43,19 +39,6 @@ def test_the_readme_gives_a_service_and_its_timer() -> None:
 
 @pytest.mark.system
 def test_systemd_accepts_the_readme_units(tmp_path: Path) -> None:
-    analyze = need_program("systemd-analyze", "systemd")
-    root = tmp_path / "root"
-    shutil.copytree(SYSTEMD_UNITS, root / "usr/lib/systemd/system", symlinks=True)
-    folder = root / "etc/systemd/system"
-    folder.mkdir(parents=True)
-    for name, text in readme_units().items():
-        (folder / name).write_text(text)
-    command = root / "usr/local/bin/acmegw-acme"
-    command.parent.mkdir(parents=True)
-    command.write_text("#!/bin/sh\n")
-    command.chmod(0o755)
-    done = subprocess.run([analyze, "verify", f"--root={root}", "acmegw-acme.service",
-                           "acmegw-acme.timer"],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = systemd_verify(tmp_path / "root", readme_units(), ["/usr/local/bin/acmegw-acme"])
     # systemd-analyze exits 0 on unknown keys and bad values: its output counts.
     assert (done.returncode, done.stdout + done.stderr) == (0, ""), done.stdout + done.stderr

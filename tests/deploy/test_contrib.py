@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.gateway.procs import REPO_ROOT
-from tests.system import need_program
+from tests.system import need_program, systemd_verify
 
 UNIT = REPO_ROOT / "contrib" / "acmegw.service"
 RC_SCRIPT = REPO_ROOT / "contrib" / "acmegw.rc"
-SYSTEMD_UNITS = Path("/usr/lib/systemd/system")
 
 
 def unit_settings() -> dict[str, list[str]]:
@@ -49,23 +47,8 @@ def unit_settings() -> dict[str, list[str]]:
 
 @pytest.mark.system
 def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
-    analyze = need_program("systemd-analyze", "systemd")
-    root = tmp_path / "root"
-    shutil.copytree(SYSTEMD_UNITS, root / "usr/lib/systemd/system", symlinks=True)
-    units = root / "etc/systemd/system"
-    units.mkdir(parents=True)
-    shutil.copy(UNIT, units / "acmegw.service")
-    server = root / "opt/acmegw/bin/acmegw-server"
-    server.parent.mkdir(parents=True)
-    server.write_text("#!/bin/sh\n")
-    server.chmod(0o755)
-    done = subprocess.run(
-        [analyze, "verify", f"--root={root}", "acmegw.service"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = systemd_verify(tmp_path / "root", {"acmegw.service": UNIT.read_text()},
+                          ["/opt/acmegw/bin/acmegw-server"])
     # systemd-analyze exits 0 on unknown keys and bad values: its output counts.
     assert (done.returncode, done.stdout + done.stderr) == (0, ""), done.stdout + done.stderr
 
