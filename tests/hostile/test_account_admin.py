@@ -33,7 +33,6 @@ from lib.names import value_tag
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
 from tests.gateway.procs import (
-    GatewayProcess,
     gateway_env,
     gateway_settings,
     passwords_only,
@@ -41,7 +40,7 @@ from tests.gateway.procs import (
     write_accounts_file,
 )
 from tests.hostile.conftest import Answer
-from tests.hostile.wire import basic, send
+from tests.hostile.wire import WireGateway, basic
 from tests.servers.certs import make_tls_files
 from tests.system import free_port
 
@@ -60,14 +59,12 @@ STATIC_USER, STATIC_KEY = "static-account", "s" * 40
 
 
 @dataclass
-class Gateway:
-    process: GatewayProcess
-    port: int
+class Gateway(WireGateway):
     folder: Path
     keys: list[str] = field(default_factory=list)  # every key it gave out
 
     def call(self, method: str, path: str, **kw: Any) -> Answer:
-        answer = send(self.port, method, path, **kw)
+        answer = super().call(method, path, **kw)
         if answer.status in (200, 201) and path.endswith(("/register", "/rotate")):
             self.keys.append(answer.json()["password"])
         return answer

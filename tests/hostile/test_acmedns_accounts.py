@@ -27,9 +27,9 @@ import pytest
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, gateway_env, running_gateway, write_accounts_file
+from tests.gateway.procs import gateway_env, running_gateway, write_accounts_file
 from tests.hostile.conftest import Answer
-from tests.hostile.wire import basic, send
+from tests.hostile.wire import WireGateway, basic
 from tests.system import free_port
 
 ZONE = "acme.example.test"
@@ -39,14 +39,9 @@ STATIC_USER, STATIC_KEY, STATIC_SUB = "static-account", "s" * 40, "static-sub"
 
 
 @dataclass
-class Gateway:
-    process: GatewayProcess
-    port: int
+class Gateway(WireGateway):
     dotenv: Path
     accounts: Path
-
-    def call(self, method: str, path: str, **kw: object) -> Answer:
-        return send(self.port, method, path, **kw)  # type: ignore[arg-type]
 
     def reload(self, **settings: str) -> None:
         """Rewrite the dotenv file with *settings* changed, send SIGHUP, wait for the log."""

@@ -29,10 +29,9 @@ import pytest
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, gateway_settings, passwords_only, running_gateway
+from tests.gateway.procs import gateway_settings, passwords_only, running_gateway
 from tests.gateway.rawhttp import connect, read_response
-from tests.hostile.conftest import Answer
-from tests.hostile.wire import basic, send, unread
+from tests.hostile.wire import WireGateway, basic, send, unread
 from tests.system import free_port, wait_until
 
 ADMIN = basic("carol", "carol's password")
@@ -40,13 +39,8 @@ ZONE = "acme.example.test"
 
 
 @dataclass
-class Gateway:
-    process: GatewayProcess
-    port: int
+class Gateway(WireGateway):
     folder: Path
-
-    def call(self, method: str, path: str, **kw: object) -> Answer:
-        return send(self.port, method, path, **kw)  # type: ignore[arg-type]
 
     def reload(self, **changes: str) -> None:
         """Rewrite the dotenv file with *changes*, SIGHUP, wait until it is applied."""

@@ -12,21 +12,18 @@ two; such a value was published with its line break. Every API must answer
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
 from tests.gateway.procs import (
-    GatewayProcess,
     gateway_settings,
     passwords_only,
     running_gateway,
     write_accounts_file,
 )
-from tests.hostile.conftest import Answer
-from tests.hostile.wire import basic, send
+from tests.hostile.wire import WireGateway, basic
 from tests.system import free_port
 
 ALICE = basic("alice", "alice's password")
@@ -36,17 +33,8 @@ KEY_USER, KEY, KEY_SUB = "a7c0ffee-0000-4000-8000-000000000001", "k" * 40, "sub-
 ACMEDNS = {"X-Api-User": KEY_USER, "X-Api-Key": KEY}
 
 
-@dataclass
-class Gateway:
-    process: GatewayProcess
-    port: int
-
-    def call(self, method: str, path: str, **kw: object) -> Answer:
-        return send(self.port, method, path, **kw)  # type: ignore[arg-type]
-
-
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WireGateway]:
     tmp = tmp_path_factory.mktemp("lines")
     users = PasswordFile(tmp / "acmepasswd")
     users.set_user("alice", "alice's password")
@@ -65,7 +53,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         ACMEDNS_ACCOUNTS_FILE=str(accounts),
     )
     with running_gateway(tmp, settings) as gw:
-        yield Gateway(gw, port)
+        yield WireGateway(gw, port)
 
 
 def native(name: str, value: str) -> dict[str, str]:
@@ -94,7 +82,7 @@ CASES = [
 @pytest.mark.parametrize(("what", "path", "headers", "body", "field"), CASES,
                          ids=[c[0] for c in CASES])
 def test_a_line_break_is_refused(
-    gateway: Gateway, what: str, path: str, headers: dict[str, str],
+    gateway: WireGateway, what: str, path: str, headers: dict[str, str],
     body: dict[str, str], field: str,
 ) -> None:
     answer = gateway.call("POST", path, headers=headers, body=body)
@@ -102,7 +90,7 @@ def test_a_line_break_is_refused(
     assert answer.json()["message"].startswith(f"{field}:"), answer.body
 
 
-def test_nothing_was_written_and_every_log_line_is_whole(gateway: Gateway) -> None:
+def test_nothing_was_written_and_every_log_line_is_whole(gateway: WireGateway) -> None:
     for _, path, headers, body, _ in CASES:
         gateway.call("POST", path, headers=headers, body=body)
     records = gateway.call("GET", "/records", headers=ADMIN)

@@ -12,9 +12,11 @@ import base64
 import http.client
 import json
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.gateway.procs import GatewayProcess
 from tests.hostile.conftest import Answer
 
 
@@ -45,6 +47,18 @@ def send(
         return Answer(response.status, response.read(), dict(response.getheaders()))
     finally:
         conn.close()
+
+
+@dataclass
+class WireGateway:
+    """A gateway process and its port, for :func:`send`; a test adds what it keeps."""
+
+    process: GatewayProcess
+    port: int
+
+    def call(self, method: str, path: str, **kw: Any) -> Answer:
+        """:func:`send` to this gateway (*kw*: ``source``, ``headers``, ``body``, ``timeout``)."""
+        return send(self.port, method, path, **kw)
 
 
 def unread(port: int, client: socket.socket) -> int | None:
