@@ -21,9 +21,9 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -32,6 +32,9 @@ from gateway.state.sqlite import ACCOUNTS_FILE_NAME, JOURNAL_FILE_NAME, SqliteSt
 from tests.gateway.procs import GatewayProcess, builtin_settings, running_gateway
 from tests.servers.postgres import PostgresServer
 from tests.system import free_port
+
+if TYPE_CHECKING:  # the driver is imported only by the tests that use PostgreSQL
+    from gateway.state.postgres import PostgresState
 
 BACKENDS = ("sqlite", "postgresql")
 
@@ -67,13 +70,7 @@ class Backend:
         """A state on this backend, not yet opened."""
         if self.postgres is None or self.database is None:
             return SqliteState(self.state_dir, clock=clock)
-        from gateway.config import DatabaseConfig
-        from gateway.state.postgres import PostgresState
-
-        config = DatabaseConfig(
-            self.postgres.url(self.database), self.postgres.password, **kwargs
-        )
-        return PostgresState(config, clock=clock)
+        return pg_state(self.postgres, self.database, clock=clock, **kwargs)
 
     def sql(self, table: str, statement: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run *statement* (about *table*: SQLite keeps tables in separate files) from
@@ -98,6 +95,35 @@ class Backend:
         else:
             # Not validated against the rows there: only new writes fail.
             self.sql(table, f"ALTER TABLE {table} ADD CONSTRAINT refuse CHECK (false) NOT VALID")
+
+
+def pg_state(
+    server: PostgresServer,
+    database: str,
+    provider_timeout: float = 30.0,
+    clock: Callable[[], float] = time.time,
+    **kwargs: Any,
+) -> PostgresState:
+    """A state on *database* of *server*, not yet opened; *kwargs* are
+    :class:`gateway.config.DatabaseConfig`'s."""
+    from gateway.config import DatabaseConfig
+    from gateway.state.postgres import PostgresState
+
+    config = DatabaseConfig(server.url(database), server.password, **kwargs)
+    return PostgresState(config, provider_timeout, clock)
+
+
+@contextlib.asynccontextmanager
+async def pg_opened(
+    server: PostgresServer, database: str, **kwargs: Any
+) -> AsyncIterator[PostgresState]:
+    """:func:`pg_state`, opened for the block."""
+    state = pg_state(server, database, **kwargs)
+    await state.open()
+    try:
+        yield state
+    finally:
+        await state.close()
 
 
 @contextlib.contextmanager

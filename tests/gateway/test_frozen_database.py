@@ -34,8 +34,8 @@ from gateway.errors import Unavailable
 from gateway.state import postgres as postgres_backend
 from gateway.state.postgres import PostgresJournal
 from tests.conftest import make_value
-from tests.gateway.backends import gateway_on_postgres
-from tests.gateway.test_state import NAME, pg_opened
+from tests.gateway.backends import gateway_on_postgres, pg_opened
+from tests.gateway.test_state import NAME
 from tests.servers.postgres import PostgresServer, running_postgres
 
 pytestmark = pytest.mark.system

@@ -11,10 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -34,6 +31,7 @@ from gateway.state.sqlite import (
     SqliteState,
 )
 from tests.conftest import make_value
+from tests.gateway.backends import pg_opened, pg_state
 from tests.gateway.procs import REPO_ROOT, gateway_settings, run_gateway, running_gateway
 from tests.servers.postgres import PostgresServer
 from tests.system import free_port
@@ -136,25 +134,6 @@ async def test_a_state_dir_from_a_newer_gateway_is_refused(tmp_path: Path) -> No
 
 
 # -- PostgreSQL ---------------------------------------------------------------
-
-
-def pg_state(
-    server: PostgresServer, database: str, provider_timeout: float = 30.0, **kwargs: Any
-) -> PostgresState:
-    config = DatabaseConfig(server.url(database), server.password, **kwargs)
-    return PostgresState(config, provider_timeout)
-
-
-@asynccontextmanager
-async def pg_opened(
-    server: PostgresServer, database: str, **kwargs: Any
-) -> AsyncIterator[PostgresState]:
-    state = pg_state(server, database, **kwargs)
-    await state.open()
-    try:
-        yield state
-    finally:
-        await state.close()
 
 
 async def test_replicas_starting_together_create_the_schema_once(
@@ -450,8 +429,7 @@ async def test_setups_a_replica_left_unfinished_are_cleaned_up_once_it_is_gone(
     due at the others' next sweep once its provider call must have ended, not an
     hour later; its confirmed values stay until their teardown."""
     clock = Clock()
-    config = DatabaseConfig(postgres_server.url(postgres_database), postgres_server.password)
-    b = PostgresState(config, provider_timeout=5.0, clock=clock)
+    b = pg_state(postgres_server, postgres_database, provider_timeout=5.0, clock=clock)
     await b.open()
     try:
         unfinished, confirmed = make_value(), make_value()
