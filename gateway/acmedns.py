@@ -218,7 +218,7 @@ class AccountStore:
     async def rotate(self, username: str) -> tuple[Account, str] | None:
         """A new key for the registered account *username*, which the old one no longer
         opens from now on; None if there is no such registered account."""
-        account = None if self.is_static(username) else await self.table.get(username)
+        account = None if self.is_static(username) else await self.get(username)
         if account is None:
             return None
         key = _new_key()
