@@ -196,10 +196,8 @@ def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path) -> None:
         pending = pool.submit(
             requests.post, f"http://127.0.0.1:{port}/", json=setup_body(), timeout=20
         )
-        deadline = time.monotonic() + 10
-        while not (log.exists() and "start" in log.read_text()):
-            assert time.monotonic() < deadline, "the provider was never called"
-            time.sleep(0.01)
+        wait_until(lambda: log.exists() and "start" in log.read_text(),
+                   "the provider to be called", timeout=10)
         gw.send(signal.SIGTERM)
         answer = pending.result(timeout=20)
         assert answer.status_code == 201, answer.text

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.gateway.procs import REPO_ROOT, GatewayProcess, builtin_settings
-from tests.system import free_port, gone
+from tests.system import free_port, gone, wait_until
 
 SITECUSTOMIZE = """
 import os
@@ -164,10 +164,8 @@ def test_sighup_while_starting_is_a_reload_once_serving(
     gw.send(signal.SIGHUP)
     gate.open()
     gw.wait_ready(WAIT)
-    deadline = time.monotonic() + WAIT
-    while "configuration reloaded" not in gw.stderr:
-        assert time.monotonic() < deadline, f"SIGHUP {when} was not acted on: {gw.describe()}"
-        time.sleep(0.05)
+    wait_until(lambda: "configuration reloaded" in gw.stderr, f"SIGHUP {when} to be acted on",
+               WAIT, describe=gw.describe)
     assert gw.proc.poll() is None
     child = wait_for_child(gw)
     assert gw.stop() == 0, gw.describe()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -37,7 +36,7 @@ import dns.rcode
 from tests.gateway.procs import builtin_settings, gateway_settings, running_gateway
 from tests.gateway.rawhttp import closed_by_gateway, connect, read_response
 from tests.hostile.wire import send, unread
-from tests.system import free_port
+from tests.system import free_port, wait_until
 
 ATTACKERS = [f"127.0.0.{n}" for n in range(10, 14)]
 PER_CLIENT = 4
@@ -55,10 +54,8 @@ def held(port: int, first_bytes: bytes) -> Iterator[list[socket.socket]]:
                 sock = stack.enter_context(connect(port, source))
                 sock.sendall(first_bytes)
                 socks.append(sock)
-        deadline = time.monotonic() + 30
-        while any(unread(port, s) != 0 for s in socks):
-            assert time.monotonic() < deadline, "the server did not read every first byte"
-            time.sleep(0.05)
+        wait_until(lambda: all(unread(port, s) == 0 for s in socks),
+                   "the server to read every first byte")
         yield socks
 
 
@@ -93,10 +90,7 @@ def begun(port: int, source: str, head: bytes = b"G") -> socket.socket:
     """A connection from *source* that sent the start of a head, read by the server."""
     sock = connect(port, source)
     sock.sendall(head)
-    deadline = time.monotonic() + 30
-    while unread(port, sock) != 0:
-        assert time.monotonic() < deadline, "the server did not read the first bytes"
-        time.sleep(0.05)
+    wait_until(lambda: unread(port, sock) == 0, "the server to read the first bytes")
     return sock
 
 
