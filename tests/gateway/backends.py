@@ -157,8 +157,5 @@ def both_backends(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ba
         yield Backend("sqlite", tmp_path / "state")
         return
     server: PostgresServer = request.getfixturevalue("postgres_server")
-    database = server.new_database()
-    try:
-        yield Backend("postgresql", tmp_path / "state", server, database)
-    finally:
-        server.drop_database(database)
+    database: str = request.getfixturevalue("postgres_database")
+    yield Backend("postgresql", tmp_path / "state", server, database)
