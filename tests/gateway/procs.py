@@ -97,6 +97,14 @@ def write_accounts_file(path: Path, *accounts: Mapping[str, object], mode: int =
     return path
 
 
+def write_dotenv_file(path: Path, settings: Mapping[str, str]) -> Path:
+    """*settings* as a dotenv file at *path* (for ``-e`` or ``DOTENV``), private: it may
+    hold secrets, and the gateway wants it so."""
+    path.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+    path.chmod(0o600)
+    return path
+
+
 def _on_loopback(folder: Path, port: int) -> dict[str, str]:
     return {
         "DNSAPI_DOMAINS": "example.test",

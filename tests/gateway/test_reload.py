@@ -24,7 +24,7 @@ import requests
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import GatewayProcess, running_gateway
+from tests.gateway.procs import GatewayProcess, running_gateway, write_dotenv_file
 from tests.servers.bind import start_primary
 from tests.system import free_port, wait_until
 
@@ -219,14 +219,12 @@ def test_a_rotated_tsig_secret_is_used_after_a_reload(tmp_path: Path) -> None:
         env_file = tmp_path / ".env"
 
         def write(secret: str) -> None:
-            settings = {**bind.rfc2136_settings(), "RFC2136_TSIG_SECRET": secret}
-            env_file.write_text(
-                "".join(f"{k}={v}\n" for k, v in settings.items())
-                + f"LISTEN=127.0.0.1:{port}\nDNSAPI_DOMAINS=example.test\n"
-                "BASIC_AUTH=required\nPASSWD_FILE=acmepasswd\nSTATE_DIR=state\n"
-                "PROPAGATION_CHECK=off\n"
-            )
-            env_file.chmod(0o600)
+            write_dotenv_file(env_file, {
+                **bind.rfc2136_settings(), "RFC2136_TSIG_SECRET": secret,
+                "LISTEN": f"127.0.0.1:{port}", "DNSAPI_DOMAINS": "example.test",
+                "BASIC_AUTH": "required", "PASSWD_FILE": "acmepasswd", "STATE_DIR": "state",
+                "PROPAGATION_CHECK": "off",
+            })
 
         # The server's key was rotated; the gateway still has the old secret.
         write(base64.b64encode(b"the secret before the rotation!!").decode())

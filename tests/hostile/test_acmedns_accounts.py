@@ -27,7 +27,12 @@ import pytest
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import gateway_env, running_gateway, write_accounts_file
+from tests.gateway.procs import (
+    gateway_env,
+    running_gateway,
+    write_accounts_file,
+    write_dotenv_file,
+)
 from tests.hostile.conftest import Answer
 from tests.hostile.wire import WireGateway, basic
 from tests.system import free_port
@@ -81,8 +86,7 @@ def write_dotenv(path: Path, port: int, accounts: Path, **changes: str) -> None:
         "DELEGATIONS": "deleg.example.test=x.validation.example.net",
     }
     settings.update(changes)
-    path.write_text("".join(f"{k}={v}\n" for k, v in settings.items() if v))
-    path.chmod(0o600)
+    write_dotenv_file(path, {key: value for key, value in settings.items() if value})
 
 
 def write_accounts(path: Path, *, with_static: bool) -> None:

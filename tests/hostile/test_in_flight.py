@@ -29,7 +29,12 @@ import pytest
 
 from lib.passwd import PasswordFile
 from tests.conftest import make_value
-from tests.gateway.procs import gateway_settings, passwords_only, running_gateway
+from tests.gateway.procs import (
+    gateway_settings,
+    passwords_only,
+    running_gateway,
+    write_dotenv_file,
+)
 from tests.gateway.rawhttp import connect, read_response
 from tests.hostile.wire import WireGateway, basic, send, unread
 from tests.system import free_port, wait_until
@@ -63,9 +68,7 @@ def write_dotenv(folder: Path, port: int, **changes: str) -> None:
         # The test holds a body half-sent for as long as the admin takes.
         HTTP_BODY_TIMEOUT="120",
     ) | changes
-    dotenv = folder / ".env"
-    dotenv.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
-    dotenv.chmod(0o600)
+    write_dotenv_file(folder / ".env", settings)
 
 
 @pytest.fixture(scope="module")

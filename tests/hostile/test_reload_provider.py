@@ -18,19 +18,14 @@ import dns.message
 import dns.query
 import dns.rcode
 
-from tests.gateway.procs import running_gateway
+from tests.gateway.procs import builtin_settings, running_gateway, write_dotenv_file
 from tests.system import free_port
 
 
 def write_dotenv(folder: Path, port: int, dns_port: int, ttl: int) -> Path:
-    dotenv = folder / ".env"
-    dotenv.write_text(
-        f"LISTEN=127.0.0.1:{port}\nPROVIDER=builtin\nBUILTIN_LISTEN=127.0.0.1:{dns_port}\n"
-        f"BUILTIN_NS=ns.example.test\nBUILTIN_TTL={ttl}\nDNSAPI_DOMAINS=example.test\n"
-        f"ALLOWED_HOSTS=127.0.0.1\nSTATE_DIR={folder / 'state'}\n"
-    )
-    dotenv.chmod(0o600)
-    return dotenv
+    settings = builtin_settings(folder, port, dns_port, BUILTIN_NS="ns.example.test",
+                                BUILTIN_TTL=str(ttl))
+    return write_dotenv_file(folder / ".env", settings)
 
 
 def soa_ttl(dns_port: int) -> int | None:
