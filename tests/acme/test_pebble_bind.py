@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from lib.acme.cli import main
 from lib.passwd import PasswordFile
-from tests.gateway.procs import REPO_ROOT, GatewayProcess, running_gateway
+from tests.gateway.procs import REPO_ROOT, GatewayProcess, running_gateway, write_secret_file
 from tests.servers.bind import CHALLENGE_LABELS, BindServer, start_primary
 from tests.servers.pebble import Pebble, running_pebble
 from tests.system import free_port
@@ -92,13 +92,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         *CHALLENGE_LABELS, "_acme-challenge.sigterm-provider", "_acme-challenge.sigterm-gateway",
         "_acme-challenge.sigkill"))
     try:
-        secret_file = folder / "tsig.secret"
-        secret_file.write_text(bind.key.secret + "\n")
-        secret_file.chmod(0o600)
+        secret_file = write_secret_file(folder / "tsig.secret", bind.key.secret + "\n")
         PasswordFile(folder / "acmepasswd").set_user(USER, PASSWORD)
-        password_file = folder / "web1.password"
-        password_file.write_text(PASSWORD)
-        password_file.chmod(0o600)
+        password_file = write_secret_file(folder / "web1.password", PASSWORD)
         gw_port = free_port()
         settings = {
             "PROVIDER": "rfc2136",

@@ -37,6 +37,7 @@ from tests.gateway.procs import (
     builtin_settings,
     passwords_only,
     running_gateway,
+    write_secret_file,
 )
 from tests.servers.certs import make_tls_files
 from tests.servers.pebble import Pebble, running_pebble
@@ -90,12 +91,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     dns_port, gw_port = free_port(), free_port()
     tls = make_tls_files(folder / "gw-tls", ca_name="acmegw gateway test CA")
     PasswordFile(folder / "acmepasswd").set_user(USER, PASSWORD, domains=["example.test"])
-    password_file = folder / "web1.password"
-    password_file.write_text(PASSWORD + "\n")
-    password_file.chmod(0o600)
-    eab_file = folder / "eab.key"
-    eab_file.write_text(EAB_KEY + "\n")
-    eab_file.chmod(0o600)
+    password_file = write_secret_file(folder / "web1.password", PASSWORD + "\n")
+    eab_file = write_secret_file(folder / "eab.key", EAB_KEY + "\n")
     settings = builtin_settings(
         folder, gw_port, dns_port, **passwords_only(folder),
         BUILTIN_NS="ns.example.test",
@@ -249,9 +246,7 @@ def test_the_gateway_is_checked_before_anything_is_ordered(site: Site, tmp_path:
     left a pending order at the CA) and a TLS failure said only "(SSLError)"."""
     args = site.issue_args("--name", f"check-{mistake}", "--state-dir", str(tmp_path / "s"))
     if mistake == "password":
-        wrong = tmp_path / "wrong.password"
-        wrong.write_text("not the password\n")
-        wrong.chmod(0o600)
+        wrong = write_secret_file(tmp_path / "wrong.password", "not the password\n")
         args[args.index(str(site.password_file))] = str(wrong)
         expected = "HTTP 401"
     elif mistake == "trust":

@@ -97,12 +97,18 @@ def write_accounts_file(path: Path, *accounts: Mapping[str, object], mode: int =
     return path
 
 
-def write_dotenv_file(path: Path, settings: Mapping[str, str]) -> Path:
-    """*settings* as a dotenv file at *path* (for ``-e`` or ``DOTENV``), private: it may
-    hold secrets, and the gateway wants it so."""
-    path.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+def write_secret_file(path: Path, text: str) -> Path:
+    """*text* at *path*, readable by its owner only, as the gateway and the ACME client
+    want a file that holds a secret (a password, a key)."""
+    path.write_text(text)
     path.chmod(0o600)
     return path
+
+
+def write_dotenv_file(path: Path, settings: Mapping[str, str]) -> Path:
+    """*settings* as a dotenv file at *path* (for ``-e`` or ``DOTENV``), private: it may
+    hold secrets."""
+    return write_secret_file(path, "".join(f"{key}={value}\n" for key, value in settings.items()))
 
 
 def _on_loopback(folder: Path, port: int) -> dict[str, str]:

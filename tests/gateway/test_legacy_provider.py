@@ -32,6 +32,7 @@ from providers.base import ProviderContext
 from providers.legacy import LegacyProvider
 from providers.registry import create_provider
 from tests.conftest import make_value
+from tests.gateway.procs import write_secret_file
 
 API_USER = "api-user"
 # Quotes, a backslash and non-ASCII: repr() and URL quoting change how it looks.
@@ -377,9 +378,8 @@ async def test_password_stays_out_of_answers_and_logs_when_a_call_raises(
 def test_password_from_a_file(where: Setup, tmp_path: Path) -> None:
     argv, env = where.as_module()
     del env["DNSAPI_PASSWORD"]
-    (tmp_path / "dnsapi-password").write_text(API_PASSWORD + "\n")
-    (tmp_path / "dnsapi-password").chmod(0o600)
-    env["DNSAPI_PASSWORD_FILE"] = str(tmp_path / "dnsapi-password")
+    secret = write_secret_file(tmp_path / "dnsapi-password", API_PASSWORD + "\n")
+    env["DNSAPI_PASSWORD_FILE"] = str(secret)
     server.prepare(argv, env)
     assert where.calls.events("init")[0]["password"] == API_PASSWORD
 

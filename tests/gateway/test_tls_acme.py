@@ -66,6 +66,7 @@ from tests.gateway.procs import (
     passwords_only,
     run_gateway,
     running_gateway,
+    write_secret_file,
 )
 from tests.servers.certs import make_tls_files
 from tests.servers.pebble import Pebble, running_pebble
@@ -172,9 +173,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     pebble_tls = make_tls_files(folder / "pebble-tls", ca_name="pebble HTTPS test CA")
     PasswordFile(folder / "acmepasswd").set_user(USER, PASSWORD, domains=["example.test"])
     state = folder / "state"
-    eab_file = folder / "eab.key"
-    eab_file.write_text(EAB_KEY + "\n")
-    eab_file.chmod(0o600)
+    eab_file = write_secret_file(folder / "eab.key", EAB_KEY + "\n")
     settings = builtin_settings(
         folder, gw_port, dns_port, **passwords_only(folder),
         BUILTIN_NS="ns.example.test",

@@ -38,6 +38,7 @@ from tests.gateway.procs import (
     passwords_only,
     running_gateway,
     write_accounts_file,
+    write_secret_file,
 )
 from tests.hostile.conftest import Answer
 from tests.hostile.wire import WireGateway, basic
@@ -399,9 +400,7 @@ def test_the_command_line_gets_what_the_api_gives_the_user(gateway: Gateway) -> 
 def test_the_command_line_takes_the_password_from_a_file_and_never_sends_it_in_clear(
     gateway: Gateway, tmp_path: Path
 ) -> None:
-    secret = tmp_path / "password"
-    secret.write_text(PASSWORDS["carol"] + "\n")
-    secret.chmod(0o600)
+    secret = write_secret_file(tmp_path / "password", PASSWORDS["carol"] + "\n")
     from_file = cli(gateway, "list", "--user", "carol", "--password-file", str(secret),
                     user=None)
     assert from_file.returncode == 0, from_file.stderr
